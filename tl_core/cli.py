@@ -1,0 +1,207 @@
+"""Command line: ``python -m tl_core models | datasets | train | predict | runs | worker``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import architectures, datasets
+from .workspace import TLError
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def cmd_models(args) -> int:
+    rows = architectures.availability()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"Weights folder: {architectures.weights_dir()}")
+    print(f"{'name':<18} {'size':>4}  {'preprocess':<10} {'offline weights':<22} alphas")
+    for row in rows:
+        offline = ("yes" + (f" (alpha {', '.join(map(str, row['offline_alphas']))})" if row["alphas"] else "")) \
+            if row["weights_offline"] else "no (download)"
+        print(f"{row['name']:<18} {row['default_size']:>4}  {row['preprocessing']:<10} {offline:<22} "
+              f"{', '.join(map(str, row['alphas'])) or '-'}")
+    if args.details:
+        _quiet_tensorflow()
+        from .modeling import describe_base
+        for row in rows:
+            d = describe_base(row["name"])
+            print(f"{row['name']}: {d['num_layers']} layers, {d['params']:,} parameters, features {d['feature_dim']}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    if args.action == "add":
+        def progress(done, total):
+            if done == total or done % 200 == 0:
+                print(f"  checked {done}/{total} files", file=sys.stderr)
+        ds = datasets.add_source(args.source, args.name, val_fraction=args.val_fraction, seed=args.seed,
+                                 min_colors=0 if args.keep_low_detail else datasets.DEFAULT_MIN_COLORS,
+                                 progress=progress)
+        print(datasets.format_report(ds))
+    elif args.action == "list":
+        for ds in datasets.list_datasets():
+            m = ds.manifest
+            print(f"{ds.name}\t{m['num_images']} images\t{len(m['classes'])} classes\t{m['source']}")
+    elif args.action == "show":
+        print(datasets.format_report(datasets.load_dataset(args.name)))
+    elif args.action == "delete":
+        datasets.delete_dataset(args.name)
+        print(f"deleted {args.name}")
+    return 0
+
+
+def _config_from_args(args):
+    from .config import TrainConfig
+    fields = dict(data=args.data, base=args.base, alpha=args.alpha, size=args.size, head=args.head,
+                  freeze_depth=args.freeze_depth, fine_tune_depth=args.fine_tune_depth,
+                  fine_tune_epochs=args.fine_tune_epochs or 0, fine_tune_lr=args.fine_tune_lr, seed=args.seed)
+    for name in ("learning_rate", "epochs", "batch_size", "optimizer", "dropout", "aug_views", "patience"):
+        value = getattr(args, name)
+        if value is not None:
+            fields[name] = value
+    if args.no_augment:
+        fields["augment"] = False
+    if args.no_early_stopping:
+        fields["early_stopping"] = False
+    if args.weights == "none":
+        fields["weights"] = None
+    return TrainConfig(**fields)
+
+
+def cmd_train(args) -> int:
+    _quiet_tensorflow()
+    from .train import train
+
+    def progress(event):
+        if event["kind"] == "epoch":
+            parts = [f"{k}={event[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in event]
+            print(f"[{event.get('phase')}] epoch {event['epoch']}/{event['total_epochs']} " + " ".join(parts),
+                  file=sys.stderr, flush=True)
+        elif event["kind"] == "stage":
+            print(f"... {event['stage']}", file=sys.stderr, flush=True)
+        elif event["kind"] == "features" and (event["done"] == event["total"]):
+            print(f"... features ({event['what']}): {event['total']} ready", file=sys.stderr, flush=True)
+
+    cfg = _config_from_args(args)
+    run, metrics = train(cfg, Path(args.run_dir) if args.run_dir else None, progress)
+    if not metrics:
+        print(f"run {run.root} was cancelled", file=sys.stderr)
+        return 1
+    print(json.dumps({"run_dir": str(run.root), "val_accuracy": metrics["val_accuracy"],
+                      "training_path": metrics["training_path"], "duration_s": metrics["duration_s"],
+                      "class_names": metrics["class_names"], "confusion_matrix": metrics["confusion_matrix"]}))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    _quiet_tensorflow()
+    from .predict import Predictor
+    predictor = Predictor.from_run(args.run)
+    missing = [f for f in args.images if not Path(f).is_file()]
+    if missing:
+        raise TLError(f"Image file(s) not found: {missing}")
+    from .images import ImageRejected
+    for image in args.images:
+        try:
+            top = predictor.predict([image], args.top_k)[0]
+            print(json.dumps({"image": image, "top_k": top}))
+        except ImageRejected as exc:
+            print(json.dumps({"image": image, "error": str(exc)}))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from .runs import list_runs
+    for run in list_runs():
+        run.check_alive()
+        row = run.summary()
+        acc = row["final_val_accuracy"]
+        print(f"{row['run']}\t{row['state']}\t{row['dataset']}\t{row['base']}\t"
+              f"{'' if acc is None else f'{acc:.4f}'}")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    _quiet_tensorflow()
+    from .jobs import worker_loop
+    worker_loop(idle_exit_s=args.idle_exit)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tl_core", description="Transfer Learning Studio core")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the base models and whether their weights are on disk")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--details", action="store_true", help="also build each base to count layers and parameters")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="add, list, show or delete datasets")
+    dsub = p.add_subparsers(dest="action", required=True)
+    add = dsub.add_parser("add", help="import a zip or a folder of class folders")
+    add.add_argument("source")
+    add.add_argument("--name")
+    add.add_argument("--val-fraction", type=float, default=0.2)
+    add.add_argument("--seed", type=int, default=42)
+    add.add_argument("--keep-low-detail", action="store_true", help="keep images with very few colours")
+    dsub.add_parser("list")
+    show = dsub.add_parser("show")
+    show.add_argument("name")
+    delete = dsub.add_parser("delete")
+    delete.add_argument("name")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("train", help="train a classifier into a run folder")
+    p.add_argument("--data", required=True, help="dataset name, or a folder / zip to import")
+    p.add_argument("--base", default="MobileNetV2")
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--size", type=int)
+    p.add_argument("--freeze-depth", default="all", help="frozen base layers from the input: N, a fraction or 'all'")
+    p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
+    p.add_argument("--optimizer")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--aug-views", type=int)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-early-stopping", action="store_true")
+    p.add_argument("--head", default="keras", choices=["keras", "logreg", "svm"])
+    p.add_argument("--fine-tune-depth")
+    p.add_argument("--fine-tune-epochs", type=int)
+    p.add_argument("--fine-tune-lr", type=float)
+    p.add_argument("--weights", default="imagenet", choices=["imagenet", "none"])
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--run-dir")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="top-k labels for images, one JSON line each")
+    p.add_argument("--run", required=True, help="run folder or run id")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("runs", help="list training runs")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("worker", help="train queued runs one at a time (the app starts this)")
+    p.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    p.set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

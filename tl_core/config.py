@@ -1,0 +1,120 @@
+"""``TrainConfig``: every choice a training run makes, saved as JSON next to the model it built."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+from . import architectures
+from .workspace import TLError
+
+HEADS = ("keras", "logreg", "svm")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+Depth = Union[int, float, str]
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the ones the README's accuracy figures were measured with."""
+    data: str = ""
+    base: str = "MobileNetV2"
+    alpha: Optional[float] = None          # None: the base's default (or the one whose weights are on disk)
+    size: Optional[int] = None             # None: the base's default input size
+    weights: str = "imagenet"              # "imagenet" or None (random init, for tests)
+    freeze_depth: Depth = "all"            # base layers, counted from the input, that stay frozen
+    head: str = "keras"                    # keras | logreg | svm
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    epochs: int = 20
+    batch_size: int = 32
+    dropout: float = 0.5
+    label_smoothing: float = 0.0
+    augment: bool = True                   # random flip / rotation / zoom on training images
+    flip: bool = True
+    rotation: float = 0.1                  # fraction of a full turn, as keras RandomRotation
+    zoom: float = 0.1
+    aug_views: int = 2                     # augmented views per image cached when the base is frozen
+    early_stopping: bool = True
+    patience: int = 5
+    seed: int = 42
+    fine_tune_depth: Optional[Depth] = None  # second phase: unfreeze down to this depth...
+    fine_tune_epochs: int = 0                # ...for this many epochs...
+    fine_tune_lr: Optional[float] = None     # ...at this learning rate (default: learning_rate / 10)
+    use_feature_cache: bool = True
+    mixed_precision: str = "auto"          # auto (on with a GPU) | on | off
+    xla: bool = False
+    distribute: str = "auto"               # auto (all GPUs) | none | mirrored
+    classifier_c: float = 1.0              # regularisation of the logreg / svm heads
+    extra: dict = field(default_factory=dict)
+
+    def resolved(self) -> "TrainConfig":
+        """Checks every field and fills in base-dependent defaults; errors quote the bad value."""
+        arch = architectures.get(self.base)
+        alpha = self.alpha
+        if alpha is None and arch.alphas and self.weights == "imagenet":
+            size = arch.check_size(self.size)
+            if not architectures.find_weights(arch, arch.default_alpha, size):
+                alpha = next((a for a in arch.alphas if architectures.find_weights(arch, a, size)), None)
+        cfg = dataclasses.replace(self, base=arch.name, alpha=arch.check_alpha(alpha),
+                                  size=arch.check_size(self.size))
+        if cfg.head not in HEADS:
+            raise TLError(f"Unknown head {cfg.head!r}; choose one of {HEADS}.")
+        if cfg.optimizer.lower() not in OPTIMIZERS:
+            raise TLError(f"Unknown optimizer {cfg.optimizer!r}; choose one of {OPTIMIZERS}.")
+        cfg.optimizer = cfg.optimizer.lower()
+        if not (0 < cfg.learning_rate < 10):
+            raise TLError(f"Learning rate must be between 0 and 10; got {cfg.learning_rate!r}.")
+        if cfg.epochs < 1 or cfg.batch_size < 1:
+            raise TLError(f"Epochs and batch size must be at least 1; got epochs={cfg.epochs!r}, "
+                          f"batch size={cfg.batch_size!r}.")
+        if not (0 <= cfg.dropout < 1):
+            raise TLError(f"Dropout must be in [0, 1); got {cfg.dropout!r}.")
+        if cfg.weights not in ("imagenet", None, "none"):
+            raise TLError(f"Weights must be 'imagenet' or none; got {cfg.weights!r}.")
+        if cfg.weights == "none":
+            cfg.weights = None
+        if cfg.fine_tune_epochs and cfg.fine_tune_depth is None:
+            raise TLError("A fine-tune phase needs --fine-tune-depth (how many base layers stay frozen in it).")
+        if cfg.fine_tune_depth is not None and cfg.fine_tune_epochs < 1:
+            raise TLError("A fine-tune depth needs --fine-tune-epochs of at least 1.")
+        if cfg.fine_tune_depth is not None and cfg.head != "keras":
+            raise TLError(f"Fine-tuning needs the Keras head; the {cfg.head!r} head uses frozen features only.")
+        if cfg.fine_tune_lr is None and cfg.fine_tune_depth is not None:
+            cfg.fine_tune_lr = cfg.learning_rate / 10
+        return cfg
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(payload) - known
+        if unknown:
+            raise TLError(f"Unknown training settings {sorted(unknown)}; known ones are {sorted(known)}.")
+        return cls(**payload)
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def parse_depth(value: Depth, num_layers: int) -> int:
+    """Freeze depth -> number of frozen base layers: an int, 'all', 'none' or a fraction in (0, 1)."""
+    text = str(value).strip().lower()
+    if text == "all":
+        return num_layers
+    if text == "none":
+        return 0
+    try:
+        number = float(text)
+    except ValueError:
+        raise TLError(f"Freeze depth must be a layer count, a fraction or 'all'; got {value!r}.") from None
+    if 0 < number < 1 and ("." in text or isinstance(value, float)):
+        return int(round(number * num_layers))
+    if number != int(number) or not (0 <= number <= num_layers):
+        raise TLError(f"Freeze depth {value!r} is out of range: this base has {num_layers} layers "
+                      f"(use 0..{num_layers}, a fraction like 0.7, or 'all').")
+    return int(number)

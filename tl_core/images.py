@@ -1,0 +1,112 @@
+"""Image decoding: the one place where bytes become pixels.
+
+Import, training and prediction all call these functions, so an image is read the same way
+everywhere: Pillow decodes it (its decompression-bomb limit honoured), EXIF rotation is applied,
+and it is converted to 8-bit RGB and resized to the model's square input.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageSource = Union[str, Path, bytes, Image.Image]
+
+# Photos have thousands of distinct colours; "image not found" placeholders and blank frames a handful.
+DEFAULT_MIN_COLORS = 48
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif"}
+
+
+class ImageRejected(ValueError):
+    """A file that cannot be used as a training image; the message says why."""
+
+
+def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise ImageRejected("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        # Pillow warns between 1x and 2x its pixel limit and raises above; treat both as a bomb.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageRejected(f"too many pixels (decompression bomb guard): {exc}") from None
+        except UnidentifiedImageError:
+            raise ImageRejected("not an image Pillow can read") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageRejected(f"corrupt or truncated image: {exc}") from None
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Upright 8-bit RGB: EXIF orientation applied, alpha composited on white, 16-bit scaled down."""
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        top = array.max() or 1.0
+        image = Image.fromarray((array * (255.0 / top)).clip(0, 255).astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").split()[-1])
+        return background
+    return image.convert("RGB")
+
+
+def inspect_bytes(data: bytes, min_colors: int = DEFAULT_MIN_COLORS) -> dict:
+    """Validate an image file's bytes; return its format and upright size, or raise ImageRejected."""
+    image = _open(data)
+    fmt = image.format or "unknown"
+    if fmt not in EXTENSIONS:
+        raise ImageRejected(f"unsupported image format {fmt!r}")
+    frames = getattr(image, "n_frames", 1)
+    rgb = to_rgb(image)
+    if min(rgb.size) < 8:
+        raise ImageRejected(f"too small ({rgb.size[0]}x{rgb.size[1]} pixels; need at least 8x8)")
+    if min_colors:
+        colors = rgb.getcolors(maxcolors=min_colors)
+        if colors is not None:
+            raise ImageRejected(
+                f"only {len(colors)} distinct colours: looks like a placeholder or blank image"
+            )
+    return {"format": fmt, "width": rgb.size[0], "height": rgb.size[1], "frames": frames}
+
+
+def load_rgb(source: ImageSource) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    return to_rgb(_open(data))
+
+
+def to_array(image: Image.Image, size: int) -> np.ndarray:
+    """A (size, size, 3) uint8 array: the model's raw-pixel input."""
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_array(source: ImageSource, size: int) -> np.ndarray:
+    return to_array(load_rgb(source), size)
+
+
+def load_batch(sources: Iterable[ImageSource], size: int, workers: int = 4) -> np.ndarray:
+    """Decode and resize many images in parallel threads (Pillow releases the GIL while decoding)."""
+    sources = list(sources)
+    out = np.empty((len(sources), size, size, 3), dtype=np.uint8)
+    if not sources:
+        return out
+
+    def work(index: int) -> None:
+        out[index] = load_array(sources[index], size)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(work, range(len(sources))))
+    return out

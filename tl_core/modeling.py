@@ -1,0 +1,236 @@
+"""Model building: raw pixels in, preprocessing inside, a (partly) frozen base, a new head.
+
+The model takes float pixels in 0..255, so training and prediction cannot disagree on
+preprocessing. The base is called with ``training=False`` and its BatchNorm layers stay frozen at
+every freeze depth, so they keep ImageNet statistics (inference mode) also while fine-tuning.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import keras
+import numpy as np
+
+from . import architectures
+from .config import TrainConfig, parse_depth
+from .workspace import TLError, cache_dir, read_json, write_json
+
+_CAFFE_MEAN = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="tl_core")
+class Preprocess(keras.layers.Layer):
+    """``keras.applications`` preprocess_input as a saveable layer (no Lambda, safe-mode loadable)."""
+
+    def __init__(self, mode: str = "tf", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("tf", "torch", "caffe", "builtin"):
+            raise ValueError(f"Unknown preprocessing mode {mode!r}")
+        self.mode = mode
+
+    def call(self, x):
+        x = keras.ops.cast(x, self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            return (x / 255.0 - keras.ops.convert_to_tensor(_TORCH_MEAN, self.compute_dtype)) / \
+                keras.ops.convert_to_tensor(_TORCH_STD, self.compute_dtype)
+        if self.mode == "caffe":
+            return keras.ops.flip(x, axis=-1) - keras.ops.convert_to_tensor(_CAFFE_MEAN, self.compute_dtype)
+        return x  # builtin: the base rescales raw pixels itself
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+class WeightsUnavailable(TLError):
+    pass
+
+
+def build_base(name: str, alpha: Optional[float], size: int, weights: Optional[str] = "imagenet"):
+    """The headless base with its ImageNet weights from ``$KERAS_HOME/models`` (downloaded if missing
+    and the network allows)."""
+    arch = architectures.get(name)
+    alpha = arch.check_alpha(alpha)
+    constructor = getattr(keras.applications, arch.constructor)
+    kwargs = dict(arch.constructor_kwargs(alpha), input_shape=(size, size, 3))
+    if weights is None:
+        return constructor(weights=None, **kwargs)
+    local = architectures.find_weights(arch, alpha, size)
+    if local is not None:
+        return constructor(weights=str(local), **kwargs)
+    wanted = architectures.weights_dir() / arch.weights_filename(alpha, size)
+    try:
+        return constructor(weights="imagenet", **kwargs)
+    except Exception as exc:  # network failure, refused host, bad hash: all mean "not available"
+        raise WeightsUnavailable(
+            f"ImageNet weights for {arch.name}"
+            f"{f' alpha={alpha}' if alpha else ''} are not on disk and could not be downloaded "
+            f"({type(exc).__name__}: {str(exc)[:200]}). Put the file {wanted.name!r} in {str(wanted.parent)!r} "
+            "(set KERAS_HOME to use another folder) and try again.") from None
+
+
+def weights_identity(cfg: TrainConfig) -> str:
+    """What identifies the base's weights for caching: the file's hash, or 'random-<seed>'."""
+    if cfg.weights is None:
+        return f"random-{cfg.seed}"
+    arch = architectures.get(cfg.base)
+    local = architectures.find_weights(arch, cfg.alpha, cfg.size)
+    if local is None:
+        return "imagenet-download"
+    stat = local.stat()
+    memo_path = cache_dir() / "weights_hashes.json"
+    memo = read_json(memo_path, {})
+    key = f"{local}|{stat.st_size}|{stat.st_mtime_ns}"
+    if key not in memo:
+        digest = hashlib.sha256()
+        with open(local, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        memo[key] = digest.hexdigest()
+        write_json(memo_path, memo)
+    return memo[key]
+
+
+def keeps_inference_mode(layer) -> bool:
+    """BatchNorm layers stay frozen at every depth.
+
+    In Keras 3 a functional model passes its own ``training`` flag down to nested layers, overriding
+    the ``training=False`` recorded when the base was called; a frozen BatchNorm layer, though, always
+    runs in inference mode. Keeping them frozen is what keeps the base's statistics intact.
+    """
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+def set_freeze_depth(base, depth) -> int:
+    """Freeze the first ``depth`` base layers (from the input), unfreeze the rest; returns the count."""
+    layers = base.layers
+    frozen = parse_depth(depth, len(layers))
+    base.trainable = frozen < len(layers)
+    for index, layer in enumerate(layers):
+        layer.trainable = index >= frozen and not keeps_inference_mode(layer)
+    return frozen
+
+
+def augmentation(cfg: TrainConfig, seed: int):
+    steps = []
+    if cfg.flip:
+        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if cfg.rotation:
+        steps.append(keras.layers.RandomRotation(cfg.rotation, seed=seed + 1))
+    if cfg.zoom:
+        steps.append(keras.layers.RandomZoom(cfg.zoom, seed=seed + 2))
+    return keras.Sequential(steps, name="augmentation") if steps else None
+
+
+@dataclass
+class Built:
+    model: "keras.Model"        # raw pixels -> class probabilities (what gets saved)
+    base: "keras.Model"
+    extractor: "keras.Model"    # raw pixels -> pooled features, sharing the base's layers
+    frozen_layers: int
+
+
+def build_classifier(cfg: TrainConfig, num_classes: int, with_augmentation: bool = True) -> Built:
+    """The end-to-end classifier for a resolved config."""
+    arch = architectures.get(cfg.base)
+    keras.utils.set_random_seed(cfg.seed)
+    base = build_base(arch.name, cfg.alpha, cfg.size, cfg.weights)
+    frozen = set_freeze_depth(base, cfg.freeze_depth)
+    preprocess = Preprocess(arch.preprocessing, name="preprocess")
+    pool = keras.layers.GlobalAveragePooling2D(name="pool")
+
+    inputs = keras.Input(shape=(cfg.size, cfg.size, 3), name="pixels")
+    x = inputs
+    aug = augmentation(cfg, cfg.seed) if (with_augmentation and cfg.augment) else None
+    if aug is not None:
+        x = aug(x)
+    x = pool(base(preprocess(x), training=False))
+    x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name=f"{arch.name}_classifier")
+
+    ex_inputs = keras.Input(shape=(cfg.size, cfg.size, 3), name="pixels")
+    extractor = keras.Model(ex_inputs, pool(base(preprocess(ex_inputs), training=False)), name="extractor")
+    return Built(model, base, extractor, frozen)
+
+
+def build_head(feature_dim: int, num_classes: int, dropout: float) -> "keras.Model":
+    """The head alone, for training on cached features; its layer names match the classifier's."""
+    inputs = keras.Input(shape=(feature_dim,), name="features")
+    x = keras.layers.Dropout(dropout, name="dropout")(inputs)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def make_optimizer(name: str, learning_rate: float):
+    return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+            "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
+            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate=learning_rate)
+
+
+def compile_classifier(model, optimizer: str, learning_rate: float, label_smoothing: float = 0.0,
+                       num_classes: int = 2, jit_compile=False) -> None:
+    metrics = ["accuracy"]
+    if num_classes > 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
+    loss = keras.losses.SparseCategoricalCrossentropy() if not label_smoothing else \
+        keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=loss, metrics=metrics,
+                  jit_compile=jit_compile)
+
+
+def parameter_counts(model) -> dict:
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    frozen = int(sum(np.prod(w.shape) for w in model.non_trainable_weights))
+    return {"trainable": trainable, "frozen": frozen, "total": trainable + frozen}
+
+
+def first_trainable_layer(base) -> Optional[str]:
+    return next((layer.name for layer in base.layers if layer.trainable and layer.trainable_weights), None)
+
+
+def describe_base(name: str, alpha: Optional[float] = None, size: Optional[int] = None) -> dict:
+    """Layer names and per-layer parameter counts of a base (built without weights; cached on disk)."""
+    arch = architectures.get(name)
+    alpha = arch.check_alpha(alpha)
+    size = arch.check_size(size)
+    memo_path = cache_dir() / "base_descriptions.json"
+    memo = read_json(memo_path, {})
+    key = f"{arch.name}|{alpha}|{size}|keras-{keras.__version__}|bn-frozen"
+    if key not in memo:
+        base = build_base(arch.name, alpha, size, weights=None)
+        layers = [{"name": layer.name, "type": type(layer).__name__,
+                   "params": int(sum(np.prod(w.shape) for w in layer.weights)),
+                   "trainable_params": 0 if keeps_inference_mode(layer) else
+                   int(sum(np.prod(w.shape) for w in layer.trainable_weights))}
+                  for layer in base.layers]
+        memo[key] = {"name": arch.name, "alpha": alpha, "size": size, "num_layers": len(layers),
+                     "params": int(base.count_params()), "feature_dim": int(base.output.shape[-1]),
+                     "layers": layers}
+        write_json(memo_path, memo)
+        keras.backend.clear_session()
+    return memo[key]
+
+
+def freeze_summary(description: dict, depth) -> dict:
+    """What a freeze depth means for a base, without building it: the cut, trainable and frozen params."""
+    layers = description["layers"]
+    frozen = parse_depth(depth, len(layers))
+    frozen_params = sum(l["params"] for l in layers[:frozen])
+    # BatchNorm layers and moving statistics never train; count them as frozen past the cut too.
+    trainable = sum(l["trainable_params"] for l in layers[frozen:])
+    untrainable_tail = sum(l["params"] - l["trainable_params"] for l in layers[frozen:])
+    cut = next((l["name"] for l in layers[frozen:] if l["trainable_params"]), None)
+    return {"frozen_layers": frozen, "num_layers": len(layers), "first_trainable_layer": cut,
+            "base_trainable_params": trainable, "base_frozen_params": frozen_params + untrainable_tail}
+
+
+def save_json(path: Path, payload) -> None:
+    write_json(path, json.loads(json.dumps(payload, default=str)))

@@ -1,0 +1,69 @@
+"""Prediction: load a finished run once, then classify files, bytes or PIL images in batches.
+
+Images are decoded exactly as in training (``images.py``); preprocessing is inside the saved model.
+One compiled forward function per loaded model is reused for every call, so a single image costs
+one graph execution, not a fresh ``model.predict`` set-up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import keras
+import numpy as np
+
+from . import modeling  # noqa: F401  (registers the Preprocess layer for loading)
+from .images import ImageSource, load_batch
+from .runs import Run, get_run
+from .workspace import TLError, read_json
+
+
+class Predictor:
+    def __init__(self, model_path: Path, class_names: list[str], input_size: int, head_path: Path | None = None):
+        import tensorflow as tf
+        self.model = keras.models.load_model(model_path, safe_mode=True, compile=False)
+        self.class_names = list(class_names)
+        self.input_size = int(input_size)
+        self.head = None
+        if head_path is not None and Path(head_path).exists():
+            import joblib
+            self.head = joblib.load(head_path)  # written by our own trainer, never a user upload
+        model = self.model
+        spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec],
+                                    reduce_retracing=True)
+
+    @classmethod
+    def from_run(cls, run) -> "Predictor":
+        run = run if isinstance(run, Run) else get_run(run)
+        info = read_json(run.path("model_info.json"))
+        if not info or not run.model_path.exists():
+            raise TLError(f"Run {run.id!r} has no saved model (state: {run.state}). Pick a finished run.")
+        head = run.path("head.joblib") if info.get("output") == "features" else None
+        return cls(run.model_path, info["class_names"], info["input_size"], head)
+
+    def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """(N, size, size, 3) raw pixels -> (N, classes) probabilities."""
+        outputs = []
+        for start in range(0, len(pixels), batch_size):
+            chunk = np.asarray(pixels[start:start + batch_size], dtype=np.float32)
+            outputs.append(np.asarray(self._forward(chunk)))
+        out = np.concatenate(outputs) if outputs else np.zeros((0, len(self.class_names)))
+        if self.head is not None:
+            out = self.head.predict_proba(out) if len(out) else np.zeros((0, len(self.class_names)))
+        return out.astype(np.float64)
+
+    def predict(self, sources: Sequence[ImageSource], top_k: int = 3) -> list[list[dict]]:
+        """Top-k labels with probabilities for each image."""
+        pixels = load_batch(sources, self.input_size)
+        probs = self.probabilities(pixels)
+        k = max(1, min(top_k, len(self.class_names)))
+        results = []
+        for row in probs:
+            order = np.argsort(-row)[:k]
+            results.append([{"label": self.class_names[i], "probability": float(row[i])} for i in order])
+        return results
+
+
+def predict_files(run, files: Iterable, top_k: int = 3) -> list[list[dict]]:
+    return Predictor.from_run(run).predict(list(files), top_k)

@@ -1,0 +1,186 @@
+"""Run folders: one per training run, holding everything it made and its state.
+
+``$TL_HOME/runs/<run id>/`` keeps ``config.json``, ``status.json`` (queued, running, finished,
+failed, cancelled or interrupted, with timestamps), ``progress.json`` (the latest progress event),
+``history.csv`` (one row per epoch), ``log.txt``, ``class_names.json``, ``model.keras``,
+``metrics.json`` and ``predictions.csv``. Nothing lives only in memory: any process can read a run.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .config import TrainConfig
+from .workspace import TLError, atomic_write_text, read_json, runs_dir, safe_name, write_json
+
+ACTIVE = ("queued", "running")
+DONE = ("finished", "failed", "cancelled", "interrupted")
+HISTORY_FIELDS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+
+
+def pid_alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    try:  # a zombie child counts as dead
+        with open(f"/proc/{int(pid)}/stat", encoding="utf-8") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class Run:
+    root: Path
+
+    @property
+    def id(self) -> str:
+        return self.root.name
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    # ---------------------------------------------------------------- config and status
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig.load(self.path("config.json"))
+
+    def status(self) -> dict:
+        return read_json(self.path("status.json"), {"state": "unknown"})
+
+    @property
+    def state(self) -> str:
+        return self.status().get("state", "unknown")
+
+    def set_status(self, state: str, **fields) -> dict:
+        status = {**self.status(), **fields, "state": state, "updated": now()}
+        if state == "running" and "started" not in fields:
+            status.setdefault("started", now())
+        if state in DONE:
+            status["finished"] = now()
+        write_json(self.path("status.json"), status)
+        return status
+
+    def check_alive(self) -> str:
+        """Mark a run whose worker died as interrupted; returns the (possibly new) state."""
+        status = self.status()
+        if status.get("state") == "running" and not pid_alive(status.get("pid")):
+            self.set_status("interrupted", message="The training process stopped unexpectedly "
+                            "(server restart or crash). History so far is kept.")
+            self.log("interrupted: worker process no longer running")
+            return "interrupted"
+        return status.get("state", "unknown")
+
+    # ---------------------------------------------------------------- progress, history, log
+    def write_progress(self, event: dict) -> None:
+        write_json(self.path("progress.json"), {**event, "time": time.time()})
+
+    def progress(self) -> dict:
+        return read_json(self.path("progress.json"), {})
+
+    def append_history(self, row: dict) -> None:
+        rows = self.history() + [row]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, HISTORY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path("history.csv"), buffer.getvalue())
+
+    def history(self) -> list[dict]:
+        try:
+            with open(self.path("history.csv"), newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        except FileNotFoundError:
+            return []
+        for row in rows:
+            for key, value in row.items():
+                if key != "phase" and value not in ("", None):
+                    row[key] = float(value) if key != "epoch" else int(float(value))
+        return rows
+
+    def log(self, message: str) -> None:
+        with open(self.path("log.txt"), "a", encoding="utf-8") as handle:
+            handle.write(f"{now()} {message}\n")
+
+    def log_text(self) -> str:
+        try:
+            return self.path("log.txt").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
+
+    # ---------------------------------------------------------------- results
+    def metrics(self) -> dict:
+        return read_json(self.path("metrics.json"), {})
+
+    def class_names(self) -> list[str]:
+        return read_json(self.path("class_names.json"), [])
+
+    @property
+    def model_path(self) -> Path:
+        return self.path("model.keras")
+
+    # ---------------------------------------------------------------- cancellation
+    def request_cancel(self) -> None:
+        atomic_write_text(self.path("cancel"), now())
+        if self.state == "queued":
+            self.set_status("cancelled", message="Cancelled before it started.")
+
+    def cancel_requested(self) -> bool:
+        return self.path("cancel").exists()
+
+    def summary(self) -> dict:
+        """One row for the runs table."""
+        status, metrics, history = self.status(), self.metrics(), self.history()
+        try:
+            cfg = self.config
+        except (OSError, TLError, TypeError, ValueError):
+            cfg = TrainConfig()
+        val = [row["val_accuracy"] for row in history if isinstance(row.get("val_accuracy"), float)]
+        return {"run": self.id, "state": status.get("state"), "dataset": cfg.data, "base": cfg.base,
+                "alpha": cfg.alpha, "size": cfg.size, "head": cfg.head, "freeze_depth": str(cfg.freeze_depth),
+                "learning_rate": cfg.learning_rate, "epochs": len(history) or None,
+                "best_val_accuracy": max(val) if val else metrics.get("val_accuracy"),
+                "final_val_accuracy": metrics.get("val_accuracy"),
+                "duration_s": metrics.get("duration_s"), "created": status.get("created"),
+                "user": status.get("user")}
+
+
+def new_run(cfg: TrainConfig, run_dir: Optional[Path] = None, user: Optional[str] = None) -> Run:
+    """A queued run folder for a (resolved) config."""
+    if run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = runs_dir() / f"{stamp}-{safe_name(cfg.base)}-{uuid.uuid4().hex[:6]}"
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise TLError(f"Run folder {str(run_dir)!r} already exists and is not empty. Pick a new --run-dir.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = Run(run_dir)
+    atomic_write_text(run.path("config.json"), cfg.to_json() + "\n")
+    write_json(run.path("status.json"), {"state": "queued", "created": now(), "user": user})
+    return run
+
+
+def list_runs() -> list[Run]:
+    runs = [Run(p) for p in runs_dir().iterdir() if p.is_dir() and (p / "status.json").exists()]
+    return sorted(runs, key=lambda r: r.status().get("created", ""), reverse=True)
+
+
+def get_run(run_id_or_path) -> Run:
+    path = Path(run_id_or_path)
+    for candidate in (path, runs_dir() / str(run_id_or_path)):
+        if (candidate / "status.json").exists():
+            return Run(candidate)
+    raise TLError(f"No run found at {str(run_id_or_path)!r}. List runs in the Results page or under {runs_dir()}.")

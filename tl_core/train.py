@@ -1,0 +1,337 @@
+"""Training: run one ``TrainConfig`` into its run folder.
+
+Two ways to train the Keras head, chosen per run and recorded in its log:
+- *cached features*: the whole base is frozen, so each image's pooled base output (and a few
+  augmented views of it) is computed once, cached (``features.py``) and the head trains on vectors;
+- *plain*: images go through the (partly trainable) base every epoch, as in the Keras guide.
+Either way the saved ``model.keras`` is the whole model, raw pixels in. A fine-tune phase unfreezes
+the base down to a second depth and continues at a lower learning rate. The ``logreg``/``svm``
+heads fit scikit-learn on the cached features instead. Progress goes to a plain callback and to
+``progress.json``; a ``cancel`` file in the run folder stops training at the next batch.
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+
+from . import datasets as datasets_mod
+from .config import TrainConfig
+from .device import gpu_names
+from .evaluate import Interpretation
+from .features import FeatureCache
+from .images import load_batch
+from .modeling import (build_classifier, build_head, compile_classifier, first_trainable_layer,
+                       parameter_counts, set_freeze_depth)
+from .runs import Run, now
+from .workspace import TLError, write_json
+
+ProgressFn = Optional[Callable[[dict], None]]
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Reporter:
+    """Sends progress events to the caller's callback and (throttled) to the run's progress.json."""
+
+    def __init__(self, run: Run, callback: ProgressFn, min_interval: float = 0.5):
+        self.run, self.callback, self.min_interval = run, callback, min_interval
+        self.last_write = 0.0
+        self.started = time.time()
+
+    def __call__(self, event: dict) -> None:
+        event = {**event, "elapsed_s": round(time.time() - self.started, 2)}
+        if self.callback:
+            self.callback(event)
+        if event["kind"] != "batch" or time.time() - self.last_write >= self.min_interval:
+            self.run.write_progress(event)
+            self.last_write = time.time()
+
+    def should_stop(self) -> bool:
+        return self.run.cancel_requested()
+
+
+class KerasProgress(keras.callbacks.Callback):
+    """Epoch and batch events for one ``fit`` call, plus cooperative cancellation."""
+
+    def __init__(self, reporter: Reporter, phase: str, total_epochs: int, steps: int, lr_model=None):
+        super().__init__()
+        self.reporter, self.phase, self.total_epochs, self.steps = reporter, phase, total_epochs, steps
+        self.lr_model = lr_model
+        self.cancelled = False
+        self.epoch_start = time.time()
+
+    def _lr(self) -> float:
+        model = self.lr_model or self.model
+        return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.time()
+        self.epoch_index = epoch  # absolute: fit passes initial_epoch-based indices
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        self.reporter({"kind": "batch", "phase": self.phase, "epoch": self.epoch_index + 1,
+                       "total_epochs": self.total_epochs, "batch": batch + 1, "batches": self.steps,
+                       "loss": float(logs.get("loss", np.nan)), "accuracy": float(logs.get("accuracy", np.nan)),
+                       "learning_rate": self._lr()})
+        if self.reporter.should_stop():
+            self.cancelled = True
+            self.model.stop_training = True
+
+    epoch_index = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.cancelled:
+            return  # a partial epoch: not a history row
+        logs = logs or {}
+        row = {"epoch": epoch + 1, "phase": self.phase, "seconds": round(time.time() - self.epoch_start, 3),
+               "learning_rate": self._lr(),
+               **{k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs}}
+        self.reporter.run.append_history(row)
+        self.reporter({"kind": "epoch", "total_epochs": self.total_epochs, **row})
+        if self.reporter.should_stop():
+            self.cancelled = True
+            self.model.stop_training = True
+
+
+def _labels(y: np.ndarray, num_classes: int, smoothing: float):
+    return keras.utils.to_categorical(y, num_classes) if smoothing else y
+
+
+def _callbacks(cfg: TrainConfig, progress: KerasProgress) -> list:
+    callbacks = [progress]
+    if cfg.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                                       restore_best_weights=True))
+    return callbacks
+
+
+def _pixel_dataset(x: np.ndarray, y, batch_size: int, shuffle: bool, seed: int):
+    """uint8 arrays decoded once per run; batches are cast to float on the fly and prefetched."""
+    import tensorflow as tf
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class Trainer:
+    def __init__(self, run: Run, progress: ProgressFn = None):
+        self.run = run
+        self.reporter = Reporter(run, progress)
+        self.cfg = run.config.resolved()
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+        self.run.log(message)
+
+    # ------------------------------------------------------------ data
+    def _load_data(self):
+        cfg = self.cfg
+        self.reporter({"kind": "stage", "stage": "loading dataset"})
+        self.dataset = datasets_mod.resolve_dataset(cfg.data)
+        if cfg.data != self.dataset.name:
+            cfg.data = self.dataset.name
+            self.run.path("config.json").write_text(cfg.to_json() + "\n", encoding="utf-8")
+        self.class_names = self.dataset.classes
+        val_split = self.dataset.validation_split
+        self.train_items = self.dataset.split_items("train")
+        self.val_items = self.dataset.split_items(val_split)
+        if not self.val_items:
+            raise TLError(f"Dataset {self.dataset.name!r} has no validation images; re-import it with a split.")
+        index = {c: i for i, c in enumerate(self.class_names)}
+        self.y_train = np.array([index[it["class"]] for it in self.train_items])
+        self.y_val = np.array([index[it["class"]] for it in self.val_items])
+        write_json(self.run.path("class_names.json"), self.class_names)
+        self.note(f"dataset {self.dataset.name!r} ({self.dataset.fingerprint[:12]}): {len(self.train_items)} train, "
+                  f"{len(self.val_items)} validation ({val_split}) images, {len(self.class_names)} classes")
+
+    def _paths(self, items):
+        return [self.dataset.root / it["path"] for it in items]
+
+    def _pixels(self, items) -> np.ndarray:
+        if not hasattr(self, "_pixel_memo"):
+            self._pixel_memo = {}
+        key = id(items)
+        if key not in self._pixel_memo:
+            self.reporter({"kind": "stage", "stage": f"decoding {len(items)} images"})
+            self._pixel_memo[key] = load_batch(self._paths(items), self.cfg.size)
+        return self._pixel_memo[key]
+
+    def _features(self, cache: FeatureCache, items, views: int, what: str) -> np.ndarray:
+        def report(done, total):
+            self.reporter({"kind": "features", "what": what, "done": done, "total": total})
+        return cache.features(self._paths(items), [it["sha256"] for it in items], views=views,
+                              progress=report, should_stop=self.reporter.should_stop)
+
+    # ------------------------------------------------------------ phases
+    def _train_views(self) -> int:
+        return 1 + (self.cfg.aug_views if self.cfg.augment else 0)
+
+    def _fit_head_on_features(self, built, cache) -> KerasProgress:
+        cfg, n = self.cfg, len(self.class_names)
+        views = self._train_views()
+        x_train = self._features(cache, self.train_items, views, "train")
+        x_val = self._features(cache, self.val_items, 1, "validation")[:, 0]
+        x_flat = x_train.reshape(-1, x_train.shape[-1])
+        y_flat = np.repeat(self.y_train, views)
+        head = build_head(x_flat.shape[-1], n, cfg.dropout)
+        compile_classifier(head, cfg.optimizer, cfg.learning_rate, cfg.label_smoothing, n)
+        steps = int(np.ceil(len(x_flat) / cfg.batch_size))
+        progress = KerasProgress(self.reporter, "head", cfg.epochs, steps)
+        head.fit(x_flat, _labels(y_flat, n, cfg.label_smoothing), batch_size=cfg.batch_size, epochs=cfg.epochs,
+                 validation_data=(x_val, _labels(self.y_val, n, cfg.label_smoothing)), shuffle=True,
+                 callbacks=_callbacks(cfg, progress), verbose=0)
+        built.model.get_layer("predictions").set_weights(head.get_layer("predictions").get_weights())
+        return progress
+
+    def _fit_plain(self, built, phase: str, epochs: int, initial_epoch: int, lr: float) -> KerasProgress:
+        cfg, n = self.cfg, len(self.class_names)
+        compile_classifier(built.model, cfg.optimizer, lr, cfg.label_smoothing, n, jit_compile=cfg.xla or False)
+        train = _pixel_dataset(self._pixels(self.train_items), _labels(self.y_train, n, cfg.label_smoothing),
+                               cfg.batch_size, True, cfg.seed)
+        val = _pixel_dataset(self._pixels(self.val_items), _labels(self.y_val, n, cfg.label_smoothing),
+                             cfg.batch_size, False, cfg.seed)
+        steps = int(np.ceil(len(self.train_items) / cfg.batch_size))
+        progress = KerasProgress(self.reporter, phase, initial_epoch + epochs, steps)
+        built.model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+                        callbacks=_callbacks(cfg, progress), verbose=0)
+        return progress
+
+    def _fit_sklearn(self, built, cache) -> None:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import SVC
+        import joblib
+        cfg = self.cfg
+        views = self._train_views()
+        x_train = self._features(cache, self.train_items, views, "train")
+        x_val = self._features(cache, self.val_items, 1, "validation")[:, 0]
+        start = time.time()
+        if cfg.head == "logreg":
+            classifier = LogisticRegression(C=cfg.classifier_c, max_iter=5000, random_state=cfg.seed)
+        else:
+            classifier = SVC(C=cfg.classifier_c, kernel="rbf", probability=True, random_state=cfg.seed)
+        pipeline = make_pipeline(StandardScaler(), classifier)
+        pipeline.fit(x_train.reshape(-1, x_train.shape[-1]), np.repeat(self.y_train, views))
+        joblib.dump(pipeline, self.run.path("head.joblib"))
+        row = {"epoch": 1, "phase": cfg.head, "seconds": round(time.time() - start, 3),
+               "accuracy": float(pipeline.score(x_train[:, 0], self.y_train)),
+               "val_accuracy": float(pipeline.score(x_val, self.y_val))}
+        self.run.append_history(row)
+        self.reporter({"kind": "epoch", "total_epochs": 1, **row})
+
+    # ------------------------------------------------------------ main
+    def train(self) -> dict:
+        cfg = self.cfg
+        started = time.time()
+        self._load_data()
+        n = len(self.class_names)
+        policy = _precision_policy(cfg)
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            self.reporter({"kind": "stage", "stage": "building model"})
+            built = build_classifier(cfg, n)
+            num_layers = len(built.base.layers)
+            self.note(f"base {cfg.base} alpha={cfg.alpha} size={cfg.size}: {num_layers} layers, "
+                      f"{built.frozen_layers} frozen; precision policy {policy}")
+            cancelled = False
+            fully_frozen = built.frozen_layers == num_layers
+            if cfg.head != "keras":
+                cache = FeatureCache(cfg, built.extractor)
+                self._fit_sklearn(built, cache)
+                path = "sklearn-on-cached-features"
+            elif fully_frozen and cfg.use_feature_cache:
+                cache = FeatureCache(cfg, built.extractor)
+                cancelled = self._fit_head_on_features(built, cache).cancelled
+                path = "cached-features"
+            else:
+                cache = None
+                cancelled = self._fit_plain(built, "train", cfg.epochs, 0, cfg.learning_rate).cancelled
+                path = "plain"
+            if cache is not None:
+                self.note(f"feature cache {cache.key}: {cache.computed} forward passes, {cache.reused} reused")
+            self.note(f"training path: {path}")
+            params = parameter_counts(built.model)
+            first_trainable = first_trainable_layer(built.base)
+            if cfg.fine_tune_depth is not None and not cancelled:
+                done = len(self.run.history())
+                frozen = set_freeze_depth(built.base, cfg.fine_tune_depth)
+                self.note(f"fine-tune: {frozen} of {num_layers} base layers frozen, lr={cfg.fine_tune_lr}")
+                params_ft = parameter_counts(built.model)
+                first_trainable = first_trainable_layer(built.base)
+                cancelled = self._fit_plain(built, "fine-tune", cfg.fine_tune_epochs, done, cfg.fine_tune_lr).cancelled
+            else:
+                params_ft = None
+            if cancelled:
+                raise Cancelled()
+            self.reporter({"kind": "stage", "stage": "evaluating"})
+            model_to_save = built.extractor if cfg.head != "keras" else built.model
+            model_to_save.save(self.run.model_path)
+            write_json(self.run.path("model_info.json"), {
+                "head": cfg.head, "input_size": cfg.size, "class_names": self.class_names,
+                "output": "probabilities" if cfg.head == "keras" else "features"})
+            from .predict import Predictor
+            predictor = Predictor.from_run(self.run)
+            probs = predictor.probabilities(self._pixels(self.val_items))
+            interp = Interpretation(self.class_names, self.y_val, probs,
+                                    [it["path"] for it in self.val_items])
+            interp.save(self.run.path("predictions.csv"))
+            metrics = {**interp.summary(), "duration_s": round(time.time() - started, 2), "training_path": path,
+                       "params": params, "params_fine_tune": params_ft, "first_trainable_layer": first_trainable,
+                       "frozen_layers": built.frozen_layers, "num_base_layers": num_layers,
+                       "dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint,
+                       "device": ", ".join(gpu_names()) or "CPU", "notes": self.notes}
+            write_json(self.run.path("metrics.json"), metrics)
+            return metrics
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+
+
+def _precision_policy(cfg: TrainConfig) -> str:
+    if cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and gpu_names()):
+        return "mixed_float16"
+    return "float32"
+
+
+def execute(run: Run, progress: ProgressFn = None) -> dict:
+    """Train a queued run in this process; its status ends finished, failed or cancelled."""
+    run.set_status("running", pid=os.getpid(), started=now(), message=None)
+    run.log(f"started in process {os.getpid()}")
+    try:
+        trainer = Trainer(run, progress)
+        metrics = trainer.train()
+    except (Cancelled, InterruptedError):
+        run.set_status("cancelled", message="Cancelled by the user; history so far is kept.")
+        run.log("cancelled")
+        return {}
+    except TLError as exc:
+        run.set_status("failed", message=str(exc))
+        run.log(f"failed: {exc}")
+        raise
+    except Exception as exc:
+        run.set_status("failed", message=f"{type(exc).__name__}: {exc}")
+        run.log("failed:\n" + traceback.format_exc())
+        raise
+    finally:
+        keras.backend.clear_session()
+    run.set_status("finished", message=None, val_accuracy=metrics["val_accuracy"])
+    run.log(f"finished: val_accuracy={metrics['val_accuracy']:.4f}")
+    return metrics
+
+
+def train(cfg: TrainConfig, run_dir=None, progress: ProgressFn = None) -> tuple[Run, dict]:
+    """Create a run folder for ``cfg`` and train it here; returns the run and its metrics."""
+    from .runs import new_run
+    run = new_run(cfg.resolved(), run_dir)
+    return run, execute(run, progress)

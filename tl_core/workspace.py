@@ -1,0 +1,86 @@
+"""Workspace layout and atomic file writes.
+
+Everything the app makes lives under one folder, ``$TL_HOME`` (default ``./workspace``):
+``datasets/``, ``runs/`` and ``cache/``. Every write goes to a temporary name in the same folder
+and is renamed into place, so a crash never leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+_NAME_RE = re.compile(r"[^\w.\- ]+", re.UNICODE)
+
+
+class TLError(Exception):
+    """An error the user can fix; its message says what to fix."""
+
+
+def home() -> Path:
+    """The workspace root, created on first use."""
+    root = Path(os.environ.get("TL_HOME", "workspace")).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def subdir(name: str) -> Path:
+    path = home() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def datasets_dir() -> Path:
+    return subdir("datasets")
+
+
+def runs_dir() -> Path:
+    return subdir("runs")
+
+
+def cache_dir() -> Path:
+    return subdir("cache")
+
+
+def safe_name(raw: str, what: str = "name") -> str:
+    """A file-system-safe version of a user-given name (unicode letters kept, slashes and dots not)."""
+    text = unicodedata.normalize("NFC", str(raw)).strip()
+    text = _NAME_RE.sub("_", text.replace("/", "_").replace("\\", "_"))
+    text = text.strip(" .")
+    if not text or set(text) <= {"_"}:
+        raise TLError(f"Invalid {what} {raw!r}: use letters, digits, spaces, '-', '_' or '.'.")
+    return text[:100]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
