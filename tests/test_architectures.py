@@ -80,3 +80,10 @@ def test_real_weights_load_offline_from_keras_home():
     assert base.count_params() == 410_208
     first = base.get_layer("Conv1").get_weights()[0]
     assert not np.allclose(first, random.get_layer("Conv1").get_weights()[0])
+
+
+@pytest.mark.parametrize("name", ["MobileNetV2", "MobileNetV3Small", "VGG16", "EfficientNetB0"])
+def test_listed_parameter_counts_match_the_built_base(name):
+    arch = architectures.get(name)
+    description = architectures.describe(name, arch.default_alpha, arch.default_size)
+    assert description["params"] == arch.params

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tl_core import modeling
+from tl_core import architectures, modeling
 from tl_core.config import TrainConfig, parse_depth
 from tl_core.workspace import TLError
 
@@ -46,8 +46,8 @@ def test_freeze_depth_counts_from_input_and_reports_params():
 
 
 def test_freeze_summary_without_building_agrees_with_built_model():
-    description = modeling.describe_base("MobileNetV2", 0.35, 64)
-    summary = modeling.freeze_summary(description, 100)
+    description = architectures.describe("MobileNetV2", 0.35, 64)
+    summary = architectures.freeze_summary(description, 100)
     built = modeling.build_classifier(_cfg(freeze_depth=100, augment=False), 3)
     base_counts = modeling.parameter_counts(built.base)
     assert summary["base_trainable_params"] == base_counts["trainable"]

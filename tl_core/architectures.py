@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable, Optional
 
-from .workspace import TLError
+from .workspace import TLError, cache_dir, read_json, write_json
 
 
 def _mobilenet_file(alpha: float, size: int) -> str:
@@ -45,6 +46,7 @@ class Architecture:
     weight_sizes: tuple = ()               # input sizes Keras has weight files for (alpha models)
     min_size: int = 32
     family: str = ""
+    params: int = 0                        # no-top parameters at the default alpha (for listings)
 
     @property
     def default_alpha(self) -> Optional[float]:
@@ -87,32 +89,32 @@ _MOBILENET_SIZES = (128, 160, 192, 224)
 _MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)
 _ENTRIES = [
     Architecture("MobileNetV2", "MobileNetV2", "tf", 224, _mobilenet_v2_file,
-                 (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), _MOBILENET_V2_SIZES, family="MobileNet"),
+                 (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), _MOBILENET_V2_SIZES, params=2_257_984, family="MobileNet"),
     Architecture("MobileNet", "MobileNet", "tf", 224, _mobilenet_file,
-                 (0.25, 0.5, 0.75, 1.0), _MOBILENET_SIZES, family="MobileNet"),
+                 (0.25, 0.5, 0.75, 1.0), _MOBILENET_SIZES, params=3_228_864, family="MobileNet"),
     Architecture("MobileNetV3Small", "MobileNetV3Small", "builtin", 224, _v3("small"), (0.75, 1.0),
-                 family="MobileNet"),
+                 params=939_120, family="MobileNet"),
     Architecture("MobileNetV3Large", "MobileNetV3Large", "builtin", 224, _v3("large"), (0.75, 1.0),
-                 family="MobileNet"),
-    Architecture("EfficientNetB0", "EfficientNetB0", "builtin", 224, _fixed("efficientnetb0_notop.h5"), family="EfficientNet"),
-    Architecture("EfficientNetB1", "EfficientNetB1", "builtin", 240, _fixed("efficientnetb1_notop.h5"), family="EfficientNet"),
-    Architecture("EfficientNetB2", "EfficientNetB2", "builtin", 260, _fixed("efficientnetb2_notop.h5"), family="EfficientNet"),
-    Architecture("EfficientNetB3", "EfficientNetB3", "builtin", 300, _fixed("efficientnetb3_notop.h5"), family="EfficientNet"),
+                 params=2_996_352, family="MobileNet"),
+    Architecture("EfficientNetB0", "EfficientNetB0", "builtin", 224, _fixed("efficientnetb0_notop.h5"), params=4_049_571, family="EfficientNet"),
+    Architecture("EfficientNetB1", "EfficientNetB1", "builtin", 240, _fixed("efficientnetb1_notop.h5"), params=6_575_239, family="EfficientNet"),
+    Architecture("EfficientNetB2", "EfficientNetB2", "builtin", 260, _fixed("efficientnetb2_notop.h5"), params=7_768_569, family="EfficientNet"),
+    Architecture("EfficientNetB3", "EfficientNetB3", "builtin", 300, _fixed("efficientnetb3_notop.h5"), params=10_783_535, family="EfficientNet"),
     Architecture("EfficientNetV2B0", "EfficientNetV2B0", "builtin", 224, _fixed("efficientnetv2-b0_notop.h5"),
-                 family="EfficientNet"),
+                 params=5_919_312, family="EfficientNet"),
     Architecture("ResNet50", "ResNet50", "caffe", 224,
-                 _fixed("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"), family="ResNet"),
+                 _fixed("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"), params=23_587_712, family="ResNet"),
     Architecture("ResNet50V2", "ResNet50V2", "tf", 224,
-                 _fixed("resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"), family="ResNet"),
-    Architecture("VGG16", "VGG16", "caffe", 224, _fixed("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"), family="VGG"),
-    Architecture("VGG19", "VGG19", "caffe", 224, _fixed("vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"), family="VGG"),
+                 _fixed("resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"), params=23_564_800, family="ResNet"),
+    Architecture("VGG16", "VGG16", "caffe", 224, _fixed("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"), params=14_714_688, family="VGG"),
+    Architecture("VGG19", "VGG19", "caffe", 224, _fixed("vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"), params=20_024_384, family="VGG"),
     Architecture("InceptionV3", "InceptionV3", "tf", 299,
-                 _fixed("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"), min_size=75, family="Inception"),
+                 _fixed("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"), min_size=75, params=21_802_784, family="Inception"),
     Architecture("Xception", "Xception", "tf", 299,
-                 _fixed("xception_weights_tf_dim_ordering_tf_kernels_notop.h5"), min_size=71, family="Inception"),
+                 _fixed("xception_weights_tf_dim_ordering_tf_kernels_notop.h5"), min_size=71, params=20_861_480, family="Inception"),
     Architecture("DenseNet121", "DenseNet121", "torch", 224,
-                 _fixed("densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"), family="DenseNet"),
-    Architecture("ConvNeXtTiny", "ConvNeXtTiny", "builtin", 224, _fixed("convnext_tiny_notop.h5"), family="ConvNeXt"),
+                 _fixed("densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"), params=7_037_504, family="DenseNet"),
+    Architecture("ConvNeXtTiny", "ConvNeXtTiny", "builtin", 224, _fixed("convnext_tiny_notop.h5"), params=27_820_128, family="ConvNeXt"),
 ]
 REGISTRY: dict[str, Architecture] = {entry.name.lower(): entry for entry in _ENTRIES}
 
@@ -161,7 +163,55 @@ def availability(alpha_by_name: Optional[dict] = None) -> list[dict]:
         alphas = entry.alphas or (None,)
         offline = [a for a in alphas if find_weights(entry, a, entry.default_size)]
         rows.append({"name": entry.name, "family": entry.family, "default_size": entry.default_size,
+                     "params": entry.params, "default_alpha": entry.default_alpha,
                      "preprocessing": entry.preprocessing, "alphas": list(entry.alphas),
                      "offline_alphas": offline if entry.alphas else [],
                      "weights_offline": bool(offline)})
     return rows
+
+
+def keeps_inference_mode_type(layer_type: str) -> bool:
+    return layer_type == "BatchNormalization"
+
+
+def describe(name: str, alpha: Optional[float] = None, size: Optional[int] = None) -> dict:
+    """Layer names and per-layer parameter counts of a base, cached on disk.
+
+    The first call for a base builds it without weights (imports Keras); later calls read JSON, so
+    pages can show the freeze-depth slider without loading TensorFlow.
+    """
+    arch = get(name)
+    alpha = arch.check_alpha(alpha)
+    size = arch.check_size(size)
+    memo_path = cache_dir() / "base_descriptions.json"
+    memo = read_json(memo_path, {})
+    key = f"{arch.name}|{alpha}|{size}|keras-{version('keras')}|bn-frozen"
+    if key not in memo:
+        import keras
+        import numpy as np
+        from .modeling import build_base, keeps_inference_mode
+        base = build_base(arch.name, alpha, size, weights=None)
+        layers = [{"name": layer.name, "type": type(layer).__name__,
+                   "params": int(sum(np.prod(w.shape) for w in layer.weights)),
+                   "trainable_params": 0 if keeps_inference_mode(layer) else
+                   int(sum(np.prod(w.shape) for w in layer.trainable_weights))}
+                  for layer in base.layers]
+        memo = read_json(memo_path, {})
+        memo[key] = {"name": arch.name, "alpha": alpha, "size": size, "num_layers": len(layers),
+                     "params": int(base.count_params()), "feature_dim": int(base.output.shape[-1]),
+                     "layers": layers}
+        write_json(memo_path, memo)
+        keras.backend.clear_session()
+    return memo[key]
+
+
+def freeze_summary(description: dict, depth) -> dict:
+    """What a freeze depth means for a base, without building it: the cut, trainable and frozen params."""
+    from .config import parse_depth
+    layers = description["layers"]
+    frozen = parse_depth(depth, len(layers))
+    trainable = sum(l["trainable_params"] for l in layers[frozen:])
+    total = sum(l["params"] for l in layers)
+    cut = next((l["name"] for l in layers[frozen:] if l["trainable_params"]), None)
+    return {"frozen_layers": frozen, "num_layers": len(layers), "first_trainable_layer": cut,
+            "base_trainable_params": trainable, "base_frozen_params": total - trainable}

@@ -29,7 +29,7 @@ def cmd_models(args) -> int:
               f"{', '.join(map(str, row['alphas'])) or '-'}")
     if args.details:
         _quiet_tensorflow()
-        from .modeling import describe_base
+        from .architectures import describe as describe_base
         for row in rows:
             d = describe_base(row["name"])
             print(f"{row['name']}: {d['num_layers']} layers, {d['params']:,} parameters, features {d['feature_dim']}")
@@ -135,6 +135,17 @@ def cmd_worker(args) -> int:
     return 0
 
 
+def cmd_execute(args) -> int:
+    _quiet_tensorflow()
+    from .runs import get_run
+    from .train import execute
+    run = get_run(args.run)
+    if run.state != "queued":
+        raise TLError(f"Run {run.id!r} is {run.state}, not queued.")
+    execute(run)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tl_core", description="Transfer Learning Studio core")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="train queued runs one at a time (the app starts this)")
     p.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("execute", help="train one queued run in this process (the worker calls this)")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_execute)
     return parser
 
 

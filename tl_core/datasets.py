@@ -166,6 +166,22 @@ def _read_capped(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ZipLim
     return data
 
 
+def _candidates_from_relative(files: list[tuple[list[str], Callable[[], bytes]]],
+                              skipped: list[dict]) -> list[Candidate]:
+    """Files given by relative path parts: class (and split) folders read from the parts."""
+    files = [(parts, read) for parts, read in files if not any(_is_ignorable(p) for p in parts)]
+    stripped = _strip_common_top([parts for parts, _ in files])
+    result = []
+    for (original, read), parts in zip(files, stripped):
+        rel = "/".join(original)
+        split, class_name = _split_and_class(parts[:-1])
+        if class_name is None:
+            skipped.append({"file": rel, "reason": "not inside a class folder"})
+            continue
+        result.append(Candidate(rel, class_name, split, read))
+    return result
+
+
 def candidates_from_folder(folder: Path, skipped: list[dict]) -> list[Candidate]:
     folder = Path(folder)
     if not folder.is_dir():
@@ -176,23 +192,24 @@ def candidates_from_folder(folder: Path, skipped: list[dict]) -> list[Candidate]
         rel = path.relative_to(folder)
         if any(_is_ignorable(p) for p in rel.parts):
             continue
-        if path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(root):
-                skipped.append({"file": str(rel), "reason": "symbolic link pointing outside the folder; not followed"})
-                continue
-        if path.is_file():
-            files.append(list(rel.parts))
-    stripped = _strip_common_top(files)
-    result = []
-    for original, parts in zip(files, stripped):
-        rel = "/".join(original)
-        split, class_name = _split_and_class(parts[:-1])
-        if class_name is None:
-            skipped.append({"file": rel, "reason": "not inside a class folder"})
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            skipped.append({"file": str(rel), "reason": "symbolic link pointing outside the folder; not followed"})
             continue
-        result.append(Candidate(rel, class_name, split, lambda p=folder.joinpath(*original): p.read_bytes()))
-    return result
+        if path.is_file():
+            files.append((list(rel.parts), lambda p=path: p.read_bytes()))
+    return _candidates_from_relative(files, skipped)
+
+
+def candidates_from_uploaded_paths(files: Iterable[tuple[str, bytes]], skipped: list[dict]) -> list[Candidate]:
+    """A browser folder upload: (relative path such as 'flowers/daisy/1.jpg', bytes) pairs."""
+    entries = []
+    for rel, data in files:
+        parts = [p for p in PurePosixPath(str(rel).replace("\\", "/")).parts if p not in ("", "/")]
+        if not parts or ".." in parts:
+            skipped.append({"file": str(rel), "reason": "unsafe or empty path; not imported"})
+            continue
+        entries.append((parts, lambda data=data: data))
+    return _candidates_from_relative(entries, skipped)
 
 
 def candidates_from_items(items: Iterable[tuple[str, str, bytes]]) -> list[Candidate]:
@@ -349,6 +366,12 @@ def add_folder(path, name: Optional[str] = None, allowed_roots: Optional[list] =
 
 def add_items(items: Iterable[tuple[str, str, bytes]], name: str, **kwargs) -> Dataset:
     return build_dataset(name, candidates_from_items(items), [], source="upload", **kwargs)
+
+
+def add_uploaded_folder(files: Iterable[tuple[str, bytes]], name: str, **kwargs) -> Dataset:
+    skipped: list[dict] = []
+    candidates = candidates_from_uploaded_paths(files, skipped)
+    return build_dataset(name, candidates, skipped, source="folder upload", **kwargs)
 
 
 def add_source(source, name: Optional[str] = None, **kwargs) -> Dataset:

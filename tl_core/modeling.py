@@ -196,41 +196,5 @@ def first_trainable_layer(base) -> Optional[str]:
     return next((layer.name for layer in base.layers if layer.trainable and layer.trainable_weights), None)
 
 
-def describe_base(name: str, alpha: Optional[float] = None, size: Optional[int] = None) -> dict:
-    """Layer names and per-layer parameter counts of a base (built without weights; cached on disk)."""
-    arch = architectures.get(name)
-    alpha = arch.check_alpha(alpha)
-    size = arch.check_size(size)
-    memo_path = cache_dir() / "base_descriptions.json"
-    memo = read_json(memo_path, {})
-    key = f"{arch.name}|{alpha}|{size}|keras-{keras.__version__}|bn-frozen"
-    if key not in memo:
-        base = build_base(arch.name, alpha, size, weights=None)
-        layers = [{"name": layer.name, "type": type(layer).__name__,
-                   "params": int(sum(np.prod(w.shape) for w in layer.weights)),
-                   "trainable_params": 0 if keeps_inference_mode(layer) else
-                   int(sum(np.prod(w.shape) for w in layer.trainable_weights))}
-                  for layer in base.layers]
-        memo[key] = {"name": arch.name, "alpha": alpha, "size": size, "num_layers": len(layers),
-                     "params": int(base.count_params()), "feature_dim": int(base.output.shape[-1]),
-                     "layers": layers}
-        write_json(memo_path, memo)
-        keras.backend.clear_session()
-    return memo[key]
-
-
-def freeze_summary(description: dict, depth) -> dict:
-    """What a freeze depth means for a base, without building it: the cut, trainable and frozen params."""
-    layers = description["layers"]
-    frozen = parse_depth(depth, len(layers))
-    frozen_params = sum(l["params"] for l in layers[:frozen])
-    # BatchNorm layers and moving statistics never train; count them as frozen past the cut too.
-    trainable = sum(l["trainable_params"] for l in layers[frozen:])
-    untrainable_tail = sum(l["params"] - l["trainable_params"] for l in layers[frozen:])
-    cut = next((l["name"] for l in layers[frozen:] if l["trainable_params"]), None)
-    return {"frozen_layers": frozen, "num_layers": len(layers), "first_trainable_layer": cut,
-            "base_trainable_params": trainable, "base_frozen_params": frozen_params + untrainable_tail}
-
-
 def save_json(path: Path, payload) -> None:
     write_json(path, json.loads(json.dumps(payload, default=str)))

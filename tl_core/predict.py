@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from . import modeling  # noqa: F401  (registers the Preprocess layer for loading)
-from .images import ImageSource, load_batch
+from .images import ImageRejected, ImageSource, load_array, load_batch
 from .runs import Run, get_run
 from .workspace import TLError, read_json
 
@@ -53,15 +53,28 @@ class Predictor:
             out = self.head.predict_proba(out) if len(out) else np.zeros((0, len(self.class_names)))
         return out.astype(np.float64)
 
-    def predict(self, sources: Sequence[ImageSource], top_k: int = 3) -> list[list[dict]]:
-        """Top-k labels with probabilities for each image."""
-        pixels = load_batch(sources, self.input_size)
-        probs = self.probabilities(pixels)
+    def _top(self, row: np.ndarray, top_k: int) -> list[dict]:
         k = max(1, min(top_k, len(self.class_names)))
-        results = []
-        for row in probs:
-            order = np.argsort(-row)[:k]
-            results.append([{"label": self.class_names[i], "probability": float(row[i])} for i in order])
+        return [{"label": self.class_names[i], "probability": float(row[i])} for i in np.argsort(-row)[:k]]
+
+    def predict(self, sources: Sequence[ImageSource], top_k: int = 3) -> list[list[dict]]:
+        """Top-k labels with probabilities for each image (raises ImageRejected on a bad image)."""
+        probs = self.probabilities(load_batch(sources, self.input_size))
+        return [self._top(row, top_k) for row in probs]
+
+    def predict_each(self, sources: Sequence[ImageSource], top_k: int = 3) -> list[dict]:
+        """Like ``predict`` but one bad image does not sink the batch: each result has top_k or error."""
+        results: list[dict] = [{} for _ in sources]
+        pixels, good = [], []
+        for index, source in enumerate(sources):
+            try:
+                pixels.append(load_array(source, self.input_size))
+                good.append(index)
+            except ImageRejected as exc:
+                results[index] = {"error": str(exc)}
+        if good:
+            for index, row in zip(good, self.probabilities(np.stack(pixels))):
+                results[index] = {"top_k": self._top(row, top_k)}
         return results
 
 

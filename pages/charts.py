@@ -1,0 +1,64 @@
+"""Plotly figures for the pages: drawn from saved run data, never computed here."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+
+def learning_curves(history: list[dict], title: str = "") -> go.Figure:
+    """Loss and accuracy, train vs validation, with a marker where fine-tuning starts."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+    epochs = [row["epoch"] for row in history]
+    for col, metric in ((1, "loss"), (2, "accuracy")):
+        for prefix, name, dash in (("", "train", "solid"), ("val_", "validation", "dot")):
+            values = [row.get(prefix + metric) for row in history]
+            if any(isinstance(v, float) for v in values):
+                fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=f"{name} {metric}",
+                                         line={"dash": dash}), row=1, col=col)
+    starts = [row["epoch"] for i, row in enumerate(history)
+              if row.get("phase") == "fine-tune" and (i == 0 or history[i - 1].get("phase") != "fine-tune")]
+    for epoch in starts:
+        for col in (1, 2):
+            fig.add_vline(x=epoch - 0.5, line_dash="dash", line_color="gray", row=1, col=col)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(height=340, margin={"t": 40, "b": 10}, title=title or None, legend={"orientation": "h"})
+    return fig
+
+
+def confusion_heatmap(matrix, class_names: list[str], normalized: bool) -> go.Figure:
+    matrix = np.asarray(matrix, dtype=float)
+    if normalized:
+        rows = matrix.sum(axis=1, keepdims=True)
+        matrix = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    text = [[f"{v:.2f}" if normalized else f"{int(v)}" for v in row] for row in matrix]
+    fig = go.Figure(go.Heatmap(z=matrix, x=class_names, y=class_names, text=text, texttemplate="%{text}",
+                               colorscale="Blues", hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
+    fig.update_layout(xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
+                      height=max(320, 40 * len(class_names) + 120), margin={"t": 20})
+    return fig
+
+
+def class_counts(manifest: dict) -> go.Figure:
+    classes = manifest["classes"]
+    splits = sorted({s for counts in manifest["class_counts"].values() for s in counts})
+    fig = go.Figure([go.Bar(name=split, x=classes, y=[manifest["class_counts"][c].get(split, 0) for c in classes])
+                     for split in splits])
+    fig.update_layout(barmode="stack", height=300, margin={"t": 20}, yaxis_title="images")
+    return fig
+
+
+def top_k_bars(top: list[dict]) -> go.Figure:
+    fig = go.Figure(go.Bar(x=[p["probability"] for p in top][::-1], y=[p["label"] for p in top][::-1],
+                           orientation="h", text=[f"{p['probability']:.1%}" for p in top][::-1]))
+    fig.update_layout(height=60 + 30 * len(top), margin={"t": 10, "b": 10, "l": 10}, xaxis_range=[0, 1])
+    return fig
+
+
+def compare_curves(series: dict[str, list[dict]], metric: str = "val_accuracy") -> go.Figure:
+    fig = go.Figure()
+    for name, history in series.items():
+        fig.add_trace(go.Scatter(x=[r["epoch"] for r in history], y=[r.get(metric) for r in history],
+                                 mode="lines+markers", name=name))
+    fig.update_layout(height=340, xaxis_title="epoch", yaxis_title=metric.replace("_", " "), margin={"t": 20})
+    return fig

@@ -1,0 +1,47 @@
+"""Predict: classify uploaded or camera images with a finished run's model."""
+import pandas as pd
+import streamlit as st
+
+from pages import charts, ui
+from tl_core import jobs
+
+st.title("Predict")
+finished = [r for r in jobs.refresh_states() if r.state == "finished" and r.model_path.exists()]
+if not finished:
+    st.info("No trained model yet. Train one on the Train page, then come back to try it on new images.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+by_id = {r.id: r for r in finished}
+run_id = st.selectbox("Model (finished run)", list(by_id), key="predict_run",
+                      format_func=lambda rid: f"{rid} — val acc {by_id[rid].metrics().get('val_accuracy', 0):.3f}")
+run = by_id[run_id]
+top_k = st.slider("Top-k", 1, max(1, len(run.class_names())), min(3, len(run.class_names())), key="predict_topk")
+uploads = st.file_uploader("Images", accept_multiple_files=True, key="predict_files",
+                           type=["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"])
+photo = st.camera_input("Or take a photo", key="predict_camera") if st.toggle("Use camera", key="predict_cam_on") \
+    else None
+images = list(uploads or []) + ([photo] if photo else [])
+if not images:
+    st.info("Upload one or more images (or take a photo) to see the model's top labels.")
+    st.stop()
+
+predictor = ui.predictor_for(run)
+rows = []
+for image, result in zip(images, predictor.predict_each([image.getvalue() for image in images], top_k)):
+    if "error" in result:
+        st.error(f"{image.name}: {result['error']}")
+        continue
+    top = result["top_k"]
+    rows.append({"image": image.name, **{f"top{i + 1}": p["label"] for i, p in enumerate(top)},
+                 **{f"p{i + 1}": round(p["probability"], 4) for i, p in enumerate(top)}})
+    if len(images) <= 12:
+        left, right = st.columns([1, 2])
+        left.image(image.getvalue(), width=200, caption=image.name)
+        right.markdown(f"**{top[0]['label']}** ({top[0]['probability']:.1%})")
+        right.plotly_chart(charts.top_k_bars(top), key=f"predict_bars_{len(rows)}")
+if rows:
+    table = pd.DataFrame(rows)
+    st.dataframe(table, hide_index=True, key="predict_table")
+    st.download_button("Download predictions (CSV)", table.to_csv(index=False), file_name=f"predictions-{run.id}.csv",
+                       mime="text/csv", key="predict_csv")

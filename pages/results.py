@@ -1,0 +1,116 @@
+"""Results: all runs in a table; one run's curves, confusion matrix, per-class report and mistakes; compare."""
+import io
+import zipfile
+
+import pandas as pd
+import streamlit as st
+
+from pages import charts, ui
+from tl_core import jobs
+from tl_core.evaluate import Interpretation
+from tl_core.runs import Run
+
+st.title("Results")
+runs = jobs.refresh_states()
+if not runs:
+    st.info("No training runs yet. Start one on the Train page.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+table = pd.DataFrame([r.summary() for r in runs])
+st.dataframe(table, hide_index=True, key="results_table", column_config={
+    "best_val_accuracy": st.column_config.NumberColumn("best val acc", format="%.3f"),
+    "final_val_accuracy": st.column_config.NumberColumn("final val acc", format="%.3f"),
+    "learning_rate": st.column_config.NumberColumn("lr", format="%g"),
+    "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f")})
+
+by_id = {r.id: r for r in runs}
+finished = [r.id for r in runs if r.state == "finished"]
+default = st.query_params.get("run") if st.query_params.get("run") in by_id else (finished or list(by_id))[0]
+run: Run = by_id[st.selectbox("Run", list(by_id), index=list(by_id).index(default), key="results_run")]
+st.query_params["run"] = run.id
+
+if run.state in ("queued", "running"):
+    @st.fragment(run_every=2)
+    def live():
+        ui.job_progress(run, key="results")
+    live()
+    st.stop()
+
+status = run.status()
+if run.state != "finished":
+    st.warning(f"This run is {run.state}: {status.get('message') or ''}")
+metrics = run.metrics()
+history = run.history()
+cfg = run.config
+
+curves, confusion, per_class, mistakes, details = st.tabs(
+    ["Learning curves", "Confusion matrix", "Per class", "Mistakes", "Config & log"])
+with curves:
+    if history:
+        st.plotly_chart(charts.learning_curves(history), key="results_curves")
+    else:
+        st.info("No epochs recorded.")
+if not metrics:
+    with details:
+        st.json(cfg.__dict__)
+        st.code(run.log_text() or "(empty log)")
+    st.stop()
+
+interp = Interpretation.load(run.path("predictions.csv"), metrics["class_names"])
+cols = st.columns(4)
+cols[0].metric("Validation accuracy", f"{metrics['val_accuracy']:.3f}")
+topk = next((k for k in metrics if k.startswith("val_top")), None)
+if topk:
+    cols[1].metric(topk.replace("val_", "").replace("_", " "), f"{metrics[topk]:.3f}")
+cols[2].metric("Validation images", metrics["num_val_images"])
+cols[3].metric("Training time", f"{metrics.get('duration_s', 0):.0f} s")
+
+with confusion:
+    normalized = st.toggle("Row-normalised", key="results_normalized")
+    st.plotly_chart(charts.confusion_heatmap(interp.confusion_matrix(), interp.class_names, normalized),
+                    key="results_confusion")
+with per_class:
+    st.dataframe(pd.DataFrame(interp.per_class()), hide_index=True, key="results_per_class")
+    st.markdown("**Most confused pairs**")
+    pairs = interp.most_confused()
+    st.dataframe(pd.DataFrame(pairs), hide_index=True, key="results_confused") if pairs else st.caption("None.")
+with mistakes:
+    wrong = interp.misclassified()
+    if not wrong:
+        st.success("No misclassified validation images.")
+    else:
+        from tl_core.datasets import load_dataset
+        from tl_core.workspace import TLError
+        try:
+            root = load_dataset(metrics["dataset"]).root
+        except TLError:
+            root = None
+        st.caption(f"{len(wrong)} misclassified validation image(s), most confident mistakes first.")
+        grid = st.columns(4)
+        for i, row in enumerate(wrong[:24]):
+            with grid[i % 4]:
+                path = root / row["file"] if root else None
+                if path and path.exists():
+                    st.image(str(path), width=160)
+                st.caption(f"true **{row['true']}** → predicted **{row['predicted']}** ({row['probability']:.0%})")
+with details:
+    st.json(cfg.__dict__, expanded=False)
+    st.code(run.log_text() or "(empty log)")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in ("model.keras", "head.joblib", "class_names.json", "config.json", "metrics.json", "model_info.json"):
+            if run.path(name).exists():
+                archive.write(run.path(name), name)
+    st.download_button("Download model (zip)", buffer.getvalue(), file_name=f"{run.id}.zip",
+                       mime="application/zip", key="results_download")
+
+st.subheader("Compare runs")
+chosen = st.multiselect("Runs to compare", finished, default=finished[:2], key="results_compare")
+if len(chosen) >= 2:
+    st.plotly_chart(charts.compare_curves({rid: by_id[rid].history() for rid in chosen}), key="results_compare_chart")
+    board = pd.DataFrame([by_id[rid].summary() for rid in chosen]).sort_values("final_val_accuracy", ascending=False)
+    st.dataframe(board[["run", "base", "head", "freeze_depth", "learning_rate", "epochs", "best_val_accuracy",
+                        "final_val_accuracy", "duration_s"]], hide_index=True, key="results_leaderboard")
+else:
+    st.caption("Pick two or more finished runs to overlay their validation curves.")

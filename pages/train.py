@@ -1,0 +1,126 @@
+"""Train: choose data, base model, freeze depth and settings; start a background job and watch it."""
+import streamlit as st
+
+from pages import ui
+from tl_core import architectures, datasets, jobs
+from tl_core.config import TrainConfig
+from tl_core.runs import get_run
+from tl_core.workspace import TLError
+
+st.title("Train")
+all_datasets = datasets.list_datasets()
+if not all_datasets:
+    st.info("Add a dataset on the Data page first: one folder of images per class.")
+    st.page_link("pages/data.py", label="Go to Data", icon=":material/folder_open:")
+    st.stop()
+
+models = {row["name"]: row for row in architectures.availability()}
+
+
+def _model_label(name: str) -> str:
+    row = models[name]
+    weights = "weights offline ✓" if row["weights_offline"] else "weights download on first use"
+    return f"{name} — {row['params'] / 1e6:.1f}M params, {row['default_size']} px, {weights}"
+
+
+left, right = st.columns(2)
+with left:
+    data = st.selectbox("Dataset", [d.name for d in all_datasets], key="train_data")
+    offline_first = sorted(models, key=lambda n: (not models[n]["weights_offline"], list(models).index(n)))
+    base = st.selectbox("Base model", offline_first, format_func=_model_label, key="train_base")
+    arch = architectures.get(base)
+    alpha = None
+    if arch.alphas:
+        offline_alphas = models[base]["offline_alphas"]
+        default_alpha = offline_alphas[0] if offline_alphas else arch.default_alpha
+        alpha = st.select_slider("Width multiplier (alpha)", list(arch.alphas), value=default_alpha,
+                                 key=f"train_alpha_{base}",
+                                 help="Weights on disk for: " + (", ".join(map(str, offline_alphas)) or "none"))
+    size = st.number_input("Input size (px)", min_value=arch.min_size, max_value=1024, value=arch.default_size,
+                           step=16, key=f"train_size_{base}")
+    head = st.radio("Head", ["keras", "logreg", "svm"], horizontal=True, key="train_head",
+                    format_func={"keras": "Keras head (dense)", "logreg": "Logistic regression on embeddings",
+                                 "svm": "SVM on embeddings"}.get)
+with right:
+    with st.spinner("Reading the base's layers…"):
+        description = architectures.describe(base, alpha, int(size))
+    n_layers = description["num_layers"]
+    depth = st.slider("Freeze depth: base layers frozen, counted from the input", 0, n_layers, n_layers,
+                      key=f"train_depth_{base}", disabled=head != "keras",
+                      help="All layers frozen trains only the new head (fast: base features are computed once).")
+    summary = architectures.freeze_summary(description, depth)
+    st.caption(f"Cut: first trainable layer **{summary['first_trainable_layer'] or '— (whole base frozen)'}**. "
+               f"Base parameters trainable **{summary['base_trainable_params']:,}**, frozen "
+               f"**{summary['base_frozen_params']:,}**. BatchNorm layers always stay frozen.")
+
+with st.expander("Optimisation", expanded=True):
+    cols = st.columns(4)
+    lr = cols[0].select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], value=1e-3,
+                               key="train_lr", format_func=lambda v: f"{v:g}")
+    optimizer = cols[1].selectbox("Optimizer", ["adam", "adamw", "sgd", "rmsprop"], key="train_optimizer")
+    epochs = cols[2].number_input("Epochs", 1, 500, 20, key="train_epochs")
+    batch_size = cols[3].select_slider("Batch size", [8, 16, 32, 64, 128], value=32, key="train_batch")
+    cols = st.columns(4)
+    early = cols[0].toggle("Early stopping", value=True, key="train_early")
+    patience = cols[1].number_input("Patience (epochs)", 1, 50, 5, key="train_patience", disabled=not early)
+    dropout = cols[2].slider("Dropout", 0.0, 0.9, 0.5, 0.05, key="train_dropout")
+with st.expander("Augmentation"):
+    cols = st.columns(5)
+    augment = cols[0].toggle("Augment", value=True, key="train_augment")
+    flip = cols[1].toggle("Flip", value=True, key="train_flip", disabled=not augment)
+    rotation = cols[2].slider("Rotation", 0.0, 0.5, 0.1, 0.05, key="train_rotation", disabled=not augment)
+    zoom = cols[3].slider("Zoom", 0.0, 0.5, 0.1, 0.05, key="train_zoom", disabled=not augment)
+    views = cols[4].number_input("Cached views", 0, 16, 2, key="train_views", disabled=not augment,
+                                 help="With a frozen base, each image's features are cached for this many augmented "
+                                      "views (each costs one forward pass).")
+with st.expander("Fine-tune phase (after the head is trained)"):
+    fine_tune = st.toggle("Unfreeze the top of the base and continue at a lower learning rate",
+                          key="train_ft", disabled=head != "keras")
+    ft_depth = st.slider("Fine-tune freeze depth", 0, n_layers, int(n_layers * 0.7), key=f"train_ft_depth_{base}",
+                         disabled=not fine_tune)
+    ft_summary = architectures.freeze_summary(description, ft_depth)
+    st.caption(f"Unfreezes from **{ft_summary['first_trainable_layer']}**: "
+               f"{ft_summary['base_trainable_params']:,} base parameters train.")
+    cols = st.columns(2)
+    ft_lr = cols[0].select_slider("Fine-tune learning rate", [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4], value=1e-4,
+                                  key="train_ft_lr", format_func=lambda v: f"{v:g}", disabled=not fine_tune)
+    ft_epochs = cols[1].number_input("Fine-tune epochs", 1, 200, 5, key="train_ft_epochs", disabled=not fine_tune)
+
+config = TrainConfig(
+    data=data, base=base, alpha=alpha, size=int(size), head=head, freeze_depth=int(depth),
+    learning_rate=float(lr), optimizer=optimizer, epochs=int(epochs), batch_size=int(batch_size),
+    early_stopping=early, patience=int(patience), dropout=float(dropout), augment=augment, flip=flip,
+    rotation=float(rotation), zoom=float(zoom), aug_views=int(views),
+    fine_tune_depth=int(ft_depth) if fine_tune and head == "keras" else None,
+    fine_tune_epochs=int(ft_epochs) if fine_tune and head == "keras" else 0,
+    fine_tune_lr=float(ft_lr) if fine_tune and head == "keras" else None)
+
+if st.button("Start training", type="primary", key="train_start"):
+    try:
+        run = jobs.submit(config, user=ui.current_user())
+        st.session_state["train_last_run"] = run.id
+        st.toast(f"Queued {run.id}")
+    except TLError as exc:
+        st.error(str(exc))
+
+
+@st.fragment(run_every=2)
+def live_jobs():
+    running, waiting = jobs.active(), jobs.queue()
+    mine = st.session_state.get("train_last_run")
+    shown = [r for r in [running] + waiting if r is not None]
+    if mine and mine not in [r.id for r in shown]:
+        try:
+            shown.append(get_run(mine))
+        except TLError:
+            pass
+    if not shown:
+        st.caption("No job running or queued.")
+        return
+    for run in shown:
+        with st.container(border=True):
+            ui.job_progress(run, key="train")
+
+
+st.subheader("Jobs")
+live_jobs()

@@ -1,0 +1,137 @@
+"""Pieces every page uses: the sidebar status, the password gate, the live job view, cached loaders."""
+from __future__ import annotations
+
+import hmac
+import os
+import time
+
+import streamlit as st
+
+from tl_core import device, jobs
+from tl_core.runs import Run
+from tl_core.workspace import home
+
+
+def password_gate() -> None:
+    """When a shared password is set (secrets 'password' or TL_PASSWORD), ask for it once per session.
+
+    With an OpenID Connect provider configured under [auth] in secrets.toml, use st.login instead.
+    """
+    try:
+        auth_configured = "auth" in st.secrets
+        secret = st.secrets.get("password")
+    except Exception:  # no secrets.toml
+        auth_configured, secret = False, None
+    if auth_configured:
+        if not st.user.is_logged_in:
+            st.title("Transfer Learning Studio")
+            st.button("Log in", on_click=st.login, key="login_button")
+            st.stop()
+        return
+    password = secret or os.environ.get("TL_PASSWORD")
+    if not password or st.session_state.get("authenticated"):
+        return
+    st.title("Transfer Learning Studio")
+    typed = st.text_input("Password", type="password", key="password_input")
+    if typed:
+        if hmac.compare_digest(typed, str(password)):
+            st.session_state["authenticated"] = True
+            st.rerun()
+        st.error("Wrong password.")
+    st.stop()
+
+
+def current_user() -> str | None:
+    try:
+        if "auth" in st.secrets and st.user.is_logged_in:
+            return st.user.get("email") or st.user.get("name")
+    except Exception:
+        pass
+    return None
+
+
+@st.fragment(run_every=3)
+def sidebar_status() -> None:
+    st.caption(f"Device: **{device.describe()}**")
+    st.caption(f"Workspace: `{home()}`")
+    running = jobs.active()
+    waiting = jobs.queue()
+    if running:
+        progress = running.progress()
+        st.caption(f"Training: **{running.id}** — epoch {progress.get('epoch', '…')}/{progress.get('total_epochs', '…')}")
+    if waiting:
+        st.caption(f"Queued: {len(waiting)} job(s)")
+    if not running and not waiting:
+        st.caption("No training job running.")
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "…"
+    seconds = int(seconds)
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def job_progress(run: Run, key: str) -> None:
+    """Progress bar, stage, learning rate, elapsed and remaining time, live curves and Cancel for one run."""
+    from pages import charts
+    status, event = run.status(), run.progress()
+    state = run.check_alive()
+    st.markdown(f"**{run.id}** — {state}")
+    if state == "queued":
+        position = [r.id for r in jobs.queue()].index(run.id) + 1 if run.id in [r.id for r in jobs.queue()] else "?"
+        st.info(f"Waiting in the queue (position {position}). It starts when the current job finishes.")
+    elif state == "running":
+        total, epoch = event.get("total_epochs") or 0, event.get("epoch") or 0
+        batches, batch = event.get("batches") or 0, event.get("batch") or 0
+        if event.get("kind") == "features":
+            fraction = event["done"] / max(1, event["total"])
+            text = f"Computing base features ({event['what']}): {event['done']}/{event['total']}"
+        elif total:
+            fraction = min(1.0, ((epoch - 1) + (batch / batches if batches and event.get("kind") == "batch" else 1)) / total)
+            text = f"Epoch {epoch}/{total}" + (f", batch {batch}/{batches}" if event.get("kind") == "batch" else "")
+        else:
+            fraction, text = 0.0, event.get("stage", "starting…").capitalize()
+        st.progress(fraction, text=text)
+        elapsed = event.get("elapsed_s")
+        remaining = elapsed / fraction - elapsed if elapsed and fraction > 0.02 else None
+        cols = st.columns(3)
+        cols[0].metric("Elapsed", _fmt_seconds(elapsed))
+        cols[1].metric("Time left (est.)", _fmt_seconds(remaining))
+        lr = event.get("learning_rate")
+        cols[2].metric("Learning rate", f"{lr:.2g}" if lr else "…")
+    elif state == "failed":
+        st.error(status.get("message") or "Training failed; see the log on the Results page.")
+    elif state in ("cancelled", "interrupted"):
+        st.warning(status.get("message") or state)
+    elif state == "finished":
+        st.success(f"Finished: validation accuracy {run.metrics().get('val_accuracy', 0):.3f}. "
+                   "See the Results page for curves, confusion matrix and mistakes.")
+    history = run.history()
+    if history:
+        st.plotly_chart(charts.learning_curves(history), key=f"{key}_curves_{run.id}")
+    if state in ("queued", "running"):
+        if st.button("Cancel", key=f"{key}_cancel_{run.id}"):
+            run.request_cancel()
+            st.toast("Cancellation requested; it stops after the current batch.")
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading model…")
+def load_predictor(run_path: str, model_mtime: float):
+    """One loaded model per run, kept across requests and users (mtime in the key: a retrain reloads)."""
+    from tl_core.predict import Predictor
+    return Predictor.from_run(Run(__import__("pathlib").Path(run_path)))
+
+
+def predictor_for(run: Run):
+    return load_predictor(str(run.root), run.model_path.stat().st_mtime)
+
+
+def ensure_worker_if_queued() -> None:
+    """After a server restart, queued jobs need a worker again."""
+    if jobs.queue():
+        jobs.ensure_worker()
+
+
+def elapsed_since(start: float) -> str:
+    return _fmt_seconds(time.time() - start)
