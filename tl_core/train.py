@@ -204,7 +204,7 @@ class Trainer:
         steps = int(np.ceil(len(self.train_items) / cfg.batch_size))
         progress = KerasProgress(self.reporter, phase, initial_epoch + epochs, steps)
         built.model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                        callbacks=_callbacks(cfg, progress), verbose=0)
+                        callbacks=_callbacks(cfg, progress), verbose=0, shuffle=False)  # tf.data shuffles
         return progress
 
     def _fit_sklearn(self, built, cache) -> None:
@@ -221,7 +221,11 @@ class Trainer:
         if cfg.head == "logreg":
             classifier = LogisticRegression(C=cfg.classifier_c, max_iter=5000, random_state=cfg.seed)
         else:
-            classifier = SVC(C=cfg.classifier_c, kernel="rbf", probability=True, random_state=cfg.seed)
+            from sklearn.calibration import CalibratedClassifierCV
+            # Platt-calibrated probabilities, as SVC(probability=True) gave (deprecated in scikit-learn 1.9).
+            folds = max(2, min(5, int(np.bincount(self.y_train).min())))
+            classifier = CalibratedClassifierCV(SVC(C=cfg.classifier_c, kernel="rbf", random_state=cfg.seed),
+                                                cv=folds, ensemble=False)
         pipeline = make_pipeline(StandardScaler(), classifier)
         pipeline.fit(x_train.reshape(-1, x_train.shape[-1]), np.repeat(self.y_train, views))
         joblib.dump(pipeline, self.run.path("head.joblib"))
