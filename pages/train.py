@@ -81,6 +81,12 @@ with st.expander("Fine-tune phase (after the head is trained)"):
     ft_summary = architectures.freeze_summary(description, ft_depth)
     st.caption(f"Unfreezes from **{ft_summary['first_trainable_layer']}**: "
                f"{ft_summary['base_trainable_params']:,} base parameters train.")
+    if ft_summary["clean_cut"]:
+        st.caption("Clean cut between blocks: with augmentation off, the frozen part runs once, not every epoch.")
+    else:
+        below, above = ft_summary["nearest_clean_cuts"]
+        st.caption(f"This depth is inside a block, so every epoch runs the whole base. Nearest clean cuts: "
+                   f"{below} and {above}.")
     cols = st.columns(2)
     ft_lr = cols[0].select_slider("Fine-tune learning rate", [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4], value=1e-4,
                                   key="train_ft_lr", format_func=lambda v: f"{v:g}", disabled=not fine_tune)

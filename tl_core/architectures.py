@@ -185,11 +185,11 @@ def describe(name: str, alpha: Optional[float] = None, size: Optional[int] = Non
     size = arch.check_size(size)
     memo_path = cache_dir() / "base_descriptions.json"
     memo = read_json(memo_path, {})
-    key = f"{arch.name}|{alpha}|{size}|keras-{version('keras')}|bn-frozen"
+    key = f"{arch.name}|{alpha}|{size}|keras-{version('keras')}|bn-frozen|cuts"
     if key not in memo:
         import keras
         import numpy as np
-        from .modeling import build_base, keeps_inference_mode
+        from .modeling import build_base, clean_cuts, keeps_inference_mode
         base = build_base(arch.name, alpha, size, weights=None)
         layers = [{"name": layer.name, "type": type(layer).__name__,
                    "params": int(sum(np.prod(w.shape) for w in layer.weights)),
@@ -199,7 +199,7 @@ def describe(name: str, alpha: Optional[float] = None, size: Optional[int] = Non
         memo = read_json(memo_path, {})
         memo[key] = {"name": arch.name, "alpha": alpha, "size": size, "num_layers": len(layers),
                      "params": int(base.count_params()), "feature_dim": int(base.output.shape[-1]),
-                     "layers": layers}
+                     "clean_cuts": clean_cuts(base), "layers": layers}
         write_json(memo_path, memo)
         keras.backend.clear_session()
     return memo[key]
@@ -213,5 +213,9 @@ def freeze_summary(description: dict, depth) -> dict:
     trainable = sum(l["trainable_params"] for l in layers[frozen:])
     total = sum(l["params"] for l in layers)
     cut = next((l["name"] for l in layers[frozen:] if l["trainable_params"]), None)
+    cuts = description.get("clean_cuts", [])
     return {"frozen_layers": frozen, "num_layers": len(layers), "first_trainable_layer": cut,
-            "base_trainable_params": trainable, "base_frozen_params": total - trainable}
+            "base_trainable_params": trainable, "base_frozen_params": total - trainable,
+            "clean_cut": frozen in cuts or frozen in (0, len(layers)),
+            "nearest_clean_cuts": [max([c for c in cuts if c < frozen], default=None),
+                                   min([c for c in cuts if c > frozen], default=None)]}

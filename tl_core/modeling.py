@@ -198,3 +198,71 @@ def first_trainable_layer(base) -> Optional[str]:
 
 def save_json(path: Path, payload) -> None:
     write_json(path, json.loads(json.dumps(payload, default=str)))
+
+
+def _base_node(layer, base):
+    """The layer's call inside the base's own graph (Keras keys those nodes '<id>_ib-<index>')."""
+    nodes = [node for index, node in enumerate(layer._inbound_nodes) if f"{id(layer)}_ib-{index}" in base._nodes]
+    return nodes[0] if len(nodes) == 1 else None
+
+
+def crossing_tensors(base, frozen: int) -> Optional[list]:
+    """Tensors that flow from the first ``frozen`` base layers into the rest (None: graph unclear)."""
+    layers = base.layers
+    frozen_ids = {id(layer) for layer in layers[:frozen]}
+    crossing = {}
+    for layer in layers[frozen:]:
+        node = _base_node(layer, base)
+        if node is None:
+            return None
+        for tensor in node.input_tensors:
+            if id(tensor._keras_history.operation) in frozen_ids:
+                crossing[id(tensor)] = tensor
+    return list(crossing.values())
+
+
+def clean_cuts(base) -> list[int]:
+    """Freeze depths at which exactly one tensor crosses the cut (between blocks)."""
+    return [depth for depth in range(1, len(base.layers))
+            if len(crossing_tensors(base, depth) or ()) == 1]
+
+
+def split_base(base, frozen: int):
+    """Cut the base after its first ``frozen`` layers: (prefix model, cut tensor shape, cut), or None.
+
+    A clean cut exists when exactly one tensor flows from the frozen layers into the trainable
+    ones (true between blocks of MobileNet/ResNet-style bases, not inside a residual block).
+    """
+    if not 0 < frozen < len(base.layers):
+        return None
+    crossing = crossing_tensors(base, frozen)
+    if not crossing or len(crossing) != 1:
+        return None
+    cut = crossing[0]
+    prefix = keras.Model(base.inputs, cut, name=f"{base.name}_prefix")
+    return prefix, tuple(cut.shape[1:]), cut
+
+
+def suffix_model(built: "Built", frozen: int):
+    """Cut tensor -> class probabilities, reusing the classifier's own layers (weights are shared,
+    so training it trains the saved model). None when the base has no clean cut there."""
+    split = split_base(built.base, frozen)
+    if split is None:
+        return None
+    prefix, shape, cut = split
+    inputs = keras.Input(shape=shape, name="activations")
+    tensors = {id(cut): inputs}
+    for layer in built.base.layers[frozen:]:
+        node = _base_node(layer, built.base)
+        args, kwargs = node.arguments.fill_in(tensors)
+        outputs = layer(*args, **kwargs)
+        for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
+            tensors[id(old)] = new
+    x = tensors[id(built.base.outputs[0])]
+    x = built.model.get_layer("pool")(x)
+    x = built.model.get_layer("dropout")(x)
+    outputs = built.model.get_layer("predictions")(x)
+    suffix = keras.Model(inputs, outputs, name="suffix")
+    pixels = keras.Input(shape=built.model.input_shape[1:], name="pixels")
+    prefix_full = keras.Model(pixels, prefix(built.model.get_layer("preprocess")(pixels)), name="prefix")
+    return prefix_full, suffix

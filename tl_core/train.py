@@ -26,7 +26,7 @@ from .evaluate import Interpretation
 from .features import FeatureCache
 from .images import load_batch
 from .modeling import (build_classifier, build_head, compile_classifier, first_trainable_layer,
-                       parameter_counts, set_freeze_depth)
+                       parameter_counts, set_freeze_depth, suffix_model)
 from .runs import Run, now
 from .workspace import TLError, write_json
 
@@ -116,7 +116,18 @@ def _callbacks(cfg: TrainConfig, progress: KerasProgress) -> list:
 def _pixel_dataset(x: np.ndarray, y, batch_size: int, shuffle: bool, seed: int):
     """uint8 arrays decoded once per run; batches are cast to float on the fly and prefetched."""
     import tensorflow as tf
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if isinstance(x, np.memmap):  # too large for memory: read shuffled batches from disk
+        rng = np.random.default_rng(seed)
+
+        def batches():
+            order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
+            for start in range(0, len(x), batch_size):
+                index = np.sort(order[start:start + batch_size])
+                yield np.asarray(x[index], dtype=np.float32), y[index]
+
+        spec = (tf.TensorSpec((None,) + x.shape[1:], tf.float32), tf.TensorSpec((None,) + y.shape[1:], y.dtype))
+        return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))  # pixels (uint8) or prefix activations (float32)
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
@@ -185,11 +196,14 @@ class Trainer:
         x_flat = x_train.reshape(-1, x_train.shape[-1])
         y_flat = np.repeat(self.y_train, views)
         head = build_head(x_flat.shape[-1], n, cfg.dropout)
+        # Same initial weights and the same batches as the plain path would use, so both train alike.
+        head.get_layer("predictions").set_weights(built.model.get_layer("predictions").get_weights())
         compile_classifier(head, cfg.optimizer, cfg.learning_rate, cfg.label_smoothing, n)
         steps = int(np.ceil(len(x_flat) / cfg.batch_size))
         progress = KerasProgress(self.reporter, "head", cfg.epochs, steps)
-        head.fit(x_flat, _labels(y_flat, n, cfg.label_smoothing), batch_size=cfg.batch_size, epochs=cfg.epochs,
-                 validation_data=(x_val, _labels(self.y_val, n, cfg.label_smoothing)), shuffle=True,
+        train = _pixel_dataset(x_flat, _labels(y_flat, n, cfg.label_smoothing), cfg.batch_size, True, cfg.seed)
+        val = _pixel_dataset(x_val, _labels(self.y_val, n, cfg.label_smoothing), cfg.batch_size, False, cfg.seed)
+        head.fit(train, validation_data=val, epochs=cfg.epochs, shuffle=False,
                  callbacks=_callbacks(cfg, progress), verbose=0)
         built.model.get_layer("predictions").set_weights(head.get_layer("predictions").get_weights())
         # The head on cached features computes exactly what the whole model would: reuse it for the
@@ -197,17 +211,59 @@ class Trainer:
         self.val_probs = np.asarray(head.predict(x_val, verbose=0), dtype=np.float64)
         return progress
 
-    def _fit_plain(self, built, phase: str, epochs: int, initial_epoch: int, lr: float) -> KerasProgress:
+    def _prefix_split(self, built, frozen: int):
+        """(prefix, suffix) models when the frozen prefix's output can be computed once, else None."""
+        cfg = self.cfg
+        if not cfg.use_feature_cache:
+            return None
+        if cfg.augment:
+            self.note(f"{frozen} frozen layers: augmentation is on, so images go through the whole base each epoch")
+            return None
+        split = suffix_model(built, frozen)
+        if split is None:
+            self.note(f"no clean cut after {frozen} base layers (inside a residual block?): "
+                      "training the whole model each epoch")
+        return split
+
+    def _activations(self, prefix, items, what: str) -> np.ndarray:
+        """The frozen prefix's output for every image: in memory, or in a disk memmap when too large."""
+        pixels = self._pixels(items)
+        shape = (len(items),) + tuple(prefix.output_shape[1:])
+        nbytes = int(np.prod(shape)) * 4
+        budget = float(os.environ.get("TL_ACTIVATION_BUDGET_MB", "2048")) * 1024**2
+        if nbytes > budget:
+            path = self.run.path(f"activations-{what}.f32")
+            out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+            self.note(f"{what} activations ({nbytes / 1024**2:.0f} MB) stream from disk: {path.name}")
+        else:
+            out = np.empty(shape, dtype=np.float32)
+        for start in range(0, len(items), 64):
+            if self.reporter.should_stop():
+                raise Cancelled()
+            out[start:start + 64] = prefix.predict_on_batch(pixels[start:start + 64].astype("float32"))
+            self.reporter({"kind": "features", "what": f"{what} activations", "done": min(start + 64, len(items)),
+                           "total": len(items)})
+        return out
+
+    def _fit_plain(self, built, phase: str, epochs: int, initial_epoch: int, lr: float, frozen: int) -> KerasProgress:
         cfg, n = self.cfg, len(self.class_names)
-        compile_classifier(built.model, cfg.optimizer, lr, cfg.label_smoothing, n, jit_compile=cfg.xla or False)
-        train = _pixel_dataset(self._pixels(self.train_items), _labels(self.y_train, n, cfg.label_smoothing),
-                               cfg.batch_size, True, cfg.seed)
-        val = _pixel_dataset(self._pixels(self.val_items), _labels(self.y_val, n, cfg.label_smoothing),
-                             cfg.batch_size, False, cfg.seed)
+        split = self._prefix_split(built, frozen)
+        if split is not None:
+            prefix, model = split
+            x_train, x_val = self._activations(prefix, self.train_items, "train"), \
+                self._activations(prefix, self.val_items, "validation")
+            self.note(f"{phase}: frozen prefix computed once ({x_train.shape[1:]} per image); "
+                      f"training the suffix only")
+        else:
+            model = built.model
+            x_train, x_val = self._pixels(self.train_items), self._pixels(self.val_items)
+        compile_classifier(model, cfg.optimizer, lr, cfg.label_smoothing, n, jit_compile=cfg.xla or False)
+        train = _pixel_dataset(x_train, _labels(self.y_train, n, cfg.label_smoothing), cfg.batch_size, True, cfg.seed)
+        val = _pixel_dataset(x_val, _labels(self.y_val, n, cfg.label_smoothing), cfg.batch_size, False, cfg.seed)
         steps = int(np.ceil(len(self.train_items) / cfg.batch_size))
         progress = KerasProgress(self.reporter, phase, initial_epoch + epochs, steps)
-        built.model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                        callbacks=_callbacks(cfg, progress), verbose=0, shuffle=False)  # tf.data shuffles
+        model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+                  callbacks=_callbacks(cfg, progress), verbose=0, shuffle=False)  # tf.data shuffles
         return progress
 
     def _fit_sklearn(self, built, cache) -> None:
@@ -247,65 +303,85 @@ class Trainer:
         n = len(self.class_names)
         policy = _precision_policy(cfg)
         keras.mixed_precision.set_global_policy(policy)
+        strategy = _strategy(cfg)
         try:
-            self.reporter({"kind": "stage", "stage": "building model"})
-            built = build_classifier(cfg, n)
-            num_layers = len(built.base.layers)
-            self.note(f"base {cfg.base} alpha={cfg.alpha} size={cfg.size}: {num_layers} layers, "
-                      f"{built.frozen_layers} frozen; precision policy {policy}")
-            cancelled = False
-            fully_frozen = built.frozen_layers == num_layers
-            if cfg.head != "keras":
-                cache = FeatureCache(cfg, built.extractor)
-                self._fit_sklearn(built, cache)
-                path = "sklearn-on-cached-features"
-            elif fully_frozen and cfg.use_feature_cache:
-                cache = FeatureCache(cfg, built.extractor)
-                cancelled = self._fit_head_on_features(built, cache).cancelled
-                path = "cached-features"
-            else:
-                cache = None
-                cancelled = self._fit_plain(built, "train", cfg.epochs, 0, cfg.learning_rate).cancelled
-                path = "plain"
-            if cache is not None:
-                self.note(f"feature cache {cache.key}: {cache.computed} forward passes, {cache.reused} reused")
-            self.note(f"training path: {path}")
-            params = parameter_counts(built.model)
-            first_trainable = first_trainable_layer(built.base)
-            if cfg.fine_tune_depth is not None and not cancelled:
-                done = len(self.run.history())
-                frozen = set_freeze_depth(built.base, cfg.fine_tune_depth)
-                self.note(f"fine-tune: {frozen} of {num_layers} base layers frozen, lr={cfg.fine_tune_lr}")
-                params_ft = parameter_counts(built.model)
-                first_trainable = first_trainable_layer(built.base)
-                cancelled = self._fit_plain(built, "fine-tune", cfg.fine_tune_epochs, done, cfg.fine_tune_lr).cancelled
-            else:
-                params_ft = None
-            if cancelled:
-                raise Cancelled()
-            self.reporter({"kind": "stage", "stage": "evaluating"})
-            model_to_save = built.extractor if cfg.head != "keras" else built.model
-            model_to_save.save(self.run.model_path)
-            write_json(self.run.path("model_info.json"), {
-                "head": cfg.head, "input_size": cfg.size, "resize": cfg.resize, "class_names": self.class_names,
-                "output": "probabilities" if cfg.head == "keras" else "features"})
-            if path in ("cached-features", "sklearn-on-cached-features") and cfg.fine_tune_depth is None:
-                probs = self.val_probs
-            else:
-                from .predict import Predictor
-                probs = Predictor.from_run(self.run).probabilities(self._pixels(self.val_items))
-            interp = Interpretation(self.class_names, self.y_val, probs,
-                                    [it["path"] for it in self.val_items])
-            interp.save(self.run.path("predictions.csv"))
-            metrics = {**interp.summary(), "duration_s": round(time.time() - started, 2), "training_path": path,
-                       "params": params, "params_fine_tune": params_ft, "first_trainable_layer": first_trainable,
-                       "frozen_layers": built.frozen_layers, "num_base_layers": num_layers,
-                       "dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint,
-                       "device": ", ".join(gpu_names()) or "CPU", "notes": self.notes}
-            write_json(self.run.path("metrics.json"), metrics)
-            return metrics
+            with strategy.scope():
+                return self._train_in_scope(started, n, policy, strategy)
         finally:
             keras.mixed_precision.set_global_policy("float32")
+
+    def _train_in_scope(self, started, n, policy, strategy) -> dict:
+        cfg = self.cfg
+        self.reporter({"kind": "stage", "stage": "building model"})
+        built = build_classifier(cfg, n)
+        num_layers = len(built.base.layers)
+        self.note(f"base {cfg.base} alpha={cfg.alpha} size={cfg.size}: {num_layers} layers, "
+                  f"{built.frozen_layers} frozen; precision policy {policy}; "
+                  f"{strategy.num_replicas_in_sync} replica(s) in sync")
+        cancelled = False
+        fully_frozen = built.frozen_layers == num_layers
+        if cfg.head != "keras":
+            cache = FeatureCache(cfg, built.extractor)
+            self._fit_sklearn(built, cache)
+            path = "sklearn-on-cached-features"
+        elif fully_frozen and cfg.use_feature_cache:
+            cache = FeatureCache(cfg, built.extractor)
+            cancelled = self._fit_head_on_features(built, cache).cancelled
+            path = "cached-features"
+        else:
+            cache = None
+            cancelled = self._fit_plain(built, "train", cfg.epochs, 0, cfg.learning_rate,
+                                        built.frozen_layers).cancelled
+            path = "plain"
+        if cache is not None:
+            self.note(f"feature cache {cache.key}: {cache.computed} forward passes, {cache.reused} reused")
+        self.note(f"training path: {path}")
+        params = parameter_counts(built.model)
+        first_trainable = first_trainable_layer(built.base)
+        if cfg.fine_tune_depth is not None and not cancelled:
+            done = len(self.run.history())
+            frozen = set_freeze_depth(built.base, cfg.fine_tune_depth)
+            self.note(f"fine-tune: {frozen} of {num_layers} base layers frozen, lr={cfg.fine_tune_lr}")
+            params_ft = parameter_counts(built.model)
+            first_trainable = first_trainable_layer(built.base)
+            cancelled = self._fit_plain(built, "fine-tune", cfg.fine_tune_epochs, done, cfg.fine_tune_lr,
+                                        frozen).cancelled
+        else:
+            params_ft = None
+        if cancelled:
+            raise Cancelled()
+        self.reporter({"kind": "stage", "stage": "evaluating"})
+        model_to_save = built.extractor if cfg.head != "keras" else built.model
+        model_to_save.save(self.run.model_path)
+        write_json(self.run.path("model_info.json"), {
+            "head": cfg.head, "input_size": cfg.size, "resize": cfg.resize, "class_names": self.class_names,
+            "output": "probabilities" if cfg.head == "keras" else "features"})
+        if path in ("cached-features", "sklearn-on-cached-features") and cfg.fine_tune_depth is None:
+            probs = self.val_probs
+        else:
+            from .predict import Predictor
+            probs = Predictor.from_run(self.run).probabilities(self._pixels(self.val_items))
+        interp = Interpretation(self.class_names, self.y_val, probs,
+                                [it["path"] for it in self.val_items])
+        interp.save(self.run.path("predictions.csv"))
+        metrics = {**interp.summary(), "duration_s": round(time.time() - started, 2), "training_path": path,
+                   "params": params, "params_fine_tune": params_ft, "first_trainable_layer": first_trainable,
+                   "frozen_layers": built.frozen_layers, "num_base_layers": num_layers,
+                   "dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint,
+                   "device": ", ".join(gpu_names()) or "CPU", "precision": policy,
+                   "replicas": strategy.num_replicas_in_sync, "notes": self.notes}
+        write_json(self.run.path("metrics.json"), metrics)
+        return metrics
+
+
+def _strategy(cfg: TrainConfig):
+    """MirroredStrategy over all GPUs (or the devices named), else the default single-device one."""
+    import tensorflow as tf
+    gpus = tf.config.list_logical_devices("GPU")
+    if cfg.distribute == "mirrored" or (cfg.distribute == "auto" and len(gpus) > 1):
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
 
 
 def _precision_policy(cfg: TrainConfig) -> str:

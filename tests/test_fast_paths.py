@@ -1,0 +1,149 @@
+"""The fast paths train like the plain ones, never use stale cache entries, and stay off the page's path."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tl_core import datasets
+from tl_core.config import TrainConfig
+from tl_core.evaluate import Interpretation
+from tl_core.train import train
+
+from .conftest import REPO, make_class_folders, noisy_image
+
+
+@pytest.fixture
+def colors(tmp_path):
+    src = make_class_folders(tmp_path / "src", classes=("red", "blue", "green"), per_class=8, size=48)
+    return datasets.add_folder(src, "colors")
+
+
+def cfg(**kw):
+    base = dict(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=3, batch_size=8, augment=False,
+                early_stopping=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def val_probs(run, metrics):
+    return Interpretation.load(run.path("predictions.csv"), metrics["class_names"]).probs
+
+
+def test_cached_features_and_plain_path_train_the_same_head(colors, tmp_path):
+    fast_run, fast = train(cfg(dropout=0.0), tmp_path / "fast")
+    slow_run, slow = train(cfg(dropout=0.0, use_feature_cache=False), tmp_path / "slow")
+    assert fast["training_path"] == "cached-features" and slow["training_path"] == "plain"
+    np.testing.assert_allclose(val_probs(fast_run, fast), val_probs(slow_run, slow), atol=2e-4)
+    # the saved end-to-end model reproduces what the cached-feature head predicted
+    from tl_core.predict import Predictor
+    again = Predictor.from_run(fast_run).probabilities(
+        np.stack([np.asarray(__import__("tl_core.images", fromlist=["x"]).load_array(colors.root / f, 64))
+                  for f in Interpretation.load(fast_run.path("predictions.csv"), fast["class_names"]).files]))
+    np.testing.assert_allclose(again, val_probs(fast_run, fast), atol=1e-5)
+
+
+def test_frozen_prefix_computed_once_trains_like_the_plain_path(colors, tmp_path):
+    fast_run, fast = train(cfg(freeze_depth=116), tmp_path / "fast")
+    slow_run, slow = train(cfg(freeze_depth=116, use_feature_cache=False), tmp_path / "slow")
+    assert any("frozen prefix computed once" in note for note in fast["notes"])
+    assert not any("frozen prefix" in note for note in slow["notes"])
+    np.testing.assert_allclose(val_probs(fast_run, fast), val_probs(slow_run, slow), atol=2e-4)
+
+
+def test_no_clean_cut_falls_back_with_a_note(colors, tmp_path):
+    _, metrics = train(cfg(freeze_depth=100, epochs=1), tmp_path / "run")
+    assert any("no clean cut after 100" in note for note in metrics["notes"])
+
+
+def test_activations_too_large_for_memory_stream_from_disk(colors, tmp_path, monkeypatch):
+    monkeypatch.setenv("TL_ACTIVATION_BUDGET_MB", "0.001")
+    run, metrics = train(cfg(freeze_depth=116, epochs=2), tmp_path / "run")
+    assert any("stream from disk" in note for note in metrics["notes"])
+    assert len(run.history()) == 2
+
+
+def _cache_note(metrics):
+    return next(n for n in metrics["notes"] if n.startswith("feature cache"))
+
+
+def test_stale_cache_entries_are_never_used(colors, tmp_path, keras_home_copy, monkeypatch):
+    _, first = train(cfg(), tmp_path / "a")
+    assert " 0 reused" in _cache_note(first)
+    _, same = train(cfg(learning_rate=3e-3), tmp_path / "b")
+    assert " 0 forward passes" in _cache_note(same)
+    _, other_size = train(cfg(size=72), tmp_path / "c")
+    assert " 0 reused" in _cache_note(other_size)
+    # changed image content under the same file name: only that image is recomputed
+    changed = tmp_path / "src2"
+    shutil.copytree(colors.root / "images", changed)
+    victim = next((changed / "train" / "red").iterdir())
+    victim.write_bytes(noisy_image((200, 40, 40), 48, seed=4242))
+    datasets.add_folder(changed, "colors2")
+    _, after_edit = train(cfg(data="colors2"), tmp_path / "d")
+    assert "1 forward passes, 23 reused" in _cache_note(after_edit)
+    # different weights bytes under the same file name: nothing is reused
+    other_home = tmp_path / "keras_home_changed"
+    shutil.copytree(keras_home_copy, other_home)
+    weights = next((other_home / "models").glob("mobilenet_v2*"))
+    import h5py
+    with h5py.File(weights, "r+") as handle:
+        handle.attrs["edited_by_test"] = "yes"
+    monkeypatch.setenv("KERAS_HOME", str(other_home))
+    _, new_weights = train(cfg(), tmp_path / "e")
+    assert " 0 reused" in _cache_note(new_weights)
+
+
+def _python(code: str, env_extra=None, timeout=300):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_pages_paint_without_importing_tensorflow(colors):
+    from tl_core import architectures
+    architectures.describe("MobileNetV2", 0.35, 224)  # the Train page's default base, described once per install
+    out = _python("""
+        import sys
+        from streamlit.testing.v1 import AppTest
+        for page in ["pages/home.py", "pages/data.py", "pages/train.py", "pages/results.py"]:
+            at = AppTest.from_file("streamlit_app.py", default_timeout=60).run()
+            at.switch_page(page).run()
+            assert not at.exception, at.exception
+        print("tensorflow" in sys.modules, "keras" in sys.modules)
+    """)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["False", "False"]
+
+
+def test_mirrored_strategy_trains_with_two_replicas_on_cpu(colors, tmp_path):
+    out = _python(f"""
+        import json, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from tl_core.config import TrainConfig
+        from tl_core.predict import Predictor
+        from tl_core.train import train
+        cfg = TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2, batch_size=8,
+                          freeze_depth=116, distribute="mirrored")
+        run, metrics = train(cfg, {str(tmp_path / 'mirrored')!r})
+        top = Predictor.from_run(run).predict([{str(colors.root / colors.items[0]['path'])!r}], 1)[0]
+        print(json.dumps({{"replicas": metrics["replicas"], "epochs": len(run.history()), "label": top[0]["label"]}}))
+    """)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"replicas": 2, "epochs": 2, "label": result["label"]} and result["label"] in colors.classes
+
+
+def test_predictor_compiles_once_for_any_batch_size(colors, tmp_path):
+    from tl_core.predict import Predictor
+    run, _ = train(cfg(epochs=1), tmp_path / "run")
+    predictor = Predictor.from_run(run)
+    paths = [colors.root / item["path"] for item in colors.items[:5]]
+    for count in (1, 2, 5, 1):
+        predictor.predict(paths[:count])
+    assert predictor._forward.experimental_get_tracing_count() == 1
