@@ -96,8 +96,8 @@ def _split_and_class(parts: list[str]) -> tuple[Optional[str], Optional[str]]:
 
 def _strip_common_top(paths: list[list[str]]) -> list[list[str]]:
     """Drop a single top folder that holds everything (``flowers/daisy/1.jpg`` -> ``daisy/1.jpg``)."""
-    while paths and all(len(p) > 2 for p in paths) and len({p[0] for p in paths}) == 1 \
-            and paths[0][0].lower() not in SPLIT_ALIASES:
+    while paths and all(len(p) >= 2 for p in paths) and any(len(p) > 2 for p in paths) \
+            and len({p[0] for p in paths}) == 1 and paths[0][0].lower() not in SPLIT_ALIASES:
         paths = [p[1:] for p in paths]
     return paths
 
@@ -403,6 +403,18 @@ def load_dataset(name: str) -> Dataset:
     return Dataset(folder.name, folder, manifest)
 
 
+def source_signature(path: Path) -> str:
+    """Cheap identity of a folder or zip on disk: every file's relative path, size and mtime."""
+    path = Path(path).resolve()
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        stat_result = file.stat()
+        digest.update(f"{file.relative_to(path) if file != path else file.name}|{stat_result.st_size}|"
+                      f"{stat_result.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def resolve_dataset(spec: str, progress: Progress = None) -> Dataset:
     """A dataset by name, or a folder/zip imported on the fly (reusing an identical earlier import)."""
     if (datasets_dir() / spec / MANIFEST).is_file() and "/" not in spec:
@@ -410,6 +422,10 @@ def resolve_dataset(spec: str, progress: Progress = None) -> Dataset:
     path = Path(spec).expanduser()
     if not path.exists():
         return load_dataset(spec)  # raises the "unknown dataset" error
+    signature = source_signature(path)
+    for other in list_datasets():
+        if other.manifest.get("source_signature") == signature:
+            return other  # same files, unchanged since that import
     base = safe_name(path.resolve().stem if path.is_file() else path.resolve().name, "dataset name")
     existing = {d.name: d for d in list_datasets()}
     name, n = base, 1
@@ -417,6 +433,9 @@ def resolve_dataset(spec: str, progress: Progress = None) -> Dataset:
         n += 1
         name = f"{base}-{n}"
     fresh = add_source(path, name, progress=progress)
+    manifest = dict(fresh.manifest, source_signature=signature)
+    write_json(fresh.root / MANIFEST, manifest)
+    fresh = Dataset(fresh.name, fresh.root, manifest)
     for other in existing.values():
         if other.fingerprint == fresh.fingerprint:
             delete_dataset(fresh.name)

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 
 from .config import TrainConfig
 from .images import load_rgb, to_array
-from .modeling import weights_identity
+from .modeling import compiled_forward, weights_identity
 from .workspace import atomic_write_bytes, cache_dir
 
 Progress = Optional[Callable[[int, int], None]]
@@ -62,6 +62,7 @@ class FeatureCache:
     def __init__(self, cfg: TrainConfig, extractor, batch_size: int = 64):
         self.cfg = cfg
         self.extractor = extractor
+        self.forward = compiled_forward(extractor)
         self.batch_size = batch_size
         self.key = model_key(cfg)
         self.aug_key = augmentation_key(cfg)
@@ -100,13 +101,17 @@ class FeatureCache:
         if progress:
             progress(done, len(jobs))
         from concurrent.futures import ThreadPoolExecutor
+        chunks = [missing[start:start + self.batch_size] for start in range(0, len(missing), self.batch_size)]
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for start in range(0, len(missing), self.batch_size):
+            decode = lambda chunk: [pool.submit(self._pixels, sources[i], shas[i], v) for i, v in chunk]
+            pending = decode(chunks[0]) if chunks else []
+            for index, chunk in enumerate(chunks):
                 if should_stop and should_stop():
                     raise InterruptedError("cancelled while computing features")
-                chunk = missing[start:start + self.batch_size]
-                pixels = np.stack(list(pool.map(lambda job: self._pixels(sources[job[0]], shas[job[0]], job[1]), chunk)))
-                output = np.asarray(self.extractor.predict_on_batch(pixels.astype("float32")), dtype=np.float32)
+                pixels = np.stack([future.result() for future in pending])
+                # decode the next batch while the base runs on this one
+                pending = decode(chunks[index + 1]) if index + 1 < len(chunks) else []
+                output = np.asarray(self.forward(pixels), dtype=np.float32)
                 for job, vector in zip(chunk, output):
                     result[job] = vector
                     self._store(self._path(shas[job[0]], job[1]), vector)

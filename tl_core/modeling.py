@@ -266,3 +266,12 @@ def suffix_model(built: "Built", frozen: int):
     pixels = keras.Input(shape=built.model.input_shape[1:], name="pixels")
     prefix_full = keras.Model(pixels, prefix(built.model.get_layer("preprocess")(pixels)), name="prefix")
     return prefix_full, suffix
+
+
+def compiled_forward(model):
+    """One traced inference function for any batch size (``predict_on_batch`` retraces per new shape,
+    about a second each on CPU)."""
+    import tensorflow as tf
+    spec = tf.TensorSpec([None] + list(model.input_shape[1:]), tf.float32)
+    function = tf.function(lambda x: model(x, training=False), input_signature=[spec], reduce_retracing=True)
+    return lambda batch: function(tf.convert_to_tensor(batch, tf.float32)).numpy()

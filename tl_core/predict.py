@@ -32,6 +32,7 @@ class Predictor:
             self.head = joblib.load(head_path)  # written by our own trainer, never a user upload
         model = self.model
         spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
+        # one traced graph, reused for every call and batch size (no per-call model.predict set-up)
         self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec],
                                     reduce_retracing=True)
 

@@ -25,7 +25,7 @@ from .device import gpu_names
 from .evaluate import Interpretation
 from .features import FeatureCache
 from .images import load_batch
-from .modeling import (build_classifier, build_head, compile_classifier, first_trainable_layer,
+from .modeling import (build_classifier, build_head, compile_classifier, compiled_forward, first_trainable_layer,
                        parameter_counts, set_freeze_depth, suffix_model)
 from .runs import Run, now
 from .workspace import TLError, write_json
@@ -237,10 +237,11 @@ class Trainer:
             self.note(f"{what} activations ({nbytes / 1024**2:.0f} MB) stream from disk: {path.name}")
         else:
             out = np.empty(shape, dtype=np.float32)
+        forward = compiled_forward(prefix)
         for start in range(0, len(items), 64):
             if self.reporter.should_stop():
                 raise Cancelled()
-            out[start:start + 64] = prefix.predict_on_batch(pixels[start:start + 64].astype("float32"))
+            out[start:start + 64] = forward(pixels[start:start + 64])
             self.reporter({"kind": "features", "what": f"{what} activations", "done": min(start + 64, len(items)),
                            "total": len(items)})
         return out

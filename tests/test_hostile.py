@@ -1,0 +1,229 @@
+"""Hostile uploads: dozens of bad zips and images through the zip, upload and folder import paths.
+
+Each case says whether the file must be imported or reported; the test asserts no crash, every bad
+file reported with a reason, every good file imported, and nothing written outside the workspace.
+"""
+import io
+import os
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tl_core import datasets
+from tl_core.images import load_rgb
+from tl_core.workspace import TLError
+
+from .conftest import noisy_image
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_bomb() -> bytes:
+    """A few hundred bytes claiming 30000 x 30000 pixels."""
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        _png_chunk(b"IEND", b"")
+
+
+def encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kw)
+    return buffer.getvalue()
+
+
+def photo(seed: int, size=(48, 40), mode="RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    return image.convert(mode) if mode != "RGB" else image
+
+
+def exif_rotated_jpeg(seed) -> bytes:
+    image = photo(seed, (60, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    return encode(image, "JPEG", exif=exif.tobytes())
+
+
+def animated_gif(seed) -> bytes:
+    frames = [photo(seed + s, (40, 40)).convert("P", palette=Image.Palette.ADAPTIVE) for s in (1, 2)]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+
+
+def sixteen_bit_png(seed) -> bytes:
+    array = np.random.default_rng(seed).integers(0, 65535, (40, 40), dtype=np.uint16)
+    return encode(Image.fromarray(array), "PNG")
+
+
+def palette_with_transparency(seed) -> bytes:
+    image = photo(seed, (40, 40)).convert("P", palette=Image.Palette.ADAPTIVE)
+    return encode(image, "PNG", transparency=0)
+
+
+GOOD_IMAGES = {
+    "plain.jpg": lambda s: encode(photo(s), "JPEG"),
+    "plain.png": lambda s: encode(photo(s + 1), "PNG"),
+    "lying_extension.jpg": lambda s: encode(photo(s + 2), "PNG"),
+    "cmyk.jpg": lambda s: encode(photo(s + 3, mode="CMYK"), "JPEG"),
+    "gray.png": lambda s: encode(photo(s + 4, mode="L"), "PNG"),
+    "rgba.png": lambda s: encode(photo(s + 5, mode="RGBA"), "PNG"),
+    "palette_transparent.png": lambda s: palette_with_transparency(s + 6),
+    "sixteen_bit.png": lambda s: sixteen_bit_png(s + 7),
+    "animated.gif": lambda s: animated_gif(s + 8),
+    "exif_rotated.jpg": lambda s: exif_rotated_jpeg(s + 10),
+    "bitmap.bmp": lambda s: encode(photo(s + 11), "BMP"),
+    "web.webp": lambda s: encode(photo(s + 12), "WEBP"),
+    "scan.tif": lambda s: encode(photo(s + 13), "TIFF"),
+}
+BAD_IMAGES = {
+    "truncated.jpg": (lambda s: encode(photo(s + 20), "JPEG")[:300], "corrupt or truncated"),
+    "truncated.png": (lambda s: encode(photo(s + 21), "PNG")[:120], "corrupt or truncated"),
+    "garbage.jpg": (lambda s: b"\xff\xd8\xff\xe0" + os.urandom(500), "corrupt or truncated|not an image"),
+    "text.png": (lambda s: b"just some text pretending", "not an image"),
+    "empty.jpg": (lambda s: b"", "empty file"),
+    "bomb.png": (lambda s: png_bomb(), "decompression bomb"),
+    "tiny.png": (lambda s: encode(photo(s + 22, (4, 4)), "PNG"), "too small"),
+    "placeholder.png": (lambda s: encode(Image.new("RGB", (64, 64), (200, 200, 200)), "PNG"), "placeholder"),
+    "vector.svg": (lambda s: b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "not an image"),
+    "duplicate.jpg": (None, "duplicate of"),
+}
+
+
+def image_items(cls: str):
+    """(class, name, bytes, expected): expected None for files that must import, else the reason pattern."""
+    seed = 0 if cls == "ants" else 1000
+    items = [(cls, name, make(seed), None) for name, make in GOOD_IMAGES.items()]
+    for name, (make, reason) in BAD_IMAGES.items():
+        data = items[0][2] if make is None else make(seed)
+        items.append((cls, name, data, reason))
+    return items
+
+
+def check(dataset, cases, prefix=""):
+    reported = {s["file"].split("/")[-1]: s["reason"] for s in dataset.manifest["skipped"]}
+    stored = {it["path"].split("/")[-1].rsplit(".", 1)[0] for it in dataset.items}
+    for cls, name, _, expected in cases:
+        stem = name.rsplit(".", 1)[0]
+        if expected is None:
+            assert stem in stored, f"{name} should have been imported"
+        else:
+            import re
+            assert name in reported, f"{name} should have been reported"
+            assert re.search(expected, reported[name]), f"{name}: {reported[name]!r} !~ {expected!r}"
+    return len(cases)
+
+
+def test_hostile_images_through_upload_path(capsys):
+    cases = image_items("ants") + image_items("bees")
+    dataset = datasets.add_items([(c, n, d) for c, n, d, _ in cases], "upload_fuzz")
+    count = check(dataset, [c for c in cases if c[0] == "ants"])
+    # EXIF-rotated photos are stored as uploaded but read upright: 60x40 with orientation 6 -> 40x60
+    rotated = next(it for it in dataset.items if it["path"].endswith("exif_rotated.jpg"))
+    assert load_rgb(dataset.root / rotated["path"]).size == (40, 60)
+    assert (rotated["width"], rotated["height"]) == (40, 60)
+    with capsys.disabled():
+        print(f"\nhostile image cases tried through the upload path: {len(cases)}")
+
+
+def hostile_zip(path, workspace_marker):
+    good = image_items("ants")[:3] + image_items("bees")[:3]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for cls, name, data, _ in good:
+            archive.writestr(f"top/{cls}/{name}", data)
+        archive.writestr("../../escape.png", noisy_image((1, 2, 3), seed=1))
+        archive.writestr("/abs/escape.png", noisy_image((1, 2, 3), seed=2))
+        archive.writestr(f"top/ants/..//../{workspace_marker}", noisy_image((1, 2, 3), seed=3))
+        link = zipfile.ZipInfo("top/ants/link.png")
+        link.external_attr = (0o120777 << 16)
+        archive.writestr(link, "/etc/passwd")
+        archive.writestr("top/bees/secret.png", noisy_image((5, 5, 5), seed=4))
+        archive.writestr("top/bees/inner.zip", b"PK\x05\x06" + b"\0" * 18)
+        archive.writestr("top/bees/zeros.png", b"\0" * (20 * 1024 * 1024))
+        archive.writestr("top/readme.txt", "not in a class folder")
+        archive.writestr("__MACOSX/top/ants/._plain.jpg", b"resource fork")
+        archive.writestr("top/ants/.DS_Store", b"junk")
+    mark_encrypted(path, "top/bees/secret.png")
+    return good
+
+
+def mark_encrypted(path, name: str) -> None:
+    """Set the 'encrypted' flag of one entry in the central directory (zipfile cannot write encrypted)."""
+    data = bytearray(path.read_bytes())
+    start = 0
+    while (start := data.find(b"PK\x01\x02", start)) != -1:
+        name_len = struct.unpack("<H", data[start + 28:start + 30])[0]
+        if data[start + 46:start + 46 + name_len].decode() == name:
+            data[start + 8] |= 0x1
+        start += 4
+    path.write_bytes(bytes(data))
+
+
+def test_hostile_zip_reports_every_bad_entry_and_writes_nothing_outside(tmp_path, workspace, capsys):
+    before = {p for p in tmp_path.parent.rglob("*") if workspace not in p.parents and p != workspace}
+    archive = tmp_path / "hostile.zip"
+    good = hostile_zip(archive, "escaped_marker.png")
+    dataset = datasets.add_zip(archive, "zip_fuzz")
+    reasons = {s["file"]: s["reason"] for s in dataset.manifest["skipped"]}
+    expect = {"../../escape.png": "unsafe path", "/abs/escape.png": "unsafe path",
+              "top/ants/..//../escaped_marker.png": "unsafe path", "top/ants/link.png": "symbolic link",
+              "top/bees/secret.png": "encrypted", "top/bees/inner.zip": "nested archive",
+              "top/bees/zeros.png": "compression ratio", "top/readme.txt": "not inside a class folder"}
+    for name, reason in expect.items():
+        assert reason in reasons.get(name, ""), (name, reasons.get(name))
+    assert dataset.manifest["num_images"] == len(good)
+    after = {p for p in tmp_path.parent.rglob("*") if workspace not in p.parents and p != workspace}
+    assert after - before == {archive}, after - before
+    assert not list(tmp_path.parent.parent.glob("escape*.png"))
+    with capsys.disabled():
+        print(f"hostile zip entries tried: {len(expect) + len(good) + 2}")
+
+
+@pytest.mark.parametrize("limits, message", [
+    (datasets.ZipLimits(max_total_bytes=10_000), "zip bomb guard"),
+    (datasets.ZipLimits(max_files=3), "the limit is 3"),
+])
+def test_zip_caps_refuse_with_a_clear_message_and_leave_nothing(tmp_path, workspace, limits, message):
+    archive = tmp_path / "big.zip"
+    hostile_zip(archive, "m.png")
+    with pytest.raises(TLError, match=message):
+        datasets.add_zip(archive, "capped", limits=limits)
+    folder = workspace / "datasets"
+    assert not folder.exists() or [p.name for p in folder.iterdir()] == []
+
+
+def test_thousands_of_tiny_files_are_reported_quickly(tmp_path):
+    items = [("a" if i % 2 else "b", f"t{i}.png", encode(photo(i, (3, 3)), "PNG")) for i in range(2000)]
+    items += [("a", "ok1.png", noisy_image((200, 0, 0), seed=1)), ("a", "ok2.png", noisy_image((200, 0, 0), seed=2)),
+              ("b", "ok3.png", noisy_image((0, 0, 200), seed=3)), ("b", "ok4.png", noisy_image((0, 0, 200), seed=4))]
+    dataset = datasets.add_items(items, "tiny_files")
+    assert dataset.manifest["num_images"] == 4 and len(dataset.manifest["skipped"]) == 2000
+
+
+def test_folder_import_does_not_follow_symlinks_out_of_the_folder(tmp_path):
+    src = tmp_path / "src"
+    for cls in ("a", "b"):
+        (src / cls).mkdir(parents=True)
+        for i in range(2):
+            (src / cls / f"{i}.png").write_bytes(noisy_image((9, 99, 199), seed=hash(cls) % 100 + i))
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(noisy_image((1, 1, 1), seed=5))
+    (src / "a" / "sneaky.png").symlink_to(outside)
+    dataset = datasets.add_folder(src, "linked", allowed_roots=[src])
+    assert any("outside the folder" in s["reason"] for s in dataset.manifest["skipped"])
+    assert dataset.manifest["num_images"] == 4
+    with pytest.raises(TLError, match="outside the allowed import roots"):
+        datasets.add_folder(src / "a" / ".." / "..", "escape", allowed_roots=[src])
+
+
+def test_folder_upload_paths_with_dot_dot_are_refused():
+    files = [("set/a/1.png", noisy_image((200, 0, 0), seed=1)), ("set/a/2.png", noisy_image((200, 0, 0), seed=2)),
+             ("set/b/1.png", noisy_image((0, 0, 200), seed=3)), ("set/b/2.png", noisy_image((0, 0, 200), seed=4)),
+             ("set/../../etc/x.png", noisy_image((0, 200, 0), seed=5))]
+    dataset = datasets.add_uploaded_folder(files, "uploaded")
+    assert dataset.classes == ["a", "b"]
+    assert any("unsafe" in s["reason"] for s in dataset.manifest["skipped"])
