@@ -40,6 +40,10 @@ if run.state in ("queued", "running"):
 status = run.status()
 if run.state != "finished":
     st.warning(f"This run is {run.state}: {status.get('message') or ''}")
+    if run.can_resume() and st.button("Resume from its checkpoint", key="results_resume"):
+        run.queue_resume()
+        jobs.ensure_worker()
+        st.rerun()
 metrics = run.metrics()
 history = run.history()
 cfg = run.config

@@ -176,14 +176,14 @@ def make_optimizer(name: str, learning_rate: float):
 
 
 def compile_classifier(model, optimizer: str, learning_rate: float, label_smoothing: float = 0.0,
-                       num_classes: int = 2, jit_compile=False) -> None:
+                       num_classes: int = 2, jit_compile=False, steps_per_execution: int = 1) -> None:
     metrics = ["accuracy"]
     if num_classes > 5:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
     loss = keras.losses.SparseCategoricalCrossentropy() if not label_smoothing else \
         keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
     model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=loss, metrics=metrics,
-                  jit_compile=jit_compile)
+                  jit_compile=jit_compile, steps_per_execution=steps_per_execution)
 
 
 def parameter_counts(model) -> dict:

@@ -92,7 +92,9 @@ class Run:
         return read_json(self.path("progress.json"), {})
 
     def append_history(self, row: dict) -> None:
-        rows = self.history() + [row]
+        self.reset_history(self.history() + [row])
+
+    def reset_history(self, rows: list[dict]) -> None:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, HISTORY_FIELDS, extrasaction="ignore")
         writer.writeheader()
@@ -140,6 +142,17 @@ class Run:
 
     def cancel_requested(self) -> bool:
         return self.path("cancel").exists()
+
+    def can_resume(self) -> bool:
+        return self.state in ("interrupted", "failed", "cancelled") and self.path("checkpoint.json").exists()
+
+    def queue_resume(self) -> None:
+        """Queue this run again; training continues from its best checkpoint."""
+        if not self.can_resume():
+            raise TLError(f"Run {self.id!r} ({self.state}) has no checkpoint to resume from.")
+        self.path("cancel").unlink(missing_ok=True)
+        self.set_status("queued", resume=True, message="queued to resume from its checkpoint")
+        self.log("queued to resume from checkpoint")
 
     def summary(self) -> dict:
         """One row for the runs table."""

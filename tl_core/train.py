@@ -11,6 +11,7 @@ heads fit scikit-learn on the cached features instead. Progress goes to a plain 
 """
 from __future__ import annotations
 
+import io
 import os
 import time
 import traceback
@@ -28,7 +29,7 @@ from .images import load_batch
 from .modeling import (build_classifier, build_head, compile_classifier, compiled_forward, first_trainable_layer,
                        parameter_counts, set_freeze_depth, suffix_model)
 from .runs import Run, now
-from .workspace import TLError, write_json
+from .workspace import TLError, atomic_write_bytes, read_json, write_json
 
 ProgressFn = Optional[Callable[[dict], None]]
 
@@ -60,10 +61,13 @@ class Reporter:
 class KerasProgress(keras.callbacks.Callback):
     """Epoch and batch events for one ``fit`` call, plus cooperative cancellation."""
 
-    def __init__(self, reporter: Reporter, phase: str, total_epochs: int, steps: int, lr_model=None):
+    def __init__(self, reporter: Reporter, phase: str, total_epochs: int, steps: int, lr_model=None,
+                 on_improved: Optional[Callable[[int, str], None]] = None):
         super().__init__()
         self.reporter, self.phase, self.total_epochs, self.steps = reporter, phase, total_epochs, steps
         self.lr_model = lr_model
+        self.on_improved = on_improved
+        self.best = np.inf
         self.cancelled = False
         self.epoch_start = time.time()
 
@@ -96,6 +100,10 @@ class KerasProgress(keras.callbacks.Callback):
                **{k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs}}
         self.reporter.run.append_history(row)
         self.reporter({"kind": "epoch", "total_epochs": self.total_epochs, **row})
+        monitored = row.get("val_loss", row.get("loss", np.inf))
+        if self.on_improved and monitored < self.best:
+            self.best = monitored
+            self.on_improved(epoch + 1, self.phase)
         if self.reporter.should_stop():
             self.cancelled = True
             self.model.stop_training = True
@@ -198,13 +206,28 @@ class Trainer:
         head = build_head(x_flat.shape[-1], n, cfg.dropout)
         # Same initial weights and the same batches as the plain path would use, so both train alike.
         head.get_layer("predictions").set_weights(built.model.get_layer("predictions").get_weights())
-        compile_classifier(head, cfg.optimizer, cfg.learning_rate, cfg.label_smoothing, n)
+        initial_epoch = 0
+        if self.resume_from and self.resume_from["phase"] == "head":
+            with np.load(self.run.path("checkpoint_head.npz")) as saved:
+                head.get_layer("predictions").set_weights([saved["kernel"], saved["bias"]])
+            initial_epoch = self.resume_from["epoch"]
+        # A dense layer on vectors: batches take microseconds, so run 16 per graph call (1.3 s -> 0.9 s).
+        compile_classifier(head, cfg.optimizer, cfg.learning_rate, cfg.label_smoothing, n, steps_per_execution=16)
         steps = int(np.ceil(len(x_flat) / cfg.batch_size))
-        progress = KerasProgress(self.reporter, "head", cfg.epochs, steps)
+
+        def checkpoint(epoch: int, phase: str) -> None:
+            kernel, bias = head.get_layer("predictions").get_weights()
+            buffer = io.BytesIO()
+            np.savez(buffer, kernel=kernel, bias=bias)
+            atomic_write_bytes(self.run.path("checkpoint_head.npz"), buffer.getvalue())
+            write_json(self.run.path("checkpoint.json"), {"phase": phase, "epoch": epoch, "kind": "head"})
+
+        progress = KerasProgress(self.reporter, "head", cfg.epochs, steps, on_improved=checkpoint)
         train = _pixel_dataset(x_flat, _labels(y_flat, n, cfg.label_smoothing), cfg.batch_size, True, cfg.seed)
         val = _pixel_dataset(x_val, _labels(self.y_val, n, cfg.label_smoothing), cfg.batch_size, False, cfg.seed)
-        head.fit(train, validation_data=val, epochs=cfg.epochs, shuffle=False,
-                 callbacks=_callbacks(cfg, progress), verbose=0)
+        if initial_epoch < cfg.epochs:
+            head.fit(train, validation_data=val, epochs=cfg.epochs, initial_epoch=initial_epoch, shuffle=False,
+                     callbacks=_callbacks(cfg, progress), verbose=0)
         built.model.get_layer("predictions").set_weights(head.get_layer("predictions").get_weights())
         # The head on cached features computes exactly what the whole model would: reuse it for the
         # validation probabilities instead of a second pass through the base (tests check they agree).
@@ -262,9 +285,22 @@ class Trainer:
         train = _pixel_dataset(x_train, _labels(self.y_train, n, cfg.label_smoothing), cfg.batch_size, True, cfg.seed)
         val = _pixel_dataset(x_val, _labels(self.y_val, n, cfg.label_smoothing), cfg.batch_size, False, cfg.seed)
         steps = int(np.ceil(len(self.train_items) / cfg.batch_size))
-        progress = KerasProgress(self.reporter, phase, initial_epoch + epochs, steps)
-        model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                  callbacks=_callbacks(cfg, progress), verbose=0, shuffle=False)  # tf.data shuffles
+
+        def checkpoint(epoch: int, phase: str) -> None:
+            tmp = self.run.path(".checkpoint.tmp.weights.h5")
+            built.model.save_weights(tmp)
+            os.replace(tmp, self.run.path("checkpoint.weights.h5"))
+            write_json(self.run.path("checkpoint.json"), {"phase": phase, "epoch": epoch, "kind": "model",
+                                                          "frozen": frozen})
+
+        start = initial_epoch
+        if self.resume_from and self.resume_from["phase"] == phase:
+            built.model.load_weights(self.run.path("checkpoint.weights.h5"))
+            start = self.resume_from["epoch"]
+        progress = KerasProgress(self.reporter, phase, initial_epoch + epochs, steps, on_improved=checkpoint)
+        if start < initial_epoch + epochs:
+            model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=start,
+                      callbacks=_callbacks(cfg, progress), verbose=0, shuffle=False)  # tf.data shuffles
         return progress
 
     def _fit_sklearn(self, built, cache) -> None:
@@ -296,6 +332,23 @@ class Trainer:
         self.run.append_history(row)
         self.reporter({"kind": "epoch", "total_epochs": 1, **row})
 
+    def _resume_point(self) -> Optional[dict]:
+        """Where a resumed run picks up: its best checkpoint; history after it is dropped."""
+        if not self.run.status().get("resume"):
+            return None
+        point = read_json(self.run.path("checkpoint.json"))
+        if not point:
+            self.note("resume requested but no checkpoint was saved: training from the start")
+            self.run.reset_history([])
+            return None
+        kept = [row for row in self.run.history()
+                if row.get("phase") != point["phase"] or row["epoch"] <= point["epoch"]]
+        if point["phase"] == "head":
+            kept = [row for row in kept if row.get("phase") == "head"]
+        self.run.reset_history(kept)
+        self.note(f"resuming from the checkpoint after epoch {point['epoch']} ({point['phase']} phase)")
+        return point
+
     # ------------------------------------------------------------ main
     def train(self) -> dict:
         cfg = self.cfg
@@ -321,7 +374,12 @@ class Trainer:
                   f"{strategy.num_replicas_in_sync} replica(s) in sync")
         cancelled = False
         fully_frozen = built.frozen_layers == num_layers
-        if cfg.head != "keras":
+        self.resume_from = self._resume_point()
+        resume_fine_tune = bool(self.resume_from and self.resume_from["phase"] == "fine-tune")
+        if resume_fine_tune:
+            path = "resumed-fine-tune"
+            cache = None
+        elif cfg.head != "keras":
             cache = FeatureCache(cfg, built.extractor)
             self._fit_sklearn(built, cache)
             path = "sklearn-on-cached-features"
@@ -340,7 +398,7 @@ class Trainer:
         params = parameter_counts(built.model)
         first_trainable = first_trainable_layer(built.base)
         if cfg.fine_tune_depth is not None and not cancelled:
-            done = len(self.run.history())
+            done = len([row for row in self.run.history() if row.get("phase") != "fine-tune"])
             frozen = set_freeze_depth(built.base, cfg.fine_tune_depth)
             self.note(f"fine-tune: {frozen} of {num_layers} base layers frozen, lr={cfg.fine_tune_lr}")
             params_ft = parameter_counts(built.model)
@@ -353,11 +411,12 @@ class Trainer:
             raise Cancelled()
         self.reporter({"kind": "stage", "stage": "evaluating"})
         model_to_save = built.extractor if cfg.head != "keras" else built.model
-        model_to_save.save(self.run.model_path)
+        save_model_atomically(model_to_save, self.run.model_path)
         write_json(self.run.path("model_info.json"), {
             "head": cfg.head, "input_size": cfg.size, "resize": cfg.resize, "class_names": self.class_names,
             "output": "probabilities" if cfg.head == "keras" else "features"})
-        if path in ("cached-features", "sklearn-on-cached-features") and cfg.fine_tune_depth is None:
+        if path in ("cached-features", "sklearn-on-cached-features") and cfg.fine_tune_depth is None \
+                and getattr(self, "val_probs", None) is not None:
             probs = self.val_probs
         else:
             from .predict import Predictor
@@ -373,6 +432,16 @@ class Trainer:
                    "replicas": strategy.num_replicas_in_sync, "notes": self.notes}
         write_json(self.run.path("metrics.json"), metrics)
         return metrics
+
+
+def save_model_atomically(model, path) -> None:
+    """Write under a temporary name, then rename: a crash never leaves a half-written model.keras."""
+    tmp = path.with_name(f".{path.stem}-{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _strategy(cfg: TrainConfig):

@@ -1,0 +1,108 @@
+"""Faults: a training process killed mid-run, a whole restart, two users at once, and the password gate."""
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tl_core import datasets, jobs
+from tl_core.config import TrainConfig
+
+from .conftest import REPO, make_class_folders
+
+
+@pytest.fixture
+def colors(tmp_path, monkeypatch):
+    monkeypatch.setenv("TL_WORKER_IDLE_EXIT", "15")
+    src = make_class_folders(tmp_path / "src", classes=("red", "blue"), per_class=20, size=64)
+    yield datasets.add_folder(src, "colors")
+    pid = jobs.worker_pid()
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def slow_cfg(**kw):
+    base = dict(data="colors", base="MobileNetV2", alpha=0.35, size=96, batch_size=4, freeze_depth=116,
+                augment=True, epochs=6, early_stopping=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def wait_for(condition, timeout=240, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_training_process_is_marked_interrupted_keeps_history_and_resumes(colors):
+    victim = jobs.submit(slow_cfg())
+    follower = jobs.submit(slow_cfg(epochs=1))
+    wait_for(lambda: len(victim.history()) >= 2 and victim.state == "running", what="two epochs")
+    os.kill(victim.status()["pid"], signal.SIGKILL)
+    wait_for(lambda: victim.state == "interrupted", what="interrupted state")
+    assert "exited with code -9" in victim.status()["message"]
+    kept = victim.history()
+    assert len(kept) >= 2 and victim.path("checkpoint.weights.h5").exists()
+    assert not victim.model_path.exists(), "an interrupted run must not look finished"
+    wait_for(lambda: follower.state == "finished", what="the next queued job")   # the queue moves on
+
+    checkpoint_epoch = json.loads(victim.path("checkpoint.json").read_text())["epoch"]
+    victim.queue_resume()
+    jobs.ensure_worker()
+    wait_for(lambda: victim.state == "finished", what="resumed run to finish")
+    history = victim.history()
+    assert [row["epoch"] for row in history] == list(range(1, 7))
+    assert history[:checkpoint_epoch] == kept[:checkpoint_epoch]
+    assert any("resuming from the checkpoint" in line for line in victim.log_text().splitlines())
+
+
+def test_restart_mid_job_marks_it_interrupted_and_a_new_worker_takes_the_queue(colors):
+    victim = jobs.submit(slow_cfg())
+    waiting = jobs.submit(slow_cfg(epochs=1))
+    wait_for(lambda: len(victim.history()) >= 1 and victim.state == "running", what="first epoch")
+    worker = jobs.worker_pid()
+    os.killpg(os.getpgid(worker), signal.SIGKILL)  # the worker and its training child, as in a reboot
+    wait_for(lambda: not jobs.worker_running(), what="worker gone")
+    assert waiting.state == "queued"
+    states = {run.id: run.state for run in jobs.refresh_states()}   # what the app does on every page load
+    assert states[victim.id] == "interrupted"
+    assert victim.history(), "history so far is kept"
+    jobs.ensure_worker()
+    wait_for(lambda: waiting.state == "finished", what="queued job after restart")
+
+
+def test_two_users_starting_at_once_both_run_one_at_a_time(colors):
+    submitted = []
+    threads = [threading.Thread(target=lambda: submitted.append(jobs.submit(slow_cfg(epochs=2)))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(submitted) == 2
+    max_running = 0
+    deadline = time.time() + 300
+    while any(run.state in ("queued", "running") for run in submitted) and time.time() < deadline:
+        max_running = max(max_running, sum(run.state == "running" for run in submitted))
+        time.sleep(0.1)
+    assert [run.state for run in submitted] == ["finished", "finished"]
+    assert max_running == 1
+
+
+def test_password_gate_blocks_every_page_until_the_password_is_given(monkeypatch):
+    monkeypatch.setenv("TL_PASSWORD", "open sesame")
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60).run()
+    assert [t.value for t in at.title] == ["Transfer Learning Studio"] and not at.sidebar.caption
+    at.text_input(key="password_input").set_value("wrong").run()
+    assert at.error and at.error[0].value == "Wrong password."
+    at.text_input(key="password_input").set_value("open sesame").run()
+    assert not at.exception
+    assert "Next step" in [s.value for s in at.subheader]
