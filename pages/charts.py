@@ -22,7 +22,8 @@ def learning_curves(history: list[dict], title: str = "") -> go.Figure:
         for col in (1, 2):
             fig.add_vline(x=epoch - 0.5, line_dash="dash", line_color="gray", row=1, col=col)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(height=340, margin={"t": 40, "b": 10}, title=title or None, legend={"orientation": "h"})
+    fig.update_layout(height=360, margin={"t": 40, "b": 10}, title=title or None,
+                      legend={"orientation": "h", "y": -0.3})
     return fig
 
 

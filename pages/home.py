@@ -20,14 +20,14 @@ cols[2].metric("Finished models", len(finished))
 st.subheader("Next step")
 if not all_datasets:
     st.info("Start by adding a dataset: a zip or folder with one sub-folder of images per class.")
-    st.page_link("pages/data.py", label="Add a dataset", icon=":material/folder_open:")
+    st.page_link("pages/data.py", label="Add a dataset")
 elif not all_runs:
     st.info("You have data. Train a first model: the defaults (frozen base, new head) take seconds to minutes.")
-    st.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
+    st.page_link("pages/train.py", label="Train a model")
 else:
     st.info("Compare runs and inspect mistakes on Results, or try your model on new images.")
-    st.page_link("pages/results.py", label="Results", icon=":material/monitoring:")
-    st.page_link("pages/predict.py", label="Predict", icon=":material/image_search:")
+    st.page_link("pages/results.py", label="Results")
+    st.page_link("pages/predict.py", label="Predict")
 
 st.caption("Base models with ImageNet weights on this server: " + (", ".join(offline) if offline else
            "none yet — they download on first use, or copy them into $KERAS_HOME/models."))

@@ -9,7 +9,7 @@ st.title("Predict")
 finished = [r for r in jobs.refresh_states() if r.state == "finished" and r.model_path.exists()]
 if not finished:
     st.info("No trained model yet. Train one on the Train page, then come back to try it on new images.")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.page_link("pages/train.py", label="Go to Train")
     st.stop()
 
 by_id = {r.id: r for r in finished}

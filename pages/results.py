@@ -14,7 +14,7 @@ st.title("Results")
 runs = jobs.refresh_states()
 if not runs:
     st.info("No training runs yet. Start one on the Train page.")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.page_link("pages/train.py", label="Go to Train")
     st.stop()
 
 table = pd.DataFrame([r.summary() for r in runs])
@@ -48,6 +48,15 @@ metrics = run.metrics()
 history = run.history()
 cfg = run.config
 
+if metrics:
+    cols = st.columns(4)
+    cols[0].metric("Validation accuracy", f"{metrics['val_accuracy']:.3f}")
+    topk = next((k for k in metrics if k.startswith("val_top")), None)
+    if topk:
+        cols[1].metric(topk.replace("val_", "").replace("_", " "), f"{metrics[topk]:.3f}")
+    cols[2].metric("Validation images", metrics["num_val_images"])
+    cols[3].metric("Training time", f"{metrics.get('duration_s', 0):.0f} s")
+
 curves, confusion, per_class, mistakes, details = st.tabs(
     ["Learning curves", "Confusion matrix", "Per class", "Mistakes", "Config & log"])
 with curves:
@@ -62,13 +71,6 @@ if not metrics:
     st.stop()
 
 interp = Interpretation.load(run.path("predictions.csv"), metrics["class_names"])
-cols = st.columns(4)
-cols[0].metric("Validation accuracy", f"{metrics['val_accuracy']:.3f}")
-topk = next((k for k in metrics if k.startswith("val_top")), None)
-if topk:
-    cols[1].metric(topk.replace("val_", "").replace("_", " "), f"{metrics[topk]:.3f}")
-cols[2].metric("Validation images", metrics["num_val_images"])
-cols[3].metric("Training time", f"{metrics.get('duration_s', 0):.0f} s")
 
 with confusion:
     normalized = st.toggle("Row-normalised", key="results_normalized")

@@ -11,7 +11,7 @@ st.title("Train")
 all_datasets = datasets.list_datasets()
 if not all_datasets:
     st.info("Add a dataset on the Data page first: one folder of images per class.")
-    st.page_link("pages/data.py", label="Go to Data", icon=":material/folder_open:")
+    st.page_link("pages/data.py", label="Go to Data")
     st.stop()
 
 models = {row["name"]: row for row in architectures.availability()}
@@ -105,6 +105,7 @@ if st.button("Start training", type="primary", key="train_start"):
     try:
         run = jobs.submit(config, user=ui.current_user())
         st.session_state["train_last_run"] = run.id
+        st.query_params["run"] = run.id  # a reload keeps showing this job
         st.toast(f"Queued {run.id}")
     except TLError as exc:
         st.error(str(exc))
@@ -113,7 +114,7 @@ if st.button("Start training", type="primary", key="train_start"):
 @st.fragment(run_every=2)
 def live_jobs():
     running, waiting = jobs.active(), jobs.queue()
-    mine = st.session_state.get("train_last_run")
+    mine = st.session_state.get("train_last_run") or st.query_params.get("run")
     shown = [r for r in [running] + waiting if r is not None]
     if mine and mine not in [r.id for r in shown]:
         try:
@@ -121,8 +122,12 @@ def live_jobs():
         except TLError:
             pass
     if not shown:
-        st.caption("No job running or queued.")
-        return
+        latest = jobs.refresh_states()[:1]
+        if not latest:
+            st.caption("No job running or queued.")
+            return
+        st.caption("No job running or queued. Last run:")
+        shown = latest
     for run in shown:
         with st.container(border=True):
             ui.job_progress(run, key="train")

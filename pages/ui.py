@@ -58,7 +58,11 @@ def sidebar_status() -> None:
     waiting = jobs.queue()
     if running:
         progress = running.progress()
-        st.caption(f"Training: **{running.id}** — epoch {progress.get('epoch', '…')}/{progress.get('total_epochs', '…')}")
+        if progress.get("epoch"):
+            where = f"epoch {progress['epoch']}/{progress.get('total_epochs', '…')}"
+        else:
+            where = progress.get("stage") or (f"computing {progress['what']} features" if progress.get("what") else "starting")
+        st.caption(f"Training: **{running.id}** — {where}")
     if waiting:
         st.caption(f"Queued: {len(waiting)} job(s)")
     if not running and not waiting:
