@@ -80,6 +80,11 @@ def test_restart_mid_job_marks_it_interrupted_and_a_new_worker_takes_the_queue(c
     wait_for(lambda: waiting.state == "finished", what="queued job after restart")
 
 
+def test_queue_is_first_come_first_served_within_the_same_second(colors):
+    runs = [jobs.submit(slow_cfg(), start_worker=False) for _ in range(5)]
+    assert [r.id for r in jobs.queue()] == [r.id for r in runs]
+
+
 def test_two_users_starting_at_once_both_run_one_at_a_time(colors):
     submitted = []
     threads = [threading.Thread(target=lambda: submitted.append(jobs.submit(slow_cfg(epochs=2)))) for _ in range(2)]

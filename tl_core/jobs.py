@@ -75,7 +75,7 @@ def refresh_states() -> list[Run]:
 
 def queue() -> list[Run]:
     """Queued runs in the order they will train."""
-    return sorted((r for r in list_runs() if r.state == "queued"), key=lambda r: r.status().get("created", ""))
+    return sorted((r for r in list_runs() if r.state == "queued"), key=lambda r: r.status().get("queued_at", 0))
 
 
 def active() -> Optional[Run]:

@@ -151,7 +151,7 @@ class Run:
         if not self.can_resume():
             raise TLError(f"Run {self.id!r} ({self.state}) has no checkpoint to resume from.")
         self.path("cancel").unlink(missing_ok=True)
-        self.set_status("queued", resume=True, message="queued to resume from its checkpoint")
+        self.set_status("queued", resume=True, queued_at=time.time(), message="queued to resume from its checkpoint")
         self.log("queued to resume from checkpoint")
 
     def summary(self) -> dict:
@@ -182,13 +182,14 @@ def new_run(cfg: TrainConfig, run_dir: Optional[Path] = None, user: Optional[str
     run_dir.mkdir(parents=True, exist_ok=True)
     run = Run(run_dir)
     atomic_write_text(run.path("config.json"), cfg.to_json() + "\n")
-    write_json(run.path("status.json"), {"state": "queued", "created": now(), "user": user})
+    # queued_at orders the queue: two submissions within one second still train first-come first-served
+    write_json(run.path("status.json"), {"state": "queued", "created": now(), "queued_at": time.time(), "user": user})
     return run
 
 
 def list_runs() -> list[Run]:
     runs = [Run(p) for p in runs_dir().iterdir() if p.is_dir() and (p / "status.json").exists()]
-    return sorted(runs, key=lambda r: r.status().get("created", ""), reverse=True)
+    return sorted(runs, key=lambda r: (r.status().get("created", ""), r.status().get("queued_at", 0)), reverse=True)
 
 
 def get_run(run_id_or_path) -> Run:
