@@ -227,3 +227,29 @@ def test_folder_upload_paths_with_dot_dot_are_refused():
     dataset = datasets.add_uploaded_folder(files, "uploaded")
     assert dataset.classes == ["a", "b"]
     assert any("unsafe" in s["reason"] for s in dataset.manifest["skipped"])
+
+
+def test_disk_full_during_import_gives_a_clear_error_and_leaves_nothing(tmp_path, workspace, monkeypatch):
+    import errno
+    from pathlib import Path
+    src = tmp_path / "src"
+    for cls in ("a", "b"):
+        (src / cls).mkdir(parents=True)
+        for i in range(3):
+            (src / cls / f"{i}.png").write_bytes(noisy_image((9, 99, 199), seed=hash(cls) % 100 + i))
+    datasets.add_folder(src, "kept")
+    real_write = Path.write_bytes
+    calls = []
+
+    def fill_disk(self, data):
+        calls.append(self)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", fill_disk)
+    with pytest.raises(TLError, match="No space left on device.*nothing was imported"):
+        datasets.add_folder(src, "second")
+    monkeypatch.setattr(Path, "write_bytes", real_write)
+    assert [p.name for p in (workspace / "datasets").iterdir()] == ["kept"]
+    assert datasets.load_dataset("kept").manifest["num_images"] == 6

@@ -315,6 +315,11 @@ def build_dataset(name: str, candidates: list[Candidate], skipped: list[dict], *
             shutil.rmtree(trash, ignore_errors=True)
         else:
             staging.rename(final)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise TLError(f"Could not write dataset {name!r} to the workspace {str(datasets_dir())!r}: "
+                      f"{exc.strerror or exc}. Free disk space or fix the folder's permissions; "
+                      "nothing was imported and existing datasets are unchanged.") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

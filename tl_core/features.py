@@ -130,4 +130,4 @@ class FeatureCache:
         import io
         buffer = io.BytesIO()
         np.save(buffer, vector.astype(np.float32))
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue(), durable=False)
