@@ -74,3 +74,16 @@ def zip_folder(folder: Path, zip_path: Path, prefix: str = "") -> Path:
             if path.is_file():
                 archive.write(path, prefix + path.relative_to(folder).as_posix())
     return zip_path
+
+
+@pytest.fixture
+def stop_worker():
+    """Kill the workspace's background worker (if a test started one) when the test ends."""
+    yield
+    from tl_core import jobs
+    pid = jobs.worker_pid()
+    if pid:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass

@@ -1,12 +1,10 @@
 """Every page through the router with Streamlit's AppTest: empty workspace, seeded workspace, live job."""
-import os
-import signal
 import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tl_core import datasets, jobs
+from tl_core import datasets
 from tl_core.config import TrainConfig
 from tl_core.runs import get_run
 from tl_core.train import train
@@ -84,17 +82,6 @@ def test_train_page_freeze_slider_reports_the_cut(seeded):
     assert not at.exception
     caption = texts(at)
     assert "first trainable layer" in caption and "whole base frozen" not in caption
-
-
-@pytest.fixture
-def stop_worker():
-    yield
-    pid = jobs.worker_pid()
-    if pid:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except OSError:
-            pass
 
 
 def test_start_from_train_page_runs_in_background_and_survives_reload(seeded, stop_worker, monkeypatch):

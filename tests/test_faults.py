@@ -15,16 +15,10 @@ from .conftest import REPO, make_class_folders
 
 
 @pytest.fixture
-def colors(tmp_path, monkeypatch):
+def colors(tmp_path, monkeypatch, stop_worker):
     monkeypatch.setenv("TL_WORKER_IDLE_EXIT", "15")
     src = make_class_folders(tmp_path / "src", classes=("red", "blue"), per_class=20, size=64)
-    yield datasets.add_folder(src, "colors")
-    pid = jobs.worker_pid()
-    if pid:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    return datasets.add_folder(src, "colors")
 
 
 def slow_cfg(**kw):

@@ -121,7 +121,7 @@ def check(dataset, cases, prefix=""):
 def test_hostile_images_through_upload_path(capsys):
     cases = image_items("ants") + image_items("bees")
     dataset = datasets.add_items([(c, n, d) for c, n, d, _ in cases], "upload_fuzz")
-    count = check(dataset, [c for c in cases if c[0] == "ants"])
+    check(dataset, [c for c in cases if c[0] == "ants"])
     # EXIF-rotated photos are stored as uploaded but read upright: 60x40 with orientation 6 -> 40x60
     rotated = next(it for it in dataset.items if it["path"].endswith("exif_rotated.jpg"))
     assert load_rgb(dataset.root / rotated["path"]).size == (40, 60)
