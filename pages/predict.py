@@ -8,9 +8,8 @@ from tl_core import jobs
 st.title("Predict")
 finished = [r for r in jobs.refresh_states() if r.state == "finished" and r.model_path.exists()]
 if not finished:
-    st.info("No trained model yet. Train one on the Train page, then come back to try it on new images.")
-    st.page_link("pages/train.py", label="Go to Train")
-    st.stop()
+    ui.stop_with("No trained model yet. Train one on the Train page, then come back to try it on new images.",
+                 "pages/train.py", "Go to Train")
 
 by_id = {r.id: r for r in finished}
 run_id = st.selectbox("Model (finished run)", list(by_id), key="predict_run",

@@ -13,9 +13,7 @@ from tl_core.runs import Run
 st.title("Results")
 runs = jobs.refresh_states()
 if not runs:
-    st.info("No training runs yet. Start one on the Train page.")
-    st.page_link("pages/train.py", label="Go to Train")
-    st.stop()
+    ui.stop_with("No training runs yet. Start one on the Train page.", "pages/train.py", "Go to Train")
 
 table = pd.DataFrame([r.summary() for r in runs])
 st.dataframe(table, hide_index=True, key="results_table", column_config={

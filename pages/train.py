@@ -10,9 +10,8 @@ from tl_core.workspace import TLError
 st.title("Train")
 all_datasets = datasets.list_datasets()
 if not all_datasets:
-    st.info("Add a dataset on the Data page first: one folder of images per class.")
-    st.page_link("pages/data.py", label="Go to Data")
-    st.stop()
+    ui.stop_with("Add a dataset on the Data page first: one folder of images per class.", "pages/data.py",
+                 "Go to Data")
 
 models = {row["name"]: row for row in architectures.availability()}
 

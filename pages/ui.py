@@ -4,6 +4,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from pathlib import Path
 
 import streamlit as st
 
@@ -69,6 +70,13 @@ def sidebar_status() -> None:
         st.caption("No training job running.")
 
 
+def stop_with(message: str, page: str, label: str) -> None:
+    """Guard clause: tell the user what to do first, link the page where they do it, stop the script."""
+    st.info(message)
+    st.page_link(page, label=label)
+    st.stop()
+
+
 def _fmt_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "…"
@@ -83,7 +91,8 @@ def job_progress(run: Run, key: str) -> None:
     state = run.check_alive()
     st.markdown(f"**{run.id}** — {state}")
     if state == "queued":
-        position = [r.id for r in jobs.queue()].index(run.id) + 1 if run.id in [r.id for r in jobs.queue()] else "?"
+        queued_ids = [r.id for r in jobs.queue()]
+        position = queued_ids.index(run.id) + 1 if run.id in queued_ids else "?"
         st.info(f"Waiting in the queue (position {position}). It starts when the current job finishes.")
     elif state == "running":
         total, epoch = event.get("total_epochs") or 0, event.get("epoch") or 0
@@ -124,7 +133,7 @@ def job_progress(run: Run, key: str) -> None:
 def load_predictor(run_path: str, model_mtime: float):
     """One loaded model per run, kept across requests and users (mtime in the key: a retrain reloads)."""
     from tl_core.predict import Predictor
-    return Predictor.from_run(Run(__import__("pathlib").Path(run_path)))
+    return Predictor.from_run(Run(Path(run_path)))
 
 
 def predictor_for(run: Run):

@@ -12,6 +12,7 @@ import pytest
 from tl_core import datasets
 from tl_core.config import TrainConfig
 from tl_core.evaluate import Interpretation
+from tl_core.images import load_array
 from tl_core.train import train
 
 from .conftest import REPO, make_class_folders, noisy_image
@@ -42,7 +43,7 @@ def test_cached_features_and_plain_path_train_the_same_head(colors, tmp_path):
     # the saved end-to-end model reproduces what the cached-feature head predicted
     from tl_core.predict import Predictor
     again = Predictor.from_run(fast_run).probabilities(
-        np.stack([np.asarray(__import__("tl_core.images", fromlist=["x"]).load_array(colors.root / f, 64))
+        np.stack([load_array(colors.root / f, 64)
                   for f in Interpretation.load(fast_run.path("predictions.csv"), fast["class_names"]).files]))
     np.testing.assert_allclose(again, val_probs(fast_run, fast), atol=1e-5)
 

@@ -189,7 +189,9 @@ def new_run(cfg: TrainConfig, run_dir: Optional[Path] = None, user: Optional[str
 
 def list_runs() -> list[Run]:
     runs = [Run(p) for p in runs_dir().iterdir() if p.is_dir() and (p / "status.json").exists()]
-    return sorted(runs, key=lambda r: (r.status().get("created", ""), r.status().get("queued_at", 0)), reverse=True)
+    statuses = {run.id: run.status() for run in runs}
+    return sorted(runs, key=lambda r: (statuses[r.id].get("created", ""), statuses[r.id].get("queued_at", 0)),
+                  reverse=True)
 
 
 def get_run(run_id_or_path) -> Run:

@@ -148,6 +148,9 @@ class Trainer:
         self.reporter = Reporter(run, progress)
         self.cfg = run.config.resolved()
         self.notes: list[str] = []
+        # Validation probabilities from a head on cached features (set by those paths), which equal the
+        # saved model's, so evaluation needs no second pass through the base.
+        self.val_probs: Optional[np.ndarray] = None
 
     def note(self, message: str) -> None:
         self.notes.append(message)
@@ -415,8 +418,7 @@ class Trainer:
         write_json(self.run.path("model_info.json"), {
             "head": cfg.head, "input_size": cfg.size, "resize": cfg.resize, "class_names": self.class_names,
             "output": "probabilities" if cfg.head == "keras" else "features"})
-        if path in ("cached-features", "sklearn-on-cached-features") and cfg.fine_tune_depth is None \
-                and getattr(self, "val_probs", None) is not None:
+        if self.val_probs is not None and cfg.fine_tune_depth is None:
             probs = self.val_probs
         else:
             from .predict import Predictor
