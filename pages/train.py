@@ -114,7 +114,7 @@ if st.button("Start training", type="primary", key="train_start"):
 def live_jobs():
     running, waiting = jobs.active(), jobs.queue()
     mine = st.session_state.get("train_last_run") or st.query_params.get("run")
-    shown = [r for r in [running] + waiting if r is not None]
+    shown = running + waiting
     if mine and mine not in [r.id for r in shown]:
         try:
             shown.append(get_run(mine))

@@ -57,13 +57,13 @@ def sidebar_status() -> None:
     st.caption(f"Workspace: `{home()}`")
     running = jobs.active()
     waiting = jobs.queue()
-    if running:
-        progress = running.progress()
+    for run in running:
+        progress = run.progress()
         if progress.get("epoch"):
             where = f"epoch {progress['epoch']}/{progress.get('total_epochs', '…')}"
         else:
             where = progress.get("stage") or (f"computing {progress['what']} features" if progress.get("what") else "starting")
-        st.caption(f"Training: **{running.id}** — {where}")
+        st.caption(f"Training: **{run.id}** — {where}")
     if waiting:
         st.caption(f"Queued: {len(waiting)} job(s)")
     if not running and not waiting:
@@ -93,7 +93,7 @@ def job_progress(run: Run, key: str) -> None:
     if state == "queued":
         queued_ids = [r.id for r in jobs.queue()]
         position = queued_ids.index(run.id) + 1 if run.id in queued_ids else "?"
-        st.info(f"Waiting in the queue (position {position}). It starts when the current job finishes.")
+        st.info(f"Waiting in the queue (position {position}). It starts when a running job finishes.")
     elif state == "running":
         total, epoch = event.get("total_epochs") or 0, event.get("epoch") or 0
         batches, batch = event.get("batches") or 0, event.get("batch") or 0

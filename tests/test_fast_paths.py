@@ -148,3 +148,23 @@ def test_predictor_compiles_once_for_any_batch_size(colors, tmp_path):
     for count in (1, 2, 5, 1):
         predictor.predict(paths[:count])
     assert predictor._forward.experimental_get_tracing_count() == 1
+
+
+def test_predictor_remembers_images_it_has_seen_and_computes_only_new_ones(colors, tmp_path):
+    from tl_core.predict import Predictor
+    run, _ = train(cfg(epochs=1), tmp_path / "run")
+    predictor = Predictor.from_run(run)
+    photos = [(colors.root / item["path"]).read_bytes() for item in colors.items[:4]]
+    computed = []
+    real = predictor.probabilities
+    predictor.probabilities = lambda pixels, **kw: computed.append(len(pixels)) or real(pixels, **kw)
+
+    first = predictor.predict_each(photos[:3], top_k=2)
+    again = predictor.predict_each(photos[:3] + [b"not an image", photos[3]], top_k=2)   # a rerun adding two files
+    assert computed == [3, 1]
+    assert again[:3] == first and "error" in again[3] and len(again[4]["top_k"]) == 2
+    assert again[4] == Predictor.from_run(run).predict_each([photos[3]], top_k=2)[0]
+
+    predictor.remembered = 2
+    predictor.predict_each([(colors.root / item["path"]).read_bytes() for item in colors.items[4:7]], top_k=1)
+    assert len(predictor._seen) == 2   # bounded memory

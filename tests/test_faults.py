@@ -79,7 +79,9 @@ def test_queue_is_first_come_first_served_within_the_same_second(colors):
     assert [r.id for r in jobs.queue()] == [r.id for r in runs]
 
 
-def test_two_users_starting_at_once_both_run_one_at_a_time(colors):
+@pytest.mark.parametrize("max_jobs", [1, 2])
+def test_two_users_starting_at_once_both_run_one_at_a_time_unless_configured(colors, monkeypatch, max_jobs):
+    monkeypatch.setenv("TL_MAX_JOBS", str(max_jobs))
     submitted = []
     threads = [threading.Thread(target=lambda: submitted.append(jobs.submit(slow_cfg(epochs=2)))) for _ in range(2)]
     for thread in threads:
@@ -93,7 +95,14 @@ def test_two_users_starting_at_once_both_run_one_at_a_time(colors):
         max_running = max(max_running, sum(run.state == "running" for run in submitted))
         time.sleep(0.1)
     assert [run.state for run in submitted] == ["finished", "finished"]
-    assert max_running == 1
+    assert max_running == max_jobs
+
+
+def test_bad_max_jobs_setting_is_refused_when_submitting(colors, monkeypatch):
+    monkeypatch.setenv("TL_MAX_JOBS", "two")
+    with pytest.raises(jobs.TLError, match="TL_MAX_JOBS='two'.*at least 1"):
+        jobs.submit(slow_cfg(), start_worker=False)
+    assert jobs.queue() == []
 
 
 def test_password_gate_blocks_every_page_until_the_password_is_given(monkeypatch):

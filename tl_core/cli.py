@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list training runs")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("worker", help="train queued runs one at a time (the app starts this)")
+    p = sub.add_parser("worker", help="train queued runs, TL_MAX_JOBS at a time (default 1; the app starts this)")
     p.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
     p.set_defaults(func=cmd_worker)
 

@@ -2,10 +2,15 @@
 
 Images are decoded exactly as in training (``images.py``); preprocessing is inside the saved model.
 One compiled forward function per loaded model is reused for every call, so a single image costs
-one graph execution, not a fresh ``model.predict`` set-up.
+one graph execution, not a fresh ``model.predict`` set-up. A loaded predictor is shared by every
+user of the app, so it remembers the probabilities of the last images it saw (by content): a page
+rerun that shows the same uploads again, or adds one, computes only what is new.
 """
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -19,6 +24,8 @@ from .workspace import TLError, read_json
 
 
 class Predictor:
+    remembered = 4096  # images whose probabilities are kept (a few floats each)
+
     def __init__(self, model_path: Path, class_names: list[str], input_size: int, head_path: Path | None = None,
                  resize: str = "crop"):
         import tensorflow as tf
@@ -35,6 +42,8 @@ class Predictor:
         # one traced graph, reused for every call and batch size (no per-call model.predict set-up)
         self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec],
                                     reduce_retracing=True)
+        self._seen: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._seen_lock = threading.Lock()  # many Streamlit sessions share one predictor
 
     @classmethod
     def from_run(cls, run) -> "Predictor":
@@ -68,16 +77,30 @@ class Predictor:
     def predict_each(self, sources: Sequence[ImageSource], top_k: int = 3) -> list[dict]:
         """Like ``predict`` but one bad image does not sink the batch: each result has top_k or error."""
         results: list[dict] = [{} for _ in sources]
-        pixels, good = [], []
+        keys = [hashlib.sha256(s).hexdigest() if isinstance(s, (bytes, bytearray)) else None for s in sources]
+        with self._seen_lock:
+            known = {i: self._seen[k] for i, k in enumerate(keys) if k in self._seen}
+        pixels, new = [], []
         for index, source in enumerate(sources):
+            if index in known:
+                continue
             try:
                 pixels.append(load_array(source, self.input_size, self.resize))
-                good.append(index)
+                new.append(index)
             except ImageRejected as exc:
                 results[index] = {"error": str(exc)}
-        if good:
-            for index, row in zip(good, self.probabilities(np.stack(pixels))):
-                results[index] = {"top_k": self._top(row, top_k)}
+        if new:
+            rows = self.probabilities(np.stack(pixels))
+            with self._seen_lock:
+                for index, row in zip(new, rows):
+                    known[index] = row
+                    if keys[index] is not None:
+                        self._seen[keys[index]] = row
+                        self._seen.move_to_end(keys[index])
+                while len(self._seen) > self.remembered:
+                    self._seen.popitem(last=False)
+        for index, row in known.items():
+            results[index] = {"top_k": self._top(row, top_k)}
         return results
 
 
