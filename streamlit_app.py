@@ -4,16 +4,11 @@ import streamlit as st
 from pages import ui
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="🏋️", layout="wide")
+st.session_state[ui.ROUTER_RAN] = True
 ui.password_gate()
 
 with st.sidebar:
     ui.sidebar_status()
-navigation = st.navigation([
-    st.Page("pages/home.py", title="Home", default=True),
-    st.Page("pages/data.py", title="Data"),
-    st.Page("pages/train.py", title="Train"),
-    st.Page("pages/results.py", title="Results"),
-    st.Page("pages/predict.py", title="Predict"),
-])
+navigation = st.navigation(ui.app_pages())
 ui.ensure_worker_if_queued()
 navigation.run()

@@ -63,3 +63,8 @@ def compare_curves(series: dict[str, list[dict]], metric: str = "val_accuracy") 
                                  mode="lines+markers", name=name))
     fig.update_layout(height=340, xaxis_title="epoch", yaxis_title=metric.replace("_", " "), margin={"t": 20})
     return fig
+
+
+if __name__ == "__main__":  # reached as a page by a deep link on a fresh server (see ui.route_through_app)
+    from pages import ui
+    ui.route_through_app()

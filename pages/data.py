@@ -6,9 +6,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages import charts
+from pages import charts, ui
 from tl_core import datasets
 from tl_core.workspace import TLError
+
+ui.route_through_app()
 
 st.title("Data")
 add_tab, browse_tab = st.tabs(["Add a dataset", "Browse datasets"])

@@ -5,6 +5,8 @@ import streamlit as st
 from pages import charts, ui
 from tl_core import jobs
 
+ui.route_through_app()
+
 st.title("Predict")
 finished = [r for r in jobs.refresh_states() if r.state == "finished" and r.model_path.exists()]
 if not finished:

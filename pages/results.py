@@ -10,6 +10,8 @@ from tl_core import jobs
 from tl_core.evaluate import Interpretation
 from tl_core.runs import Run
 
+ui.route_through_app()
+
 st.title("Results")
 runs = jobs.refresh_states()
 if not runs:

@@ -7,6 +7,8 @@ from tl_core.config import TrainConfig
 from tl_core.runs import get_run
 from tl_core.workspace import TLError
 
+ui.route_through_app()
+
 st.title("Train")
 all_datasets = datasets.list_datasets()
 if not all_datasets:

@@ -13,6 +13,32 @@ from tl_core.runs import Run
 from tl_core.workspace import home
 
 
+ROUTER_RAN = "_tl_router_ran"
+
+
+def app_pages() -> list:
+    """The app's pages, in sidebar order (the router and route_through_app share this list)."""
+    return [st.Page("pages/home.py", title="Home", default=True),
+            st.Page("pages/data.py", title="Data"),
+            st.Page("pages/train.py", title="Train"),
+            st.Page("pages/results.py", title="Results"),
+            st.Page("pages/predict.py", title="Predict")]
+
+
+def route_through_app() -> None:
+    """Make sure this page was reached through streamlit_app.py (password gate, sidebar), or go there.
+
+    Our pages live in a folder named pages/, so on a fresh server Streamlit's first script runs still use
+    its old pages-folder mode: a deep link such as /predict runs pages/predict.py on its own, skipping the
+    router and its password gate. st.navigation switches that mode off for the whole server; the rerun
+    then goes through the router to the same page.
+    """
+    if st.session_state.get(ROUTER_RAN):
+        return
+    st.navigation(app_pages(), position="hidden")
+    st.rerun()
+
+
 def password_gate() -> None:
     """When a shared password is set (secrets 'password' or TL_PASSWORD), ask for it once per session.
 
@@ -148,3 +174,7 @@ def ensure_worker_if_queued() -> None:
 
 def elapsed_since(start: float) -> str:
     return _fmt_seconds(time.time() - start)
+
+
+if __name__ == "__main__":  # reached as a page by a deep link on a fresh server (see route_through_app)
+    route_through_app()

@@ -10,15 +10,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from benchmarks.load_predict import app_server
 
 from ..conftest import HYMENOPTERA, REPO, require_shared
 
@@ -40,42 +37,37 @@ if not CHROMIUM:
 playwright = pytest.importorskip("playwright.sync_api")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def app_url(tmp_path, keras_home_copy):
-    port = free_port()
     env = {**os.environ, "TL_HOME": str(tmp_path / "workspace"), "KERAS_HOME": str(keras_home_copy),
            "TL_WORKER_IDLE_EXIT": "20", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    log = open(tmp_path / "app.log", "w")
-    # README's app command, bound to a free loopback port
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-                               "--server.port", str(port), "--server.address", "127.0.0.1"],
-                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("app did not become healthy:\n" + (tmp_path / "app.log").read_text()[-3000:])
-    yield url
-    os.killpg(server.pid, 15)
-    server.wait(timeout=20)
+    env.pop("TL_PASSWORD", None)
+    with app_server(env, tmp_path / "app.log") as url:   # README's app command on a free loopback port
+        yield url
     worker = tmp_path / "workspace" / "worker.pid"
     if worker.exists():
         try:
             os.kill(int(worker.read_text()), 9)
         except OSError:
             pass
+
+
+def test_deep_link_on_a_fresh_server_still_asks_for_the_password(tmp_path, keras_home_copy):
+    """The first request a new server gets can be a bookmarked /predict: it must pass the gate too."""
+    env = {**os.environ, "TL_HOME": str(tmp_path / "workspace"), "KERAS_HOME": str(keras_home_copy),
+           "TL_PASSWORD": "open sesame"}
+    with app_server(env, tmp_path / "app.log") as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS, headless=True)
+        for path in ("predict", "results?run=x", "ui"):
+            page = browser.new_page()
+            page.goto(f"{url}/{path}")
+            page.get_by_text("Password").first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)
+            main = page.locator('[data-testid="stMain"]').inner_text()
+            assert "Predict" not in main and "Results" not in main, (path, main)
+            assert page.locator('[data-testid="stSidebarNav"]').count() == 0, path
+            page.close()
+        browser.close()
 
 
 @pytest.fixture

@@ -1,0 +1,199 @@
+"""Load test: many users predicting at once through the running app, in real browser pages.
+
+    python benchmarks/load_predict.py [DATASET_DIR] [--users 20] [--images 10] [--size 224]
+
+Trains one model with the CLI (default settings, MobileNetV2 alpha 0.35, weights from
+../shared/keras_home) in a fresh temporary workspace, starts the app with the README's command on a
+free localhost port, then opens ``--users`` pages at once in one headless Chromium (Debian's
+``chromium``, driven by Playwright). Each user opens Predict and drops ``--images`` validation photos
+into the uploader one after another, waiting for each one's label to show before the next, as a
+person would. Every upload is one request; its latency runs from choosing the file to its label on
+screen. The work is bounded: users x images requests, each with a timeout.
+
+Prints one line per user, then ``key=value`` lines: requests, errors, throughput_rps, p50_s, p95_s,
+max_s, labels_right (shown label equals the photo's folder). The browser pages share this machine's
+CPU with the server, so latencies include the client's rendering too.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TL_SHARED", REPO.parent / "shared"))
+CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-default-apps", "--disable-extensions", "--disable-dev-shm-usage"]
+
+
+@dataclass
+class UserResult:
+    user: int
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    right: int = 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def val_photos(data: Path) -> list[tuple[Path, str]]:
+    """(photo, its class folder) from the validation split, classes interleaved so every user gets a mix."""
+    val = next(data / name for name in ("val", "validation", "test") if (data / name).is_dir())
+    per_class = [sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+                 for folder in sorted(val.iterdir()) if folder.is_dir()]
+    mixed = [photo for group in zip(*per_class) for photo in group]
+    return [(photo, photo.parent.name) for photo in mixed]
+
+
+def prepare_model(env: dict, data: Path, size: int | None) -> None:
+    """Import the dataset and train one model with the CLI, as a user of the app would get by default."""
+    cli = [sys.executable, "-m", "tl_core"]
+    subprocess.run(cli + ["datasets", "add", str(data), "--name", "load"], env=env, cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL)
+    extra = ["--size", str(size)] if size else []
+    subprocess.run(cli + ["train", "--data", "load", *extra], env=env, cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+@contextmanager
+def app_server(env: dict, log_path: Path):
+    """The README's app command on a free loopback port; yields its URL."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+                                   "--server.port", str(port), "--server.address", "127.0.0.1",
+                                   "--server.headless", "true"],
+                                  cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("app did not become healthy:\n" + log_path.read_text()[-3000:])
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+async def one_user(browser, url: str, user: int, photos: list[tuple[Path, str]], timeout_s: float) -> UserResult:
+    result = UserResult(user)
+    context = await browser.new_context(viewport={"width": 1200, "height": 1600})
+    page = await context.new_page()
+    page.on("pageerror", lambda err: result.errors.append(f"page error: {err}"))
+    try:
+        await page.goto(f"{url}/predict", timeout=timeout_s * 1000)
+        await page.get_by_text("Upload one or more images").wait_for(timeout=timeout_s * 1000)
+        uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').first
+        captions = page.locator('[data-testid="stImageCaption"]')
+        for count, (photo, truth) in enumerate(photos, start=1):
+            start = time.perf_counter()
+            try:
+                await uploader.set_input_files(str(photo))
+                # this upload's result is on screen when its caption (the file name) and label show
+                await captions.nth(count - 1).wait_for(timeout=timeout_s * 1000)
+                label = page.locator('[data-testid="stMain"] [data-testid="stMarkdownContainer"] strong').nth(count - 1)
+                await label.wait_for(timeout=timeout_s * 1000)
+            except Exception as exc:  # a timeout or a broken page is an error of this request
+                result.errors.append(f"{photo.name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                break
+            result.latencies.append(time.perf_counter() - start)
+            result.right += (await label.inner_text()).strip() == truth
+        shown_errors = await page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').count()
+        if shown_errors:
+            result.errors.append(f"{shown_errors} error box(es) on the page")
+    finally:
+        await context.close()
+    return result
+
+
+async def drive(url: str, users: int, per_user: int, photos: list[tuple[Path, str]], timeout_s: float,
+                chromium: str) -> tuple[list[UserResult], float]:
+    from playwright.async_api import async_playwright
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        # each user gets its own slice of photos (wrapping round when there are fewer photos than requests)
+        work = [[photos[(u * per_user + i) % len(photos)] for i in range(per_user)] for u in range(users)]
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one_user(browser, url, u, work[u], timeout_s) for u in range(users)))
+        wall = time.perf_counter() - start
+        await browser.close()
+    return list(results), wall
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run_load(data: Path, users: int, per_user: int, size: int | None = None, timeout_s: float = 120,
+             keras_home: Path | None = None, workdir: Path | None = None) -> dict:
+    """Set up, load the app, and return the summary (also printed)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        raise SystemExit("Debian's chromium is needed (apt-get install chromium).")
+    with tempfile.TemporaryDirectory(prefix="tl_load_") as tmp:
+        tmp = Path(workdir or tmp)
+        home = tmp / "keras_home"
+        shutil.copytree(keras_home or SHARED / "keras_home", home, dirs_exist_ok=True)
+        env = {**os.environ, "TL_HOME": str(tmp / "workspace"), "KERAS_HOME": str(home),
+               "TF_CPP_MIN_LOG_LEVEL": "2", "TL_WORKER_IDLE_EXIT": "5"}
+        env.pop("TL_PASSWORD", None)
+        t0 = time.perf_counter()
+        prepare_model(env, data, size)
+        print(f"model trained in {time.perf_counter() - t0:.1f}s", flush=True)
+        photos = val_photos(data)
+        with app_server(env, tmp / "app.log") as url:
+            results, wall = asyncio.run(drive(url, users, per_user, photos, timeout_s, chromium))
+    latencies = [x for r in results for x in r.latencies]
+    for r in results:
+        print(f"user {r.user:2d}: {len(r.latencies)} predictions, median {statistics.median(r.latencies or [0]):.2f}s, "
+              f"{r.right} right, errors: {r.errors or 'none'}")
+    summary = {"users": users, "images_per_user": per_user, "requests": users * per_user,
+               "completed": len(latencies), "errors": sum(len(r.errors) for r in results),
+               "wall_s": round(wall, 2), "throughput_rps": round(len(latencies) / wall, 2),
+               "p50_s": round(percentile(latencies, 0.50), 3), "p95_s": round(percentile(latencies, 0.95), 3),
+               "max_s": round(max(latencies, default=float("nan")), 3),
+               "labels_right": sum(r.right for r in results)}
+    for key, value in summary.items():
+        print(f"{key}={value}")
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data", nargs="?", default=str(SHARED / "datasets" / "hymenoptera_data"))
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--images", type=int, default=10, help="images each user predicts, one at a time")
+    parser.add_argument("--size", type=int, help="input size of the trained model (default: the app's default)")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds one request may take")
+    args = parser.parse_args(argv)
+    summary = run_load(Path(args.data), args.users, args.images, args.size, args.timeout)
+    return 0 if summary["errors"] == 0 and summary["completed"] == summary["requests"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
