@@ -5,9 +5,9 @@
 Trains one model with the CLI (default settings, MobileNetV2 alpha 0.35, weights from
 ../shared/keras_home) in a fresh temporary workspace, starts the app with the README's command on a
 free localhost port, then opens ``--users`` pages at once in one headless Chromium (Debian's
-``chromium``, driven by Playwright). Each user opens Predict and drops ``--images`` validation photos
-into the uploader one after another, waiting for each one's label to show before the next, as a
-person would. Every upload is one request; its latency runs from choosing the file to its label on
+``chromium``, driven by Playwright). When every user has Predict open, all of them at once drop
+``--images`` validation photos into the uploader one after another, waiting for each one's label to
+show before the next, as a person would. Every upload is one request; its latency runs from choosing the file to its label on
 screen. The work is bounded: users x images requests, each with a timeout.
 
 Prints one line per user, then ``key=value`` lines: requests, errors, throughput_rps, p50_s, p95_s,
@@ -35,7 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TL_SHARED", REPO.parent / "shared"))
 CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-default-apps", "--disable-extensions", "--disable-dev-shm-usage"]
+                 "--disable-default-apps", "--disable-extensions", "--disable-dev-shm-usage",
+                 # every user's page is active at once: no throttling of pages in the background
+                 "--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows",
+                 "--disable-renderer-backgrounding"]
 
 
 @dataclass
@@ -44,6 +47,7 @@ class UserResult:
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     right: int = 0
+    open_s: float = float("nan")
 
 
 def free_port() -> int:
@@ -97,49 +101,66 @@ def app_server(env: dict, log_path: Path):
         server.wait(timeout=30)
 
 
-async def one_user(browser, url: str, user: int, photos: list[tuple[Path, str]], timeout_s: float) -> UserResult:
-    result = UserResult(user)
+async def open_predict_page(browser, url: str, result: "UserResult", timeout_s: float):
+    """A user's page on Predict, ready for uploads; None (and an error recorded) if it never got there."""
     context = await browser.new_context(viewport={"width": 1200, "height": 1600})
     page = await context.new_page()
     page.on("pageerror", lambda err: result.errors.append(f"page error: {err}"))
+    start = time.perf_counter()
     try:
         await page.goto(f"{url}/predict", timeout=timeout_s * 1000)
         await page.get_by_text("Upload one or more images").wait_for(timeout=timeout_s * 1000)
-        uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').first
-        captions = page.locator('[data-testid="stImageCaption"]')
+    except Exception as exc:
+        result.errors.append(f"opening Predict: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        await page.screenshot(path=str(Path(tempfile.gettempdir()) / f"tl_load_user{result.user}.png"))
+        await context.close()
+        return None
+    result.open_s = time.perf_counter() - start
+    return page
+
+
+async def predict_one_by_one(page, result: "UserResult", photos: list[tuple[Path, str]], timeout_s: float) -> None:
+    """Drop the photos into the uploader one after another, each waiting for its label on screen."""
+    uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').first
+    captions = page.locator('[data-testid="stImageCaption"]')
+    labels = page.locator('[data-testid="stMain"] [data-testid="stMarkdownContainer"] strong')
+    try:
         for count, (photo, truth) in enumerate(photos, start=1):
             start = time.perf_counter()
             try:
-                await uploader.set_input_files(str(photo))
-                # this upload's result is on screen when its caption (the file name) and label show
+                await uploader.set_input_files(str(photo), timeout=timeout_s * 1000)
+                # this upload's result is on screen when its caption (the file name) and its label show
                 await captions.nth(count - 1).wait_for(timeout=timeout_s * 1000)
-                label = page.locator('[data-testid="stMain"] [data-testid="stMarkdownContainer"] strong').nth(count - 1)
-                await label.wait_for(timeout=timeout_s * 1000)
+                await labels.nth(count - 1).wait_for(timeout=timeout_s * 1000)
             except Exception as exc:  # a timeout or a broken page is an error of this request
                 result.errors.append(f"{photo.name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-                break
+                await page.screenshot(path=str(Path(tempfile.gettempdir()) / f"tl_load_user{result.user}.png"))
+                return
             result.latencies.append(time.perf_counter() - start)
-            result.right += (await label.inner_text()).strip() == truth
-        shown_errors = await page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').count()
-        if shown_errors:
-            result.errors.append(f"{shown_errors} error box(es) on the page")
+            result.right += (await labels.nth(count - 1).inner_text()).strip() == truth
+        shown = await page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').count()
+        if shown:
+            result.errors.append(f"{shown} error box(es) on the page")
     finally:
-        await context.close()
-    return result
+        await page.context.close()
 
 
 async def drive(url: str, users: int, per_user: int, photos: list[tuple[Path, str]], timeout_s: float,
                 chromium: str) -> tuple[list[UserResult], float]:
+    """Open every user's page, then have all of them predict at once; returns results and the wall time."""
     from playwright.async_api import async_playwright
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        results = [UserResult(u) for u in range(users)]
+        pages = await asyncio.gather(*(open_predict_page(browser, url, r, timeout_s) for r in results))
         # each user gets its own slice of photos (wrapping round when there are fewer photos than requests)
         work = [[photos[(u * per_user + i) % len(photos)] for i in range(per_user)] for u in range(users)]
         start = time.perf_counter()
-        results = await asyncio.gather(*(one_user(browser, url, u, work[u], timeout_s) for u in range(users)))
+        await asyncio.gather(*(predict_one_by_one(page, r, work[r.user], timeout_s)
+                               for page, r in zip(pages, results) if page is not None))
         wall = time.perf_counter() - start
         await browser.close()
-    return list(results), wall
+    return results, wall
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -168,12 +189,15 @@ def run_load(data: Path, users: int, per_user: int, size: int | None = None, tim
         photos = val_photos(data)
         with app_server(env, tmp / "app.log") as url:
             results, wall = asyncio.run(drive(url, users, per_user, photos, timeout_s, chromium))
+        if any(r.errors for r in results):
+            print("server log (last lines):\n" + (tmp / "app.log").read_text()[-4000:])
     latencies = [x for r in results for x in r.latencies]
     for r in results:
-        print(f"user {r.user:2d}: {len(r.latencies)} predictions, median {statistics.median(r.latencies or [0]):.2f}s, "
-              f"{r.right} right, errors: {r.errors or 'none'}")
+        print(f"user {r.user:2d}: page open {r.open_s:.1f}s, {len(r.latencies)} predictions, "
+              f"median {statistics.median(r.latencies or [0]):.2f}s, {r.right} right, errors: {r.errors or 'none'}")
     summary = {"users": users, "images_per_user": per_user, "requests": users * per_user,
                "completed": len(latencies), "errors": sum(len(r.errors) for r in results),
+               "page_open_max_s": round(max((r.open_s for r in results), default=float("nan")), 2),
                "wall_s": round(wall, 2), "throughput_rps": round(len(latencies) / wall, 2),
                "p50_s": round(percentile(latencies, 0.50), 3), "p95_s": round(percentile(latencies, 0.95), 3),
                "max_s": round(max(latencies, default=float("nan")), 3),

@@ -49,13 +49,6 @@ def class_counts(manifest: dict) -> go.Figure:
     return fig
 
 
-def top_k_bars(top: list[dict]) -> go.Figure:
-    fig = go.Figure(go.Bar(x=[p["probability"] for p in top][::-1], y=[p["label"] for p in top][::-1],
-                           orientation="h", text=[f"{p['probability']:.1%}" for p in top][::-1]))
-    fig.update_layout(height=60 + 30 * len(top), margin={"t": 10, "b": 10, "l": 10}, xaxis_range=[0, 1])
-    return fig
-
-
 def compare_curves(series: dict[str, list[dict]], metric: str = "val_accuracy") -> go.Figure:
     fig = go.Figure()
     for name, history in series.items():

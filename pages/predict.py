@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from pages import charts, ui
+from pages import ui
 from tl_core import jobs
 
 ui.route_through_app()
@@ -25,6 +25,7 @@ photo = st.camera_input("Or take a photo", key="predict_camera") if st.toggle("U
 images = list(uploads or []) + ([photo] if photo else [])
 if not images:
     st.info("Upload one or more images (or take a photo) to see the model's top labels.")
+    ui.predictor_for(run)  # load the model while the user picks images
     st.stop()
 
 predictor = ui.predictor_for(run)
@@ -40,7 +41,9 @@ for image, result in zip(images, predictor.predict_each([image.getvalue() for im
         left, right = st.columns([1, 2])
         left.image(image.getvalue(), width=200, caption=image.name)
         right.markdown(f"**{top[0]['label']}** ({top[0]['probability']:.1%})")
-        right.plotly_chart(charts.top_k_bars(top), key=f"predict_bars_{len(rows)}")
+        # plain bars, not a chart per image: many users predicting at once each redraw these on every upload
+        for guess in top:
+            right.progress(guess["probability"], text=f"{guess['label']}: {guess['probability']:.1%}")
 if rows:
     table = pd.DataFrame(rows)
     st.dataframe(table, hide_index=True, key="predict_table")

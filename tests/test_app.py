@@ -127,7 +127,10 @@ def test_data_page_imports_an_uploaded_zip_and_reports_skipped_files(tmp_path):
     assert datasets.load_dataset("uploaded colors").manifest["skipped"][0]["file"].endswith("broken.png")
 
 
-def test_predict_page_labels_uploaded_images_and_offers_csv(seeded, tmp_path):
+def test_predict_page_labels_uploaded_images_and_offers_csv(seeded, tmp_path, monkeypatch):
+    import keras
+    clears = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: clears.append(1))
     dataset, run = seeded
     at = open_page("pages/predict.py")
     uploader = at.get("file_uploader")[0]
@@ -141,6 +144,9 @@ def test_predict_page_labels_uploaded_images_and_offers_csv(seeded, tmp_path):
     assert list(table["image"]) == [item["path"].split("/")[-1] for item in dataset.items[:3]]
     assert set(table["top1"]) <= set(dataset.classes)
     assert at.get("download_button")
+    # Streamlit would clear Keras after every rerun, dropping TensorFlow's kernels (~0.3 s per prediction)
+    at.slider(key="predict_topk").set_value(1).run()
+    assert clears == [] and list(at.dataframe[-1].value["top1"]) == list(table["top1"])
 
 
 def test_real_photos_end_to_end_server_import_train_results_predict(stop_worker, monkeypatch):
