@@ -11,8 +11,9 @@ show before the next, as a person would. Every upload is one request; its latenc
 screen. The work is bounded: users x images requests, each with a timeout.
 
 Prints one line per user, then ``key=value`` lines: requests, errors, throughput_rps, p50_s, p95_s,
-max_s, labels_right (shown label equals the photo's folder). The browser pages share this machine's
-CPU with the server, so latencies include the client's rendering too.
+max_s, labels_right (shown label equals the photo's folder) and server_cpu_s_per_request. The browser
+pages share this machine's CPU with the server, so latencies include the client's rendering too; the
+server's own CPU per request says what it could serve with the browsers elsewhere.
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def prepare_model(env: dict, data: Path, size: int | None) -> None:
 
 @contextmanager
 def app_server(env: dict, log_path: Path):
-    """The README's app command on a free loopback port; yields its URL."""
+    """The README's app command on a free loopback port; yields (URL, server process)."""
     port = free_port()
     with open(log_path, "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
@@ -95,7 +96,7 @@ def app_server(env: dict, log_path: Path):
                 if time.time() > deadline or server.poll() is not None:
                     raise RuntimeError("app did not become healthy:\n" + log_path.read_text()[-3000:])
                 time.sleep(0.5)
-        yield url
+        yield url, server
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
@@ -146,7 +147,7 @@ async def predict_one_by_one(page, result: "UserResult", photos: list[tuple[Path
 
 
 async def drive(url: str, users: int, per_user: int, photos: list[tuple[Path, str]], timeout_s: float,
-                chromium: str) -> tuple[list[UserResult], float]:
+                chromium: str, all_open=lambda: None) -> tuple[list[UserResult], float]:
     """Open every user's page, then have all of them predict at once; returns results and the wall time."""
     from playwright.async_api import async_playwright
     async with async_playwright() as p:
@@ -155,12 +156,19 @@ async def drive(url: str, users: int, per_user: int, photos: list[tuple[Path, st
         pages = await asyncio.gather(*(open_predict_page(browser, url, r, timeout_s) for r in results))
         # each user gets its own slice of photos (wrapping round when there are fewer photos than requests)
         work = [[photos[(u * per_user + i) % len(photos)] for i in range(per_user)] for u in range(users)]
+        all_open()
         start = time.perf_counter()
         await asyncio.gather(*(predict_one_by_one(page, r, work[r.user], timeout_s)
                                for page, r in zip(pages, results) if page is not None))
         wall = time.perf_counter() - start
         await browser.close()
     return results, wall
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -187,8 +195,11 @@ def run_load(data: Path, users: int, per_user: int, size: int | None = None, tim
         prepare_model(env, data, size)
         print(f"model trained in {time.perf_counter() - t0:.1f}s", flush=True)
         photos = val_photos(data)
-        with app_server(env, tmp / "app.log") as url:
-            results, wall = asyncio.run(drive(url, users, per_user, photos, timeout_s, chromium))
+        with app_server(env, tmp / "app.log") as (url, server):
+            cpu_at = []   # server CPU when every page is open (model loaded), to count predictions only
+            results, wall = asyncio.run(drive(url, users, per_user, photos, timeout_s, chromium,
+                                              all_open=lambda: cpu_at.append(cpu_seconds(server.pid))))
+            server_cpu = cpu_seconds(server.pid) - cpu_at[0]
         if any(r.errors for r in results):
             print("server log (last lines):\n" + (tmp / "app.log").read_text()[-4000:])
     latencies = [x for r in results for x in r.latencies]
@@ -201,7 +212,9 @@ def run_load(data: Path, users: int, per_user: int, size: int | None = None, tim
                "wall_s": round(wall, 2), "throughput_rps": round(len(latencies) / wall, 2),
                "p50_s": round(percentile(latencies, 0.50), 3), "p95_s": round(percentile(latencies, 0.95), 3),
                "max_s": round(max(latencies, default=float("nan")), 3),
-               "labels_right": sum(r.right for r in results)}
+               "labels_right": sum(r.right for r in results),
+               # what the server itself spent per prediction: its capacity if the browsers ran elsewhere
+               "server_cpu_s_per_request": round(server_cpu / max(1, len(latencies)), 3)}
     for key, value in summary.items():
         print(f"{key}={value}")
     return summary

@@ -42,7 +42,7 @@ def app_url(tmp_path, keras_home_copy):
     env = {**os.environ, "TL_HOME": str(tmp_path / "workspace"), "KERAS_HOME": str(keras_home_copy),
            "TL_WORKER_IDLE_EXIT": "20", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("TL_PASSWORD", None)
-    with app_server(env, tmp_path / "app.log") as url:   # README's app command on a free loopback port
+    with app_server(env, tmp_path / "app.log") as (url, _):   # README's app command on a free loopback port
         yield url
     worker = tmp_path / "workspace" / "worker.pid"
     if worker.exists():
@@ -56,7 +56,7 @@ def test_deep_link_on_a_fresh_server_still_asks_for_the_password(tmp_path, keras
     """The first request a new server gets can be a bookmarked /predict: it must pass the gate too."""
     env = {**os.environ, "TL_HOME": str(tmp_path / "workspace"), "KERAS_HOME": str(keras_home_copy),
            "TL_PASSWORD": "open sesame"}
-    with app_server(env, tmp_path / "app.log") as url, playwright.sync_playwright() as p:
+    with app_server(env, tmp_path / "app.log") as (url, _), playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS, headless=True)
         for path in ("predict", "results?run=x", "ui"):
             page = browser.new_page()
