@@ -114,3 +114,31 @@ def test_password_gate_blocks_every_page_until_the_password_is_given(monkeypatch
     at.text_input(key="password_input").set_value("open sesame").run()
     assert not at.exception
     assert "Next step" in [s.value for s in at.subheader]
+
+
+OIDC = {"auth": {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "not-a-real-secret",
+                 "client_id": "studio", "client_secret": "not-a-real-secret",
+                 "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration"}}
+
+
+def test_openid_connect_gates_pages_with_st_login_and_runs_record_who_started_them(colors, monkeypatch):
+    monkeypatch.setenv("TL_PASSWORD", "ignored when OpenID Connect is configured")
+    monkeypatch.setattr(jobs, "ensure_worker", lambda: False)   # the queued run is what this test reads
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)
+    at.secrets.update(OIDC)
+    at.user.update({"is_logged_in": False})
+    at.run()
+    assert [b.label for b in at.button] == ["Log in"] and not at.text_input   # st.login, not the password
+    assert not at.subheader and not at.sidebar.caption
+
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)
+    at.secrets.update(OIDC)
+    at.user.update({"is_logged_in": True, "email": "ana@example.com", "name": "Ana"})
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.number_input(key="train_epochs").set_value(1).run()
+    at.button(key="train_start").click().run()
+    run = jobs.queue()[0]
+    assert run.status()["user"] == "ana@example.com"
+    assert "queued by ana@example.com" in run.log_text()
