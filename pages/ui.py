@@ -78,8 +78,14 @@ def current_user() -> str | None:
     return None
 
 
-@st.fragment(run_every=3)
 def sidebar_status() -> None:
+    """Device, workspace and jobs; refreshed every 3 s while a job is queued or running, else every 15 s
+    (every open browser tab reruns this: with many users idle, a slower poll keeps the server free)."""
+    busy = bool(jobs.queue() or jobs.active())
+    st.fragment(_sidebar_status_body, run_every=3 if busy else 15)()
+
+
+def _sidebar_status_body() -> None:
     st.caption(f"Device: **{device.describe()}**")
     st.caption(f"Workspace: `{home()}`")
     running = jobs.active()

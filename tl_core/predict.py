@@ -42,6 +42,8 @@ class Predictor:
         # one traced graph, reused for every call and batch size (no per-call model.predict set-up)
         self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec],
                                     reduce_retracing=True)
+        # trace now, once: many users' first predictions arriving together would each trace it
+        self._forward(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.float32))
         self._seen: OrderedDict[str, np.ndarray] = OrderedDict()
         self._seen_lock = threading.Lock()  # many Streamlit sessions share one predictor
 
