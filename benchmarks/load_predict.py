@@ -179,13 +179,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_load(data: Path, users: int, per_user: int, size: int | None = None, timeout_s: float = 120,
-             keras_home: Path | None = None, workdir: Path | None = None) -> dict:
+             keras_home: Path | None = None) -> dict:
     """Set up, load the app, and return the summary (also printed)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         raise SystemExit("Debian's chromium is needed (apt-get install chromium).")
     with tempfile.TemporaryDirectory(prefix="tl_load_") as tmp:
-        tmp = Path(workdir or tmp)
+        tmp = Path(tmp)
         home = tmp / "keras_home"
         shutil.copytree(keras_home or SHARED / "keras_home", home, dirs_exist_ok=True)
         env = {**os.environ, "TL_HOME": str(tmp / "workspace"), "KERAS_HOME": str(home),

@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from tl_core import device, jobs
-from tl_core.runs import Run
+from tl_core.runs import ACTIVE, Run
 from tl_core.workspace import home
 
 
@@ -81,7 +81,7 @@ def current_user() -> str | None:
 def sidebar_status() -> None:
     """Device, workspace and jobs; refreshed every 3 s while a job is queued or running, else every 15 s
     (every open browser tab reruns this: with many users idle, a slower poll keeps the server free)."""
-    busy = bool(jobs.queue() or jobs.active())
+    busy = any(run.state in ACTIVE for run in jobs.refresh_states())
     st.fragment(_sidebar_status_body, run_every=3 if busy else 15)()
 
 

@@ -15,8 +15,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from .config import TrainConfig
@@ -117,11 +117,10 @@ class _Child:
 
 
 def _start_child(run: Run, slot: int, slots: int) -> _Child:
-    err = open(run.path("process.log"), "ab")
-    process = subprocess.Popen([sys.executable, "-m", "tl_core", "execute", str(run.root)],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                               cwd=str(Path(__file__).resolve().parents[1]), env=_slot_env(slot, slots))
-    err.close()
+    with open(run.path("process.log"), "ab") as err:  # the child keeps its own copy of the handle
+        process = subprocess.Popen([sys.executable, "-m", "tl_core", "execute", str(run.root)],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                   cwd=str(Path(__file__).resolve().parents[1]), env=_slot_env(slot, slots))
     return _Child(run, process, slot)
 
 

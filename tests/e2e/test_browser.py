@@ -9,31 +9,22 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from benchmarks.load_predict import app_server
+from benchmarks.load_predict import CHROMIUM_ARGS as BROWSER_ARGS, app_server
 
+from . import CHROMIUM, require_chromium
 from ..conftest import HYMENOPTERA, REPO, require_shared
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = REPO / "artifacts" / "screenshots"
 # Streamlit probes /<page>/_stcore/{health,host-config} before the root ones when a sub-page URL is
 # loaded directly (a reload); those 404s are its known behaviour (streamlit/streamlit#7074), nothing else is.
 STREAMLIT_DEEP_LINK_PROBE = re.compile(r"status of 404 .* at http://127\.0\.0\.1:\d+/[\w-]+/_stcore/(health|host-config)$")
-BROWSER_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-default-apps", "--disable-extensions"]
 
-if not CHROMIUM:
-    message = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
-
+require_chromium()
 playwright = pytest.importorskip("playwright.sync_api")
 
 

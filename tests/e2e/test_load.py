@@ -1,18 +1,12 @@
 """A small run of the load test (benchmarks/load_predict.py): several browser users predicting at once."""
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
+from . import require_chromium
 from ..conftest import HYMENOPTERA, require_shared
 
-if not (shutil.which("chromium") or shutil.which("chromium-browser")):
-    message = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
+require_chromium()
 pytest.importorskip("playwright.async_api")
 
 
