@@ -80,7 +80,7 @@ def part_tutorial(data: Path, epochs: int) -> dict:
 def part_ours(data: Path, epochs: int) -> dict:
     from tl_core.config import TrainConfig
     from tl_core.datasets import resolve_dataset
-    from tl_core.train import train
+    from tl_core.training import train
     start = time.time()
     resolve_dataset(str(data))
     imported = time.time()
@@ -138,7 +138,7 @@ def part_finetune_tutorial(data: Path, epochs: int) -> dict:
 
 def part_finetune_ours(data: Path, epochs: int) -> dict:
     from tl_core.config import TrainConfig
-    from tl_core.train import train
+    from tl_core.training import train
     depth = _fine_tune_depth()
     start = time.time()
     run, metrics = train(TrainConfig(data=str(data), base="MobileNetV2", alpha=ALPHA, size=SIZE, freeze_depth=depth,
@@ -154,12 +154,12 @@ def part_predict(data: Path, epochs: int) -> dict:
     from tl_core.config import TrainConfig
     from tl_core.images import load_array
     from tl_core.predict import Predictor
-    from tl_core.train import train
+    from tl_core.training import train
     run, _ = train(TrainConfig(data=str(data), base="MobileNetV2", alpha=ALPHA, size=SIZE, epochs=2))
     images = sorted(p for p in splits(data)[1].rglob("*") if p.is_file())[:40]
     ours, theirs = [], []
     predictor = Predictor.from_run(run)
-    model = keras.models.load_model(run.model_path)
+    model = keras.models.load_model(run.artifacts.model_path)
     for path in images[:3]:  # warm-up both
         predictor.predict([path]), model.predict(load_array(path, SIZE)[None].astype("float32"), verbose=0)
     for path in images:

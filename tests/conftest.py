@@ -80,8 +80,8 @@ def zip_folder(folder: Path, zip_path: Path, prefix: str = "") -> Path:
 def stop_worker():
     """Kill the workspace's background worker (if a test started one) when the test ends."""
     yield
-    from tl_core import jobs
-    pid = jobs.worker_pid()
+    from tl_core.backends.local import worker_pid
+    pid = worker_pid()
     if pid:
         try:
             os.kill(pid, 9)

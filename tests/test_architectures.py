@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tl_core import architectures
+from tl_core import architectures, freeze
 from tl_core.workspace import TLError
 
 REQUIRED = ["MobileNetV2", "MobileNet", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "EfficientNetB1",
@@ -85,5 +85,5 @@ def test_real_weights_load_offline_from_keras_home():
 @pytest.mark.parametrize("name", ["MobileNetV2", "MobileNetV3Small", "VGG16", "EfficientNetB0"])
 def test_listed_parameter_counts_match_the_built_base(name):
     arch = architectures.get(name)
-    description = architectures.describe(name, arch.default_alpha, arch.default_size)
+    description = freeze.describe(name, arch.default_alpha, arch.default_size)
     assert description["params"] == arch.params

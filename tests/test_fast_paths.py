@@ -13,7 +13,7 @@ from tl_core import datasets
 from tl_core.config import TrainConfig
 from tl_core.evaluate import Interpretation
 from tl_core.images import load_array
-from tl_core.train import train
+from tl_core.training import train
 
 from .conftest import REPO, make_class_folders, noisy_image
 
@@ -106,8 +106,8 @@ def _python(code: str, env_extra=None, timeout=300):
 
 
 def test_pages_paint_without_importing_tensorflow(colors):
-    from tl_core import architectures
-    architectures.describe("MobileNetV2", 0.35, 224)  # the Train page's default base, described once per install
+    from tl_core import freeze
+    freeze.describe("MobileNetV2", 0.35, 224)  # the Train page's default base, described once per install
     out = _python("""
         import sys
         from streamlit.testing.v1 import AppTest
@@ -128,7 +128,7 @@ def test_mirrored_strategy_trains_with_two_replicas_on_cpu(colors, tmp_path):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from tl_core.config import TrainConfig
         from tl_core.predict import Predictor
-        from tl_core.train import train
+        from tl_core.training import train
         cfg = TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2, batch_size=8,
                           freeze_depth=116, distribute="mirrored")
         run, metrics = train(cfg, {str(tmp_path / 'mirrored')!r})
@@ -147,7 +147,7 @@ def test_predictor_compiles_once_for_any_batch_size(colors, tmp_path):
     paths = [colors.root / item["path"] for item in colors.items[:5]]
     for count in (1, 2, 5, 1):
         predictor.predict(paths[:count])
-    assert predictor._forward.experimental_get_tracing_count() == 1
+    assert predictor.loaded._forward.traces == 1  # traced once, at load
 
 
 def test_predictor_remembers_images_it_has_seen_and_computes_only_new_ones(colors, tmp_path):

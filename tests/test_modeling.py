@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from tl_core import architectures, modeling
-from tl_core.config import TrainConfig, parse_depth
+from tl_core import freeze, modeling
+from tl_core.config import TrainConfig
+from tl_core.freeze import parse_depth
 from tl_core.workspace import TLError
 
 
@@ -37,22 +38,22 @@ def test_freeze_depth_counts_from_input_and_reports_params():
     layers = built.base.layers
     assert built.frozen_layers == 100
     assert all(not l.trainable for l in layers[:100])
-    assert all(l.trainable != modeling.keeps_inference_mode(l) for l in layers[100:])
+    assert all(l.trainable != freeze.keeps_inference_mode(l) for l in layers[100:])
     counts = modeling.parameter_counts(built.model)
     assert counts["trainable"] > 3 * (1280 + 1) and counts["frozen"] > 0
-    assert modeling.first_trainable_layer(built.base) == next(l.name for l in layers[100:] if l.trainable_weights)
+    assert freeze.first_trainable_layer(built.base) == next(l.name for l in layers[100:] if l.trainable_weights)
     all_frozen = modeling.build_classifier(_cfg(freeze_depth="all"), 3)
     assert modeling.parameter_counts(all_frozen.model)["trainable"] == 1280 * 3 + 3
 
 
 def test_freeze_summary_without_building_agrees_with_built_model():
-    description = architectures.describe("MobileNetV2", 0.35, 64)
-    summary = architectures.freeze_summary(description, 100)
+    description = freeze.describe("MobileNetV2", 0.35, 64)
+    summary = freeze.preview(description, 100)
     built = modeling.build_classifier(_cfg(freeze_depth=100, augment=False), 3)
     base_counts = modeling.parameter_counts(built.base)
     assert summary["base_trainable_params"] == base_counts["trainable"]
     assert summary["base_frozen_params"] == base_counts["frozen"]
-    assert summary["first_trainable_layer"] == modeling.first_trainable_layer(built.base)
+    assert summary["first_trainable_layer"] == freeze.first_trainable_layer(built.base)
 
 
 def test_base_runs_in_inference_mode_even_when_trainable():

@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 
-from tl_core import datasets, modeling
+from tl_core import datasets, freeze, modeling
 from tl_core.config import TrainConfig
 from tl_core.evaluate import Interpretation
 from tl_core.predict import Predictor
 from tl_core.runs import Run, new_run
-from tl_core.train import execute, train
+from tl_core.training import execute, train
 from tl_core.workspace import TLError
 
 from .conftest import make_class_folders
@@ -37,7 +37,7 @@ def _changed(before, after):
 
 def _base_of(run):
     import keras
-    model = keras.models.load_model(run.model_path, safe_mode=True)
+    model = keras.models.load_model(run.artifacts.model_path, safe_mode=True)
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
@@ -52,9 +52,9 @@ def test_partly_frozen_plain_path_changes_only_unfrozen_layers(colors, tmp_path)
         if a.weights:
             changed[index] = not all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
     assert not any(changed[i] for i in changed if i < 120), "a frozen layer's weights changed"
-    unfrozen_trainable = [i for i in changed if i >= 120 and not modeling.keeps_inference_mode(original.layers[i])]
+    unfrozen_trainable = [i for i in changed if i >= 120 and not freeze.keeps_inference_mode(original.layers[i])]
     assert unfrozen_trainable and all(changed[i] for i in unfrozen_trainable)
-    bn_after_cut = [i for i in changed if i >= 120 and modeling.keeps_inference_mode(original.layers[i])]
+    bn_after_cut = [i for i in changed if i >= 120 and freeze.keeps_inference_mode(original.layers[i])]
     assert bn_after_cut and not any(changed[i] for i in bn_after_cut), "BatchNorm statistics must not move"
     kinds = {e["kind"] for e in events}
     assert {"batch", "epoch"} <= kinds
@@ -73,7 +73,7 @@ def test_fine_tune_phase_trains_only_what_it_unfroze(colors, tmp_path):
         if not a.weights:
             continue
         same = all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
-        if index < 140 or modeling.keeps_inference_mode(a):
+        if index < 140 or freeze.keeps_inference_mode(a):
             assert same, f"layer {index} {a.name} should have stayed frozen"
         else:
             assert not same, f"layer {index} {a.name} was unfrozen but did not train"
@@ -83,10 +83,10 @@ def test_fine_tune_phase_trains_only_what_it_unfroze(colors, tmp_path):
 def test_saved_run_reloads_and_predicts_the_same_probabilities(colors, tmp_path):
     run, metrics = train(small(), tmp_path / "run")
     assert metrics["training_path"] == "cached-features"
-    saved = Interpretation.load(run.path("predictions.csv"), run.class_names())
+    saved = Interpretation.load(run.path("predictions.csv"), run.artifacts.class_names())
     predictor = Predictor.from_run(Run(run.root))
     files = [colors.root / f for f in saved.files]
-    again = np.array([[p["probability"] for p in sorted(top, key=lambda p: run.class_names().index(p["label"]))]
+    again = np.array([[p["probability"] for p in sorted(top, key=lambda p: run.artifacts.class_names().index(p["label"]))]
                       for top in predictor.predict(files, top_k=3)])
     np.testing.assert_allclose(again, saved.probs, atol=1e-5)
     from PIL import Image
@@ -130,7 +130,7 @@ def test_cancel_stops_training_and_keeps_history(colors, tmp_path):
     assert execute(run, cancel_after_first_epoch) == {}
     assert run.state == "cancelled"
     assert len(run.history()) == 1
-    assert not run.model_path.exists()
+    assert not run.artifacts.model_path.exists()
 
 
 def test_failure_is_recorded_with_its_reason(tmp_path):

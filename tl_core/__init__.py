@@ -1,17 +1,22 @@
 """Transfer Learning Studio core: datasets, model zoo, training runs, evaluation and prediction.
 
-Modules, one per stage (none imports streamlit; only modeling/features/train/predict import Keras):
+Modules, one per stage (none imports streamlit; only modeling, freeze's graph helpers, features,
+training, model_handle and predict import Keras):
 - ``workspace``: the ``$TL_HOME`` folder and atomic writes
 - ``images``: decoding bytes to upright RGB pixels, the same everywhere
 - ``datasets``: importing zips, folders and uploads into checked, split datasets
 - ``architectures``: the registry of keras.applications bases and their weights files
-- ``config``: ``TrainConfig``, saved as JSON in each run
-- ``modeling``: building the end-to-end model and setting the freeze depth
+- ``freeze``: freeze depth: parsing, applying, previewing, checking, clean cuts (private Keras graph access)
+- ``config``: ``TrainConfig`` (saved as JSON in each run), the head kinds and optimizers
+- ``modeling``: building the end-to-end model: preprocessing inside, base, new head
 - ``features``: the cache of frozen-base features
-- ``train``: running a config into a run folder
+- ``training``: running a config into a run folder, one unit per training path
 - ``evaluate``: the ``Interpretation`` of validation predictions
-- ``predict``: loading a run and classifying images
-- ``runs`` / ``jobs``: run folders, and the background worker and queue the app uses
+- ``runs``: run folders and their lifecycle; ``artifacts``: every file training produces
+- ``model_handle``: ``LoadedModel``, a trained run's model and its parts, for either head kind
+- ``predict``: classifying images with a loaded model
+- ``backends``: the seam between the app and what executes jobs (``local``: a worker on this host)
+- ``device``: accelerator, precision and distribution policy, process identity
 """
 from .workspace import TLError
 

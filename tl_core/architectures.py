@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Callable, Optional
 
-from .workspace import TLError, cache_dir, read_json, write_json
+from .workspace import TLError
 
 
 def _mobilenet_file(alpha: float, size: int) -> str:
@@ -156,7 +155,7 @@ def find_weights(arch: Architecture, alpha: Optional[float], size: int) -> Optio
     return None
 
 
-def availability(alpha_by_name: Optional[dict] = None) -> list[dict]:
+def availability() -> list[dict]:
     """Each base's metadata and whether some alpha of it has weights on disk."""
     rows = []
     for entry in _ENTRIES:
@@ -169,53 +168,3 @@ def availability(alpha_by_name: Optional[dict] = None) -> list[dict]:
                      "weights_offline": bool(offline)})
     return rows
 
-
-def keeps_inference_mode_type(layer_type: str) -> bool:
-    return layer_type == "BatchNormalization"
-
-
-def describe(name: str, alpha: Optional[float] = None, size: Optional[int] = None) -> dict:
-    """Layer names and per-layer parameter counts of a base, cached on disk.
-
-    The first call for a base builds it without weights (imports Keras); later calls read JSON, so
-    pages can show the freeze-depth slider without loading TensorFlow.
-    """
-    arch = get(name)
-    alpha = arch.check_alpha(alpha)
-    size = arch.check_size(size)
-    memo_path = cache_dir() / "base_descriptions.json"
-    memo = read_json(memo_path, {})
-    key = f"{arch.name}|{alpha}|{size}|keras-{version('keras')}|bn-frozen|cuts"
-    if key not in memo:
-        import keras
-        import numpy as np
-        from .modeling import build_base, clean_cuts, keeps_inference_mode
-        base = build_base(arch.name, alpha, size, weights=None)
-        layers = [{"name": layer.name, "type": type(layer).__name__,
-                   "params": int(sum(np.prod(w.shape) for w in layer.weights)),
-                   "trainable_params": 0 if keeps_inference_mode(layer) else
-                   int(sum(np.prod(w.shape) for w in layer.trainable_weights))}
-                  for layer in base.layers]
-        memo = read_json(memo_path, {})
-        memo[key] = {"name": arch.name, "alpha": alpha, "size": size, "num_layers": len(layers),
-                     "params": int(base.count_params()), "feature_dim": int(base.output.shape[-1]),
-                     "clean_cuts": clean_cuts(base), "layers": layers}
-        write_json(memo_path, memo)
-        keras.backend.clear_session()
-    return memo[key]
-
-
-def freeze_summary(description: dict, depth) -> dict:
-    """What a freeze depth means for a base, without building it: the cut, trainable and frozen params."""
-    from .config import parse_depth
-    layers = description["layers"]
-    frozen = parse_depth(depth, len(layers))
-    trainable = sum(l["trainable_params"] for l in layers[frozen:])
-    total = sum(l["params"] for l in layers)
-    cut = next((l["name"] for l in layers[frozen:] if l["trainable_params"]), None)
-    cuts = description.get("clean_cuts", [])
-    return {"frozen_layers": frozen, "num_layers": len(layers), "first_trainable_layer": cut,
-            "base_trainable_params": trainable, "base_frozen_params": total - trainable,
-            "clean_cut": frozen in cuts or frozen in (0, len(layers)),
-            "nearest_clean_cuts": [max([c for c in cuts if c < frozen], default=None),
-                                   min([c for c in cuts if c > frozen], default=None)]}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import architectures, datasets
+from .config import HEADS, OPTIMIZERS
 from .workspace import TLError
 
 
@@ -29,7 +30,7 @@ def cmd_models(args) -> int:
               f"{', '.join(map(str, row['alphas'])) or '-'}")
     if args.details:
         _quiet_tensorflow()
-        from .architectures import describe as describe_base
+        from .freeze import describe as describe_base
         for row in rows:
             d = describe_base(row["name"])
             print(f"{row['name']}: {d['num_layers']} layers, {d['params']:,} parameters, features {d['feature_dim']}")
@@ -77,7 +78,7 @@ def _config_from_args(args):
 
 def cmd_train(args) -> int:
     _quiet_tensorflow()
-    from .train import train
+    from .training import train
 
     def progress(event):
         if event["kind"] == "epoch":
@@ -118,9 +119,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from .runs import list_runs
-    for run in list_runs():
-        run.check_alive()
+    from .backends import get_backend
+    for run in get_backend().refresh():
         row = run.summary()
         acc = row["final_val_accuracy"]
         print(f"{row['run']}\t{row['state']}\t{row['dataset']}\t{row['base']}\t"
@@ -130,7 +130,7 @@ def cmd_runs(args) -> int:
 
 def cmd_worker(args) -> int:
     _quiet_tensorflow()
-    from .jobs import worker_loop
+    from .backends.local import worker_loop
     worker_loop(idle_exit_s=args.idle_exit)
     return 0
 
@@ -138,7 +138,7 @@ def cmd_worker(args) -> int:
 def cmd_execute(args) -> int:
     _quiet_tensorflow()
     from .runs import get_run
-    from .train import execute
+    from .training import execute
     run = get_run(args.run)
     if run.state != "queued":
         raise TLError(f"Run {run.id!r} is {run.state}, not queued.")
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int)
     p.add_argument("--freeze-depth", default="all", help="frozen base layers from the input: N, a fraction or 'all'")
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
-    p.add_argument("--optimizer")
+    p.add_argument("--optimizer", type=str.lower, choices=OPTIMIZERS)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--dropout", type=float)
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--no-early-stopping", action="store_true")
-    p.add_argument("--head", default="keras", choices=["keras", "logreg", "svm"])
+    p.add_argument("--head", default="keras", choices=list(HEADS))
     p.add_argument("--fine-tune-depth")
     p.add_argument("--fine-tune-epochs", type=int)
     p.add_argument("--fine-tune-lr", type=float)

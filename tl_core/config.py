@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 from . import architectures
+from .freeze import Depth
 from .workspace import TLError
 
-HEADS = ("keras", "logreg", "svm")
+# The head kinds and optimizers a run can use, with the words pages and the CLI show for them.
+HEADS = {"keras": "Keras head (dense)", "logreg": "Logistic regression on embeddings",
+         "svm": "SVM on embeddings"}
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-Depth = Union[int, float, str]
 
 
 @dataclass
@@ -49,7 +51,6 @@ class TrainConfig:
     xla: bool = False
     distribute: str = "auto"               # auto (all GPUs) | none | mirrored
     classifier_c: float = 1.0              # regularisation of the logreg / svm heads
-    extra: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
         """Checks every field and fills in base-dependent defaults; errors quote the bad value."""
@@ -64,7 +65,7 @@ class TrainConfig:
         if cfg.resize not in ("crop", "squash"):
             raise TLError(f"Unknown resize mode {cfg.resize!r}; choose 'crop' or 'squash'.")
         if cfg.head not in HEADS:
-            raise TLError(f"Unknown head {cfg.head!r}; choose one of {HEADS}.")
+            raise TLError(f"Unknown head {cfg.head!r}; choose one of {tuple(HEADS)}.")
         if cfg.optimizer.lower() not in OPTIMIZERS:
             raise TLError(f"Unknown optimizer {cfg.optimizer!r}; choose one of {OPTIMIZERS}.")
         cfg.optimizer = cfg.optimizer.lower()
@@ -95,6 +96,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, payload: dict) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        payload = {k: v for k, v in payload.items() if not (k == "extra" and not v)}  # older runs saved extra={}
         unknown = set(payload) - known
         if unknown:
             raise TLError(f"Unknown training settings {sorted(unknown)}; known ones are {sorted(known)}.")
@@ -104,21 +106,3 @@ class TrainConfig:
     def load(cls, path: Path) -> "TrainConfig":
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
-
-def parse_depth(value: Depth, num_layers: int) -> int:
-    """Freeze depth -> number of frozen base layers: an int, 'all', 'none' or a fraction in (0, 1)."""
-    text = str(value).strip().lower()
-    if text == "all":
-        return num_layers
-    if text == "none":
-        return 0
-    try:
-        number = float(text)
-    except ValueError:
-        raise TLError(f"Freeze depth must be a layer count, a fraction or 'all'; got {value!r}.") from None
-    if 0 < number < 1 and ("." in text or isinstance(value, float)):
-        return int(round(number * num_layers))
-    if number != int(number) or not (0 <= number <= num_layers):
-        raise TLError(f"Freeze depth {value!r} is out of range: this base has {num_layers} layers "
-                      f"(use 0..{num_layers}, a fraction like 0.7, or 'all').")
-    return int(number)

@@ -70,13 +70,6 @@ class Dataset:
         splits = self.manifest["split_counts"]
         return "val" if splits.get("val") else "test"
 
-    def paths_and_labels(self, split: str) -> tuple[list[Path], np.ndarray]:
-        index = {name: i for i, name in enumerate(self.classes)}
-        items = self.split_items(split)
-        paths = [self.root / item["path"] for item in items]
-        labels = np.array([index[item["class"]] for item in items], dtype=np.int64)
-        return paths, labels
-
     @property
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]

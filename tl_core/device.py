@@ -1,9 +1,11 @@
-"""Which accelerator training will use, found without importing TensorFlow (so pages paint fast)."""
+"""Device policy: which accelerator training uses, its precision and distribution strategy, and which
+process is which. GPUs are found without importing TensorFlow (so pages paint fast)."""
 from __future__ import annotations
 
 import functools
 import shutil
 import subprocess
+from typing import Optional
 
 
 @functools.lru_cache(maxsize=1)
@@ -23,3 +25,31 @@ def describe() -> str:
     if not gpus:
         return "CPU"
     return ", ".join(gpus) if len(gpus) > 1 else gpus[0]
+
+
+def precision_policy(setting: str) -> str:
+    """'mixed_float16' with setting 'on', or 'auto' on a GPU host; else 'float32'."""
+    if setting == "on" or (setting == "auto" and gpu_names()):
+        return "mixed_float16"
+    return "float32"
+
+
+def strategy(setting: str):
+    """MirroredStrategy over all GPUs (setting 'auto' with several, or 'mirrored'), else the default one."""
+    import tensorflow as tf
+    gpus = tf.config.list_logical_devices("GPU")
+    if setting == "mirrored" or (setting == "auto" and len(gpus) > 1):
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+def process_start_time(pid: int) -> Optional[int]:
+    """The process's start time in clock ticks since boot (Linux), which with its PID identifies it:
+    after a reboot or PID reuse, the same number belongs to a process with another start time."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="utf-8") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    return int(fields[19]) if fields[0] != "Z" else None  # field 22 of stat; a zombie counts as gone

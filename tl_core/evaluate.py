@@ -11,12 +11,15 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .workspace import atomic_write_text
+
+if TYPE_CHECKING:
+    from .artifacts import Artifacts
 
 
 @dataclass
@@ -104,3 +107,10 @@ class Interpretation:
         y_true = np.array([int(r[1]) for r in rows], dtype=np.int64)
         probs = np.array([[float(v) for v in r[3:]] for r in rows], dtype=np.float64).reshape(len(rows), len(class_names))
         return cls(class_names, y_true, probs, files)
+
+
+def evaluate(artifacts: "Artifacts", class_names: list[str], y_true, probs, files: list[str]) -> dict:
+    """Interpret a model's validation probabilities, save them as the run's predictions, return the summary."""
+    interp = Interpretation(class_names, np.asarray(y_true), np.asarray(probs, dtype=np.float64), files)
+    artifacts.save_interpretation(interp)
+    return interp.summary()

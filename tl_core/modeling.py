@@ -7,16 +7,14 @@ every freeze depth, so they keep ImageNet statistics (inference mode) also while
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import keras
 import numpy as np
 
-from . import architectures
-from .config import TrainConfig, parse_depth
+from . import architectures, freeze
+from .config import OPTIMIZERS, TrainConfig
 from .workspace import TLError, cache_dir, read_json, write_json
 
 _CAFFE_MEAN = (103.939, 116.779, 123.68)
@@ -98,26 +96,6 @@ def weights_identity(cfg: TrainConfig) -> str:
     return memo[key]
 
 
-def keeps_inference_mode(layer) -> bool:
-    """BatchNorm layers stay frozen at every depth.
-
-    In Keras 3 a functional model passes its own ``training`` flag down to nested layers, overriding
-    the ``training=False`` recorded when the base was called; a frozen BatchNorm layer, though, always
-    runs in inference mode. Keeping them frozen is what keeps the base's statistics intact.
-    """
-    return isinstance(layer, keras.layers.BatchNormalization)
-
-
-def set_freeze_depth(base, depth) -> int:
-    """Freeze the first ``depth`` base layers (from the input), unfreeze the rest; returns the count."""
-    layers = base.layers
-    frozen = parse_depth(depth, len(layers))
-    base.trainable = frozen < len(layers)
-    for index, layer in enumerate(layers):
-        layer.trainable = index >= frozen and not keeps_inference_mode(layer)
-    return frozen
-
-
 def augmentation(cfg: TrainConfig, seed: int):
     steps = []
     if cfg.flip:
@@ -142,7 +120,7 @@ def build_classifier(cfg: TrainConfig, num_classes: int, with_augmentation: bool
     arch = architectures.get(cfg.base)
     keras.utils.set_random_seed(cfg.seed)
     base = build_base(arch.name, cfg.alpha, cfg.size, cfg.weights)
-    frozen = set_freeze_depth(base, cfg.freeze_depth)
+    frozen = freeze.apply(base, cfg.freeze_depth)
     preprocess = Preprocess(arch.preprocessing, name="preprocess")
     pool = keras.layers.GlobalAveragePooling2D(name="pool")
 
@@ -169,10 +147,15 @@ def build_head(feature_dim: int, num_classes: int, dropout: float) -> "keras.Mod
     return keras.Model(inputs, outputs, name="head")
 
 
+_OPTIMIZER_FACTORIES = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+                        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
+                        "rmsprop": keras.optimizers.RMSprop}
+
+
 def make_optimizer(name: str, learning_rate: float):
-    return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-            "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
-            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate=learning_rate)
+    if name not in OPTIMIZERS:
+        raise TLError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
+    return _OPTIMIZER_FACTORIES[name](learning_rate=learning_rate)
 
 
 def compile_classifier(model, optimizer: str, learning_rate: float, label_smoothing: float = 0.0,
@@ -192,86 +175,43 @@ def parameter_counts(model) -> dict:
     return {"trainable": trainable, "frozen": frozen, "total": trainable + frozen}
 
 
-def first_trainable_layer(base) -> Optional[str]:
-    return next((layer.name for layer in base.layers if layer.trainable and layer.trainable_weights), None)
-
-
-def save_json(path: Path, payload) -> None:
-    write_json(path, json.loads(json.dumps(payload, default=str)))
-
-
-def _base_node(layer, base):
-    """The layer's call inside the base's own graph (Keras keys those nodes '<id>_ib-<index>')."""
-    nodes = [node for index, node in enumerate(layer._inbound_nodes) if f"{id(layer)}_ib-{index}" in base._nodes]
-    return nodes[0] if len(nodes) == 1 else None
-
-
-def crossing_tensors(base, frozen: int) -> Optional[list]:
-    """Tensors that flow from the first ``frozen`` base layers into the rest (None: graph unclear)."""
-    layers = base.layers
-    frozen_ids = {id(layer) for layer in layers[:frozen]}
-    crossing = {}
-    for layer in layers[frozen:]:
-        node = _base_node(layer, base)
-        if node is None:
-            return None
-        for tensor in node.input_tensors:
-            if id(tensor._keras_history.operation) in frozen_ids:
-                crossing[id(tensor)] = tensor
-    return list(crossing.values())
-
-
-def clean_cuts(base) -> list[int]:
-    """Freeze depths at which exactly one tensor crosses the cut (between blocks)."""
-    return [depth for depth in range(1, len(base.layers))
-            if len(crossing_tensors(base, depth) or ()) == 1]
-
-
-def split_base(base, frozen: int):
-    """Cut the base after its first ``frozen`` layers: (prefix model, cut tensor shape, cut), or None.
-
-    A clean cut exists when exactly one tensor flows from the frozen layers into the trainable
-    ones (true between blocks of MobileNet/ResNet-style bases, not inside a residual block).
-    """
-    if not 0 < frozen < len(base.layers):
-        return None
-    crossing = crossing_tensors(base, frozen)
-    if not crossing or len(crossing) != 1:
-        return None
-    cut = crossing[0]
-    prefix = keras.Model(base.inputs, cut, name=f"{base.name}_prefix")
-    return prefix, tuple(cut.shape[1:]), cut
-
-
 def suffix_model(built: "Built", frozen: int):
-    """Cut tensor -> class probabilities, reusing the classifier's own layers (weights are shared,
-    so training it trains the saved model). None when the base has no clean cut there."""
-    split = split_base(built.base, frozen)
+    """(prefix, suffix) models for a base cut after ``frozen`` layers, or None without a clean cut there.
+
+    The prefix maps raw pixels to the cut tensor; the suffix maps it to class probabilities through
+    the classifier's own layers (weights shared, so training the suffix trains the saved model)."""
+    split = freeze.split_base(built.base, frozen)
     if split is None:
         return None
-    prefix, shape, cut = split
-    inputs = keras.Input(shape=shape, name="activations")
-    tensors = {id(cut): inputs}
-    for layer in built.base.layers[frozen:]:
-        node = _base_node(layer, built.base)
-        args, kwargs = node.arguments.fill_in(tensors)
-        outputs = layer(*args, **kwargs)
-        for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
-            tensors[id(old)] = new
-    x = tensors[id(built.base.outputs[0])]
+    prefix, cut = split
+    inputs = keras.Input(shape=tuple(cut.shape[1:]), name="activations")
+    x = freeze.replay_above(built.base, frozen, cut, inputs)
     x = built.model.get_layer("pool")(x)
     x = built.model.get_layer("dropout")(x)
-    outputs = built.model.get_layer("predictions")(x)
-    suffix = keras.Model(inputs, outputs, name="suffix")
+    suffix = keras.Model(inputs, built.model.get_layer("predictions")(x), name="suffix")
     pixels = keras.Input(shape=built.model.input_shape[1:], name="pixels")
     prefix_full = keras.Model(pixels, prefix(built.model.get_layer("preprocess")(pixels)), name="prefix")
     return prefix_full, suffix
 
 
-def compiled_forward(model):
+class CompiledForward:
     """One traced inference function for any batch size (``predict_on_batch`` retraces per new shape,
-    about a second each on CPU)."""
-    import tensorflow as tf
-    spec = tf.TensorSpec([None] + list(model.input_shape[1:]), tf.float32)
-    function = tf.function(lambda x: model(x, training=False), input_signature=[spec], reduce_retracing=True)
-    return lambda batch: function(tf.convert_to_tensor(batch, tf.float32)).numpy()
+    about a second each on CPU). Numpy in, numpy out."""
+
+    def __init__(self, model):
+        import tensorflow as tf
+        spec = tf.TensorSpec([None] + list(model.input_shape[1:]), tf.float32)
+        self._function = tf.function(lambda x: model(x, training=False), input_signature=[spec],
+                                     reduce_retracing=True)
+
+    def __call__(self, batch) -> np.ndarray:
+        import tensorflow as tf
+        return self._function(tf.convert_to_tensor(batch, tf.float32)).numpy()
+
+    @property
+    def traces(self) -> int:
+        return self._function.experimental_get_tracing_count()
+
+
+def compiled_forward(model) -> CompiledForward:
+    return CompiledForward(model)

@@ -11,62 +11,35 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import keras
 import numpy as np
 
-from . import modeling  # noqa: F401  (registers the Preprocess layer for loading)
 from .images import ImageRejected, ImageSource, load_array, load_batch
+from .model_handle import LoadedModel
 from .runs import Run, get_run
-from .workspace import TLError, read_json
 
 
 class Predictor:
     remembered = 4096  # images whose probabilities are kept (a few floats each)
 
-    def __init__(self, model_path: Path, class_names: list[str], input_size: int, head_path: Path | None = None,
-                 resize: str = "crop"):
-        import tensorflow as tf
-        self.model = keras.models.load_model(model_path, safe_mode=True, compile=False)
-        self.class_names = list(class_names)
-        self.input_size = int(input_size)
-        self.resize = resize
-        self.head = None
-        if head_path is not None and Path(head_path).exists():
-            import joblib
-            self.head = joblib.load(head_path)  # written by our own trainer, never a user upload
-        model = self.model
-        spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
-        # one traced graph, reused for every call and batch size (no per-call model.predict set-up)
-        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec],
-                                    reduce_retracing=True)
-        # trace now, once: many users' first predictions arriving together would each trace it
-        self._forward(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.float32))
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.class_names = loaded.class_names
+        self.input_size = loaded.input_size
+        self.resize = loaded.resize
+        loaded.warm_up()
         self._seen: OrderedDict[str, np.ndarray] = OrderedDict()
         self._seen_lock = threading.Lock()  # many Streamlit sessions share one predictor
 
     @classmethod
     def from_run(cls, run) -> "Predictor":
         run = run if isinstance(run, Run) else get_run(run)
-        info = read_json(run.path("model_info.json"))
-        if not info or not run.model_path.exists():
-            raise TLError(f"Run {run.id!r} has no saved model (state: {run.state}). Pick a finished run.")
-        head = run.path("head.joblib") if info.get("output") == "features" else None
-        return cls(run.model_path, info["class_names"], info["input_size"], head, info.get("resize", "squash"))
+        return cls(run.artifacts.load())
 
     def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(N, size, size, 3) raw pixels -> (N, classes) probabilities."""
-        outputs = []
-        for start in range(0, len(pixels), batch_size):
-            chunk = np.asarray(pixels[start:start + batch_size], dtype=np.float32)
-            outputs.append(np.asarray(self._forward(chunk)))
-        out = np.concatenate(outputs) if outputs else np.zeros((0, len(self.class_names)))
-        if self.head is not None:
-            out = self.head.predict_proba(out) if len(out) else np.zeros((0, len(self.class_names)))
-        return out.astype(np.float64)
-
+        return self.loaded.probabilities(pixels, batch_size)
     def _top(self, row: np.ndarray, top_k: int) -> list[dict]:
         k = max(1, min(top_k, len(self.class_names)))
         return [{"label": self.class_names[i], "probability": float(row[i])} for i in np.argsort(-row)[:k]]
@@ -105,6 +78,3 @@ class Predictor:
             results[index] = {"top_k": self._top(row, top_k)}
         return results
 
-
-def predict_files(run, files: Iterable, top_k: int = 3) -> list[list[dict]]:
-    return Predictor.from_run(run).predict(list(files), top_k)

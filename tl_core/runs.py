@@ -1,24 +1,28 @@
-"""Run folders: one per training run, holding everything it made and its state.
+"""Run folders: one per training run, with its settings and its lifecycle.
 
-``$TL_HOME/runs/<run id>/`` keeps ``config.json``, ``status.json`` (queued, running, finished,
-failed, cancelled or interrupted, with timestamps), ``progress.json`` (the latest progress event),
-``history.csv`` (one row per epoch), ``log.txt``, ``class_names.json``, ``model.keras``,
-``metrics.json`` and ``predictions.csv``. Nothing lives only in memory: any process can read a run.
+``$TL_HOME/runs/<run id>/`` keeps ``config.json`` (the ``TrainConfig``), ``status.json`` (queued,
+running, finished, failed, cancelled or interrupted, with timestamps), ``progress.json`` (the latest
+progress event), ``history.csv`` (one row per epoch), ``log.txt``, ``process.log`` (the training
+process's stderr) and ``cancel`` (a cancellation request). What training produces (model, head,
+checkpoints, metrics, predictions, exports) is named and read by ``artifacts.py``, reached as
+``run.artifacts``. Nothing lives only in memory: any process can read a run.
 """
 from __future__ import annotations
 
 import csv
 import io
-import os
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .artifacts import Artifacts
 from .config import TrainConfig
 from .workspace import TLError, atomic_write_text, read_json, runs_dir, safe_name, write_json
 
+CONFIG, STATUS, PROGRESS, HISTORY, LOG, PROCESS_LOG, CANCEL = (
+    "config.json", "status.json", "progress.json", "history.csv", "log.txt", "process.log", "cancel")
 ACTIVE = ("queued", "running")
 DONE = ("finished", "failed", "cancelled", "interrupted")
 HISTORY_FIELDS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
@@ -26,20 +30,6 @@ HISTORY_FIELDS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accurac
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
-
-
-def pid_alive(pid: Optional[int]) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError):
-        return False
-    try:  # a zombie child counts as dead
-        with open(f"/proc/{int(pid)}/stat", encoding="utf-8") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 @dataclass
@@ -53,13 +43,17 @@ class Run:
     def path(self, name: str) -> Path:
         return self.root / name
 
+    @property
+    def artifacts(self) -> Artifacts:
+        return Artifacts(self.root)
+
     # ---------------------------------------------------------------- config and status
     @property
     def config(self) -> TrainConfig:
-        return TrainConfig.load(self.path("config.json"))
+        return TrainConfig.load(self.path(CONFIG))
 
     def status(self) -> dict:
-        return read_json(self.path("status.json"), {"state": "unknown"})
+        return read_json(self.path(STATUS), {"state": "unknown"})
 
     @property
     def state(self) -> str:
@@ -71,25 +65,15 @@ class Run:
             status.setdefault("started", now())
         if state in DONE:
             status["finished"] = now()
-        write_json(self.path("status.json"), status)
+        write_json(self.path(STATUS), status)
         return status
-
-    def check_alive(self) -> str:
-        """Mark a run whose worker died as interrupted; returns the (possibly new) state."""
-        status = self.status()
-        if status.get("state") == "running" and not pid_alive(status.get("pid")):
-            self.set_status("interrupted", message="The training process stopped unexpectedly "
-                            "(server restart or crash). History so far is kept.")
-            self.log("interrupted: worker process no longer running")
-            return "interrupted"
-        return status.get("state", "unknown")
 
     # ---------------------------------------------------------------- progress, history, log
     def write_progress(self, event: dict) -> None:
-        write_json(self.path("progress.json"), {**event, "time": time.time()})
+        write_json(self.path(PROGRESS), {**event, "time": time.time()})
 
     def progress(self) -> dict:
-        return read_json(self.path("progress.json"), {})
+        return read_json(self.path(PROGRESS), {})
 
     def append_history(self, row: dict) -> None:
         self.reset_history(self.history() + [row])
@@ -99,11 +83,11 @@ class Run:
         writer = csv.DictWriter(buffer, HISTORY_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write_text(self.path("history.csv"), buffer.getvalue())
+        atomic_write_text(self.path(HISTORY), buffer.getvalue())
 
     def history(self) -> list[dict]:
         try:
-            with open(self.path("history.csv"), newline="", encoding="utf-8") as handle:
+            with open(self.path(HISTORY), newline="", encoding="utf-8") as handle:
                 rows = list(csv.DictReader(handle))
         except FileNotFoundError:
             return []
@@ -114,49 +98,38 @@ class Run:
         return rows
 
     def log(self, message: str) -> None:
-        with open(self.path("log.txt"), "a", encoding="utf-8") as handle:
+        with open(self.path(LOG), "a", encoding="utf-8") as handle:
             handle.write(f"{now()} {message}\n")
 
     def log_text(self) -> str:
         try:
-            return self.path("log.txt").read_text(encoding="utf-8")
+            return self.path(LOG).read_text(encoding="utf-8")
         except FileNotFoundError:
             return ""
 
-    # ---------------------------------------------------------------- results
-    def metrics(self) -> dict:
-        return read_json(self.path("metrics.json"), {})
-
-    def class_names(self) -> list[str]:
-        return read_json(self.path("class_names.json"), [])
-
-    @property
-    def model_path(self) -> Path:
-        return self.path("model.keras")
-
     # ---------------------------------------------------------------- cancellation
     def request_cancel(self) -> None:
-        atomic_write_text(self.path("cancel"), now())
+        atomic_write_text(self.path(CANCEL), now())
         if self.state == "queued":
             self.set_status("cancelled", message="Cancelled before it started.")
 
     def cancel_requested(self) -> bool:
-        return self.path("cancel").exists()
+        return self.path(CANCEL).exists()
 
     def can_resume(self) -> bool:
-        return self.state in ("interrupted", "failed", "cancelled") and self.path("checkpoint.json").exists()
+        return self.state in ("interrupted", "failed", "cancelled") and self.artifacts.checkpoint() is not None
 
     def queue_resume(self) -> None:
         """Queue this run again; training continues from its best checkpoint."""
         if not self.can_resume():
             raise TLError(f"Run {self.id!r} ({self.state}) has no checkpoint to resume from.")
-        self.path("cancel").unlink(missing_ok=True)
+        self.path(CANCEL).unlink(missing_ok=True)
         self.set_status("queued", resume=True, queued_at=time.time(), message="queued to resume from its checkpoint")
         self.log("queued to resume from checkpoint")
 
     def summary(self) -> dict:
         """One row for the runs table."""
-        status, metrics, history = self.status(), self.metrics(), self.history()
+        status, metrics, history = self.status(), self.artifacts.metrics(), self.history()
         try:
             cfg = self.config
         except (OSError, TLError, TypeError, ValueError):
@@ -181,14 +154,14 @@ def new_run(cfg: TrainConfig, run_dir: Optional[Path] = None, user: Optional[str
         raise TLError(f"Run folder {str(run_dir)!r} already exists and is not empty. Pick a new --run-dir.")
     run_dir.mkdir(parents=True, exist_ok=True)
     run = Run(run_dir)
-    atomic_write_text(run.path("config.json"), cfg.to_json() + "\n")
+    atomic_write_text(run.path(CONFIG), cfg.to_json() + "\n")
     # queued_at orders the queue: two submissions within one second still train first-come first-served
-    write_json(run.path("status.json"), {"state": "queued", "created": now(), "queued_at": time.time(), "user": user})
+    write_json(run.path(STATUS), {"state": "queued", "created": now(), "queued_at": time.time(), "user": user})
     return run
 
 
 def list_runs() -> list[Run]:
-    runs = [Run(p) for p in runs_dir().iterdir() if p.is_dir() and (p / "status.json").exists()]
+    runs = [Run(p) for p in runs_dir().iterdir() if p.is_dir() and (p / STATUS).exists()]
     statuses = {run.id: run.status() for run in runs}
     return sorted(runs, key=lambda r: (statuses[r.id].get("created", ""), statuses[r.id].get("queued_at", 0)),
                   reverse=True)
@@ -197,6 +170,17 @@ def list_runs() -> list[Run]:
 def get_run(run_id_or_path) -> Run:
     path = Path(run_id_or_path)
     for candidate in (path, runs_dir() / str(run_id_or_path)):
-        if (candidate / "status.json").exists():
+        if (candidate / STATUS).exists():
             return Run(candidate)
     raise TLError(f"No run found at {str(run_id_or_path)!r}. List runs in the Results page or under {runs_dir()}.")
+
+
+def run_by_id(run_id: str) -> Run:
+    """A run of this workspace by its id alone, as a page receives it from a URL: no paths, no '..'."""
+    text = str(run_id)
+    if not text or text != Path(text).name or text in (".", ".."):
+        raise TLError(f"{text!r} is not a run id.")
+    candidate = runs_dir() / text
+    if not (candidate / STATUS).exists():
+        raise TLError(f"No run {text!r} in this workspace.")
+    return Run(candidate)

@@ -1,0 +1,165 @@
+"""Artifacts: every file a training run produces, named, written and read here and nowhere else.
+
+A run folder (``runs.py`` owns its lifecycle files: config, status, progress, history, log) also
+holds what training made:
+
+| file | what |
+|---|---|
+| ``model.keras`` | the whole model, raw pixels in (for a scikit-learn head: pixels -> pooled features) |
+| ``head.joblib`` | the scikit-learn head (logistic regression / SVM), when the run has one |
+| ``model_info.json`` | head kind, input size, resize mode, class names, what the model outputs |
+| ``class_names.json`` | class names in label order |
+| ``checkpoint.json`` + ``checkpoint.weights.h5`` / ``checkpoint_head.npz`` | the best epoch so far |
+| ``metrics.json``, ``predictions.csv`` | evaluation on the validation split |
+| ``export/`` | exported formats (one folder per format) |
+
+Every write is atomic. ``load()`` gives the one loaded-model handle (``model_handle.LoadedModel``).
+"""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from .workspace import atomic_write_bytes, read_json, write_json
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .evaluate import Interpretation
+    from .model_handle import LoadedModel
+
+MODEL = "model.keras"
+HEAD = "head.joblib"
+MODEL_INFO = "model_info.json"
+CLASS_NAMES = "class_names.json"
+CHECKPOINT = "checkpoint.json"
+CHECKPOINT_MODEL = "checkpoint.weights.h5"
+CHECKPOINT_HEAD = "checkpoint_head.npz"
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.csv"
+EXPORT_DIR = "export"
+# what "Download model" packs (config.json is the run's own file: the settings that built the model)
+BUNDLE = (MODEL, HEAD, CLASS_NAMES, "config.json", METRICS, MODEL_INFO)
+
+
+class Artifacts:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _path(self, name: str) -> Path:
+        return self.root / name
+
+    # ------------------------------------------------------------ the trained model
+    @property
+    def model_path(self) -> Path:
+        return self._path(MODEL)
+
+    def has_model(self) -> bool:
+        return self.model_path.exists() and self._path(MODEL_INFO).exists()
+
+    def save_model(self, model, head_kind: str, input_size: int, resize: str, class_names: list[str],
+                   sklearn_head=None) -> None:
+        """The end-to-end model (or the extractor under a scikit-learn head), then its description.
+        Written under a temporary name and renamed: a crash never leaves a half-written model."""
+        if sklearn_head is not None:
+            import joblib
+            buffer = io.BytesIO()
+            joblib.dump(sklearn_head, buffer)
+            atomic_write_bytes(self._path(HEAD), buffer.getvalue())
+        tmp = self.root / f".model-{os.getpid()}.tmp.keras"
+        try:
+            model.save(tmp)
+            os.replace(tmp, self.model_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        write_json(self._path(MODEL_INFO), {
+            "head": head_kind, "input_size": input_size, "resize": resize, "class_names": class_names,
+            "output": "probabilities" if sklearn_head is None else "features"})
+
+    def model_info(self) -> dict:
+        return read_json(self._path(MODEL_INFO), {})
+
+    def sklearn_head(self):
+        """The scikit-learn head written by our own trainer (never a user upload), or None."""
+        if self.model_info().get("output") != "features":
+            return None
+        import joblib
+        return joblib.load(self._path(HEAD))
+
+    def load(self) -> "LoadedModel":
+        from .model_handle import LoadedModel
+        return LoadedModel.from_artifacts(self)
+
+    # ------------------------------------------------------------ classes, metrics, predictions
+    def write_class_names(self, names: list[str]) -> None:
+        write_json(self._path(CLASS_NAMES), names)
+
+    def class_names(self) -> list[str]:
+        return read_json(self._path(CLASS_NAMES), [])
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json(self._path(METRICS), metrics)
+
+    def metrics(self) -> dict:
+        return read_json(self._path(METRICS), {})
+
+    def save_interpretation(self, interp: "Interpretation") -> None:
+        interp.save(self._path(PREDICTIONS))
+
+    def interpretation(self) -> Optional["Interpretation"]:
+        from .evaluate import Interpretation
+        metrics = self.metrics()
+        if not metrics or not self._path(PREDICTIONS).exists():
+            return None
+        return Interpretation.load(self._path(PREDICTIONS), metrics["class_names"])
+
+    # ------------------------------------------------------------ checkpoints (best epoch so far)
+    def checkpoint(self) -> Optional[dict]:
+        return read_json(self._path(CHECKPOINT))
+
+    def save_head_checkpoint(self, kernel: "np.ndarray", bias: "np.ndarray", epoch: int, phase: str,
+                             best: float) -> None:
+        import numpy as np
+        buffer = io.BytesIO()
+        np.savez(buffer, kernel=kernel, bias=bias)
+        atomic_write_bytes(self._path(CHECKPOINT_HEAD), buffer.getvalue())
+        write_json(self._path(CHECKPOINT), {"phase": phase, "epoch": epoch, "kind": "head", "best": best})
+
+    def load_head_checkpoint(self) -> tuple:
+        import numpy as np
+        with np.load(self._path(CHECKPOINT_HEAD)) as saved:
+            return saved["kernel"], saved["bias"]
+
+    def save_model_checkpoint(self, model, epoch: int, phase: str, frozen: int, best: float) -> None:
+        tmp = self._path(".checkpoint.tmp.weights.h5")
+        model.save_weights(tmp)
+        os.replace(tmp, self._path(CHECKPOINT_MODEL))
+        write_json(self._path(CHECKPOINT), {"phase": phase, "epoch": epoch, "kind": "model", "frozen": frozen,
+                                            "best": best})
+
+    def load_model_checkpoint(self, model) -> None:
+        model.load_weights(self._path(CHECKPOINT_MODEL))
+
+    # ------------------------------------------------------------ scratch, exports, downloads
+    def scratch_path(self, name: str) -> Path:
+        """A large temporary file of this run (memory-mapped activations), removed with ``clear_scratch``."""
+        return self._path(f"scratch-{name}")
+
+    def clear_scratch(self) -> None:
+        for path in self.root.glob("scratch-*"):
+            path.unlink(missing_ok=True)
+
+    def export_dir(self, fmt: str) -> Path:
+        return self._path(EXPORT_DIR) / fmt
+
+    def bundle(self) -> bytes:
+        """A zip of the model and what it needs to be used elsewhere; built when asked, not per page run."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for name in BUNDLE:
+                if self._path(name).exists():
+                    archive.write(self._path(name), name)
+        return buffer.getvalue()

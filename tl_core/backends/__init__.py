@@ -1,0 +1,84 @@
+"""Execution backends: the one seam between the app (pages, CLI) and whatever executes training jobs.
+
+A backend queues runs, starts them, cancels them, tells whether a run's process is alive, and gives
+its logs. Run folders stay the shared record: any backend writes progress and results into the
+workspace, so pages read runs the same way whoever trained them.
+
+- ``local.LocalBackend`` (the default): a worker process on this host trains queued runs, each in
+  its own child process, ``TL_MAX_JOBS`` at a time.
+A cluster backend goes beside it as another module, chosen here from the environment.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Optional
+
+from ..config import TrainConfig
+from ..runs import ACTIVE, Run, list_runs
+
+
+class ExecutionBackend(ABC):
+    name = ""
+
+    @abstractmethod
+    def submit(self, cfg: TrainConfig, user: Optional[str] = None) -> Run:
+        """Check the config, write a queued run folder, see that something will train it."""
+
+    @abstractmethod
+    def cancel(self, run: Run, user: Optional[str] = None) -> None:
+        """Stop a queued or running run (a running one stops after its current batch)."""
+
+    @abstractmethod
+    def resume(self, run: Run) -> None:
+        """Queue an interrupted, failed or cancelled run again; it continues from its best checkpoint."""
+
+    @abstractmethod
+    def is_alive(self, run: Run) -> bool:
+        """Whether the process training a 'running' run still exists."""
+
+    @abstractmethod
+    def logs(self, run: Run) -> str:
+        """The run's log and whatever its process wrote."""
+
+    @abstractmethod
+    def ensure_running(self) -> None:
+        """After a server restart, queued runs need something to train them again."""
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """What the sidebar shows of the backend: its name and resources."""
+
+    # ---------------------------------------------------------------- shared queries
+    def refresh(self) -> list[Run]:
+        """All runs, newest first, with 'running' runs whose process is gone marked interrupted."""
+        runs = list_runs()
+        for run in runs:
+            self.check_alive(run)
+        return runs
+
+    def check_alive(self, run: Run) -> str:
+        """The run's state, after marking it interrupted if it claims to run but its process is gone."""
+        state = run.state
+        if state == "running" and not self.is_alive(run):
+            run.set_status("interrupted", message="The training process stopped unexpectedly "
+                           "(server restart or crash). History so far is kept.")
+            run.log("interrupted: training process no longer running")
+            return "interrupted"
+        return state
+
+    def queue(self) -> list[Run]:
+        """Queued runs in the order they will train."""
+        return sorted((r for r in list_runs() if r.state == "queued"), key=lambda r: r.status().get("queued_at", 0))
+
+    def active(self) -> list[Run]:
+        """Runs training now, oldest first."""
+        return [r for r in reversed(self.refresh()) if r.state == "running"]
+
+
+def get_backend() -> ExecutionBackend:
+    """The backend this server uses."""
+    from .local import LocalBackend
+    return LocalBackend()
+
+
+__all__ = ["ACTIVE", "ExecutionBackend", "get_backend"]

@@ -1,0 +1,101 @@
+"""The loaded-model handle: one object for a trained run's model, whatever its head.
+
+It gives the parts that prediction, explanations and exports need, for a Keras head and for a
+scikit-learn head alike: the raw-pixel model, the base inside it, the preprocessing layer, the
+base's last convolutional feature map (found from the graph, not from a table of layer names),
+the head as a function of pooled features, and probabilities for raw pixels through one compiled
+forward function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+import keras
+import numpy as np
+
+from . import modeling  # registers the Preprocess layer for loading
+from .workspace import TLError
+
+if TYPE_CHECKING:
+    from .artifacts import Artifacts
+
+
+@dataclass
+class LoadedModel:
+    model: "keras.Model"            # raw pixels -> probabilities (Keras head) or pooled features
+    class_names: list[str]
+    input_size: int
+    resize: str = "crop"
+    head_kind: str = "keras"
+    sklearn_head: Optional[Any] = None
+    _forward: Any = field(default=None, repr=False)
+
+    @classmethod
+    def from_artifacts(cls, artifacts: "Artifacts") -> "LoadedModel":
+        info = artifacts.model_info()
+        if not info or not artifacts.model_path.exists():
+            raise TLError(f"Run {artifacts.root.name!r} has no saved model. Pick a finished run.")
+        model = keras.models.load_model(artifacts.model_path, safe_mode=True, compile=False)
+        return cls(model, list(info["class_names"]), int(info["input_size"]), info.get("resize", "squash"),
+                   info.get("head", "keras"), artifacts.sklearn_head())
+
+    # ------------------------------------------------------------ parts
+    @property
+    def base(self) -> "keras.Model":
+        """The pretrained base nested in the model (the nested model with weights; augmentation has none)."""
+        nested = [layer for layer in self.model.layers if isinstance(layer, keras.Model)]
+        return max(nested, key=lambda layer: len(layer.weights))
+
+    @property
+    def preprocess(self):
+        """Raw pixels -> what the base expects (the Preprocess layer saved inside the model)."""
+        return self.model.get_layer("preprocess")
+
+    def last_conv_layer(self) -> str:
+        """The base's last layer with a spatial (height x width x channels) output."""
+        for layer in reversed(self.base.layers):
+            try:
+                shape = layer.output.shape
+            except (AttributeError, ValueError):  # a layer called more than once has no single output
+                continue
+            if len(shape) == 4 and shape[1] and shape[2]:
+                return layer.name
+        raise TLError(f"Base {self.base.name!r} has no spatial feature map.")
+
+    def head_probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Pooled base features (N, D) -> class probabilities (N, classes), for either head kind."""
+        features = np.asarray(features, dtype=np.float32)
+        if self.sklearn_head is not None:
+            return self._sklearn_probabilities(features)
+        kernel, bias = self.model.get_layer("predictions").get_weights()
+        logits = features.astype(np.float64) @ kernel + bias
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def _sklearn_probabilities(self, features: np.ndarray) -> np.ndarray:
+        """``predict_proba`` columns follow the classifier's ``classes_`` (label indices it saw), not
+        the run's class list: put each column under its own class."""
+        out = np.zeros((len(features), len(self.class_names)))
+        if len(features):
+            out[:, np.asarray(self.sklearn_head.classes_, dtype=int)] = self.sklearn_head.predict_proba(features)
+        return out
+
+    # ------------------------------------------------------------ forward
+    def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """(N, size, size, 3) raw pixels -> (N, classes) probabilities."""
+        if self._forward is None:
+            self._forward = modeling.compiled_forward(self.model)
+        outputs = [self._forward(np.asarray(pixels[start:start + batch_size], dtype=np.float32))
+                   for start in range(0, len(pixels), batch_size)]
+        width = len(self.class_names) if self.sklearn_head is None else int(self.model.output_shape[-1])
+        out = np.concatenate(outputs) if outputs else np.zeros((0, width))
+        if self.sklearn_head is not None:
+            return self._sklearn_probabilities(out)
+        return out.astype(np.float64)
+
+    def warm_up(self) -> None:
+        """Trace the forward function now, once: many users' first predictions arriving together would
+        each trace it."""
+        self.probabilities(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.float32))

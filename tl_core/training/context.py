@@ -1,0 +1,153 @@
+"""What every training path works from: the run, its resolved config, the data, and the inputs it feeds.
+
+``TrainingContext`` loads the dataset's splits once, decodes pixels once per split, reads cached
+base features, computes frozen-prefix activations, builds tf.data pipelines, and knows where a
+resumed run picks up. Training paths (``paths.py``) take what they need from it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import keras
+import numpy as np
+
+from .. import datasets as datasets_mod
+from ..features import FeatureCache
+from ..images import load_batch
+from ..modeling import compiled_forward
+from ..runs import CONFIG, Run
+from ..workspace import TLError, atomic_write_text
+from .callbacks import Cancelled, ProgressFn, Reporter
+
+
+class TrainingContext:
+    def __init__(self, run: Run, progress: ProgressFn = None):
+        self.run = run
+        self.reporter = Reporter(run, progress)
+        self.cfg = run.config.resolved()
+        self.notes: list[str] = []
+        self._pixel_memo: dict[str, np.ndarray] = {}
+        self.resume_from: Optional[dict] = None
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+        self.run.log(message)
+
+    def should_stop(self) -> bool:
+        return self.reporter.should_stop()
+
+    # ------------------------------------------------------------ data
+    def load_data(self) -> None:
+        cfg = self.cfg
+        self.reporter({"kind": "stage", "stage": "loading dataset"})
+        self.dataset = datasets_mod.resolve_dataset(cfg.data)
+        if cfg.data != self.dataset.name:  # imported from a path: the run remembers the dataset's name
+            cfg.data = self.dataset.name
+            atomic_write_text(self.run.path(CONFIG), cfg.to_json() + "\n")
+        self.class_names = self.dataset.classes
+        val_split = self.dataset.validation_split
+        self.train_items = self.dataset.split_items("train")
+        self.val_items = self.dataset.split_items(val_split)
+        if not self.val_items:
+            raise TLError(f"Dataset {self.dataset.name!r} has no validation images; re-import it with a split.")
+        index = {c: i for i, c in enumerate(self.class_names)}
+        self.y_train = np.array([index[it["class"]] for it in self.train_items])
+        self.y_val = np.array([index[it["class"]] for it in self.val_items])
+        self.run.artifacts.write_class_names(self.class_names)
+        self.note(f"dataset {self.dataset.name!r} ({self.dataset.fingerprint[:12]}): {len(self.train_items)} train, "
+                  f"{len(self.val_items)} validation ({val_split}) images, {len(self.class_names)} classes")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def train_views(self) -> int:
+        return 1 + (self.cfg.aug_views if self.cfg.augment else 0)
+
+    def _paths(self, items):
+        return [self.dataset.root / it["path"] for it in items]
+
+    def pixels(self, split: str) -> np.ndarray:
+        """uint8 pixels of the 'train' or 'validation' split, decoded once per run."""
+        if split not in self._pixel_memo:
+            items = self.train_items if split == "train" else self.val_items
+            self.reporter({"kind": "stage", "stage": f"decoding {len(items)} images"})
+            self._pixel_memo[split] = load_batch(self._paths(items), self.cfg.size, resize=self.cfg.resize)
+        return self._pixel_memo[split]
+
+    def features(self, cache: FeatureCache, items, views: int, what: str) -> np.ndarray:
+        def report(done, total):
+            self.reporter({"kind": "features", "what": what, "done": done, "total": total})
+        return cache.features(self._paths(items), [it["sha256"] for it in items], views=views,
+                              progress=report, should_stop=self.should_stop)
+
+    def activations(self, prefix, split: str) -> np.ndarray:
+        """The frozen prefix's output for every image: in memory, or in a disk memmap when too large."""
+        pixels = self.pixels(split)
+        shape = (len(pixels),) + tuple(prefix.output_shape[1:])
+        nbytes = int(np.prod(shape)) * 4
+        budget = float(os.environ.get("TL_ACTIVATION_BUDGET_MB", "2048")) * 1024**2
+        if nbytes > budget:
+            path = self.run.artifacts.scratch_path(f"activations-{split}.f32")
+            out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+            self.note(f"{split} activations ({nbytes / 1024**2:.0f} MB) stream from disk: {path.name}")
+        else:
+            out = np.empty(shape, dtype=np.float32)
+        forward = compiled_forward(prefix)
+        for start in range(0, len(pixels), 64):
+            if self.should_stop():
+                raise Cancelled()
+            out[start:start + 64] = forward(pixels[start:start + 64])
+            self.reporter({"kind": "features", "what": f"{split} activations", "done": min(start + 64, len(pixels)),
+                           "total": len(pixels)})
+        return out
+
+    # ------------------------------------------------------------ pipelines
+    def targets(self, y: np.ndarray) -> np.ndarray:
+        """Integer labels, or one-hot rows when label smoothing needs them."""
+        return keras.utils.to_categorical(y, self.num_classes) if self.cfg.label_smoothing else y
+
+    def pipeline(self, x: np.ndarray, y: np.ndarray, shuffle: bool):
+        """Batches of x (uint8 pixels or float activations) cast to float on the fly and prefetched."""
+        import tensorflow as tf
+        batch_size, seed, y = self.cfg.batch_size, self.cfg.seed, self.targets(y)
+        if isinstance(x, np.memmap):  # too large for memory: read shuffled batches from disk
+            rng = np.random.default_rng(seed)
+
+            def batches():
+                order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
+                for start in range(0, len(x), batch_size):
+                    index = np.sort(order[start:start + batch_size])
+                    yield np.asarray(x[index], dtype=np.float32), y[index]
+
+            spec = (tf.TensorSpec((None,) + x.shape[1:], tf.float32), tf.TensorSpec((None,) + y.shape[1:], y.dtype))
+            return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    # ------------------------------------------------------------ resume
+    def find_resume_point(self) -> Optional[dict]:
+        """Where a resumed run picks up: its best checkpoint; history after it is dropped."""
+        if not self.run.status().get("resume"):
+            return None
+        point = self.run.artifacts.checkpoint()
+        if not point:
+            self.note("resume requested but no checkpoint was saved: training from the start")
+            self.run.reset_history([])
+            return None
+        kept = [row for row in self.run.history()
+                if row.get("phase") != point["phase"] or row["epoch"] <= point["epoch"]]
+        if point["phase"] == "head":
+            kept = [row for row in kept if row.get("phase") == "head"]
+        self.run.reset_history(kept)
+        self.note(f"resuming from the checkpoint after epoch {point['epoch']} ({point['phase']} phase)")
+        self.resume_from = point
+        return point
+
+    def resumes(self, phase: str) -> bool:
+        return bool(self.resume_from and self.resume_from["phase"] == phase)

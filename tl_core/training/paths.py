@@ -1,0 +1,215 @@
+"""Training paths: each a small unit with a declared rule for when it applies.
+
+The first path in ``PATHS`` whose rule holds trains the run's first phase:
+
+| path | applies when |
+|---|---|
+| ``resumed-fine-tune`` | a resumed run's checkpoint is in the fine-tune phase (the first phase is done) |
+| ``sklearn-on-cached-features`` | the head is logistic regression or SVM |
+| ``cached-features`` | the whole base is frozen and the feature cache is on: each image's pooled base output is computed once, the head trains on vectors |
+| ``plain`` | otherwise: images go through the (partly trainable) base every epoch, as in the Keras guide; a frozen prefix ending at a clean cut runs once when augmentation is off |
+
+``fine_tune`` is the optional second phase: unfreeze down to a second depth, recompile, continue at a
+lower learning rate. Every path leaves ``built.model`` holding the trained weights.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .. import freeze
+from ..features import FeatureCache
+from ..modeling import Built, build_head, compile_classifier, suffix_model
+from .callbacks import HeadValidation, KerasProgress, with_early_stopping
+from .context import TrainingContext
+
+
+@dataclass
+class Outcome:
+    cancelled: bool = False
+    # validation probabilities when the path computed them exactly as the saved model would (heads on
+    # cached features), so evaluation needs no second pass through the base
+    val_probs: Optional[np.ndarray] = None
+    cache: Optional[FeatureCache] = None
+    sklearn_head: object = None
+
+
+class TrainingPath:
+    name = ""
+
+    @staticmethod
+    def applies(ctx: TrainingContext, built: Built) -> bool:
+        raise NotImplementedError
+
+    def fit(self, ctx: TrainingContext, built: Built) -> Outcome:
+        raise NotImplementedError
+
+
+class ResumedFineTune(TrainingPath):
+    name = "resumed-fine-tune"
+
+    @staticmethod
+    def applies(ctx, built):
+        return ctx.resumes("fine-tune")
+
+    def fit(self, ctx, built):
+        return Outcome()  # the fine-tune phase restores the checkpoint and goes on
+
+
+class SklearnHead(TrainingPath):
+    name = "sklearn-on-cached-features"
+
+    @staticmethod
+    def applies(ctx, built):
+        return ctx.cfg.head != "keras"
+
+    def fit(self, ctx, built):
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import SVC
+        cfg, views = ctx.cfg, ctx.train_views
+        cache = FeatureCache(cfg, built.extractor)
+        x_train = ctx.features(cache, ctx.train_items, views, "train")
+        x_val = ctx.features(cache, ctx.val_items, 1, "validation")[:, 0]
+        start = time.time()
+        if cfg.head == "logreg":
+            classifier = LogisticRegression(C=cfg.classifier_c, max_iter=5000, random_state=cfg.seed)
+        else:
+            # Platt-calibrated probabilities, as SVC(probability=True) gave (deprecated in scikit-learn 1.9).
+            folds = max(2, min(5, int(np.bincount(ctx.y_train).min())))
+            classifier = CalibratedClassifierCV(SVC(C=cfg.classifier_c, kernel="rbf", random_state=cfg.seed),
+                                                cv=folds, ensemble=False)
+        pipeline = make_pipeline(StandardScaler(), classifier)
+        pipeline.fit(x_train.reshape(-1, x_train.shape[-1]), np.repeat(ctx.y_train, views))
+        val_probs = np.zeros((len(x_val), ctx.num_classes))
+        val_probs[:, pipeline.classes_.astype(int)] = pipeline.predict_proba(x_val)
+        row = {"epoch": 1, "phase": cfg.head, "seconds": round(time.time() - start, 3),
+               "accuracy": float(pipeline.score(x_train[:, 0], ctx.y_train)),
+               "val_accuracy": float((val_probs.argmax(axis=1) == ctx.y_val).mean())}
+        ctx.run.append_history(row)
+        ctx.reporter({"kind": "epoch", "total_epochs": 1, **row})
+        return Outcome(val_probs=val_probs, cache=cache, sklearn_head=pipeline)
+
+
+class CachedFeatures(TrainingPath):
+    name = "cached-features"
+
+    @staticmethod
+    def applies(ctx, built):
+        return built.frozen_layers == len(built.base.layers) and ctx.cfg.use_feature_cache
+
+    def fit(self, ctx, built):
+        cfg, n, views = ctx.cfg, ctx.num_classes, ctx.train_views
+        cache = FeatureCache(cfg, built.extractor)
+        head = build_head(int(built.extractor.output_shape[-1]), n, cfg.dropout)
+        # Same initial weights as the whole model's head, so both paths train alike.
+        head.get_layer("predictions").set_weights(built.model.get_layer("predictions").get_weights())
+        # A dense layer on vectors: batches take microseconds, so run 16 per graph call (1.3 s -> 0.9 s).
+        compile_classifier(head, cfg.optimizer, cfg.learning_rate, cfg.label_smoothing, n, steps_per_execution=16)
+        if views == 1:  # one pipeline for both splits: no second ramp-up
+            both = ctx.features(cache, ctx.train_items + ctx.val_items, 1, "train + validation")
+            x_train, x_val = both[:len(ctx.train_items)], both[len(ctx.train_items):, 0]
+        else:
+            x_train = ctx.features(cache, ctx.train_items, views, "train")
+            x_val = ctx.features(cache, ctx.val_items, 1, "validation")[:, 0]
+        x_flat = x_train.reshape(-1, x_train.shape[-1])
+        initial_epoch, best = 0, np.inf
+        if ctx.resumes("head"):
+            head.get_layer("predictions").set_weights(list(ctx.run.artifacts.load_head_checkpoint()))
+            initial_epoch, best = ctx.resume_from["epoch"], ctx.resume_from.get("best", np.inf)
+
+        def checkpoint(epoch: int, phase: str) -> None:
+            kernel, bias = head.get_layer("predictions").get_weights()
+            ctx.run.artifacts.save_head_checkpoint(kernel, bias, epoch, phase, progress.best)
+
+        steps = int(np.ceil(len(x_flat) / cfg.batch_size))
+        progress = KerasProgress(ctx.reporter, "head", cfg.epochs, steps, on_improved=checkpoint)
+        progress.best = best
+        validation = HeadValidation(x_val, ctx.y_val, cfg.label_smoothing)
+        validation.set_model(head)
+        if initial_epoch < cfg.epochs:
+            train = ctx.pipeline(x_flat, np.repeat(ctx.y_train, views), shuffle=True)
+            head.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch, shuffle=False,
+                     callbacks=[validation] + with_early_stopping(cfg, progress), verbose=0)
+        built.model.get_layer("predictions").set_weights(head.get_layer("predictions").get_weights())
+        # the head on cached features computes exactly what the whole model would (tests check they agree)
+        return Outcome(progress.cancelled, validation.probabilities(), cache)
+
+
+def fit_plain(ctx: TrainingContext, built: Built, phase: str, epochs: int, initial_epoch: int, lr: float,
+              frozen: int) -> KerasProgress:
+    """Fit the whole model (or, past a clean cut with augmentation off, the part above a prefix computed once)."""
+    cfg, n = ctx.cfg, ctx.num_classes
+    split = _prefix_split(ctx, built, frozen)
+    if split is not None:
+        prefix, model = split
+        x_train, x_val = ctx.activations(prefix, "train"), ctx.activations(prefix, "validation")
+        ctx.note(f"{phase}: frozen prefix computed once ({x_train.shape[1:]} per image); training the suffix only")
+    else:
+        model = built.model
+        x_train, x_val = ctx.pixels("train"), ctx.pixels("validation")
+    compile_classifier(model, cfg.optimizer, lr, cfg.label_smoothing, n, jit_compile=cfg.xla or False)
+    start, best = initial_epoch, np.inf
+    if ctx.resumes(phase):
+        ctx.run.artifacts.load_model_checkpoint(built.model)
+        start, best = ctx.resume_from["epoch"], ctx.resume_from.get("best", np.inf)
+
+    def checkpoint(epoch: int, phase: str) -> None:
+        ctx.run.artifacts.save_model_checkpoint(built.model, epoch, phase, frozen, progress.best)
+
+    steps = int(np.ceil(len(ctx.train_items) / cfg.batch_size))
+    progress = KerasProgress(ctx.reporter, phase, initial_epoch + epochs, steps, on_improved=checkpoint)
+    progress.best = best
+    if start < initial_epoch + epochs:
+        model.fit(ctx.pipeline(x_train, ctx.y_train, shuffle=True),
+                  validation_data=ctx.pipeline(x_val, ctx.y_val, shuffle=False),
+                  epochs=initial_epoch + epochs, initial_epoch=start,
+                  callbacks=with_early_stopping(cfg, progress), verbose=0, shuffle=False)  # tf.data shuffles
+    return progress
+
+
+def _prefix_split(ctx: TrainingContext, built: Built, frozen: int):
+    """(prefix, suffix) models when the frozen prefix's output can be computed once, else None."""
+    if not ctx.cfg.use_feature_cache:
+        return None
+    if ctx.cfg.augment:
+        ctx.note(f"{frozen} frozen layers: augmentation is on, so images go through the whole base each epoch")
+        return None
+    split = suffix_model(built, frozen)
+    if split is None:
+        ctx.note(f"no clean cut after {frozen} base layers (inside a residual block?): "
+                 "training the whole model each epoch")
+    return split
+
+
+class Plain(TrainingPath):
+    name = "plain"
+
+    @staticmethod
+    def applies(ctx, built):
+        return True
+
+    def fit(self, ctx, built):
+        progress = fit_plain(ctx, built, "train", ctx.cfg.epochs, 0, ctx.cfg.learning_rate, built.frozen_layers)
+        return Outcome(progress.cancelled)
+
+
+PATHS: list[type[TrainingPath]] = [ResumedFineTune, SklearnHead, CachedFeatures, Plain]
+
+
+def choose(ctx: TrainingContext, built: Built) -> TrainingPath:
+    return next(path for path in PATHS if path.applies(ctx, built))()
+
+
+def fine_tune(ctx: TrainingContext, built: Built) -> bool:
+    """Unfreeze the base down to the fine-tune depth and continue at its learning rate; True if cancelled."""
+    cfg = ctx.cfg
+    done = len([row for row in ctx.run.history() if row.get("phase") != "fine-tune"])
+    frozen = freeze.apply(built.base, cfg.fine_tune_depth)
+    ctx.note(f"fine-tune: {frozen} of {len(built.base.layers)} base layers frozen, lr={cfg.fine_tune_lr}")
+    return fit_plain(ctx, built, "fine-tune", cfg.fine_tune_epochs, done, cfg.fine_tune_lr, frozen).cancelled

@@ -1,0 +1,113 @@
+"""Running one queued run: build the model, train it along the path that applies, then save and evaluate.
+
+``execute`` is what the worker's child process calls; ``train`` makes a run folder and executes it
+here (the CLI's ``train``). The run's status ends finished, failed or cancelled.
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import keras
+
+from .. import device, freeze
+from ..config import TrainConfig
+from ..evaluate import evaluate
+from ..modeling import build_classifier, parameter_counts
+from ..runs import Run, new_run, now
+from ..workspace import TLError
+from . import paths
+from .callbacks import Cancelled, ProgressFn
+from .context import TrainingContext
+
+
+def _train(ctx: TrainingContext) -> dict:
+    cfg = ctx.cfg
+    started = time.time()
+    ctx.load_data()
+    policy = device.precision_policy(cfg.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)
+    strategy = device.strategy(cfg.distribute)
+    try:
+        with strategy.scope():
+            ctx.reporter({"kind": "stage", "stage": "building model"})
+            built = build_classifier(cfg, ctx.num_classes)
+            num_layers = len(built.base.layers)
+            ctx.note(f"base {cfg.base} alpha={cfg.alpha} size={cfg.size}: {num_layers} layers, "
+                     f"{built.frozen_layers} frozen; precision policy {policy}; "
+                     f"{strategy.num_replicas_in_sync} replica(s) in sync")
+            ctx.find_resume_point()
+            path = paths.choose(ctx, built)
+            outcome = path.fit(ctx, built)
+            if outcome.cache is not None:
+                ctx.note(f"feature cache {outcome.cache.key}: {outcome.cache.computed} forward passes, "
+                         f"{outcome.cache.reused} reused")
+            ctx.note(f"training path: {path.name}")
+            params, params_ft = parameter_counts(built.model), None
+            cancelled = outcome.cancelled
+            if cfg.fine_tune_depth is not None and not cancelled:
+                cancelled = paths.fine_tune(ctx, built)
+                params_ft = parameter_counts(built.model)
+            if cancelled:
+                raise Cancelled()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+        ctx.run.artifacts.clear_scratch()
+
+    ctx.reporter({"kind": "stage", "stage": "evaluating"})
+    artifacts = ctx.run.artifacts
+    artifacts.save_model(built.model if cfg.head == "keras" else built.extractor, cfg.head, cfg.size, cfg.resize,
+                         ctx.class_names, sklearn_head=outcome.sklearn_head)
+    # heads on cached features already computed what the saved model gives; otherwise ask the saved model
+    val_probs = outcome.val_probs if cfg.fine_tune_depth is None else None
+    if val_probs is None:
+        val_probs = artifacts.load().probabilities(ctx.pixels("validation"))
+    metrics = {**evaluate(artifacts, ctx.class_names, ctx.y_val, val_probs, [it["path"] for it in ctx.val_items]),
+               "duration_s": round(time.time() - started, 2), "training_path": path.name,
+               "params": params, "params_fine_tune": params_ft,
+               "first_trainable_layer": freeze.first_trainable_layer(built.base),
+               "frozen_layers": built.frozen_layers, "num_base_layers": num_layers,
+               "dataset": ctx.dataset.name, "dataset_fingerprint": ctx.dataset.fingerprint,
+               "device": ", ".join(device.gpu_names()) or "CPU", "precision": policy,
+               "replicas": strategy.num_replicas_in_sync, "notes": ctx.notes}
+    artifacts.write_metrics(metrics)
+    return metrics
+
+
+def execute(run: Run, progress: ProgressFn = None) -> dict:
+    """Train a queued run in this process; its status ends finished, failed or cancelled."""
+    run.set_status("running", pid=os.getpid(), pid_start=device.process_start_time(os.getpid()),
+                   started=now(), message=None)
+    run.log(f"started in process {os.getpid()}")
+    try:
+        metrics = _train(TrainingContext(run, progress))
+    except (Cancelled, InterruptedError):
+        run.set_status("cancelled", message="Cancelled by the user; history so far is kept.")
+        run.log("cancelled")
+        return {}
+    except TLError as exc:
+        run.set_status("failed", message=str(exc))
+        run.log(f"failed: {exc}")
+        raise
+    except Exception as exc:
+        run.set_status("failed", message=f"{type(exc).__name__}: {exc}")
+        run.log("failed:\n" + traceback.format_exc())
+        raise
+    finally:
+        # Keras' global state goes; its full gc.collect() (~0.3 s with TensorFlow loaded) is left to
+        # Python's own collector: the worker runs every job in a fresh process anyway
+        keras.backend.clear_session(free_memory=False)
+    run.set_status("finished", message=None, val_accuracy=metrics["val_accuracy"])
+    run.log(f"finished: val_accuracy={metrics['val_accuracy']:.4f}")
+    return metrics
+
+
+def train(cfg: TrainConfig, run_dir: Optional[Path] = None, progress: ProgressFn = None) -> tuple[Run, dict]:
+    """Create a run folder for ``cfg`` and train it here; returns the run and its metrics."""
+    cfg = cfg.resolved()
+    freeze.check_config(cfg)
+    run = new_run(cfg, run_dir)
+    return run, execute(run, progress)
