@@ -1,14 +1,17 @@
-"""Transfer Learning Studio: the entry point routes to the pages; logic lives in tl_core and pages/."""
+"""Transfer Learning Studio: the router. Pages live in pages/, shared UI code in tl_app/, logic in tl_core/."""
 import streamlit as st
 
-from pages import ui
+from tl_app import auth, shell, widgets
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="🏋️", layout="wide")
-st.session_state[ui.ROUTER_RAN] = True
-ui.password_gate()
 
+if not auth.gate_passed():
+    # Logged out, the login page is the only page there is: no page list, no sidebar, no upload.
+    st.navigation(shell.login_pages(), position="hidden").run()
+    st.stop()
+
+navigation = st.navigation(shell.app_pages(), position="top")
 with st.sidebar:
-    ui.sidebar_status()
-navigation = st.navigation(ui.app_pages())
-ui.ensure_worker_if_queued()
+    widgets.sidebar_status()
+widgets.backend().ensure_running()
 navigation.run()

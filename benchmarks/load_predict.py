@@ -77,13 +77,13 @@ def prepare_model(env: dict, data: Path, size: int | None) -> None:
 
 
 @contextmanager
-def app_server(env: dict, log_path: Path):
+def app_server(env: dict, log_path: Path, extra_args: tuple = ()):
     """The README's app command on a free loopback port; yields (URL, server process)."""
     port = free_port()
     with open(log_path, "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
                                    "--server.port", str(port), "--server.address", "127.0.0.1",
-                                   "--server.headless", "true"],
+                                   "--server.headless", "true", *extra_args],
                                   cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

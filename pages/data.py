@@ -6,11 +6,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages import charts, ui
+from tl_app import charts, shell
 from tl_core import datasets
 from tl_core.workspace import TLError
 
-ui.route_through_app()
+shell.guard()
 
 st.title("Data")
 add_tab, browse_tab = st.tabs(["Add a dataset", "Browse datasets"])

@@ -1,11 +1,11 @@
 """Home: what the studio does and the next step for this workspace."""
 import streamlit as st
 
-from pages import ui
+from tl_app import shell
 from tl_core import architectures, datasets
 from tl_core.runs import list_runs
 
-ui.route_through_app()
+shell.guard()
 
 st.title("Transfer Learning Studio")
 st.write("Turn a pretrained image model into your own classifier: add images per class, pick a base model, "

@@ -2,22 +2,23 @@
 import pandas as pd
 import streamlit as st
 
-from pages import ui
-from tl_core import jobs
+from tl_app import shell, widgets
+from tl_app.models import predictor_for
 
-ui.route_through_app()
+shell.guard()
 
 st.title("Predict")
-finished = [r for r in jobs.refresh_states() if r.state == "finished" and r.model_path.exists()]
+finished = [r for r in widgets.backend().refresh() if r.state == "finished" and r.artifacts.has_model()]
 if not finished:
-    ui.stop_with("No trained model yet. Train one on the Train page, then come back to try it on new images.",
+    widgets.stop_with("No trained model yet. Train one on the Train page, then come back to try it on new images.",
                  "pages/train.py", "Go to Train")
 
 by_id = {r.id: r for r in finished}
 run_id = st.selectbox("Model (finished run)", list(by_id), key="predict_run",
-                      format_func=lambda rid: f"{rid} — val acc {by_id[rid].metrics().get('val_accuracy', 0):.3f}")
+                      format_func=lambda rid: f"{rid} — val acc {by_id[rid].artifacts.metrics().get('val_accuracy', 0):.3f}")
 run = by_id[run_id]
-top_k = st.slider("Top-k", 1, max(1, len(run.class_names())), min(3, len(run.class_names())), key="predict_topk")
+num_classes = len(run.artifacts.class_names())
+top_k = st.slider("Top-k", 1, max(1, num_classes), min(3, num_classes), key="predict_topk")
 uploads = st.file_uploader("Images", accept_multiple_files=True, key="predict_files",
                            type=["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"])
 photo = st.camera_input("Or take a photo", key="predict_camera") if st.toggle("Use camera", key="predict_cam_on") \
@@ -25,10 +26,10 @@ photo = st.camera_input("Or take a photo", key="predict_camera") if st.toggle("U
 images = list(uploads or []) + ([photo] if photo else [])
 if not images:
     st.info("Upload one or more images (or take a photo) to see the model's top labels.")
-    ui.predictor_for(run)  # load the model while the user picks images
+    predictor_for(run)  # load the model while the user picks images
     st.stop()
 
-predictor = ui.predictor_for(run)
+predictor = predictor_for(run)
 rows = []
 for image, result in zip(images, predictor.predict_each([image.getvalue() for image in images], top_k)):
     if "error" in result:

@@ -1,21 +1,17 @@
 """Results: all runs in a table; one run's curves, confusion matrix, per-class report and mistakes; compare."""
-import io
-import zipfile
-
 import pandas as pd
 import streamlit as st
 
-from pages import charts, ui
-from tl_core import jobs
-from tl_core.evaluate import Interpretation
+from tl_app import charts, shell, widgets
 from tl_core.runs import Run
 
-ui.route_through_app()
+shell.guard()
 
 st.title("Results")
-runs = jobs.refresh_states()
+jobs = widgets.backend()
+runs = jobs.refresh()
 if not runs:
-    ui.stop_with("No training runs yet. Start one on the Train page.", "pages/train.py", "Go to Train")
+    widgets.stop_with("No training runs yet. Start one on the Train page.", "pages/train.py", "Go to Train")
 
 table = pd.DataFrame([r.summary() for r in runs])
 st.dataframe(table, hide_index=True, key="results_table", column_config={
@@ -33,7 +29,7 @@ st.query_params["run"] = run.id
 if run.state in ("queued", "running"):
     @st.fragment(run_every=2)
     def live():
-        ui.job_progress(run, key="results")
+        widgets.job_progress(run, key="results")
     live()
     st.stop()
 
@@ -41,10 +37,9 @@ status = run.status()
 if run.state != "finished":
     st.warning(f"This run is {run.state}: {status.get('message') or ''}")
     if run.can_resume() and st.button("Resume from its checkpoint", key="results_resume"):
-        run.queue_resume()
-        jobs.ensure_worker()
+        jobs.resume(run)
         st.rerun()
-metrics = run.metrics()
+metrics = run.artifacts.metrics()
 history = run.history()
 cfg = run.config
 
@@ -67,14 +62,15 @@ with curves:
 if not metrics:
     with details:
         st.json(cfg.__dict__)
-        st.code(run.log_text() or "(empty log)")
+        st.code(jobs.logs(run) or "(empty log)")
     st.stop()
 
-interp = Interpretation.load(run.path("predictions.csv"), metrics["class_names"])
+interp = run.artifacts.interpretation()
 
 with confusion:
     normalized = st.toggle("Row-normalised", key="results_normalized")
-    st.plotly_chart(charts.confusion_heatmap(interp.confusion_matrix(), interp.class_names, normalized),
+    st.plotly_chart(charts.confusion_heatmap(interp.confusion_matrix(normalize=normalized), interp.class_names,
+                                             normalized),
                     key="results_confusion")
 with per_class:
     st.dataframe(pd.DataFrame(interp.per_class()), hide_index=True, key="results_per_class")
@@ -102,13 +98,9 @@ with mistakes:
                 st.caption(f"true **{row['true']}** → predicted **{row['predicted']}** ({row['probability']:.0%})")
 with details:
     st.json(cfg.__dict__, expanded=False)
-    st.code(run.log_text() or "(empty log)")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name in ("model.keras", "head.joblib", "class_names.json", "config.json", "metrics.json", "model_info.json"):
-            if run.path(name).exists():
-                archive.write(run.path(name), name)
-    st.download_button("Download model (zip)", buffer.getvalue(), file_name=f"{run.id}.zip",
+    st.code(jobs.logs(run) or "(empty log)")
+    # the zip is built when the button is clicked, not on every rerun of this page
+    st.download_button("Download model (zip)", run.artifacts.bundle, file_name=f"{run.id}.zip",
                        mime="application/zip", key="results_download")
 
 st.subheader("Compare runs")

@@ -1,18 +1,20 @@
 """Train: choose data, base model, freeze depth and settings; start a background job and watch it."""
 import streamlit as st
 
-from pages import ui
-from tl_core import architectures, datasets, jobs
-from tl_core.config import TrainConfig
-from tl_core.runs import get_run
+from tl_app import shell, widgets
+from tl_app.auth import current_user
+from tl_core import architectures, datasets, freeze
+from tl_core.config import HEADS, TrainConfig
+from tl_core.runs import run_by_id
 from tl_core.workspace import TLError
 
-ui.route_through_app()
+shell.guard()
 
 st.title("Train")
+jobs = widgets.backend()
 all_datasets = datasets.list_datasets()
 if not all_datasets:
-    ui.stop_with("Add a dataset on the Data page first: one folder of images per class.", "pages/data.py",
+    widgets.stop_with("Add a dataset on the Data page first: one folder of images per class.", "pages/data.py",
                  "Go to Data")
 
 models = {row["name"]: row for row in architectures.availability()}
@@ -39,17 +41,15 @@ with left:
                                  help="Weights on disk for: " + (", ".join(map(str, offline_alphas)) or "none"))
     size = st.number_input("Input size (px)", min_value=arch.min_size, max_value=1024, value=arch.default_size,
                            step=16, key=f"train_size_{base}")
-    head = st.radio("Head", ["keras", "logreg", "svm"], horizontal=True, key="train_head",
-                    format_func={"keras": "Keras head (dense)", "logreg": "Logistic regression on embeddings",
-                                 "svm": "SVM on embeddings"}.get)
+    head = st.radio("Head", list(HEADS), horizontal=True, key="train_head", format_func=HEADS.get)
 with right:
     with st.spinner("Reading the base's layers…"):
-        description = architectures.describe(base, alpha, int(size))
+        description = freeze.describe(base, alpha, int(size))
     n_layers = description["num_layers"]
     depth = st.slider("Freeze depth: base layers frozen, counted from the input", 0, n_layers, n_layers,
                       key=f"train_depth_{base}", disabled=head != "keras",
                       help="All layers frozen trains only the new head (fast: base features are computed once).")
-    summary = architectures.freeze_summary(description, depth)
+    summary = freeze.preview(description, depth)
     st.caption(f"Cut: first trainable layer **{summary['first_trainable_layer'] or '— (whole base frozen)'}**. "
                f"Base parameters trainable **{summary['base_trainable_params']:,}**, frozen "
                f"**{summary['base_frozen_params']:,}**. BatchNorm layers always stay frozen.")
@@ -79,7 +79,7 @@ with st.expander("Fine-tune phase (after the head is trained)"):
                           key="train_ft", disabled=head != "keras")
     ft_depth = st.slider("Fine-tune freeze depth", 0, n_layers, int(n_layers * 0.7), key=f"train_ft_depth_{base}",
                          disabled=not fine_tune)
-    ft_summary = architectures.freeze_summary(description, ft_depth)
+    ft_summary = freeze.preview(description, ft_depth)
     st.caption(f"Unfreezes from **{ft_summary['first_trainable_layer']}**: "
                f"{ft_summary['base_trainable_params']:,} base parameters train.")
     if ft_summary["clean_cut"]:
@@ -104,7 +104,7 @@ config = TrainConfig(
 
 if st.button("Start training", type="primary", key="train_start"):
     try:
-        run = jobs.submit(config, user=ui.current_user())
+        run = jobs.submit(config, user=current_user())
         st.session_state["train_last_run"] = run.id
         st.query_params["run"] = run.id  # a reload keeps showing this job
         st.toast(f"Queued {run.id}")
@@ -119,11 +119,11 @@ def live_jobs():
     shown = running + waiting
     if mine and mine not in [r.id for r in shown]:
         try:
-            shown.append(get_run(mine))
+            shown.append(run_by_id(mine))  # from the URL: a run id of this workspace, never a path
         except TLError:
             pass
     if not shown:
-        latest = jobs.refresh_states()[:1]
+        latest = jobs.refresh()[:1]
         if not latest:
             st.caption("No job running or queued.")
             return
@@ -131,7 +131,7 @@ def live_jobs():
         shown = latest
     for run in shown:
         with st.container(border=True):
-            ui.job_progress(run, key="train")
+            widgets.job_progress(run, key="train")
 
 
 st.subheader("Jobs")

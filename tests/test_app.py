@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 from tl_core import datasets
 from tl_core.config import TrainConfig
 from tl_core.runs import get_run
-from tl_core.train import train
+from tl_core.training import train
 
 from .conftest import REPO, make_class_folders
 
@@ -107,7 +107,7 @@ def test_start_from_train_page_runs_in_background_and_survives_reload(seeded, st
     assert seen_live, "a fresh session must see the job while it is queued or running"
     history = run.history()
     assert [row["epoch"] for row in history] == list(range(1, len(history) + 1)) and history
-    assert run.metrics()["training_path"] == "plain"
+    assert run.artifacts.metrics()["training_path"] == "plain"
     results = open_page("pages/results.py")
     results.selectbox(key="results_run").set_value(run_id).run()
     assert len(results.get("plotly_chart")) >= 2

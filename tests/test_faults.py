@@ -1,4 +1,4 @@
-"""Faults: a training process killed mid-run, a whole restart, two users at once, and the password gate."""
+"""Faults: a training process killed mid-run, a whole restart, two users at once; runs record who started them."""
 import json
 import os
 import signal
@@ -8,8 +8,10 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tl_core import datasets, jobs
+from tl_core import datasets
+from tl_core.backends import local
 from tl_core.config import TrainConfig
+from tl_core.workspace import TLError
 
 from .conftest import REPO, make_class_folders
 
@@ -19,6 +21,9 @@ def colors(tmp_path, monkeypatch, stop_worker):
     monkeypatch.setenv("TL_WORKER_IDLE_EXIT", "15")
     src = make_class_folders(tmp_path / "src", classes=("red", "blue"), per_class=20, size=64)
     return datasets.add_folder(src, "colors")
+
+
+backend = local.LocalBackend()
 
 
 def slow_cfg(**kw):
@@ -38,20 +43,19 @@ def wait_for(condition, timeout=240, what="condition"):
 
 
 def test_killed_training_process_is_marked_interrupted_keeps_history_and_resumes(colors):
-    victim = jobs.submit(slow_cfg())
-    follower = jobs.submit(slow_cfg(epochs=1))
+    victim = backend.submit(slow_cfg())
+    follower = backend.submit(slow_cfg(epochs=1))
     wait_for(lambda: len(victim.history()) >= 2 and victim.state == "running", what="two epochs")
     os.kill(victim.status()["pid"], signal.SIGKILL)
     wait_for(lambda: victim.state == "interrupted", what="interrupted state")
     assert "exited with code -9" in victim.status()["message"]
     kept = victim.history()
     assert len(kept) >= 2 and victim.path("checkpoint.weights.h5").exists()
-    assert not victim.model_path.exists(), "an interrupted run must not look finished"
+    assert not victim.artifacts.model_path.exists(), "an interrupted run must not look finished"
     wait_for(lambda: follower.state == "finished", what="the next queued job")   # the queue moves on
 
     checkpoint_epoch = json.loads(victim.path("checkpoint.json").read_text())["epoch"]
-    victim.queue_resume()
-    jobs.ensure_worker()
+    backend.resume(victim)
     wait_for(lambda: victim.state == "finished", what="resumed run to finish")
     history = victim.history()
     assert [row["epoch"] for row in history] == list(range(1, 7))
@@ -60,30 +64,30 @@ def test_killed_training_process_is_marked_interrupted_keeps_history_and_resumes
 
 
 def test_restart_mid_job_marks_it_interrupted_and_a_new_worker_takes_the_queue(colors):
-    victim = jobs.submit(slow_cfg())
-    waiting = jobs.submit(slow_cfg(epochs=1))
+    victim = backend.submit(slow_cfg())
+    waiting = backend.submit(slow_cfg(epochs=1))
     wait_for(lambda: len(victim.history()) >= 1 and victim.state == "running", what="first epoch")
-    worker = jobs.worker_pid()
+    worker = local.worker_pid()
     os.killpg(os.getpgid(worker), signal.SIGKILL)  # the worker and its training child, as in a reboot
-    wait_for(lambda: not jobs.worker_running(), what="worker gone")
+    wait_for(lambda: not local.worker_running(), what="worker gone")
     assert waiting.state == "queued"
-    states = {run.id: run.state for run in jobs.refresh_states()}   # what the app does on every page load
+    states = {run.id: run.state for run in backend.refresh()}   # what the app does on every page load
     assert states[victim.id] == "interrupted"
     assert victim.history(), "history so far is kept"
-    jobs.ensure_worker()
+    backend.ensure_running()
     wait_for(lambda: waiting.state == "finished", what="queued job after restart")
 
 
 def test_queue_is_first_come_first_served_within_the_same_second(colors):
-    runs = [jobs.submit(slow_cfg(), start_worker=False) for _ in range(5)]
-    assert [r.id for r in jobs.queue()] == [r.id for r in runs]
+    runs = [backend.submit(slow_cfg(), start_worker=False) for _ in range(5)]
+    assert [r.id for r in backend.queue()] == [r.id for r in runs]
 
 
 @pytest.mark.parametrize("max_jobs", [1, 2])
 def test_two_users_starting_at_once_both_run_one_at_a_time_unless_configured(colors, monkeypatch, max_jobs):
     monkeypatch.setenv("TL_MAX_JOBS", str(max_jobs))
     submitted = []
-    threads = [threading.Thread(target=lambda: submitted.append(jobs.submit(slow_cfg(epochs=2)))) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: submitted.append(backend.submit(slow_cfg(epochs=2)))) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -100,30 +104,17 @@ def test_two_users_starting_at_once_both_run_one_at_a_time_unless_configured(col
 
 def test_bad_max_jobs_setting_is_refused_when_submitting(colors, monkeypatch):
     monkeypatch.setenv("TL_MAX_JOBS", "two")
-    with pytest.raises(jobs.TLError, match="TL_MAX_JOBS='two'.*at least 1"):
-        jobs.submit(slow_cfg(), start_worker=False)
-    assert jobs.queue() == []
+    with pytest.raises(TLError, match="TL_MAX_JOBS='two'.*at least 1"):
+        backend.submit(slow_cfg(), start_worker=False)
+    assert backend.queue() == []
 
 
-def test_password_gate_blocks_every_page_until_the_password_is_given(monkeypatch):
-    monkeypatch.setenv("TL_PASSWORD", "open sesame")
-    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60).run()
-    assert [t.value for t in at.title] == ["Transfer Learning Studio"] and not at.sidebar.caption
-    at.text_input(key="password_input").set_value("wrong").run()
-    assert at.error and at.error[0].value == "Wrong password."
-    at.text_input(key="password_input").set_value("open sesame").run()
-    assert not at.exception
-    assert "Next step" in [s.value for s in at.subheader]
-
-
-OIDC = {"auth": {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "not-a-real-secret",
-                 "client_id": "studio", "client_secret": "not-a-real-secret",
-                 "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration"}}
+from .test_gate import OIDC  # noqa: E402
 
 
 def test_openid_connect_gates_pages_with_st_login_and_runs_record_who_started_them(colors, monkeypatch):
     monkeypatch.setenv("TL_PASSWORD", "ignored when OpenID Connect is configured")
-    monkeypatch.setattr(jobs, "ensure_worker", lambda: False)   # the queued run is what this test reads
+    monkeypatch.setattr(local, "start_worker", lambda: False)   # the queued run is what this test reads
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)
     at.secrets.update(OIDC)
     at.user.update({"is_logged_in": False})
@@ -139,6 +130,6 @@ def test_openid_connect_gates_pages_with_st_login_and_runs_record_who_started_th
     assert not at.exception, [e.value for e in at.exception]
     at.number_input(key="train_epochs").set_value(1).run()
     at.button(key="train_start").click().run()
-    run = jobs.queue()[0]
+    run = backend.queue()[0]
     assert run.status()["user"] == "ana@example.com"
     assert "queued by ana@example.com" in run.log_text()

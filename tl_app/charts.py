@@ -28,10 +28,8 @@ def learning_curves(history: list[dict], title: str = "") -> go.Figure:
 
 
 def confusion_heatmap(matrix, class_names: list[str], normalized: bool) -> go.Figure:
+    """Counts, or rows already normalised by ``Interpretation.confusion_matrix(normalize=True)``."""
     matrix = np.asarray(matrix, dtype=float)
-    if normalized:
-        rows = matrix.sum(axis=1, keepdims=True)
-        matrix = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
     text = [[f"{v:.2f}" if normalized else f"{int(v)}" for v in row] for row in matrix]
     fig = go.Figure(go.Heatmap(z=matrix, x=class_names, y=class_names, text=text, texttemplate="%{text}",
                                colorscale="Blues", hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
@@ -57,7 +55,3 @@ def compare_curves(series: dict[str, list[dict]], metric: str = "val_accuracy") 
     fig.update_layout(height=340, xaxis_title="epoch", yaxis_title=metric.replace("_", " "), margin={"t": 20})
     return fig
 
-
-if __name__ == "__main__":  # reached as a page by a deep link on a fresh server (see ui.route_through_app)
-    from pages import ui
-    ui.route_through_app()

@@ -1,0 +1,29 @@
+"""Streamlit's private API, touched only in tl_app/streamlit_internals.py: fails loudly when an upgrade moves it."""
+import streamlit
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner import script_runner
+from streamlit.testing.v1 import AppTest
+
+from tl_app import streamlit_internals
+
+from .conftest import REPO
+
+
+def test_pages_folder_mode_flag_exists_and_st_navigation_turns_it_off(monkeypatch):
+    assert hasattr(PagesManager, "uses_pages_directory"), streamlit.__version__
+    monkeypatch.setattr(PagesManager, "uses_pages_directory", True)
+    assert streamlit_internals.in_pages_folder_mode()
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert PagesManager.uses_pages_directory is False, "st.navigation must end pages-folder mode server-wide"
+
+
+def test_the_hook_that_clears_keras_after_each_run_is_where_we_replace_it():
+    assert callable(getattr(script_runner, "_clean_problem_modules", None)), streamlit.__version__
+
+
+def test_no_other_module_touches_streamlit_private_api():
+    sources = [REPO / "streamlit_app.py"] + [p for folder in ("tl_app", "pages", "tl_core") for p in (REPO / folder).rglob("*.py")]
+    offenders = [str(p.relative_to(REPO)) for p in sources if p.name != "streamlit_internals.py"
+                 and any(s in p.read_text() for s in ("streamlit.runtime", "_clean_problem_modules", "PagesManager"))]
+    assert offenders == []

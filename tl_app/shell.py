@@ -1,0 +1,43 @@
+"""The app's shell: which pages exist for whom, and the guard every page script starts with.
+
+Logged out, the only page that exists is the login page: the router hands ``st.navigation`` that page
+alone until the gate passes (Streamlit's pattern for gated apps), then the full list. A page script
+can still be run directly, by Streamlit's pages-folder mode on a fresh server (our page scripts live
+in ``pages/``); ``guard()``, each page's first statement, checks the gate itself before anything of
+the page exists.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from . import auth, streamlit_internals
+
+PAGES = [("pages/home.py", "Home", ":material/home:"), ("pages/data.py", "Data", ":material/photo_library:"),
+         ("pages/train.py", "Train", ":material/model_training:"),
+         ("pages/results.py", "Results", ":material/insights:"), ("pages/predict.py", "Predict", ":material/label:")]
+
+
+def app_pages() -> list:
+    """The app's pages, in navigation order (for a visitor who passed the gate)."""
+    return [st.Page(path, title=title, icon=icon, default=index == 0)
+            for index, (path, title, icon) in enumerate(PAGES)]
+
+
+def login_pages() -> list:
+    """All that exists before the gate passes."""
+    return [st.Page(auth.login_page, title="Log in", url_path="login", default=True)]
+
+
+def guard() -> None:
+    """Stop a page script before anything of it exists unless the gate has passed.
+
+    Before the gate: only the login page is registered and the rerun goes through the router, which
+    shows it. Past the gate, a page script reached directly by Streamlit's pages-folder mode (a fresh
+    server's first request for a page URL) registers the app's pages, which ends that mode for the
+    whole server, and draws itself.
+    """
+    if not auth.gate_passed():
+        st.navigation(login_pages(), position="hidden")
+        st.rerun()
+    if streamlit_internals.in_pages_folder_mode():
+        st.navigation(app_pages(), position="hidden")

@@ -1,0 +1,38 @@
+"""Every use of Streamlit's private API, in one place. ``tests/test_streamlit_internals.py`` fails
+loudly when an upgrade moves what these rely on."""
+from __future__ import annotations
+
+import sys
+
+
+def in_pages_folder_mode() -> bool:
+    """True while this server still runs scripts in Streamlit's old pages-folder mode.
+
+    Because our page scripts live in a folder named ``pages/``, a fresh server starts in that mode: the
+    first request for a page URL runs that page's script directly, not the router. The first call to
+    ``st.navigation`` anywhere on the server turns the mode off for good.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    return bool(PagesManager.uses_pages_directory)
+
+
+def keep_tensorflow_warm_between_reruns() -> None:
+    """Stop Streamlit from calling keras.backend.clear_session() after every script run.
+
+    Streamlit does that (script_runner._clean_problem_modules) for apps that build Keras models in the
+    page. Ours only load them, and clearing drops TensorFlow's kernel cache: the next prediction then
+    costs ~280 ms instead of ~10 ms, for every user after every rerun (sidebar refreshes included).
+    Measured with the load test (benchmarks/load_predict.py). Pyplot figures are still closed.
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+    current = getattr(script_runner, "_clean_problem_modules", None)
+    if current is None or getattr(current, "keeps_keras", False):
+        return
+
+    def clean_problem_modules_except_keras() -> None:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.close("all")
+
+    clean_problem_modules_except_keras.keeps_keras = True
+    script_runner._clean_problem_modules = clean_problem_modules_except_keras

@@ -1,0 +1,104 @@
+"""Pieces several pages draw: the sidebar status, the live job panel, guard-clause helpers."""
+from __future__ import annotations
+
+import streamlit as st
+
+from tl_core.backends import ExecutionBackend, get_backend
+from tl_core.runs import ACTIVE, Run
+from tl_core.workspace import home
+
+from . import charts
+
+
+def backend() -> ExecutionBackend:
+    return get_backend()
+
+
+def sidebar_status() -> None:
+    """Backend, device, workspace and jobs; refreshed every 3 s while a job is queued or running, else every
+    15 s (every open browser tab reruns this: with many users idle, a slower poll keeps the server free)."""
+    busy = any(run.state in ACTIVE for run in backend().refresh())
+    st.fragment(_sidebar_status_body, run_every=3 if busy else 15)()
+
+
+def _sidebar_status_body() -> None:
+    jobs = backend()
+    about = jobs.describe()
+    st.caption(f"Device: **{about['device']}**")
+    st.caption(f"Workspace: `{home()}`")
+    st.caption(f"Runs on: {about['backend']}")
+    running, waiting = jobs.active(), jobs.queue()
+    for run in running:
+        progress = run.progress()
+        if progress.get("epoch"):
+            where = f"epoch {progress['epoch']}/{progress.get('total_epochs', '…')}"
+        else:
+            where = progress.get("stage") or (f"computing {progress['what']} features" if progress.get("what") else "starting")
+        st.caption(f"Training: **{run.id}** — {where}")
+    if waiting:
+        st.caption(f"Queued: {len(waiting)} job(s)")
+    if not running and not waiting:
+        st.caption("No training job running.")
+
+
+def stop_with(message: str, page: str, label: str) -> None:
+    """Guard clause: tell the user what to do first, link the page where they do it, stop the script."""
+    st.info(message)
+    st.page_link(page, label=label)
+    st.stop()
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "…"
+    seconds = int(seconds)
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _progress_line(event: dict) -> tuple[float, str]:
+    total, epoch = event.get("total_epochs") or 0, event.get("epoch") or 0
+    batches, batch = event.get("batches") or 0, event.get("batch") or 0
+    if event.get("kind") == "features":
+        return event["done"] / max(1, event["total"]), f"Computing base features ({event['what']}): " \
+                                                         f"{event['done']}/{event['total']}"
+    if total:
+        in_batch = event.get("kind") == "batch"
+        fraction = min(1.0, ((epoch - 1) + (batch / batches if batches and in_batch else 1)) / total)
+        return fraction, f"Epoch {epoch}/{total}" + (f", batch {batch}/{batches}" if in_batch else "")
+    return 0.0, event.get("stage", "starting…").capitalize()
+
+
+def job_progress(run: Run, key: str) -> None:
+    """Progress bar, stage, learning rate, elapsed and remaining time, live curves and Cancel for one run."""
+    jobs = backend()
+    state = jobs.check_alive(run)
+    status, event = run.status(), run.progress()
+    st.markdown(f"**{run.id}** — {state}")
+    if state == "queued":
+        queued_ids = [r.id for r in jobs.queue()]
+        position = queued_ids.index(run.id) + 1 if run.id in queued_ids else "?"
+        st.info(f"Waiting in the queue (position {position}). It starts when a running job finishes.")
+    elif state == "running":
+        fraction, text = _progress_line(event)
+        st.progress(fraction, text=text)
+        elapsed = event.get("elapsed_s")
+        remaining = elapsed / fraction - elapsed if elapsed and fraction > 0.02 else None
+        cols = st.columns(3)
+        cols[0].metric("Elapsed", fmt_seconds(elapsed))
+        cols[1].metric("Time left (est.)", fmt_seconds(remaining))
+        lr = event.get("learning_rate")
+        cols[2].metric("Learning rate", f"{lr:.2g}" if lr else "…")
+    elif state == "failed":
+        st.error(status.get("message") or "Training failed; see the log on the Results page.")
+    elif state in ("cancelled", "interrupted"):
+        st.warning(status.get("message") or state)
+    elif state == "finished":
+        st.success(f"Finished: validation accuracy {run.artifacts.metrics().get('val_accuracy', 0):.3f}. "
+                   "See the Results page for curves, confusion matrix and mistakes.")
+    history = run.history()
+    if history:
+        st.plotly_chart(charts.learning_curves(history), key=f"{key}_curves_{run.id}")
+    if state in ACTIVE and st.button("Cancel", key=f"{key}_cancel_{run.id}"):
+        from .auth import current_user
+        jobs.cancel(run, user=current_user())
+        st.toast("Cancellation requested; it stops after the current batch.")
