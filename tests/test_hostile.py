@@ -253,3 +253,138 @@ def test_disk_full_during_import_gives_a_clear_error_and_leaves_nothing(tmp_path
     monkeypatch.setattr(Path, "write_bytes", real_write)
     assert [p.name for p in (workspace / "datasets").iterdir()] == ["kept"]
     assert datasets.load_dataset("kept").manifest["num_images"] == 6
+
+
+# ---------------------------------------------------------------- one bad entry never sinks an import
+def patch_entry(path, name: str, *, method: int | None = None, corrupt: bool = False) -> None:
+    """Rewrite one stored entry in place: its compression method (local and central headers), or one data byte."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(name)
+    local = info.header_offset
+    name_len, extra_len = struct.unpack("<HH", data[local + 26:local + 30])
+    if corrupt:
+        data[local + 30 + name_len + extra_len + 5] ^= 0xFF
+    if method is not None:
+        data[local + 8:local + 10] = struct.pack("<H", method)
+        start = 0
+        while (start := data.find(b"PK\x01\x02", start)) != -1:
+            n = struct.unpack("<H", data[start + 28:start + 30])[0]
+            if data[start + 46:start + 46 + n].decode() == name:
+                data[start + 10:start + 12] = struct.pack("<H", method)
+            start += 4
+    path.write_bytes(bytes(data))
+
+
+def awkward_zip(path):
+    """Good photos plus entries that used to abort a whole import."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for cls, seed in (("ants", 0), ("bees", 500)):
+            for i in range(3):
+                archive.writestr(f"set/{cls}/{i}.png", encode(photo(seed + i), "PNG"))
+        archive.writestr("set/ants/😀.jpg", encode(photo(41), "JPEG"))
+        archive.writestr("set/bees/!!!.png", encode(photo(42), "PNG"))
+        archive.writestr("set/ants/bad_crc.png", encode(photo(43), "PNG"))
+        archive.writestr("set/bees/ppmd.png", encode(photo(44), "PNG"))
+    patch_entry(path, "set/ants/bad_crc.png", corrupt=True)
+    patch_entry(path, "set/bees/ppmd.png", method=98)   # PPMd: zipfile cannot decompress it
+    return path
+
+
+def test_bad_crc_unsupported_compression_and_odd_names_are_reported_not_fatal(tmp_path):
+    dataset = datasets.add_zip(awkward_zip(tmp_path / "awkward.zip"), "awkward")
+    reasons = {s["file"]: s["reason"] for s in dataset.manifest["skipped"]}
+    assert "corrupt zip entry" in reasons["set/ants/bad_crc.png"], reasons
+    assert "compression method" in reasons["set/bees/ppmd.png"], reasons
+    assert dataset.manifest["num_images"] == 8, reasons   # 6 photos + the two with unusable names
+    names = sorted(it["path"].split("/")[-1] for it in dataset.items)
+    assert sum(n.startswith("image-") for n in names) == 2, names   # named by content hash instead
+
+
+def test_class_folders_that_would_merge_are_refused_naming_both(tmp_path):
+    items = [("cat?", "1.png", noisy_image((200, 0, 0), seed=1)), ("cat?", "2.png", noisy_image((200, 0, 0), seed=2)),
+             ("cat!", "3.png", noisy_image((0, 0, 200), seed=3)), ("cat!", "4.png", noisy_image((0, 0, 200), seed=4))]
+    with pytest.raises(TLError, match=r"'cat\?' and 'cat!' would both become class 'cat_'"):
+        datasets.add_items(items, "merged")
+    with pytest.raises(TLError, match=r"'\?\?\?' has no letters or digits"):
+        datasets.add_items([("???", "1.png", noisy_image((0, 200, 0), seed=5))] + items[:2], "unnamed")
+    assert datasets.list_datasets() == []
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"train/a": 3, "train/b": 3, "val/a": 1, "val/b": 1, "val/c": 2}, r"\['c'\] have images only in the validation"),
+    ({"test/a": 3, "test/b": 3}, r"No training images: every image is in the 'test/' folder"),
+])
+def test_splits_that_cannot_train_are_refused_at_import(tmp_path, layout, message):
+    archive = tmp_path / "split.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for folder, count in layout.items():
+            for i in range(count):
+                z.writestr(f"{folder}/{i}.png", noisy_image((10 * i, 90, 160), seed=hash(folder) % 1000 + i))
+    with pytest.raises(TLError, match=message):
+        datasets.add_zip(archive, "unsplittable")
+    assert datasets.list_datasets() == []
+
+
+def test_an_oversized_entry_is_skipped_unread_and_memory_stays_bounded(tmp_path):
+    """A ~2 MB zip whose one entry unpacks to 300 MiB (compressed ~137:1, under the ratio guard): the import
+    skips it from its header, reads nothing of it, and the process's peak memory grows by far less than 300 MiB."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from .conftest import REPO
+    archive = tmp_path / "inflating.zip"
+    rng = np.random.default_rng(0)
+    block = np.zeros(1 << 20, dtype=np.uint8)
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for cls, seed in (("a", 0), ("b", 100)):
+            for i in range(3):
+                z.writestr(f"{cls}/{i}.png", encode(photo(seed + i), "PNG"))
+        with z.open("a/huge.png", "w", force_zip64=True) as handle:
+            for _ in range(300):
+                block[::600] = rng.integers(0, 255, block[::600].shape, dtype=np.uint8)
+                handle.write(block.tobytes())
+    with zipfile.ZipFile(archive) as z:
+        info = z.getinfo("a/huge.png")
+    assert 100 < info.file_size / info.compress_size < 200, "under the ratio guard, like the reported bomb"
+    code = textwrap.dedent(f"""
+        import resource, json
+        from tl_core import datasets
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        ds = datasets.add_zip({str(archive)!r}, "inflating")
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({{"growth_mb": (after - before) / 1024, "images": ds.manifest["num_images"],
+                          "skipped": ds.manifest["skipped"]}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ})
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["images"] == 6
+    assert "over the 64 MiB limit for one image" in result["skipped"][0]["reason"]
+    assert result["growth_mb"] < 100, result
+
+
+def test_hostile_zip_through_the_command_line_gives_a_report_never_a_traceback(tmp_path, workspace):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+    good = hostile_zip(tmp_path / "hostile.zip", "m.png")
+    awkward = awkward_zip(tmp_path / "awkward.zip")
+    env = {**os.environ, "TL_HOME": str(workspace)}
+    for archive, name, images in ((tmp_path / "hostile.zip", "cli_hostile", len(good)), (awkward, "cli_awkward", 8)):
+        out = subprocess.run([sys.executable, "-m", "tl_core", "datasets", "add", str(archive), "--name", name],
+                             cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert f"{images} images" in out.stdout and "skipped:" in out.stdout
+    refused = tmp_path / "only_test.zip"
+    with zipfile.ZipFile(refused, "w") as z:
+        for cls in ("a", "b"):
+            for i in range(2):
+                z.writestr(f"test/{cls}/{i}.png", noisy_image((20, 120, 220), seed=ord(cls) * 10 + i))
+    out = subprocess.run([sys.executable, "-m", "tl_core", "datasets", "add", str(refused)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2 and "error: No training images" in out.stderr and "Traceback" not in out.stderr

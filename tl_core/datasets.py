@@ -9,43 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import stat
 import statistics
 import time
 import uuid
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from .archives import ZipLimits
+from .sources import (Candidate, candidates_from_folder, candidates_from_items, candidates_from_uploaded_paths,
+                      candidates_from_zip)
 from .images import DEFAULT_MIN_COLORS, EXTENSIONS, ImageRejected, inspect_bytes
 from .workspace import TLError, datasets_dir, read_json, safe_name, write_json
 
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "test": "test", "testing": "test"}
-SYSTEM_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
-ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".7z", ".rar", ".bz2", ".xz"}
 MANIFEST = "dataset.json"
 Progress = Optional[Callable[[int, int], None]]
-
-
-@dataclass
-class ZipLimits:
-    """Caps that stop a zip bomb before it fills the disk."""
-    max_total_bytes: int = 8 * 1024**3
-    max_files: int = 200_000
-    max_ratio: float = 200.0
-
-
-@dataclass
-class Candidate:
-    """One file offered for import: where it came from, which class and split it claims."""
-    source: str
-    class_name: str
-    split: Optional[str]
-    read: Callable[[], bytes]
 
 
 @dataclass
@@ -76,138 +56,6 @@ class Dataset:
 
 
 # ---------------------------------------------------------------- reading sources
-
-def _split_and_class(parts: list[str]) -> tuple[Optional[str], Optional[str]]:
-    """Interpret a file's folder parts (file name excluded) as (split, class)."""
-    if not parts:
-        return None, None
-    split = SPLIT_ALIASES.get(parts[0].lower())
-    if split and len(parts) >= 2:
-        return split, parts[1]
-    return None, parts[0]
-
-
-def _strip_common_top(paths: list[list[str]]) -> list[list[str]]:
-    """Drop a single top folder that holds everything (``flowers/daisy/1.jpg`` -> ``daisy/1.jpg``)."""
-    while paths and all(len(p) >= 2 for p in paths) and any(len(p) > 2 for p in paths) \
-            and len({p[0] for p in paths}) == 1 and paths[0][0].lower() not in SPLIT_ALIASES:
-        paths = [p[1:] for p in paths]
-    return paths
-
-
-def _is_ignorable(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in SYSTEM_NAMES or lowered.startswith("._") or lowered.startswith(".")
-
-
-def candidates_from_zip(path: Path, skipped: list[dict], limits: ZipLimits = ZipLimits()) -> list[Candidate]:
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise TLError(f"{Path(path).name!r} is not a readable zip file ({exc}). Upload a .zip of class folders.") from None
-    entries, total = [], 0
-    infos = archive.infolist()
-    if len(infos) > limits.max_files:
-        raise TLError(f"The zip has {len(infos)} entries; the limit is {limits.max_files}. Split it into smaller zips.")
-    for info in infos:
-        name = info.filename
-        parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", "/")]
-        if info.is_dir() or not parts:
-            continue
-        if name.startswith("/") or ".." in parts or (len(parts[0]) == 2 and parts[0][1] == ":"):
-            skipped.append({"file": name, "reason": "unsafe path in zip (absolute or '..'); not extracted"})
-            continue
-        if parts[0] == "__MACOSX" or any(_is_ignorable(p) for p in parts):
-            continue
-        mode = info.external_attr >> 16
-        if stat.S_ISLNK(mode):
-            skipped.append({"file": name, "reason": "symbolic link in zip; not followed"})
-            continue
-        if info.flag_bits & 0x1:
-            skipped.append({"file": name, "reason": "encrypted zip entry; not supported"})
-            continue
-        if PurePosixPath(name).suffix.lower() in ARCHIVE_SUFFIXES:
-            skipped.append({"file": name, "reason": "nested archive; unzip it and upload its images"})
-            continue
-        if info.compress_size and info.file_size / info.compress_size > limits.max_ratio and info.file_size > 10 * 1024**2:
-            skipped.append({"file": name, "reason": f"compression ratio {info.file_size / info.compress_size:.0f}:1 "
-                                                    f"is over the limit of {limits.max_ratio:.0f}:1 (zip bomb guard)"})
-            continue
-        total += info.file_size
-        if total > limits.max_total_bytes:
-            raise TLError(f"The zip unpacks to more than {limits.max_total_bytes / 1024**3:.1f} GiB "
-                          "(zip bomb guard). Upload a smaller zip or raise the limit.")
-        entries.append((parts, info))
-    stripped = _strip_common_top([parts for parts, _ in entries])
-    result = []
-    for parts, (_, info) in zip(stripped, entries):
-        split, class_name = _split_and_class(parts[:-1])
-        if class_name is None:
-            skipped.append({"file": info.filename, "reason": "not inside a class folder"})
-            continue
-        result.append(Candidate(info.filename, class_name, split,
-                                lambda info=info: _read_capped(archive, info, limits)))
-    return result
-
-
-def _read_capped(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ZipLimits) -> bytes:
-    # file_size in the header can lie; read at most what it claims plus one byte and check.
-    with archive.open(info) as handle:
-        data = handle.read(min(info.file_size, limits.max_total_bytes) + 1)
-    if len(data) > info.file_size:
-        raise ImageRejected("zip entry is larger than its header says; not extracted")
-    return data
-
-
-def _candidates_from_relative(files: list[tuple[list[str], Callable[[], bytes]]],
-                              skipped: list[dict]) -> list[Candidate]:
-    """Files given by relative path parts: class (and split) folders read from the parts."""
-    files = [(parts, read) for parts, read in files if not any(_is_ignorable(p) for p in parts)]
-    stripped = _strip_common_top([parts for parts, _ in files])
-    result = []
-    for (original, read), parts in zip(files, stripped):
-        rel = "/".join(original)
-        split, class_name = _split_and_class(parts[:-1])
-        if class_name is None:
-            skipped.append({"file": rel, "reason": "not inside a class folder"})
-            continue
-        result.append(Candidate(rel, class_name, split, read))
-    return result
-
-
-def candidates_from_folder(folder: Path, skipped: list[dict]) -> list[Candidate]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise TLError(f"Folder {str(folder)!r} does not exist or is not a folder.")
-    root = folder.resolve()
-    files = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if any(_is_ignorable(p) for p in rel.parts):
-            continue
-        if path.is_symlink() and not path.resolve().is_relative_to(root):
-            skipped.append({"file": str(rel), "reason": "symbolic link pointing outside the folder; not followed"})
-            continue
-        if path.is_file():
-            files.append((list(rel.parts), lambda p=path: p.read_bytes()))
-    return _candidates_from_relative(files, skipped)
-
-
-def candidates_from_uploaded_paths(files: Iterable[tuple[str, bytes]], skipped: list[dict]) -> list[Candidate]:
-    """A browser folder upload: (relative path such as 'flowers/daisy/1.jpg', bytes) pairs."""
-    entries = []
-    for rel, data in files:
-        parts = [p for p in PurePosixPath(str(rel).replace("\\", "/")).parts if p not in ("", "/")]
-        if not parts or ".." in parts:
-            skipped.append({"file": str(rel), "reason": "unsafe or empty path; not imported"})
-            continue
-        entries.append((parts, lambda data=data: data))
-    return _candidates_from_relative(entries, skipped)
-
-
-def candidates_from_items(items: Iterable[tuple[str, str, bytes]]) -> list[Candidate]:
-    return [Candidate(f"{cls}/{filename}", cls, None, lambda data=data: data) for cls, filename, data in items]
-
 
 # ---------------------------------------------------------------- building a dataset
 
@@ -240,6 +88,50 @@ def _validate(items: list[dict], classes: list[str]) -> None:
         raise TLError(f"Every class needs at least 2 images; these have fewer: {small}. Add images or remove the class.")
 
 
+class _ClassNames:
+    """Folder names for class names, refusing two classes that would share one folder."""
+
+    def __init__(self):
+        self.raw_by_folder: dict[str, str] = {}
+
+    def folder_for(self, raw: str) -> str:
+        try:
+            folder = safe_name(raw, "class name")
+        except TLError:
+            raise TLError(f"Class folder {raw!r} has no letters or digits to name a class with. "
+                          "Rename the folder and import again.") from None
+        other = self.raw_by_folder.setdefault(folder, raw)
+        if other != raw:
+            raise TLError(f"Class folders {other!r} and {raw!r} would both become class {folder!r}. "
+                          "Rename one of them so the names differ in letters or digits, and import again.")
+        return folder
+
+
+def _file_stem(source: str, digest: str) -> str:
+    """A safe stem from the file's own name, or from its content hash when the name has nothing usable."""
+    try:
+        return safe_name(PurePosixPath(source).stem, "file name")[:80]
+    except TLError:
+        return f"image-{digest[:12]}"
+
+
+def _check_splits(items: list[dict], classes: list[str]) -> None:
+    """Every class can be trained: it has training images (and the dataset has validation images)."""
+    by_class = {c: {it["split"] for it in items if it["class"] == c} for c in classes}
+    no_train = sorted(c for c, splits in by_class.items() if "train" not in splits)
+    if len(no_train) == len(classes):
+        splits = sorted({it["split"] for it in items})
+        raise TLError(f"No training images: every image is in the {' and '.join(repr(s + '/') for s in splits)} "
+                      "folder(s). Add a train/ folder, or put the class folders at the top so the importer "
+                      "splits them for you.")
+    if no_train:
+        raise TLError(f"Class(es) {no_train} have images only in the validation split, so they cannot be trained. "
+                      "Add their images under train/, or remove those class folders.")
+    if not any(it["split"] in ("val", "test") for it in items):
+        raise TLError("No validation images: add a val/ folder, or leave out split folders so the importer "
+                      "holds back 20% of each class.")
+
+
 def build_dataset(name: str, candidates: list[Candidate], skipped: list[dict], *, source: str,
                   val_fraction: float = 0.2, seed: int = 42, min_colors: int = DEFAULT_MIN_COLORS,
                   progress: Progress = None, replace: bool = False) -> Dataset:
@@ -249,6 +141,7 @@ def build_dataset(name: str, candidates: list[Candidate], skipped: list[dict], *
         raise TLError(f"A dataset named {name!r} already exists. Choose another name or delete that one first.")
     staging = datasets_dir() / f".staging-{name}-{uuid.uuid4().hex[:8]}"
     items, seen, used_names = [], {}, set()
+    class_names = _ClassNames()
     try:
         for done, cand in enumerate(candidates, 1):
             try:
@@ -268,12 +161,12 @@ def build_dataset(name: str, candidates: list[Candidate], skipped: list[dict], *
                 skipped.append({"file": cand.source, "reason": f"duplicate of {seen[digest]}"})
                 continue
             seen[digest] = cand.source
+            class_name = class_names.folder_for(cand.class_name)
             incoming = staging / ".incoming" / digest
             incoming.parent.mkdir(parents=True, exist_ok=True)
             incoming.write_bytes(data)
-            class_name = safe_name(cand.class_name, "class name")
             split = cand.split or "unsplit"
-            stem = safe_name(PurePosixPath(cand.source).stem, "file name")[:80]
+            stem = _file_stem(cand.source, digest)
             filename = stem + EXTENSIONS[info["format"]]
             key = (split, class_name, filename.lower())
             if key in used_names:
@@ -293,6 +186,7 @@ def build_dataset(name: str, candidates: list[Candidate], skipped: list[dict], *
                 _stratified_split(items, val_fraction, seed)
         else:
             _stratified_split(items, val_fraction, seed)
+        _check_splits(items, classes)
         for it in items:
             it["path"] = f"images/{it['split']}/{it['class']}/{it['file']}"
             target = staging / it["path"]
