@@ -11,6 +11,8 @@ from tl_core.training import train
 
 from .conftest import REPO, make_class_folders
 
+pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
+
 PAGES = ["pages/home.py", "pages/data.py", "pages/train.py", "pages/results.py", "pages/predict.py"]
 
 

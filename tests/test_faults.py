@@ -15,6 +15,8 @@ from tl_core.workspace import TLError
 
 from .conftest import REPO, make_class_folders
 
+pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
+
 
 @pytest.fixture
 def colors(tmp_path, monkeypatch, stop_worker):

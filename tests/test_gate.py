@@ -12,6 +12,8 @@ from tl_app import auth, shell
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
+
 OIDC = {"auth": {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "not-a-real-secret",
                  "client_id": "studio", "client_secret": "not-a-real-secret",
                  "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration"}}

@@ -16,6 +16,8 @@ from tl_core.workspace import TLError
 
 from .conftest import REPO, make_class_folders
 
+pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
+
 ARTIFACT_NAMES = [artifacts.MODEL, artifacts.HEAD, artifacts.MODEL_INFO, artifacts.CLASS_NAMES, artifacts.CHECKPOINT,
                   artifacts.CHECKPOINT_MODEL, artifacts.CHECKPOINT_HEAD, artifacts.METRICS, artifacts.PREDICTIONS]
 

@@ -3,8 +3,8 @@
 Logged out, the only page that exists is the login page: the router hands ``st.navigation`` that page
 alone until the gate passes (Streamlit's pattern for gated apps), then the full list. A page script
 can still be run directly, by Streamlit's pages-folder mode on a fresh server (our page scripts live
-in ``pages/``); ``guard()``, each page's first statement, checks the gate itself before anything of
-the page exists.
+in ``pages/``); ``guard()``, each page's first statement, checks the gate itself and sends such a run
+back through the router before anything of the page exists.
 """
 from __future__ import annotations
 
@@ -29,15 +29,17 @@ def login_pages() -> list:
 
 
 def guard() -> None:
-    """Stop a page script before anything of it exists unless the gate has passed.
+    """Stop a page script before anything of it exists unless it runs through the router past the gate.
 
-    Before the gate: only the login page is registered and the rerun goes through the router, which
-    shows it. Past the gate, a page script reached directly by Streamlit's pages-folder mode (a fresh
-    server's first request for a page URL) registers the app's pages, which ends that mode for the
-    whole server, and draws itself.
+    Before the gate, only the login page is registered and the rerun goes through the router, which
+    shows it. A page script run directly by Streamlit's pages-folder mode (a fresh server's first
+    request for a page URL) registers the pages, which ends that mode for the whole server, and reruns:
+    the rerun goes through the router to this page. (Drawn in that first run instead, the page lost
+    its widgets' state on the next rerun: uploads vanished.)
     """
     if not auth.gate_passed():
         st.navigation(login_pages(), position="hidden")
         st.rerun()
     if streamlit_internals.in_pages_folder_mode():
         st.navigation(app_pages(), position="hidden")
+        st.rerun()

@@ -285,12 +285,15 @@ def list_datasets() -> list[Dataset]:
     return found
 
 
-def load_dataset(name: str) -> Dataset:
+def load_dataset(name: str, missing: str = "unknown") -> Dataset:
+    """A dataset of this workspace by name. ``missing='deleted'`` words the error for a run whose
+    dataset went away after it was queued."""
     folder = datasets_dir() / str(name)
     manifest = read_json(folder / MANIFEST) if not str(name).startswith(".") and "/" not in str(name) else None
     if not manifest:
         known = [d.name for d in list_datasets()]
-        raise TLError(f"Unknown dataset {name!r}. Known datasets: {known or 'none yet'}; add one with "
+        why = "dataset deleted after this run was queued" if missing == "deleted" else "no such dataset"
+        raise TLError(f"Unknown dataset {name!r} ({why}). Known datasets: {known or 'none yet'}; add one with "
                       "'python -m tl_core datasets add SOURCE --name NAME'.")
     return Dataset(folder.name, folder, manifest)
 

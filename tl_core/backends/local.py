@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .. import freeze
+from .. import datasets, freeze
 from ..config import TrainConfig
 from ..device import describe as describe_device, gpu_names, process_start_time
 from ..runs import ACTIVE, PROCESS_LOG, Run, new_run
@@ -77,6 +77,7 @@ class LocalBackend(ExecutionBackend):
         max_jobs()  # a bad TL_MAX_JOBS is reported to the person submitting, not buried in the worker's log
         cfg = cfg.resolved()
         freeze.check_config(cfg)
+        datasets.load_dataset(cfg.data)   # a dataset of this workspace, by name
         run = new_run(cfg, user=user)
         run.log(f"queued by {user or 'anonymous'}")
         if start_worker:

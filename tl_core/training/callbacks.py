@@ -119,9 +119,24 @@ class HeadValidation(keras.callbacks.Callback):
         logs["val_accuracy"] = float((probs.argmax(axis=1) == self.labels).mean())
 
 
-def with_early_stopping(cfg, progress: KerasProgress) -> list:
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping that, in a resumed run, starts from the checkpoint's best value and weights: an
+    epoch worse than the checkpoint is not taken as a new best, and restoring goes back to the checkpoint."""
+
+    def __init__(self, resumed_best: Optional[float] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.resumed_best = resumed_best
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.resumed_best is not None and np.isfinite(self.resumed_best):
+            self.best = self.resumed_best
+            self.best_weights = self.model.get_weights()   # just restored from the checkpoint
+
+
+def with_early_stopping(cfg, progress: KerasProgress, resumed_best: Optional[float] = None) -> list:
     callbacks = [progress]
     if cfg.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
-                                                       restore_best_weights=True))
+        callbacks.append(ResumableEarlyStopping(resumed_best, monitor="val_loss", patience=cfg.patience,
+                                                restore_best_weights=True))
     return callbacks

@@ -16,8 +16,8 @@ from .. import datasets as datasets_mod
 from ..features import FeatureCache
 from ..images import load_batch
 from ..modeling import compiled_forward
-from ..runs import CONFIG, Run
-from ..workspace import TLError, atomic_write_text
+from ..runs import Run
+from ..workspace import TLError
 from .callbacks import Cancelled, ProgressFn, Reporter
 
 
@@ -41,10 +41,9 @@ class TrainingContext:
     def load_data(self) -> None:
         cfg = self.cfg
         self.reporter({"kind": "stage", "stage": "loading dataset"})
-        self.dataset = datasets_mod.resolve_dataset(cfg.data)
-        if cfg.data != self.dataset.name:  # imported from a path: the run remembers the dataset's name
-            cfg.data = self.dataset.name
-            atomic_write_text(self.run.path(CONFIG), cfg.to_json() + "\n")
+        # a name, never a path: a queued run whose dataset was deleted must not import whatever that
+        # name means as a folder (callers that take paths resolve them before the run is made)
+        self.dataset = datasets_mod.load_dataset(cfg.data, missing="deleted")
         self.class_names = self.dataset.classes
         val_split = self.dataset.validation_split
         self.train_items = self.dataset.split_items("train")

@@ -135,7 +135,7 @@ class CachedFeatures(TrainingPath):
         if initial_epoch < cfg.epochs:
             train = ctx.pipeline(x_flat, np.repeat(ctx.y_train, views), shuffle=True)
             head.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch, shuffle=False,
-                     callbacks=[validation] + with_early_stopping(cfg, progress), verbose=0)
+                     callbacks=[validation] + with_early_stopping(cfg, progress, best), verbose=0)
         built.model.get_layer("predictions").set_weights(head.get_layer("predictions").get_weights())
         # the head on cached features computes exactly what the whole model would (tests check they agree)
         return Outcome(progress.cancelled, validation.probabilities(), cache)
@@ -169,7 +169,7 @@ def fit_plain(ctx: TrainingContext, built: Built, phase: str, epochs: int, initi
         model.fit(ctx.pipeline(x_train, ctx.y_train, shuffle=True),
                   validation_data=ctx.pipeline(x_val, ctx.y_val, shuffle=False),
                   epochs=initial_epoch + epochs, initial_epoch=start,
-                  callbacks=with_early_stopping(cfg, progress), verbose=0, shuffle=False)  # tf.data shuffles
+                  callbacks=with_early_stopping(cfg, progress, best), verbose=0, shuffle=False)  # tf.data shuffles
     return progress
 
 

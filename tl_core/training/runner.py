@@ -13,7 +13,7 @@ from typing import Optional
 
 import keras
 
-from .. import device, freeze
+from .. import datasets, device, freeze
 from ..config import TrainConfig
 from ..evaluate import evaluate
 from ..modeling import build_classifier, parameter_counts
@@ -109,5 +109,6 @@ def train(cfg: TrainConfig, run_dir: Optional[Path] = None, progress: ProgressFn
     """Create a run folder for ``cfg`` and train it here; returns the run and its metrics."""
     cfg = cfg.resolved()
     freeze.check_config(cfg)
+    cfg.data = datasets.resolve_dataset(cfg.data).name   # a folder or zip is imported first
     run = new_run(cfg, run_dir)
     return run, execute(run, progress)

@@ -1,0 +1,91 @@
+"""Jobs on the local backend: process identity, cancel of a dead run, the workspace handed to workers,
+a queued run whose dataset was deleted, run ids from URLs, early stopping across a resume."""
+import os
+
+import numpy as np
+import pytest
+
+from tl_core import datasets
+from tl_core.backends import local
+from tl_core.config import TrainConfig
+from tl_core.device import process_start_time
+from tl_core.runs import new_run
+from tl_core.training import execute
+from tl_core.training.callbacks import ResumableEarlyStopping
+from tl_core.workspace import TLError
+
+from .conftest import make_class_folders
+
+backend = local.LocalBackend()
+
+
+@pytest.fixture
+def colors(tmp_path):
+    return datasets.add_folder(make_class_folders(tmp_path / "src", per_class=4), "colors")
+
+
+def running_run(pid: int, pid_start):
+    run = new_run(TrainConfig(data="colors").resolved())
+    run.set_status("running", pid=pid, pid_start=pid_start)
+    return run
+
+
+def test_a_reused_pid_does_not_keep_a_dead_run_running():
+    """After a reboot the recorded PID may belong to another process: the start time tells them apart."""
+    me = os.getpid()
+    alive = running_run(me, process_start_time(me))
+    reused = running_run(me, process_start_time(me) - 1000)   # same number, another process's start time
+    assert backend.check_alive(alive) == "running"
+    assert backend.check_alive(reused) == "interrupted"
+    assert reused.can_resume() is False   # no checkpoint: nothing to resume, but it is not stuck either
+
+
+def test_cancel_ends_a_run_whose_process_is_gone():
+    run = running_run(2**22 + 12345, 1)    # no such process
+    backend.cancel(run, user="ana@example.com")
+    assert run.state == "cancelled"
+    assert "cancel requested by ana@example.com" in run.log_text()
+
+
+def test_workers_get_the_workspace_as_an_absolute_path(tmp_path, monkeypatch):
+    """Started from another directory with a relative TL_HOME, the app and its worker must share one workspace."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TL_HOME", "relative_ws")
+    started = []
+    monkeypatch.setattr(local.subprocess, "Popen", lambda args, **kw: started.append(kw) or None)
+    assert local.start_worker()
+    env_home = started[0]["env"]["TL_HOME"]
+    assert os.path.isabs(env_home) and env_home == str(tmp_path / "relative_ws")
+
+
+def test_a_queued_run_whose_dataset_was_deleted_fails_saying_so(colors, tmp_path, monkeypatch):
+    run = backend.submit(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64), start_worker=False)
+    datasets.delete_dataset("colors")
+    monkeypatch.chdir(tmp_path)   # a folder named like the dataset must not be imported in its place
+    make_class_folders(tmp_path / "colors", per_class=4)
+    with pytest.raises(TLError, match="dataset deleted"):
+        execute(run)
+    assert run.state == "failed" and "dataset deleted" in run.status()["message"]
+    assert datasets.list_datasets() == []
+
+
+def test_submitting_for_an_unknown_dataset_is_refused_before_queueing():
+    with pytest.raises(TLError, match="Unknown dataset 'nope'"):
+        backend.submit(TrainConfig(data="nope"), start_worker=False)
+    assert backend.queue() == []
+
+
+def test_resumed_early_stopping_keeps_the_checkpoint_as_best():
+    import keras
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    checkpoint_weights = [w.copy() for w in model.get_weights()]
+    stopper = ResumableEarlyStopping(0.25, monitor="val_loss", patience=2, restore_best_weights=True)
+    stopper.set_model(model)
+    stopper.on_train_begin()
+    for epoch, val_loss in enumerate([0.4, 0.5]):          # both worse than the checkpoint's 0.25
+        model.set_weights([w + 1.0 for w in model.get_weights()])
+        stopper.on_epoch_end(epoch + 5, {"val_loss": val_loss})
+    assert model.stop_training and stopper.best == 0.25
+    stopper.on_train_end()
+    for got, want in zip(model.get_weights(), checkpoint_weights):
+        np.testing.assert_array_equal(got, want)
