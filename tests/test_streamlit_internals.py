@@ -27,3 +27,16 @@ def test_no_other_module_touches_streamlit_private_api():
     offenders = [str(p.relative_to(REPO)) for p in sources if p.name != "streamlit_internals.py"
                  and any(s in p.read_text() for s in ("streamlit.runtime", "_clean_problem_modules", "PagesManager"))]
     assert offenders == []
+
+
+def test_the_upload_endpoint_still_asks_is_active_session_before_reading_the_body():
+    """accept_uploads_only_from answers this question; if Streamlit's handler stops asking it, uploads from
+    sessions at the gate would be accepted again (tests/e2e/test_gate_browser.py would catch it too)."""
+    import inspect
+
+    from streamlit.runtime import Runtime
+    from streamlit.web.server.starlette import starlette_routes
+    source = inspect.getsource(starlette_routes)
+    assert hasattr(Runtime, "is_active_session"), streamlit.__version__
+    assert source.index("runtime.is_active_session(session_id)") < source.index("await limited_request.form()"), \
+        streamlit.__version__

@@ -23,6 +23,8 @@ from typing import Optional
 
 import streamlit as st
 
+from . import streamlit_internals
+
 _AUTHENTICATED = "tl_authenticated"
 _FAILURES = "tl_login_failures"
 
@@ -76,7 +78,20 @@ def _account_allowed(g: Gate) -> bool:
     return email in g.allowed_emails or email.rpartition("@")[2] in g.allowed_domains
 
 
+# Sessions (Streamlit session ids) that have passed the gate: the only ones whose uploads are accepted.
+_PASSED_SESSIONS: set[str] = set()
+
+
 def gate_passed() -> bool:
+    streamlit_internals.accept_uploads_only_from(_PASSED_SESSIONS.__contains__)
+    passed = _check_gate()
+    session = streamlit_internals.current_session_id()
+    if session:
+        (_PASSED_SESSIONS.add if passed else _PASSED_SESSIONS.discard)(session)
+    return passed
+
+
+def _check_gate() -> bool:
     g = gate()
     if g.problem:
         return False

@@ -3,6 +3,7 @@ loudly when an upgrade moves what these rely on."""
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 
 def in_pages_folder_mode() -> bool:
@@ -36,3 +37,31 @@ def keep_tensorflow_warm_between_reruns() -> None:
 
     clean_problem_modules_except_keras.keeps_keras = True
     script_runner._clean_problem_modules = clean_problem_modules_except_keras
+
+
+def current_session_id() -> str | None:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx else None
+
+
+def accept_uploads_only_from(allowed: Callable[[str], bool]) -> None:
+    """Make the upload endpoint refuse (400, before reading the body) sessions that ``allowed`` rejects.
+
+    Streamlit accepts a file upload from any live session that passes its XSRF check, including one still
+    at our login page. ``Runtime.is_active_session`` is what its upload handler asks, and nothing else
+    does, so that question gets our answer too. Idempotent; a no-op outside a running server (AppTest).
+    """
+    from streamlit.runtime import Runtime
+    if not Runtime.exists():
+        return
+    runtime = Runtime.instance()
+    current = runtime.is_active_session
+    if getattr(current, "tl_gated", False):
+        return
+
+    def is_active_and_allowed(session_id: str) -> bool:
+        return current(session_id) and allowed(session_id)
+
+    is_active_and_allowed.tl_gated = True
+    runtime.is_active_session = is_active_and_allowed

@@ -101,3 +101,53 @@ def test_openid_connect_gate_on_a_fresh_server(tmp_path, keras_home_copy):
             assert page.get_by_label("Password").count() == 0
             page.close()
         chromium.close()
+
+
+def session_id_of(page) -> list:
+    """Collects the Streamlit session id of a page from its websocket (the new-session message)."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    found = []
+
+    def on_frame(payload):
+        if isinstance(payload, (bytes, bytearray)):
+            msg = ForwardMsg()
+            try:
+                msg.ParseFromString(bytes(payload))
+            except Exception:  # not every frame is a ForwardMsg we can read
+                return
+            if msg.WhichOneof("type") == "new_session" and msg.new_session.initialize.session_id:
+                found.append(msg.new_session.initialize.session_id)
+
+    page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
+    return found
+
+
+def put_upload(page, url: str, session_id: str) -> int:
+    """An upload request for a session, as the file uploader sends it (XSRF cookie echoed in the header)."""
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    response = page.request.put(f"{url}/_stcore/upload_file/{session_id}/probe-file",
+                                headers={"X-Xsrftoken": cookies.get("_streamlit_xsrf", "")},
+                                multipart={"file": {"name": "probe.png", "mimeType": "image/png",
+                                                    "buffer": b"\x89PNG" + b"\0" * 2048}})
+    return response.status
+
+
+def test_uploads_are_refused_from_sessions_still_at_the_gate(tmp_path, keras_home_copy):
+    env = server_env(tmp_path, keras_home_copy, "s3cret")
+    with app_server(env, tmp_path / "app.log") as (url, _), playwright.sync_playwright() as p:
+        chromium = browser(p)
+        visitor = chromium.new_page()
+        visitor_session = session_id_of(visitor)
+        visitor.goto(url)
+        assert_only_the_gate(visitor, "Password", "")
+        member = chromium.new_page()
+        member_session = session_id_of(member)
+        member.goto(url)
+        field = member.get_by_label("Password", exact=True)
+        field.fill("s3cret")
+        field.press("Enter")
+        member.get_by_text("Next step").wait_for(timeout=60_000)
+        assert visitor_session and member_session and visitor_session[0] != member_session[0]
+        assert put_upload(visitor, url, visitor_session[0]) == 400, "an upload before the gate must be refused"
+        assert put_upload(member, url, member_session[0]) == 204, "past the gate, uploads work"
+        chromium.close()
