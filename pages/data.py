@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_app import charts, shell
+from tl_app.auth import current_user
 from tl_core import datasets
 from tl_core.workspace import TLError
 
@@ -122,6 +123,6 @@ with browse_tab:
         confirm = st.checkbox(f"Yes, delete {chosen!r} and its images (runs trained on it are kept)",
                               key="data_delete_confirm")
         if st.button("Delete dataset", disabled=not confirm, type="secondary", key="data_delete_go"):
-            datasets.delete_dataset(chosen)
+            datasets.delete_dataset(chosen, user=current_user())
             st.session_state.pop("data_browse_name", None)
             st.rerun()

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from tl_app import shell
-from tl_core import architectures, datasets
+from tl_core import architectures, audit, datasets
 from tl_core.runs import list_runs
 
 shell.guard()
@@ -34,3 +34,11 @@ else:
 
 st.caption("Base models with ImageNet weights on this server: " + (", ".join(offline) if offline else
            "none yet — they download on first use, or copy them into $KERAS_HOME/models."))
+
+with st.expander("Recent deletions and cancellations (audit log)"):
+    entries = audit.recent(20)
+    if entries:
+        st.dataframe(entries, hide_index=True, key="home_audit",
+                     column_order=["time", "user", "action", "target", "owner", "images"])
+    else:
+        st.caption("Nothing deleted or cancelled yet.")

@@ -3,7 +3,7 @@
 Three set-ups, read from ``.streamlit/secrets.toml`` (and ``TL_PASSWORD``):
 - ``[auth]`` (OpenID Connect): users log in with ``st.login``. An optional ``[access]`` table limits
   who gets in: ``allowed_emails = [...]`` and ``allowed_domains = [...]``; without it, any account the
-  provider authenticates does.
+  provider authenticates does. ``admins = [...]`` may cancel anyone's run; others only their own.
 - ``password = "..."`` (or ``TL_PASSWORD``): one shared password, asked once per browser session.
 - neither: no gate (a single user on localhost).
 
@@ -35,6 +35,7 @@ class Gate:
     password: Optional[str] = None
     allowed_emails: list[str] = field(default_factory=list)
     allowed_domains: list[str] = field(default_factory=list)
+    admins: list[str] = field(default_factory=list)
     problem: Optional[str] = None    # set when the configuration is broken: nobody gets in
 
     @property
@@ -68,7 +69,8 @@ def gate() -> Gate:
     password = secrets.get("password") or os.environ.get("TL_PASSWORD") or None
     return Gate(oidc="auth" in secrets, password=str(password) if password else None,
                 allowed_emails=[e.lower() for e in access.get("allowed_emails", [])],
-                allowed_domains=[d.lower().lstrip("@") for d in access.get("allowed_domains", [])])
+                allowed_domains=[d.lower().lstrip("@") for d in access.get("allowed_domains", [])],
+                admins=[e.lower() for e in access.get("admins", [])])
 
 
 def _account_allowed(g: Gate) -> bool:
@@ -152,3 +154,13 @@ def current_user() -> Optional[str]:
     except Exception:  # outside a script run
         pass
     return None
+
+
+def may_cancel(owner: Optional[str]) -> bool:
+    """With OpenID Connect, a run is cancelled by whoever started it or an admin; otherwise by anyone who
+    passed the gate (a shared password names nobody)."""
+    g = gate()
+    if not g.oidc:
+        return True
+    me = (current_user() or "").lower()
+    return bool(me) and (me == (owner or "").lower() or me in g.admins)

@@ -7,7 +7,7 @@ from tl_core.backends import ExecutionBackend, get_backend
 from tl_core.runs import ACTIVE, Run
 from tl_core.workspace import home
 
-from . import charts
+from . import auth, charts
 
 
 def backend() -> ExecutionBackend:
@@ -98,7 +98,10 @@ def job_progress(run: Run, key: str) -> None:
     history = run.history()
     if history:
         st.plotly_chart(charts.learning_curves(history), key=f"{key}_curves_{run.id}")
-    if state in ACTIVE and st.button("Cancel", key=f"{key}_cancel_{run.id}"):
-        from .auth import current_user
-        jobs.cancel(run, user=current_user())
-        st.toast("Cancellation requested; it stops after the current batch.")
+    if state in ACTIVE:
+        owner = status.get("user")
+        if not auth.may_cancel(owner):
+            st.caption(f"Only {owner or 'its owner'} or an admin can cancel this run.")
+        elif st.button("Cancel", key=f"{key}_cancel_{run.id}"):
+            jobs.cancel(run, user=auth.current_user())
+            st.toast("Cancellation requested; it stops after the current batch.")

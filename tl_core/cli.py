@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -53,7 +54,7 @@ def cmd_datasets(args) -> int:
     elif args.action == "show":
         print(datasets.format_report(datasets.load_dataset(args.name)))
     elif args.action == "delete":
-        datasets.delete_dataset(args.name)
+        datasets.delete_dataset(args.name, user=f"cli:{getpass.getuser()}")
         print(f"deleted {args.name}")
     return 0
 

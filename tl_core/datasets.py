@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from . import audit
 from .archives import ZipLimits
 from .sources import (Candidate, candidates_from_folder, candidates_from_items, candidates_from_uploaded_paths,
                       candidates_from_zip)
@@ -338,8 +339,10 @@ def resolve_dataset(spec: str, progress: Progress = None) -> Dataset:
     return fresh
 
 
-def delete_dataset(name: str) -> None:
+def delete_dataset(name: str, user: Optional[str] = None) -> None:
+    """Delete a dataset's images and manifest (runs trained on it keep their own files); audited."""
     dataset = load_dataset(name)
+    audit.record("delete dataset", dataset.name, user, images=dataset.manifest["num_images"])
     trash = datasets_dir() / f".trash-{dataset.name}-{uuid.uuid4().hex[:8]}"
     dataset.root.rename(trash)
     shutil.rmtree(trash, ignore_errors=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .. import datasets, freeze
+from .. import audit, datasets, freeze
 from ..config import TrainConfig
 from ..device import describe as describe_device, gpu_names, process_start_time
 from ..runs import ACTIVE, PROCESS_LOG, Run, new_run
@@ -85,6 +85,7 @@ class LocalBackend(ExecutionBackend):
         return run
 
     def cancel(self, run: Run, user: Optional[str] = None) -> None:
+        audit.record("cancel run", run.id, user, owner=run.status().get("user"), state=run.state)
         run.request_cancel()
         run.log(f"cancel requested by {user or 'anonymous'}")
         if run.state == "running" and not self.is_alive(run):  # nobody is left to read the request
