@@ -89,3 +89,26 @@ def test_resumed_early_stopping_keeps_the_checkpoint_as_best():
     stopper.on_train_end()
     for got, want in zip(model.get_weights(), checkpoint_weights):
         np.testing.assert_array_equal(got, want)
+
+
+def test_gpu_memory_is_shared_by_growth_on_every_gpu(monkeypatch):
+    """On a GPU host each process asks for memory growth on every GPU (and tolerates an already
+    initialised one); on a CPU host it does nothing and does not import TensorFlow for it."""
+    import tensorflow as tf
+
+    from tl_core import device
+    monkeypatch.setattr(device, "gpu_names", lambda: ())
+    assert device.share_gpu_memory() == []
+    grown = []
+
+    def set_memory_growth(gpu, enable):
+        if gpu.name.endswith(":1"):
+            raise RuntimeError("Physical devices cannot be modified after being initialized")
+        grown.append((gpu.name, enable))
+
+    fake = [tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(2)]
+    monkeypatch.setattr(device, "gpu_names", lambda: ("H100", "H100"))
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: fake)
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", set_memory_growth)
+    assert device.share_gpu_memory() == ["/physical_device:GPU:0"]
+    assert grown == [("/physical_device:GPU:0", True)]

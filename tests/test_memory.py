@@ -3,15 +3,13 @@ import gc
 import weakref
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from tl_core import datasets
 from tl_core.config import TrainConfig
 from tl_core.training import train
 
-from .conftest import REPO, make_class_folders
+from .conftest import make_class_folders
 
-pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
 
 
 @pytest.fixture

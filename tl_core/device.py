@@ -27,6 +27,25 @@ def describe() -> str:
     return ", ".join(gpus) if len(gpus) > 1 else gpus[0]
 
 
+def share_gpu_memory() -> list[str]:
+    """Let every process on a GPU host take GPU memory as it needs it (TensorFlow's memory growth)
+    instead of nearly all of it at start: the app's server process (small models for prediction) and
+    each training process share the GPU. Call before TensorFlow first touches a GPU; a process whose GPUs
+    are already initialised keeps its setting. Returns the GPUs it applied to."""
+    gpus_named = gpu_names()
+    if not gpus_named:
+        return []
+    import tensorflow as tf
+    applied = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+            applied.append(gpu.name)
+        except RuntimeError:  # already initialised in this process: too late to change, keep going
+            pass
+    return applied
+
+
 def precision_policy(setting: str) -> str:
     """'mixed_float16' with setting 'on', or 'auto' on a GPU host; else 'float32'."""
     if setting == "on" or (setting == "auto" and gpu_names()):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import keras
 import numpy as np
 
-from . import modeling  # registers the Preprocess layer for loading
+from . import device, modeling  # modeling registers the Preprocess layer for loading
 from .workspace import TLError
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class LoadedModel:
         info = artifacts.model_info()
         if not info or not artifacts.model_path.exists():
             raise TLError(f"Run {artifacts.root.name!r} has no saved model. Pick a finished run.")
+        device.share_gpu_memory()   # the server process shares the GPU with training processes
         model = keras.models.load_model(artifacts.model_path, safe_mode=True, compile=False)
         return cls(model, list(info["class_names"]), int(info["input_size"]), info.get("resize", "squash"),
                    info.get("head", "keras"), artifacts.sklearn_head())

@@ -27,6 +27,7 @@ from .context import TrainingContext
 def _train(ctx: TrainingContext) -> dict:
     cfg = ctx.cfg
     started = time.time()
+    device.share_gpu_memory()   # several training processes (TL_MAX_JOBS) and the app share a GPU
     ctx.load_data()
     policy = device.precision_policy(cfg.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
