@@ -1,14 +1,14 @@
 """Data: add datasets (zip, folder, class by class, server folder) and browse them."""
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from tl_app import charts, shell
+from tl_app import charts, shell, streamlit_internals
 from tl_app.auth import current_user
-from tl_core import datasets
+from tl_core import datasets, uploads
 from tl_core.workspace import TLError
 
 shell.guard()
@@ -22,57 +22,67 @@ def _progress_bar():
     return lambda done, total: bar.progress(done / max(total, 1), text=f"Checked {done}/{total} files")
 
 
-def _import(make):
-    """Run an import, show its report, keep errors readable."""
+def _import(make, uploads=()):
+    """Run an import and show its report (errors readable); once imported, let go of the uploaded files."""
     try:
         dataset = make(_progress_bar())
     except TLError as exc:
-        st.error(str(exc))
-        return
+        st.error(str(exc))   # the uploads stay, so the user can fix the name and try again
+        return None
+    streamlit_internals.release_uploads(uploads)
+    st.session_state["data_upload_round"] = upload_round + 1   # fresh, empty upload widgets next run
     m = dataset.manifest
     st.success(f"Imported {dataset.name!r}: {m['num_images']} images in {len(m['classes'])} classes; "
                f"{len(m['skipped'])} file(s) skipped.")
     if m["skipped"]:
         st.dataframe(pd.DataFrame(m["skipped"]), hide_index=True)
+    return dataset
 
 
+upload_round = st.session_state.get("data_upload_round", 0)
+uploads.clean_stale()
 with add_tab:
     source = st.radio("Source", ["Zip of class folders", "Folder upload", "Class by class", "Folder on the server"],
                       horizontal=True, key="data_source")
     if source == "Zip of class folders":
         upload = st.file_uploader("Zip with one folder per class (optionally train/ and val/ folders)",
-                                  type=["zip"], key="data_zip")
+                                  type=["zip"], key=f"data_zip_{upload_round}")
         name = st.text_input("Dataset name", value=Path(upload.name).stem if upload else "", key="data_zip_name")
         if st.button("Import zip", disabled=not (upload and name), type="primary", key="data_zip_go"):
-            with tempfile.NamedTemporaryFile(suffix=".zip") as handle:
-                handle.write(upload.getvalue())
-                handle.flush()
-                _import(lambda progress: datasets.add_zip(handle.name, name, progress=progress))
+            staged = uploads.Staging()
+            try:   # on disk in chunks: no second copy of the zip in memory
+                path = staged.save(upload.name, upload)
+                _import(lambda progress: datasets.add_zip(path, name, progress=progress), [upload])
+            finally:
+                staged.discard()
     elif source == "Folder upload":
         files = st.file_uploader("A folder with one sub-folder per class", accept_multiple_files="directory",
-                                 key="data_folder")
+                                 key=f"data_folder_{upload_round}")
         name = st.text_input("Dataset name", key="data_folder_name")
         if st.button("Import folder", disabled=not (files and name), type="primary", key="data_folder_go"):
-            _import(lambda progress: datasets.add_uploaded_folder(
-                [(f.name, f.getvalue()) for f in files], name, progress=progress))
+            _import(lambda progress: datasets.add_uploaded_folder(   # each file read when its turn comes
+                [(f.name, f.getvalue) for f in files], name, progress=progress), files)
     elif source == "Class by class":
-        pending = st.session_state.setdefault("data_pending_classes", {})
+        staged = uploads.Staging(st.session_state.setdefault("data_pending_key", uuid.uuid4().hex))
         with st.form("data_class_form", clear_on_submit=True):
             class_name = st.text_input("Class name", key="data_class_name")
             images = st.file_uploader("Images of this class", accept_multiple_files=True,
                                       type=["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"],
                                       key="data_class_images")
             if st.form_submit_button("Add class") and class_name and images:
-                pending.setdefault(class_name, []).extend((f.name, f.getvalue()) for f in images)
+                for image in images:   # waiting on disk, not in this session's memory
+                    staged.add_to_class(class_name, image.name, image)
+                streamlit_internals.release_uploads(images)
+        pending = staged.class_counts()
         if pending:
-            st.write({cls: f"{len(items)} image(s)" for cls, items in pending.items()})
+            st.write({cls: f"{count} image(s)" for cls, count in pending.items()})
         name = st.text_input("Dataset name", key="data_items_name")
         cols = st.columns(2)
         if cols[0].button("Create dataset", disabled=not (pending and name), type="primary", key="data_items_go"):
-            _import(lambda progress: datasets.add_items(
-                [(cls, fn, data) for cls, items in pending.items() for fn, data in items], name, progress=progress))
+            if _import(lambda progress: datasets.add_items(staged.items(), name, progress=progress)):
+                staged.discard()
         if cols[1].button("Clear classes", disabled=not pending, key="data_items_clear"):
-            pending.clear()
+            staged.discard()
             st.rerun()
     else:
         roots = [r for r in os.environ.get("TL_IMPORT_ROOTS", "").split(os.pathsep) if r]

@@ -40,3 +40,10 @@ def test_the_upload_endpoint_still_asks_is_active_session_before_reading_the_bod
     assert hasattr(Runtime, "is_active_session"), streamlit.__version__
     assert source.index("runtime.is_active_session(session_id)") < source.index("await limited_request.form()"), \
         streamlit.__version__
+
+
+def test_uploaded_files_can_still_be_released_from_the_session():
+    from streamlit.runtime.scriptrunner_utils.script_run_context import ScriptRunContext
+    from streamlit.runtime.uploaded_file_manager import UploadedFileManager
+    assert callable(getattr(UploadedFileManager, "remove_file", None)), streamlit.__version__
+    assert "uploaded_file_mgr" in ScriptRunContext.__dataclass_fields__, streamlit.__version__

@@ -65,3 +65,14 @@ def accept_uploads_only_from(allowed: Callable[[str], bool]) -> None:
 
     is_active_and_allowed.tl_gated = True
     runtime.is_active_session = is_active_and_allowed
+
+
+def release_uploads(files) -> None:
+    """Drop uploaded files from Streamlit's memory now that they are imported (it keeps them for the
+    session's lifetime otherwise, even after the widget is gone)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    ctx = get_script_run_ctx()
+    if ctx is None or ctx.uploaded_file_mgr is None:
+        return
+    for file in files:
+        ctx.uploaded_file_mgr.remove_file(ctx.session_id, file.file_id)

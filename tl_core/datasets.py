@@ -20,7 +20,7 @@ import numpy as np
 
 from . import audit
 from .archives import ZipLimits
-from .sources import (Candidate, candidates_from_folder, candidates_from_items, candidates_from_uploaded_paths,
+from .sources import (Candidate, Content, candidates_from_folder, candidates_from_items, candidates_from_uploaded_paths,
                       candidates_from_zip)
 from .images import DEFAULT_MIN_COLORS, EXTENSIONS, ImageRejected, inspect_bytes
 from .workspace import TLError, datasets_dir, read_json, safe_name, write_json
@@ -257,11 +257,11 @@ def add_folder(path, name: Optional[str] = None, allowed_roots: Optional[list] =
     return build_dataset(name or path.resolve().name, candidates, skipped, source=f"folder:{path.resolve()}", **kwargs)
 
 
-def add_items(items: Iterable[tuple[str, str, bytes]], name: str, **kwargs) -> Dataset:
+def add_items(items: Iterable[tuple[str, str, Content]], name: str, **kwargs) -> Dataset:
     return build_dataset(name, candidates_from_items(items), [], source="upload", **kwargs)
 
 
-def add_uploaded_folder(files: Iterable[tuple[str, bytes]], name: str, **kwargs) -> Dataset:
+def add_uploaded_folder(files: Iterable[tuple[str, Content]], name: str, **kwargs) -> Dataset:
     skipped: list[dict] = []
     candidates = candidates_from_uploaded_paths(files, skipped)
     return build_dataset(name, candidates, skipped, source="folder upload", **kwargs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Union
 
 from . import archives
 from .archives import ZipLimits
@@ -114,17 +114,25 @@ def candidates_from_folder(folder: Path, skipped: list[dict]) -> list[Candidate]
     return _candidates_from_relative(files, skipped)
 
 
-def candidates_from_uploaded_paths(files: Iterable[tuple[str, bytes]], skipped: list[dict]) -> list[Candidate]:
-    """A browser folder upload: (relative path such as 'flowers/daisy/1.jpg', bytes) pairs."""
+Content = Union[bytes, Callable[[], bytes]]   # the bytes, or a reader called when the importer gets to it
+
+
+def _reader(content: Content) -> Callable[[], bytes]:
+    return content if callable(content) else (lambda: content)
+
+
+def candidates_from_uploaded_paths(files: Iterable[tuple[str, Content]], skipped: list[dict]) -> list[Candidate]:
+    """A browser folder upload: (relative path such as 'flowers/daisy/1.jpg', content) pairs."""
     entries = []
-    for rel, data in files:
+    for rel, content in files:
         parts = [p for p in PurePosixPath(str(rel).replace("\\", "/")).parts if p not in ("", "/")]
         if not parts or ".." in parts:
             skipped.append({"file": str(rel), "reason": "unsafe or empty path; not imported"})
             continue
-        entries.append((parts, lambda data=data: data))
+        entries.append((parts, _reader(content)))
     return _candidates_from_relative(entries, skipped)
 
 
-def candidates_from_items(items: Iterable[tuple[str, str, bytes]]) -> list[Candidate]:
-    return [Candidate(f"{cls}/{filename}", cls, None, lambda data=data: data) for cls, filename, data in items]
+def candidates_from_items(items: Iterable[tuple[str, str, Content]]) -> list[Candidate]:
+    """Class-by-class uploads: (class, file name, content) triples."""
+    return [Candidate(f"{cls}/{filename}", cls, None, _reader(content)) for cls, filename, content in items]
