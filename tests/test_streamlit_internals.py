@@ -44,6 +44,6 @@ def test_the_upload_endpoint_still_asks_is_active_session_before_reading_the_bod
 
 def test_uploaded_files_can_still_be_released_from_the_session():
     from streamlit.runtime.scriptrunner_utils.script_run_context import ScriptRunContext
-    from streamlit.runtime.uploaded_file_manager import UploadedFileManager
-    assert callable(getattr(UploadedFileManager, "remove_file", None)), streamlit.__version__
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    assert callable(getattr(MemoryUploadedFileManager, "remove_file", None)), streamlit.__version__
     assert "uploaded_file_mgr" in ScriptRunContext.__dataclass_fields__, streamlit.__version__
