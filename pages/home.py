@@ -12,7 +12,7 @@ st.write("Turn a pretrained image model into your own classifier: add images per
          "train, read the results, and try predictions — no code.")
 
 all_datasets, all_runs = datasets.list_datasets(), list_runs()
-finished = [r for r in all_runs if r.state == "finished"]
+finished = [r for r in all_runs if r.listed_state == "finished"]
 offline = [row["name"] for row in architectures.availability() if row["weights_offline"]]
 
 cols = st.columns(3)

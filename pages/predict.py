@@ -8,7 +8,7 @@ from tl_app.models import predictor_for
 shell.guard()
 
 st.title("Predict")
-finished = [r for r in widgets.backend().refresh() if r.state == "finished" and r.artifacts.has_model()]
+finished = [r for r in widgets.backend().refresh() if r.listed_state == "finished" and r.artifacts.has_model()]
 if not finished:
     widgets.stop_with("No trained model yet. Train one on the Train page, then come back to try it on new images.",
                  "pages/train.py", "Go to Train")

@@ -21,7 +21,7 @@ st.dataframe(table, hide_index=True, key="results_table", column_config={
     "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f")})
 
 by_id = {r.id: r for r in runs}
-finished = [r.id for r in runs if r.state == "finished"]
+finished = [r.id for r in runs if r.listed_state == "finished"]
 default = st.query_params.get("run") if st.query_params.get("run") in by_id else (finished or list(by_id))[0]
 run: Run = by_id[st.selectbox("Run", list(by_id), index=list(by_id).index(default), key="results_run")]
 st.query_params["run"] = run.id

@@ -114,7 +114,8 @@ if st.button("Start training", type="primary", key="train_start"):
 
 @st.fragment(run_every=2)
 def live_jobs():
-    running, waiting = jobs.active(), jobs.queue()
+    runs = jobs.refresh()   # one listing for the whole panel
+    running, waiting = jobs.active(runs), jobs.queue(runs)
     mine = st.session_state.get("train_last_run") or st.query_params.get("run")
     shown = running + waiting
     if mine and mine not in [r.id for r in shown]:
@@ -123,7 +124,7 @@ def live_jobs():
         except TLError:
             pass
     if not shown:
-        latest = jobs.refresh()[:1]
+        latest = runs[:1]
         if not latest:
             st.caption("No job running or queued.")
             return

@@ -17,7 +17,7 @@ def backend() -> ExecutionBackend:
 def sidebar_status() -> None:
     """Backend, device, workspace and jobs; refreshed every 3 s while a job is queued or running, else every
     15 s (every open browser tab reruns this: with many users idle, a slower poll keeps the server free)."""
-    busy = any(run.state in ACTIVE for run in backend().refresh())
+    busy = any(run.listed_state in ACTIVE for run in backend().refresh())
     st.fragment(_sidebar_status_body, run_every=3 if busy else 15)()
 
 
@@ -27,7 +27,8 @@ def _sidebar_status_body() -> None:
     st.caption(f"Device: **{about['device']}**")
     st.caption(f"Workspace: `{home()}`")
     st.caption(f"Runs on: {about['backend']}")
-    running, waiting = jobs.active(), jobs.queue()
+    runs = jobs.refresh()   # one listing for the whole panel
+    running, waiting = jobs.active(runs), jobs.queue(runs)
     for run in running:
         progress = run.progress()
         if progress.get("epoch"):

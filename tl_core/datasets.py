@@ -8,6 +8,7 @@ built in a temporary folder and renamed into place, so a failed import leaves no
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import statistics
 import time
@@ -22,10 +23,11 @@ from . import audit
 from .archives import ZipLimits
 from .sources import (Candidate, Content, candidates_from_folder, candidates_from_items, candidates_from_uploaded_paths,
                       candidates_from_zip)
-from .images import DEFAULT_MIN_COLORS, EXTENSIONS, ImageRejected, inspect_bytes
-from .workspace import TLError, datasets_dir, read_json, safe_name, write_json
+from .images import DEFAULT_MIN_COLORS, EXTENSIONS, ImageRejected, inspect_bytes, load_rgb
+from .workspace import TLError, atomic_write_bytes, datasets_dir, read_json, safe_name, write_json
 
 MANIFEST = "dataset.json"
+THUMBNAIL_PX = 192   # twice the 96 px the Data page shows, for sharp thumbnails on high-density screens
 Progress = Optional[Callable[[int, int], None]]
 
 
@@ -33,7 +35,14 @@ Progress = Optional[Callable[[int, int], None]]
 class Dataset:
     name: str
     root: Path
-    manifest: dict = field(repr=False)
+    _manifest: Optional[dict] = field(default=None, repr=False)
+
+    @property
+    def manifest(self) -> dict:
+        """Read when first needed: listing datasets parses no manifest (one can hold 20,000 items)."""
+        if self._manifest is None:
+            self._manifest = read_json(self.root / MANIFEST) or {}
+        return self._manifest
 
     @property
     def classes(self) -> list[str]:
@@ -55,8 +64,6 @@ class Dataset:
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
 
-
-# ---------------------------------------------------------------- reading sources
 
 # ---------------------------------------------------------------- building a dataset
 
@@ -278,12 +285,9 @@ def add_source(source, name: Optional[str] = None, **kwargs) -> Dataset:
 
 
 def list_datasets() -> list[Dataset]:
-    found = []
-    for folder in sorted(datasets_dir().iterdir()):
-        manifest = read_json(folder / MANIFEST) if folder.is_dir() and not folder.name.startswith(".") else None
-        if manifest:
-            found.append(Dataset(folder.name, folder, manifest))
-    return found
+    """Every dataset, by name; manifests are read only when a caller looks at one."""
+    return [Dataset(folder.name, folder) for folder in sorted(datasets_dir().iterdir())
+            if not folder.name.startswith(".") and (folder / MANIFEST).is_file()]
 
 
 def load_dataset(name: str, missing: str = "unknown") -> Dataset:
@@ -377,6 +381,18 @@ def format_report(dataset: Dataset) -> str:
 
 
 def iter_class_examples(dataset: Dataset, per_class: int = 6) -> Iterator[tuple[str, list[Path]]]:
+    """A few small thumbnails per class (made once, kept beside the images), not the full-size originals."""
     for cls in dataset.classes:
-        paths = [dataset.root / it["path"] for it in dataset.items if it["class"] == cls][:per_class]
-        yield cls, paths
+        items = [it for it in dataset.items if it["class"] == cls][:per_class]
+        yield cls, [thumbnail(dataset, it) for it in items]
+
+
+def thumbnail(dataset: Dataset, item: dict, size: int = THUMBNAIL_PX) -> Path:
+    path = dataset.root / ".thumbnails" / f"{item['sha256']}-{size}.jpg"
+    if not path.exists():
+        image = load_rgb(dataset.root / item["path"], draft_size=size)
+        image.thumbnail((size, size))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        atomic_write_bytes(path, buffer.getvalue(), durable=False)
+    return path

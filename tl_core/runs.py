@@ -13,11 +13,11 @@ import csv
 import io
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .artifacts import Artifacts
+from .artifacts import METRICS as ARTIFACT_METRICS, Artifacts
 from .config import TrainConfig
 from .workspace import TLError, atomic_write_text, read_json, runs_dir, safe_name, write_json
 
@@ -28,6 +28,33 @@ DONE = ("finished", "failed", "cancelled", "interrupted")
 HISTORY_FIELDS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
 
 
+_SUMMARIES: dict[Path, tuple[tuple, dict]] = {}   # run folder -> (its files' stamps, summary row)
+_STATUSES: dict[Path, tuple[tuple, dict]] = {}     # status.json -> (its stamp, its content)
+
+
+def _stamp(path: Path) -> tuple:
+    """What changes whenever the file is rewritten: every write renames a new file (a new inode) into place,
+    so even two writes within one clock tick differ."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return ()
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+def _status_when_changed(path: Path) -> Optional[dict]:
+    """A status file's content, parsed again only when the file changed: listing 500 runs costs 500 stat
+    calls, not 500 JSON parses."""
+    stamp = _stamp(path)
+    if not stamp:
+        return None
+    cached = _STATUSES.get(path)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, read_json(path))
+        _STATUSES[path] = cached
+    return dict(cached[1]) if cached[1] else None
+
+
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
 
@@ -35,6 +62,7 @@ def now() -> str:
 @dataclass
 class Run:
     root: Path
+    listed: dict = field(default_factory=dict, repr=False, compare=False)   # status when listed
 
     @property
     def id(self) -> str:
@@ -54,6 +82,11 @@ class Run:
 
     def status(self) -> dict:
         return read_json(self.path(STATUS), {"state": "unknown"})
+
+    @property
+    def listed_state(self) -> str:
+        """The state as of the listing this run came from (``state`` reads it afresh)."""
+        return self.listed.get("state", "unknown") if self.listed else self.state
 
     @property
     def state(self) -> str:
@@ -128,7 +161,16 @@ class Run:
         self.log("queued to resume from checkpoint")
 
     def summary(self) -> dict:
-        """One row for the runs table."""
+        """One row for the runs table; remembered until one of the files it reads changes."""
+        stamp = tuple(_stamp(self.path(name)) for name in (STATUS, CONFIG, HISTORY, ARTIFACT_METRICS))
+        cached = _SUMMARIES.get(self.root)
+        if cached and cached[0] == stamp:
+            return dict(cached[1])
+        row = self._summary()
+        _SUMMARIES[self.root] = (stamp, row)
+        return dict(row)
+
+    def _summary(self) -> dict:
         status, metrics, history = self.status(), self.artifacts.metrics(), self.history()
         try:
             cfg = self.config
@@ -161,10 +203,15 @@ def new_run(cfg: TrainConfig, run_dir: Optional[Path] = None, user: Optional[str
 
 
 def list_runs() -> list[Run]:
-    runs = [Run(p) for p in runs_dir().iterdir() if p.is_dir() and (p / STATUS).exists()]
-    statuses = {run.id: run.status() for run in runs}
-    return sorted(runs, key=lambda r: (statuses[r.id].get("created", ""), statuses[r.id].get("queued_at", 0)),
-                  reverse=True)
+    """Every run, newest first, each with ``listed``: its status as read for this listing (one read per run)."""
+    runs = []
+    for folder in runs_dir().iterdir():
+        status = _status_when_changed(folder / STATUS)
+        if status:
+            run = Run(folder)
+            run.listed = status
+            runs.append(run)
+    return sorted(runs, key=lambda r: (r.listed.get("created", ""), r.listed.get("queued_at", 0)), reverse=True)
 
 
 def get_run(run_id_or_path) -> Run:

@@ -50,10 +50,12 @@ class ExecutionBackend(ABC):
 
     # ---------------------------------------------------------------- shared queries
     def refresh(self) -> list[Run]:
-        """All runs, newest first, with 'running' runs whose process is gone marked interrupted."""
+        """All runs, newest first, with 'running' runs whose process is gone marked interrupted. Each
+        run's ``listed`` status is current; pass the list to ``queue``/``active`` to read nothing twice."""
         runs = list_runs()
         for run in runs:
-            self.check_alive(run)
+            if run.listed_state == "running" and self.check_alive(run) != "running":
+                run.listed = run.status()
         return runs
 
     def check_alive(self, run: Run) -> str:
@@ -66,13 +68,15 @@ class ExecutionBackend(ABC):
             return "interrupted"
         return state
 
-    def queue(self) -> list[Run]:
-        """Queued runs in the order they will train."""
-        return sorted((r for r in list_runs() if r.state == "queued"), key=lambda r: r.status().get("queued_at", 0))
+    def queue(self, runs: Optional[list[Run]] = None) -> list[Run]:
+        """Queued runs in the order they will train (from ``runs`` if given, else a fresh listing)."""
+        runs = list_runs() if runs is None else runs
+        return sorted((r for r in runs if r.listed_state == "queued"), key=lambda r: r.listed.get("queued_at", 0))
 
-    def active(self) -> list[Run]:
-        """Runs training now, oldest first."""
-        return [r for r in reversed(self.refresh()) if r.state == "running"]
+    def active(self, runs: Optional[list[Run]] = None) -> list[Run]:
+        """Runs training now, oldest first (from ``runs`` if given, else a fresh, refreshed listing)."""
+        runs = self.refresh() if runs is None else runs
+        return [r for r in reversed(runs) if r.listed_state == "running"]
 
 
 def get_backend() -> ExecutionBackend:

@@ -186,9 +186,9 @@ def worker_loop(idle_exit_s: Optional[float] = None, poll_s: float = 1.0) -> Non
             for run_id, child in list(children.items()):
                 if child.process.poll() is not None:
                     _finish_child(children.pop(run_id))
-            backend.refresh()
+            runs = backend.refresh()
             # a child marks its run 'running' a moment after it starts: skip runs we already started
-            waiting = [run for run in backend.queue() if run.id not in children and not run.cancel_requested()]
+            waiting = [run for run in backend.queue(runs) if run.id not in children and not run.cancel_requested()]
             free = sorted(set(range(slots)) - {child.slot for child in children.values()})
             for run, slot in zip(waiting, free):
                 children[run.id] = _start_child(run, slot, slots)
