@@ -106,7 +106,7 @@ def part_one_pass(data: Path, epochs: int) -> dict:
 
 def _fine_tune_depth() -> int:
     import keras
-    from tl_core.modeling import clean_cuts
+    from tl_core.freeze import clean_cuts
     base = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), include_top=False, weights=None, alpha=ALPHA)
     target = int(round(0.7 * len(base.layers)))  # top ~30% unfrozen
     return max(c for c in clean_cuts(base) if c <= target)

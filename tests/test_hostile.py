@@ -388,3 +388,92 @@ def test_hostile_zip_through_the_command_line_gives_a_report_never_a_traceback(t
     out = subprocess.run([sys.executable, "-m", "tl_core", "datasets", "add", str(refused)], cwd=REPO,
                          capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 2 and "error: No training images" in out.stderr and "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------- every case, through the CLI and the upload page
+def everything_zip(path):
+    """Every image case of both classes, the unsafe entries and the entries that used to abort an import,
+    in one zip. Returns {entry name: expected reason pattern, or None for 'imported'}."""
+    cases = {}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for cls in ("ants", "bees"):
+            for _, name, data, expected in image_items(cls):
+                archive.writestr(f"all/{cls}/{name}", data)
+                cases[f"all/{cls}/{name}"] = expected
+        unsafe = {"../../escape.png": "unsafe path", "/abs/escape.png": "unsafe path",
+                  "all/ants/..//../escaped.png": "unsafe path", "all/bees/inner.zip": "nested archive",
+                  "all/readme.txt": "not inside a class folder"}
+        for name in unsafe:
+            archive.writestr(name, noisy_image((1, 2, 3), seed=len(name)))
+        cases.update(unsafe)
+        link = zipfile.ZipInfo("all/ants/link.png")
+        link.external_attr = (0o120777 << 16)
+        archive.writestr(link, "/etc/passwd")
+        cases["all/ants/link.png"] = "symbolic link"
+        archive.writestr("all/ants/😀.jpg", encode(photo(141), "JPEG"))
+        archive.writestr("all/bees/!!!.png", encode(photo(142), "PNG"))
+        archive.writestr("all/ants/bad_crc.png", encode(photo(143), "PNG"))
+        archive.writestr("all/bees/ppmd.png", encode(photo(144), "PNG"))
+        archive.writestr("all/bees/secret.png", noisy_image((5, 5, 5), seed=4))
+        cases.update({"all/ants/😀.jpg": None, "all/bees/!!!.png": None, "all/ants/bad_crc.png": "corrupt zip entry",
+                      "all/bees/ppmd.png": "compression method", "all/bees/secret.png": "encrypted"})
+    patch_entry(path, "all/ants/bad_crc.png", corrupt=True)
+    patch_entry(path, "all/bees/ppmd.png", method=98)
+    mark_encrypted(path, "all/bees/secret.png")
+    return cases
+
+
+def check_everything(dataset, cases) -> None:
+    import re
+    reported = {s["file"]: s["reason"] for s in dataset.manifest["skipped"]}
+    for name, expected in cases.items():
+        if expected is None:
+            assert name not in reported, f"{name} should have been imported: {reported.get(name)}"
+        else:
+            assert name in reported and re.search(expected, reported[name]), (name, reported.get(name), expected)
+    assert dataset.manifest["num_images"] == sum(v is None for v in cases.values())
+
+
+def files_outside(root, workspace):
+    return {p for p in root.rglob("*") if workspace not in p.parents and p != workspace}
+
+
+def test_every_hostile_case_through_the_command_line(tmp_path, workspace, capsys):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+    archive = tmp_path / "everything.zip"
+    cases = everything_zip(archive)
+    before = files_outside(tmp_path.parent, workspace)
+    code = ("import resource, sys; from tl_core.cli import main; code = main(sys.argv[1:]); "
+            "print('peak_rss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(code)")
+    out = subprocess.run([sys.executable, "-c", code, "datasets", "add", str(archive), "--name", "everything"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "TL_HOME": str(workspace)})
+    assert out.returncode == 0 and "Traceback" not in out.stderr + out.stdout, out.stderr[-3000:]
+    check_everything(datasets.load_dataset("everything"), cases)
+    assert files_outside(tmp_path.parent, workspace) - before == set()
+    peak = float(out.stdout.split("peak_rss_mb")[-1])
+    assert peak < 400, f"peak memory of the import {peak:.0f} MB"
+    with capsys.disabled():
+        print(f"\nhostile cases through the CLI: {len(cases)}, peak RSS {peak:.0f} MB")
+
+
+def test_every_hostile_case_through_the_upload_page(tmp_path, workspace, server_past_pages_folder_mode, capsys):
+    from streamlit.testing.v1 import AppTest
+
+    from .conftest import REPO
+    archive = tmp_path / "everything.zip"
+    cases = everything_zip(archive)
+    before = files_outside(tmp_path.parent, workspace)
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=300).run()
+    at.switch_page("pages/data.py").run()
+    at.get("file_uploader")[0].upload("everything.zip", archive.read_bytes(), "application/zip").run()
+    at.text_input(key="data_zip_name").set_value("uploaded everything").run()
+    at.button(key="data_zip_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.success and not at.error, [e.value for e in at.error]
+    check_everything(datasets.load_dataset("uploaded everything"), cases)
+    assert files_outside(tmp_path.parent, workspace) - before == set()
+    with capsys.disabled():
+        print(f"\nhostile cases through the upload page: {len(cases)}")

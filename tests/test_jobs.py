@@ -31,13 +31,20 @@ def running_run(pid: int, pid_start):
 
 
 def test_a_reused_pid_does_not_keep_a_dead_run_running():
-    """After a reboot the recorded PID may belong to another process: the start time tells them apart."""
-    me = os.getpid()
-    alive = running_run(me, process_start_time(me))
-    reused = running_run(me, process_start_time(me) - 1000)   # same number, another process's start time
-    assert backend.check_alive(alive) == "running"
-    assert backend.check_alive(reused) == "interrupted"
-    assert reused.can_resume() is False   # no checkpoint: nothing to resume, but it is not stuck either
+    """After a reboot the recorded PID may belong to another process: the start time tells them apart.
+    A real process stands in for the one that now has the number."""
+    import subprocess
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        alive = running_run(other.pid, process_start_time(other.pid))
+        reused = running_run(other.pid, process_start_time(other.pid) - 1000)   # the number, not the process
+        assert backend.check_alive(alive) == "running"
+        assert backend.check_alive(reused) == "interrupted"
+        other.kill()
+        other.wait()
+        assert backend.check_alive(alive) == "interrupted"   # and once it is gone, the first one too
+    finally:
+        other.kill()
 
 
 def test_cancel_ends_a_run_whose_process_is_gone():

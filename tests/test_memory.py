@@ -19,28 +19,11 @@ def two_runs(tmp_path):
     return [train(TrainConfig(**cfg), tmp_path / "a")[0], train(TrainConfig(**cfg, seed=7), tmp_path / "b")[0]]
 
 
-def test_models_evicted_from_the_cache_are_freed(two_runs):
-    """Load 6 models through the app's cache (4 entries): what stays alive is bounded by the cache, not
-    by how many models were ever loaded (before the fix every one stayed, frozen)."""
-    from tl_app import models
-    models._load_predictor.clear()
-    refs = []
-    for i in range(6):
-        run = two_runs[i % 2]
-        predictor = models._load_predictor(str(run.root), 1000.0 + i)   # a new key each time: a new load
-        refs.append(weakref.ref(predictor.loaded.model))
-        del predictor
-    gc.collect()
-    alive = [i for i, ref in enumerate(refs) if ref() is not None]
-    # the 4 cached models, and the one evicted by the last load (freed at the next load)
-    assert alive == [1, 2, 3, 4, 5], alive
-    models._load_predictor.clear()
-    gc.unfreeze()
-
-
-def test_garbage_frozen_at_one_model_load_is_freed_at_the_next(two_runs):
-    """A session that was alive when a model loaded (so frozen with everything else) and then ended is
-    cyclic garbage the collector cannot see; the next model load must free it."""
+def test_evicted_models_and_ended_sessions_do_not_stay_in_memory(two_runs):
+    """Load 6 models through the app's cache (4 entries): what stays alive is bounded by the cache, not by
+    how many models were ever loaded (before the fix every one stayed, frozen). And a session that was
+    alive when a model loaded (so frozen with everything else) and then ended is cyclic garbage the
+    collector cannot see: the next model load must free it."""
     from tl_app import models
     models._load_predictor.clear()
 
@@ -49,11 +32,18 @@ def test_garbage_frozen_at_one_model_load_is_freed_at_the_next(two_runs):
 
     session = SessionLike()
     session.self = session                  # a reference cycle, as Streamlit's session objects have
-    ref = weakref.ref(session)
-    models._load_predictor(str(two_runs[0].root), 1.0)   # freezes everything alive, the session too
-    del session
+    session_ref = weakref.ref(session)
+    refs = []
+    for i in range(6):
+        predictor = models._load_predictor(str(two_runs[i % 2].root), 1000.0 + i)   # a new key: a new load
+        refs.append(weakref.ref(predictor.loaded.model))
+        del predictor
+        if i == 0:
+            del session                     # ended after the first load froze it
     gc.collect()
-    models._load_predictor(str(two_runs[1].root), 2.0)
-    assert ref() is None, "an ended session frozen at a model load stays in memory for good"
+    alive = [i for i, ref in enumerate(refs) if ref() is not None]
+    # the 4 cached models, and the one evicted by the last load (freed at the next load)
+    assert alive == [1, 2, 3, 4, 5], alive
+    assert session_ref() is None, "an ended session frozen at a model load stays in memory for good"
     models._load_predictor.clear()
     gc.unfreeze()

@@ -148,3 +148,19 @@ def test_config_errors_quote_the_bad_value():
         TrainConfig(data="x", fine_tune_epochs=3).resolved()
     with pytest.raises(TLError, match="Learning rate.*-1"):
         TrainConfig(data="x", learning_rate=-1).resolved()
+
+
+@pytest.mark.parametrize("settings", [dict(freeze_depth=120, augment=False, epochs=1),   # prefix activations
+                                      dict(freeze_depth=100, augment=True, epochs=1),    # pixels, whole model
+                                      dict(epochs=2)])                                   # cached features
+def test_training_never_hands_tensorflow_a_whole_copy_of_the_data(colors, tmp_path, monkeypatch, settings):
+    """The decoded pixels (or activations, or features) are the one copy: batches are sliced from them
+    as needed, never copied whole into a tf.data constant or a full shuffle buffer."""
+    import tensorflow as tf
+
+    def whole_copy(*args, **kwargs):
+        raise AssertionError("from_tensor_slices copies the whole array into TensorFlow")
+
+    monkeypatch.setattr(tf.data.Dataset, "from_tensor_slices", whole_copy)
+    _, metrics = train(small(**settings), tmp_path / "run")
+    assert metrics["val_accuracy"] >= 0.0 and metrics["num_val_images"] > 0

@@ -36,7 +36,7 @@ def server_env(tmp_path: Path, keras_home: Path, password: str | None) -> dict:
 
 def assert_only_the_gate(page, gate_text: str, path: str) -> None:
     page.get_by_text(gate_text, exact=True).first.wait_for(timeout=60_000)
-    page.wait_for_timeout(1500)  # let any late element arrive
+    page.wait_for_timeout(600)  # let any late element arrive
     assert page.locator('[data-testid="stException"]').count() == 0, (path, page.content()[:2000])
     assert page.locator('[data-testid="stSidebar"]').count() == 0, f"/{path}: a sidebar before the gate"
     assert page.locator('[data-testid="stFileUploader"]').count() == 0, f"/{path}: an upload before the gate"

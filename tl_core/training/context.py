@@ -109,25 +109,29 @@ class TrainingContext:
         return keras.utils.to_categorical(y, self.num_classes) if self.cfg.label_smoothing else y
 
     def pipeline(self, x: np.ndarray, y: np.ndarray, shuffle: bool):
-        """Batches of x (uint8 pixels or float activations) cast to float on the fly and prefetched."""
+        """Batches of x (uint8 pixels, float activations or features; in memory or memory-mapped) as float32,
+        shuffled per epoch and prefetched.
+
+        TensorFlow shuffles the indices, not the images, and each batch is gathered from ``x`` when it is
+        needed: the data is never copied whole into TensorFlow (``from_tensor_slices`` plus a full
+        shuffle buffer held it twice more), and the batches are the same, in the same order, as
+        shuffling the images themselves with this seed would give."""
         import tensorflow as tf
-        batch_size, seed, y = self.cfg.batch_size, self.cfg.seed, self.targets(y)
-        if isinstance(x, np.memmap):  # too large for memory: read shuffled batches from disk
-            rng = np.random.default_rng(seed)
-
-            def batches():
-                order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
-                for start in range(0, len(x), batch_size):
-                    index = np.sort(order[start:start + batch_size])
-                    yield np.asarray(x[index], dtype=np.float32), y[index]
-
-            spec = (tf.TensorSpec((None,) + x.shape[1:], tf.float32), tf.TensorSpec((None,) + y.shape[1:], y.dtype))
-            return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        y = self.targets(y)
+        index = tf.data.Dataset.range(len(x))
         if shuffle:
-            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
+            index = index.shuffle(len(x), seed=self.cfg.seed, reshuffle_each_iteration=True)
+
+        def gather(batch_index: np.ndarray):
+            return np.asarray(x[batch_index], dtype=np.float32), y[batch_index]
+
+        def load(batch_index):
+            xb, yb = tf.numpy_function(gather, [batch_index], (tf.float32, tf.as_dtype(y.dtype)))
+            xb.set_shape((None,) + tuple(x.shape[1:]))
+            yb.set_shape((None,) + tuple(y.shape[1:]))
+            return xb, yb
+
+        return index.batch(self.cfg.batch_size).map(load).prefetch(tf.data.AUTOTUNE)
 
     # ------------------------------------------------------------ resume
     def find_resume_point(self) -> Optional[dict]:
