@@ -119,3 +119,13 @@ def test_gpu_memory_is_shared_by_growth_on_every_gpu(monkeypatch):
     monkeypatch.setattr(tf.config.experimental, "set_memory_growth", set_memory_growth)
     assert device.share_gpu_memory() == ["/physical_device:GPU:0"]
     assert grown == [("/physical_device:GPU:0", True)]
+
+
+def test_a_relative_workspace_is_resolved_once(tmp_path, monkeypatch):
+    from tl_core.workspace import home
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TL_HOME", "ws_resolved_once")
+    first = home()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert home() == first == tmp_path / "ws_resolved_once"

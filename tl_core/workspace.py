@@ -21,9 +21,14 @@ class TLError(Exception):
     """An error the user can fix; its message says what to fix."""
 
 
+_RESOLVED: dict[str, Path] = {}
+
+
 def home() -> Path:
-    """The workspace root, created on first use."""
-    root = Path(os.environ.get("TL_HOME", "workspace")).expanduser().resolve()
+    """The workspace root (``$TL_HOME``, default ``./workspace``), made absolute the first time it is asked
+    for, so a later change of directory does not move it; processes the app starts get the absolute path."""
+    raw = os.environ.get("TL_HOME", "workspace")
+    root = _RESOLVED.setdefault(raw, Path(raw).expanduser().resolve())
     root.mkdir(parents=True, exist_ok=True)
     return root
 
