@@ -56,15 +56,10 @@ def build_workspace(n_datasets: int, n_runs: int, n_images: int) -> None:
 
 
 def time_pages(repeats: int = 5) -> dict:
-    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
-    original = PagesManager.__init__
 
-    def past_first_request(self, *args, **kwargs):   # as a running server (see tests/conftest.py)
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    PagesManager.__init__ = past_first_request
+    from tl_app.streamlit_internals import run_app_tests_as_a_server_past_its_first_request
+    run_app_tests_as_a_server_past_its_first_request()
     results = {}
     for page in PAGES:
         times = []

@@ -41,20 +41,14 @@ def main(argv=None) -> int:
     shutil.copytree(SHARED / "keras_home", tmp / "keras_home")
     os.chdir(REPO)
     sys.path.insert(0, str(REPO))
-    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
     from tl_app import models
+    from tl_app.streamlit_internals import run_app_tests_as_a_server_past_its_first_request
     from tl_core import datasets
     from tl_core.config import TrainConfig
     from tl_core.training import train
-    original = PagesManager.__init__
-
-    def past_first_request(self, *a, **k):   # as a running server (see tests/conftest.py)
-        original(self, *a, **k)
-        PagesManager.uses_pages_directory = False
-
-    PagesManager.__init__ = past_first_request
+    run_app_tests_as_a_server_past_its_first_request()
     datasets.add_folder(SHARED / "datasets" / "hymenoptera_data", "bugs")
     runs = [train(TrainConfig(data="bugs", base="MobileNetV2", alpha=0.35, size=64, epochs=1, seed=s))[0]
             for s in (1, 2)]

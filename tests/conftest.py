@@ -90,16 +90,9 @@ def stop_worker():
 
 
 @pytest.fixture
-def server_past_pages_folder_mode(monkeypatch):
-    """AppTest resets Streamlit's pages-folder mode before every run, as if each run were a fresh server's
-    first request; a real server leaves that mode for good at its first st.navigation, and the page guard
-    then reruns once (which in AppTest would drop every button click). With this, AppTest runs like a
-    server past its first request. Fresh servers are tested in a real browser (tests/e2e/)."""
-    from streamlit.runtime.pages_manager import PagesManager
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+def server_past_pages_folder_mode():
+    """AppTest runs like a server past its first request (see streamlit_internals for why)."""
+    from tl_app.streamlit_internals import run_app_tests_as_a_server_past_its_first_request
+    undo = run_app_tests_as_a_server_past_its_first_request()
+    yield
+    undo()

@@ -76,3 +76,21 @@ def release_uploads(files) -> None:
         return
     for file in files:
         ctx.uploaded_file_mgr.remove_file(ctx.session_id, file.file_id)
+
+
+def run_app_tests_as_a_server_past_its_first_request() -> Callable[[], None]:
+    """For tests and benchmarks that drive pages with AppTest; returns a function that undoes it.
+
+    AppTest resets pages-folder mode before every run, as if each run were a fresh server's first request;
+    a real server leaves that mode for good at its first ``st.navigation``, and the page guard then reruns
+    once (which in AppTest would drop every button click). Fresh servers are tested in a real browser.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init
+    return lambda: setattr(PagesManager, "__init__", original)
