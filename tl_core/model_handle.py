@@ -68,20 +68,8 @@ class LoadedModel:
         """Pooled base features (N, D) -> class probabilities (N, classes), for either head kind."""
         features = np.asarray(features, dtype=np.float32)
         if self.sklearn_head is not None:
-            return self._sklearn_probabilities(features)
-        kernel, bias = self.model.get_layer("predictions").get_weights()
-        logits = features.astype(np.float64) @ kernel + bias
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
-
-    def _sklearn_probabilities(self, features: np.ndarray) -> np.ndarray:
-        """``predict_proba`` columns follow the classifier's ``classes_`` (label indices it saw), not
-        the run's class list: put each column under its own class."""
-        out = np.zeros((len(features), len(self.class_names)))
-        if len(features):
-            out[:, np.asarray(self.sklearn_head.classes_, dtype=int)] = self.sklearn_head.predict_proba(features)
-        return out
+            return modeling.probabilities_by_class(self.sklearn_head, features, len(self.class_names))
+        return modeling.dense_softmax(features, *self.model.get_layer("predictions").get_weights())
 
     # ------------------------------------------------------------ forward
     def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -93,7 +81,7 @@ class LoadedModel:
         width = len(self.class_names) if self.sklearn_head is None else int(self.model.output_shape[-1])
         out = np.concatenate(outputs) if outputs else np.zeros((0, width))
         if self.sklearn_head is not None:
-            return self._sklearn_probabilities(out)
+            return modeling.probabilities_by_class(self.sklearn_head, out, len(self.class_names))
         return out.astype(np.float64)
 
     def warm_up(self) -> None:

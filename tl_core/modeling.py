@@ -147,6 +147,23 @@ def build_head(feature_dim: int, num_classes: int, dropout: float) -> "keras.Mod
     return keras.Model(inputs, outputs, name="head")
 
 
+def dense_softmax(features: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """What the head's softmax dense layer computes, in NumPy (float64): pooled features -> probabilities."""
+    logits = np.asarray(features, dtype=np.float64) @ kernel.astype(np.float64) + bias.astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def probabilities_by_class(classifier, features: np.ndarray, num_classes: int) -> np.ndarray:
+    """A scikit-learn head's probabilities with one column per class of the run: ``predict_proba``'s
+    columns follow the label indices the classifier saw (``classes_``), which can miss a class."""
+    out = np.zeros((len(features), num_classes))
+    if len(features):
+        out[:, np.asarray(classifier.classes_, dtype=int)] = classifier.predict_proba(features)
+    return out
+
+
 _OPTIMIZER_FACTORIES = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
                         "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
                         "rmsprop": keras.optimizers.RMSprop}

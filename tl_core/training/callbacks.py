@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import keras
 import numpy as np
 
+from ..modeling import dense_softmax
 from ..runs import Run
 
 ProgressFn = Optional[Callable[[dict], None]]
@@ -102,11 +103,7 @@ class HeadValidation(keras.callbacks.Callback):
         self.label_smoothing = label_smoothing
 
     def probabilities(self) -> np.ndarray:
-        kernel, bias = self.model.get_layer("predictions").get_weights()
-        logits = self.features @ kernel.astype(np.float64) + bias.astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return dense_softmax(self.features, *self.model.get_layer("predictions").get_weights())
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

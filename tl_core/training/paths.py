@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import freeze
 from ..features import FeatureCache
-from ..modeling import Built, build_head, compile_classifier, suffix_model
+from ..modeling import Built, build_head, compile_classifier, probabilities_by_class, suffix_model
 from .callbacks import HeadValidation, KerasProgress, with_early_stopping
 from .context import TrainingContext
 
@@ -86,8 +86,7 @@ class SklearnHead(TrainingPath):
                                                 cv=folds, ensemble=False)
         pipeline = make_pipeline(StandardScaler(), classifier)
         pipeline.fit(x_train.reshape(-1, x_train.shape[-1]), np.repeat(ctx.y_train, views))
-        val_probs = np.zeros((len(x_val), ctx.num_classes))
-        val_probs[:, pipeline.classes_.astype(int)] = pipeline.predict_proba(x_val)
+        val_probs = probabilities_by_class(pipeline, x_val, ctx.num_classes)
         row = {"epoch": 1, "phase": cfg.head, "seconds": round(time.time() - start, 3),
                "accuracy": float(pipeline.score(x_train[:, 0], ctx.y_train)),
                "val_accuracy": float((val_probs.argmax(axis=1) == ctx.y_val).mean())}
