@@ -70,8 +70,8 @@ with add_tab:
                                       type=["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"],
                                       key="data_class_images")
             if st.form_submit_button("Add class") and class_name and images:
-                for image in images:   # waiting on disk, not in this session's memory
-                    staged.add_to_class(class_name, image.name, image)
+                # waiting on disk, not in this session's memory
+                staged.add_to_class(class_name, [(image.name, image) for image in images])
                 streamlit_internals.release_uploads(images)
         pending = staged.class_counts()
         if pending:

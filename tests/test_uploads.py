@@ -85,10 +85,10 @@ def test_stale_staging_folders_are_cleaned(tmp_path):
     import os
     import time
     staged = uploads.Staging()
-    staged.add_to_class("a", "x.png", __import__("io").BytesIO(b"data"))
+    staged.add_to_class("a", [("x.png", __import__("io").BytesIO(b"data"))])
     old = time.time() - uploads.STALE_AFTER_S - 10
     os.utime(staged.root, (old, old))
     fresh = uploads.Staging()
-    fresh.add_to_class("a", "y.png", __import__("io").BytesIO(b"data"))
+    fresh.add_to_class("a", [("y.png", __import__("io").BytesIO(b"data"))])
     uploads.clean_stale()
     assert not staged.root.exists() and fresh.root.exists()

@@ -12,6 +12,7 @@ a typo must never open it.
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 import time
@@ -44,9 +45,22 @@ class Gate:
 
 
 def _broken_secrets_file() -> Optional[str]:
-    """A message naming the first secrets file that exists but is not valid TOML, else None."""
+    """A message naming the first secrets file that exists but is not valid TOML, else None. The gate asks
+    several times per page run: files are parsed again only when one changed."""
     from streamlit import config
+    files = []
     for name in config.get_option("secrets.files"):
+        try:
+            info = os.stat(name)
+        except OSError:
+            continue
+        files.append((name, info.st_ino, info.st_mtime_ns, info.st_size))
+    return _first_unparsable(tuple(files))
+
+
+@functools.lru_cache(maxsize=16)
+def _first_unparsable(files: tuple) -> Optional[str]:
+    for name, *_ in files:
         path = Path(name)
         if not path.is_file():
             continue

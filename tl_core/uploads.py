@@ -12,7 +12,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterable
 
 from .workspace import atomic_write_text, read_json, subdir
 
@@ -40,10 +40,10 @@ class Staging:
             raise ValueError(f"bad staging key {self.key!r}")
         self.root = staging_root() / self.key
 
-    def save(self, name: str, stream: BinaryIO) -> Path:
-        """Copy a file-like object here in 1 MiB chunks; returns its path."""
+    def save(self, name: str, stream: BinaryIO, number: int = 0) -> Path:
+        """Copy a file-like object here in 1 MiB chunks as file ``number``; returns its path."""
         self.root.mkdir(parents=True, exist_ok=True)
-        target = self.root / f"{len(list(self.root.iterdir()))}-{Path(name).suffix.lower()[:10] or '.bin'}"
+        target = self.root / f"{number}-{Path(name).suffix.lower()[:10] or '.bin'}"
         stream.seek(0)
         with open(target, "wb") as handle:
             shutil.copyfileobj(stream, handle, 1 << 20)
@@ -53,9 +53,12 @@ class Staging:
     def _index(self) -> list[dict]:
         return read_json(self.root / _INDEX, [])
 
-    def add_to_class(self, class_name: str, filename: str, stream: BinaryIO) -> None:
-        path = self.save(filename, stream)
-        index = self._index() + [{"class": class_name, "name": filename, "file": path.name}]
+    def add_to_class(self, class_name: str, files: Iterable[tuple[str, BinaryIO]]) -> None:
+        """Stage (file name, file-like) pairs as images of one class; the index is written once."""
+        index = self._index()
+        for filename, stream in files:
+            path = self.save(filename, stream, number=len(index))
+            index.append({"class": class_name, "name": filename, "file": path.name})
         atomic_write_text(self.root / _INDEX, json.dumps(index))
 
     def class_counts(self) -> dict[str, int]:
