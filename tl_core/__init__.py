@@ -4,7 +4,10 @@ Modules, one per stage (none imports streamlit; only modeling, freeze's graph he
 training, model_handle and predict import Keras):
 - ``workspace``: the ``$TL_HOME`` folder and atomic writes
 - ``images``: decoding bytes to upright RGB pixels, the same everywhere
-- ``datasets``: importing zips, folders and uploads into checked, split datasets
+- ``datasets``: building checked, split datasets from candidate files; listing, loading, deleting
+- ``sources`` / ``archives``: where candidate files come from; zip entries read with bounded memory
+- ``uploads``: browser uploads staged on disk until imported
+- ``audit``: the log of deletions and cancellations
 - ``architectures``: the registry of keras.applications bases and their weights files
 - ``freeze``: freeze depth: parsing, applying, previewing, checking, clean cuts (private Keras graph access)
 - ``config``: ``TrainConfig`` (saved as JSON in each run), the head kinds and optimizers
