@@ -14,6 +14,11 @@ from typing import Callable, Optional
 
 from .workspace import TLError
 
+# what each preprocessing mode subtracts and divides by (keras.applications' preprocess_input)
+CAFFE_MEAN = (103.939, 116.779, 123.68)   # BGR order
+TORCH_MEAN = (0.485, 0.456, 0.406)
+TORCH_STD = (0.229, 0.224, 0.225)
+
 
 def _mobilenet_file(alpha: float, size: int) -> str:
     text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[alpha]

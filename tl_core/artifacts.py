@@ -11,7 +11,7 @@ holds what training made:
 | ``class_names.json`` | class names in label order |
 | ``checkpoint.json`` + ``checkpoint.weights.h5`` / ``checkpoint_head.npz`` | the best epoch so far |
 | ``metrics.json``, ``predictions.csv`` | evaluation on the validation split |
-| ``export/`` | exported formats (one folder per format) |
+| ``export/`` | exported formats (one folder per format) and ``parity.json``, each export checked in its runtime |
 
 Every write is atomic. ``load()`` gives the one loaded-model handle (``model_handle.LoadedModel``).
 """
@@ -41,6 +41,7 @@ CHECKPOINT_HEAD = "checkpoint_head.npz"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 EXPORT_DIR = "export"
+PARITY = "parity.json"
 # what "Download model" packs (config.json is the run's own file: the settings that built the model)
 BUNDLE = (MODEL, HEAD, CLASS_NAMES, "config.json", METRICS, MODEL_INFO)
 
@@ -154,6 +155,29 @@ class Artifacts:
 
     def export_dir(self, fmt: str) -> Path:
         return self._path(EXPORT_DIR) / fmt
+
+    def exported_formats(self) -> list[str]:
+        root = self._path(EXPORT_DIR)
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if root.is_dir() else []
+
+    def parity(self) -> dict:
+        """Per export format: agreement with the in-app model and accuracy, measured in its own runtime."""
+        return read_json(self._path(EXPORT_DIR) / PARITY, {})
+
+    def record_parity(self, fmt: str, entry: dict) -> None:
+        (self._path(EXPORT_DIR)).mkdir(exist_ok=True)
+        write_json(self._path(EXPORT_DIR) / PARITY, {**self.parity(), fmt: entry})
+
+    def export_zip(self, fmt: str) -> bytes:
+        """One export folder as a zip, built when its download is asked for."""
+        folder = self.export_dir(fmt)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and not path.name.startswith("."):
+                    archive.write(path, f"{self.root.name}-{fmt}/{path.relative_to(folder)}")
+        return buffer.getvalue()
 
     def bundle(self) -> bytes:
         """A zip of the model and what it needs to be used elsewhere; built when asked, not per page run."""

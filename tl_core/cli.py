@@ -1,4 +1,4 @@
-"""Command line: ``python -m tl_core models | datasets | train | predict | runs | worker``."""
+"""Command line: ``python -m tl_core models | datasets | train | predict | runs | export | serve | worker``."""
 from __future__ import annotations
 
 import argparse
@@ -129,6 +129,24 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    _quiet_tensorflow()
+    from .export import export_run
+    from .runs import get_run
+    result = export_run(get_run(args.run), args.format, Path(args.out) if args.out else None,
+                        check=not args.no_check)
+    print(json.dumps(result))
+    parity = result.get("parity") or {}
+    return 1 if parity.get("passed") is False else 0
+
+
+def cmd_serve(args) -> int:
+    _quiet_tensorflow()
+    from .serving import serve
+    serve(args.run or [], all_runs=args.all, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_worker(args) -> int:
     _quiet_tensorflow()
     from .backends.local import worker_loop
@@ -203,6 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list training runs")
     p.set_defaults(func=cmd_runs)
+
+    from .export import FORMATS
+    p = sub.add_parser("export", help="write a finished run in a deployable format and check it in its runtime")
+    p.add_argument("--run", required=True, help="run folder or run id")
+    p.add_argument("--format", required=True, choices=list(FORMATS))
+    p.add_argument("--out", help="folder to write into (default: the run's export/FORMAT)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check on the validation images")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve finished runs over REST (TF Serving's predict, plus classify)")
+    p.add_argument("--run", action="append", help="run folder or run id; repeat for several")
+    p.add_argument("--all", action="store_true", help="serve every finished run")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="train queued runs, TL_MAX_JOBS at a time (default 1; the app starts this)")
     p.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")

@@ -17,9 +17,7 @@ from . import architectures, freeze
 from .config import OPTIMIZERS, TrainConfig
 from .workspace import TLError, cache_dir, read_json, write_json
 
-_CAFFE_MEAN = (103.939, 116.779, 123.68)
-_TORCH_MEAN = (0.485, 0.456, 0.406)
-_TORCH_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN, TORCH_MEAN, TORCH_STD = architectures.CAFFE_MEAN, architectures.TORCH_MEAN, architectures.TORCH_STD
 
 
 @keras.saving.register_keras_serializable(package="tl_core")
@@ -37,10 +35,10 @@ class Preprocess(keras.layers.Layer):
         if self.mode == "tf":
             return x / 127.5 - 1.0
         if self.mode == "torch":
-            return (x / 255.0 - keras.ops.convert_to_tensor(_TORCH_MEAN, self.compute_dtype)) / \
-                keras.ops.convert_to_tensor(_TORCH_STD, self.compute_dtype)
+            return (x / 255.0 - keras.ops.convert_to_tensor(TORCH_MEAN, self.compute_dtype)) / \
+                keras.ops.convert_to_tensor(TORCH_STD, self.compute_dtype)
         if self.mode == "caffe":
-            return keras.ops.flip(x, axis=-1) - keras.ops.convert_to_tensor(_CAFFE_MEAN, self.compute_dtype)
+            return keras.ops.flip(x, axis=-1) - keras.ops.convert_to_tensor(CAFFE_MEAN, self.compute_dtype)
         return x  # builtin: the base rescales raw pixels itself
 
     def get_config(self):
