@@ -93,7 +93,8 @@ class ServedModel:
                              "val_accuracy": metrics.get("val_accuracy"),
                              "input": {"shape": [None, *self.input_shape], "dtype": "float32",
                                        "range": "0-255 RGB", "resize": self.loaded.resize},
-                             "output": "class probabilities in class_names order"}}
+                             "output": "class probabilities in class_names order"},
+                "serving": {"forward_passes": self.batcher.passes, "images": self.batcher.images}}
 
     def top_k(self, row: np.ndarray, k: int) -> list[dict]:
         order = np.argsort(-row)[:max(1, min(k, len(row)))]

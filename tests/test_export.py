@@ -1,0 +1,236 @@
+"""Exports in every format, checked in their own runtimes, and the REST server in front of a run.
+
+One run is trained once for the module, on real photos (a hymenoptera subset) with the real ImageNet
+weights of MobileNetV2 alpha 0.35, at 96 px to keep the suite quick.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+import time
+import zipfile
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from .conftest import HYMENOPTERA, SHARED, require_shared
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+
+@pytest.fixture(scope="module")
+def trained_home(tmp_path_factory, keras_home_copy):
+    require_shared(HYMENOPTERA)
+    root = tmp_path_factory.mktemp("export")
+    for split, count in (("train", 24), ("val", 16)):
+        for cls in ("ants", "bees"):
+            target = root / "photos" / split / cls
+            target.mkdir(parents=True)
+            for photo in sorted((HYMENOPTERA / split / cls).glob("*.jpg"))[:count]:
+                shutil.copy(photo, target / photo.name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TL_HOME", str(root / "home"))
+        patch.setenv("KERAS_HOME", str(keras_home_copy))
+        from tl_core.config import TrainConfig
+        from tl_core.training import train
+        run, metrics = train(TrainConfig(data=str(root / "photos"), base="MobileNetV2", alpha=0.35, size=96,
+                                         epochs=12, learning_rate=3e-3))
+    assert metrics["val_accuracy"] > 0.6, metrics["val_accuracy"]
+    return root / "home", run.id
+
+
+@pytest.fixture
+def trained_run(trained_home, monkeypatch):
+    from tl_core.runs import get_run
+    home, run_id = trained_home
+    monkeypatch.setenv("TL_HOME", str(home))
+    return get_run(run_id)
+
+
+def test_every_format_takes_pixels_and_agrees_in_its_own_runtime(trained_run, capsys):
+    from tl_core import cli
+    from tl_core.export import FORMATS
+    for fmt in FORMATS:
+        assert cli.main(["export", "--run", trained_run.id, "--format", fmt]) == 0, fmt
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        folder = trained_run.artifacts.export_dir(fmt)
+        assert result["folder"] == str(folder) and (folder / FORMATS[fmt].filename).exists()
+        assert (folder / "labels.txt").read_text().split() == ["ants", "bees"]
+        card = json.loads((folder / "model_card.json").read_text())
+        assert card["dataset"]["version"] and card["classes"][0]["images_by_split"] == {"train": 24, "val": 16}
+        assert card["input"]["shape"] == [None, 96, 96, 3] and card["metrics"]["per_class"][1]["class"] == "bees"
+        assert card["known_limits"] and "## Known limits" in (folder / "model_card.md").read_text()
+
+    parity = trained_run.artifacts.parity()
+    assert set(parity) == set(FORMATS)
+    for fmt, entry in parity.items():
+        assert entry["images"] == 32 and entry["runtime"] == FORMATS[fmt].runtime
+        if fmt == "tflite-int8":   # states its agreement and drop; no threshold
+            assert entry["passed"] is None and 0.5 <= entry["agreement"] <= 1 and "accuracy_drop" in entry
+            assert entry["file_bytes"] < parity["tflite"]["file_bytes"] / 2
+        else:
+            assert entry["passed"] and entry["agreement"] >= 0.995 and entry["max_abs_diff"] < 1e-3, (fmt, entry)
+            assert entry["accuracy"] == pytest.approx(entry["reference_accuracy"], abs=1 / 32)
+    # TF Serving wants numbered version folders under the model's base path
+    assert (trained_run.artifacts.export_dir("saved_model") / "1" / "saved_model.pb").exists()
+    # the Keras file needs nothing of ours to load: no custom layer is registered in it
+    with zipfile.ZipFile(trained_run.artifacts.export_dir("keras") / "model.keras") as archive:
+        assert "tl_core" not in archive.read("config.json").decode()
+    # the int8 file takes uint8 pixels
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(trained_run.artifacts.export_dir("tflite-int8") / "model_int8.tflite"))
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    assert {"keras", "onnx"} <= set(trained_run.artifacts.exported_formats())
+    with zipfile.ZipFile(__import__("io").BytesIO(trained_run.artifacts.export_zip("onnx"))) as archive:
+        assert f"{trained_run.id}-onnx/model.onnx" in archive.namelist()
+
+
+def test_export_to_another_folder_and_refusals(trained_run, tmp_path):
+    from tl_core.export import export_run
+    from tl_core.runs import new_run
+    from tl_core.workspace import TLError
+    out = tmp_path / "deploy"
+    result = export_run(trained_run, "onnx", out, check=False)
+    assert (out / "model.onnx").exists() and "parity" not in result
+    with pytest.raises(TLError, match="Unknown export format 'coreml'; choose one of keras, saved_model"):
+        export_run(trained_run, "coreml")
+    queued = new_run(trained_run.config)
+    with pytest.raises(TLError, match="is queued; only a finished run can be exported"):
+        export_run(queued, "keras")
+
+
+def _features_and_labels(classes: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (classes, 8))
+    labels = np.repeat(np.arange(classes), 20)
+    return centres[labels] + rng.normal(0, 1.5, (len(labels), 8)) + 5, labels
+
+
+@pytest.mark.parametrize("classes,fitted_on", [(2, None), (3, None), (4, [0, 1, 3])])
+def test_logistic_regression_head_bakes_into_a_softmax_layer(classes, fitted_on):
+    """Binary, multinomial, and a class the classifier never saw: the baked layer gives the app's numbers."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tl_core.export import baked_head
+    from tl_core.modeling import dense_softmax, probabilities_by_class
+    features, labels = _features_and_labels(classes)
+    if fitted_on:
+        keep = np.isin(labels, fitted_on)
+        features, labels = features[keep], labels[keep]
+    head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(features, labels)
+    loaded = SimpleNamespace(sklearn_head=head, class_names=[f"c{i}" for i in range(classes)])
+    expected = probabilities_by_class(head, features, classes)
+    np.testing.assert_allclose(dense_softmax(features, *baked_head(loaded)), expected, atol=1e-5)
+
+
+def test_an_svm_head_names_the_formats_that_cannot_hold_it():
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    from tl_core.export import baked_head
+    from tl_core.workspace import TLError
+    features, labels = _features_and_labels(2)
+    head = make_pipeline(StandardScaler(), CalibratedClassifierCV(SVC(), cv=2)).fit(features, labels)
+    with pytest.raises(TLError, match="SVM .*keras, saved_model, tflite, tflite-int8 and onnx"):
+        baked_head(SimpleNamespace(sklearn_head=head, class_names=["a", "b"]))
+
+
+# ---------------------------------------------------------------- serving
+
+@pytest.fixture
+def client(trained_run):
+    from fastapi.testclient import TestClient
+
+    from tl_core.serving import create_app
+    app = create_app([trained_run], token="s3cret", max_bytes=2_000_000, max_images=4)
+    return TestClient(app), trained_run.id
+
+
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+def test_rest_predict_speaks_tf_serving_and_matches_the_app(client, trained_run):
+    from tl_core.images import load_array
+    http, name = client
+    cat = (SHARED / "samples" / "cat_720p.jpg").read_bytes()
+    pixels = load_array(cat, 96, "crop")
+    reply = http.post(f"/v1/models/{name}:predict", json={"instances": [pixels.tolist()]}, headers=AUTH)
+    assert reply.status_code == 200
+    expected = trained_run.artifacts.load().probabilities(pixels[None])
+    np.testing.assert_allclose(reply.json()["predictions"], expected, atol=1e-5)
+    assert http.get(f"/v1/models/{name}", headers=AUTH).json()["model_version_status"][0]["state"] == "AVAILABLE"
+    meta = http.get(f"/v1/models/{name}/metadata", headers=AUTH).json()
+    assert meta["metadata"]["class_names"] == ["ants", "bees"] and meta["metadata"]["input"]["shape"] == [None, 96, 96, 3]
+    assert "/v1/models/{name}:classify" in http.get("/openapi.json").json()["paths"]
+    assert http.get("/docs").status_code == 200 and http.get("/healthz").json() == {"status": "ok"}
+
+
+def test_rest_classify_takes_files_and_bad_input_gets_a_reason(client):
+    http, name = client
+    bee = next((HYMENOPTERA / "val" / "bees").glob("*.jpg"))
+    files = [("files", ("bee.jpg", bee.read_bytes(), "image/jpeg")), ("files", ("bee2.jpg", bee.read_bytes()))]
+    reply = http.post(f"/v1/models/{name}:classify?top_k=1", files=files, headers=AUTH)
+    assert reply.status_code == 200
+    results = reply.json()["results"]
+    assert [r["file"] for r in results] == ["bee.jpg", "bee2.jpg"] and len(results[0]["top_k"]) == 1
+
+    cases = [  # (request, status, words of the reason)
+        (dict(files=[("files", ("notes.jpg", b"not a picture"))]), 422, "notes.jpg: not an image"),
+        (dict(files=[("files", ("empty.png", b""))]), 422, "empty.png: empty file"),
+        (dict(files=[("files", (f"{i}.jpg", bee.read_bytes())) for i in range(5)]), 413, "at most 4"),
+        (dict(files=[("files", ("big.jpg", b"\xff" * 2_100_000))]), 413, "at most 2000000"),
+    ]
+    for request, status, reason in cases:
+        reply = http.post(f"/v1/models/{name}:classify", headers=AUTH, **request)
+        assert reply.status_code == status and reason in reply.json()["error"], (reply.status_code, reply.text)
+    predict = f"/v1/models/{name}:predict"
+    for body, reason in (({"instances": [[[1, 2, 3]]]}, "shape [96, 96, 3]"), ({"rows": []}, '"instances"'),
+                         ({"instances": [np.full((96, 96, 3), 300).tolist()]}, "between 0 and 255")):
+        reply = http.post(predict, json=body, headers=AUTH)
+        assert reply.status_code == 400 and reason in reply.json()["error"], reply.text
+    reply = http.post(predict, content=b"{nope", headers={**AUTH, "content-type": "application/json"})
+    assert reply.status_code == 400 and "not valid JSON" in reply.json()["error"]
+    assert http.post("/v1/models/nobody:predict", json={"instances": []}, headers=AUTH).status_code == 404
+
+
+def test_rest_wants_the_bearer_token(client):
+    http, name = client
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        reply = http.get("/v1/models", headers=headers)
+        assert reply.status_code == 401 and reply.headers["www-authenticate"] == "Bearer"
+        assert http.post(f"/v1/models/{name}:classify", headers=headers,
+                         files=[("files", ("a.jpg", b"x"))]).status_code == 401
+    assert http.get("/v1/models", headers=AUTH).status_code == 200
+
+
+def test_concurrent_requests_share_forward_passes_over_real_http(trained_run):
+    """A real uvicorn server on loopback; the load benchmark's own client, small."""
+    import uvicorn
+
+    from benchmarks.load_serve import load_test, validation_photos
+    from tl_core.serving import create_app
+    app = create_app([trained_run], token="t")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        result = asyncio.run(load_test(f"http://127.0.0.1:{port}", trained_run.id,
+                                       validation_photos(trained_run.root), clients=8, per_client=3, token="t",
+                                       deadline_s=120))
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert result["errors"] == 0 and result["ok"] == 24, result
+    batcher = app.state.models[trained_run.id].batcher
+    assert batcher.images == 24 and batcher.passes < 24   # some requests were answered together
