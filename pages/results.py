@@ -1,8 +1,9 @@
-"""Results: all runs in a table; one run's curves, confusion matrix, per-class report and mistakes; compare."""
+"""Results: all runs in a table; one run's curves, confusion matrix, per-class report, mistakes and exports;
+compare."""
 import pandas as pd
 import streamlit as st
 
-from tl_app import charts, shell, widgets
+from tl_app import charts, exports, shell, widgets
 from tl_core.runs import Run
 
 shell.guard()
@@ -52,8 +53,8 @@ if metrics:
     cols[2].metric("Validation images", metrics["num_val_images"])
     cols[3].metric("Training time", f"{metrics.get('duration_s', 0):.0f} s")
 
-curves, confusion, per_class, mistakes, details = st.tabs(
-    ["Learning curves", "Confusion matrix", "Per class", "Mistakes", "Config & log"])
+curves, confusion, per_class, mistakes, export, details = st.tabs(
+    ["Learning curves", "Confusion matrix", "Per class", "Mistakes", "Export", "Config & log"])
 with curves:
     if history:
         st.plotly_chart(charts.learning_curves(history), key="results_curves")
@@ -96,6 +97,8 @@ with mistakes:
                 if path and path.exists():
                     st.image(str(path), width=160)
                 st.caption(f"true **{row['true']}** → predicted **{row['predicted']}** ({row['probability']:.0%})")
+with export:
+    exports.export_panel(run)
 with details:
     st.json(cfg.__dict__, expanded=False)
     st.code(jobs.logs(run) or "(empty log)")

@@ -234,3 +234,19 @@ def test_concurrent_requests_share_forward_passes_over_real_http(trained_run):
     assert result["errors"] == 0 and result["ok"] == 24, result
     batcher = app.state.models[trained_run.id].batcher
     assert batcher.images == 24 and batcher.passes < 24   # some requests were answered together
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_results_page_builds_an_export_when_asked_and_shows_its_parity(trained_run):
+    from .test_app import open_page, texts
+    results = open_page("pages/results.py")
+    assert results.selectbox(key="results_run").value == trained_run.id
+    results.selectbox(key="results_export_format").set_value("tflite").run()
+    results.button(key="results_export_build").click().run()
+    assert not results.exception, [e.value for e in results.exception]
+    assert "tflite export ready." in texts(results), texts(results)
+    table = next(d.value for d in results.dataframe if "agreement" in d.value.columns)
+    row = table[table["format"] == "tflite"].iloc[0]
+    assert row["check"] == "passed" and row["agreement"] >= 0.995 and row["runtime"].startswith("litert")
+    labels = [b.proto.label for b in results.get("download_button")]
+    assert "Download tflite (zip)" in labels
