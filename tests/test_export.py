@@ -88,13 +88,28 @@ def test_every_format_takes_pixels_and_agrees_in_its_own_runtime(trained_run, ca
         assert f"{trained_run.id}-onnx/model.onnx" in archive.namelist()
 
 
-def test_export_to_another_folder_and_refusals(trained_run, tmp_path):
+def test_export_to_another_folder_and_refusals(trained_run, tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from tl_core import cli, export
     from tl_core.export import export_run
     from tl_core.runs import new_run
     from tl_core.workspace import TLError
     out = tmp_path / "deploy"
     result = export_run(trained_run, "onnx", out, check=False)
     assert (out / "model.onnx").exists() and "parity" not in result
+    saved = (out / "model.onnx").read_bytes()
+
+    def broken_converter(model, target, run):
+        target.write_bytes(b"half a model")
+        raise RuntimeError("converter crashed")
+    monkeypatch.setitem(export.FORMATS, "onnx", dataclasses.replace(export.FORMATS["onnx"], write=broken_converter))
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        export_run(trained_run, "onnx", out, check=False)
+    assert (out / "model.onnx").read_bytes() == saved and not list(out.glob(".partial*"))
+
+    assert cli.main(["serve"]) == 2 and "Nothing to serve" in capsys.readouterr().err
+    assert cli.main(["serve", "--run", "no-such-run"]) == 2
     with pytest.raises(TLError, match="Unknown export format 'coreml'; choose one of keras, saved_model"):
         export_run(trained_run, "coreml")
     queued = new_run(trained_run.config)

@@ -17,6 +17,7 @@ Every write is atomic. ``load()`` gives the one loaded-model handle (``model_han
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import zipfile
@@ -155,6 +156,19 @@ class Artifacts:
 
     def export_dir(self, fmt: str) -> Path:
         return self._path(EXPORT_DIR) / fmt
+
+    @contextlib.contextmanager
+    def export_lock(self):
+        """Held while a format is written and checked: two users exporting the same run take turns
+        instead of writing into one folder and one parity file at once."""
+        import fcntl
+        self._path(EXPORT_DIR).mkdir(exist_ok=True)
+        with open(self._path(EXPORT_DIR) / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def exported_formats(self) -> list[str]:
         root = self._path(EXPORT_DIR)

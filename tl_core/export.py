@@ -177,29 +177,34 @@ def get_format(name: str) -> ExportFormat:
     return FORMATS[name]
 
 
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def export_run(run: "Run", fmt: str, out: Optional[Path] = None, check: bool = True) -> dict:
     """Write ``fmt`` for a finished run into ``out`` (default: the run's ``export/<fmt>``), with labels and
     model card; then, unless ``check`` is off, its parity. Returns what was written."""
     spec = get_format(fmt)
     if run.state != "finished" or not run.artifacts.has_model():
         raise TLError(f"Run {run.id!r} is {run.state}; only a finished run can be exported.")
-    loaded = run.artifacts.load()
-    model = inference_model(loaded)
-    folder = Path(out) if out else run.artifacts.export_dir(fmt)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / spec.filename
-    staging = folder / f".partial-{spec.filename}"  # keeps the extension Keras checks
-    shutil.rmtree(staging, ignore_errors=True) if staging.is_dir() else staging.unlink(missing_ok=True)
-    try:
-        spec.write(model, staging, run)
-        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-        staging.rename(target)   # a failed conversion leaves the previous export in place
-    finally:
-        shutil.rmtree(staging, ignore_errors=True) if staging.is_dir() else staging.unlink(missing_ok=True)
-    (folder / "labels.txt").write_text("\n".join(loaded.class_names) + "\n", encoding="utf-8")
-    result = {"run": run.id, "format": fmt, "path": str(target), "folder": str(folder)}
-    if check:
-        from .parity import check_export
-        result["parity"] = check_export(run, fmt, target, loaded)
-    model_card.write(run, folder, fmt, spec.description, loaded, result.get("parity"))
+    with run.artifacts.export_lock():
+        loaded = run.artifacts.load()
+        model = inference_model(loaded)
+        folder = Path(out) if out else run.artifacts.export_dir(fmt)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / spec.filename
+        staging = folder / f".partial-{spec.filename}"  # keeps the extension Keras checks
+        _remove(staging)
+        try:
+            spec.write(model, staging, run)
+            _remove(target)
+            staging.rename(target)   # a failed conversion leaves the previous export in place
+        finally:
+            _remove(staging)
+        (folder / "labels.txt").write_text("\n".join(loaded.class_names) + "\n", encoding="utf-8")
+        result = {"run": run.id, "format": fmt, "path": str(target), "folder": str(folder)}
+        if check:
+            from .parity import check_export
+            result["parity"] = check_export(run, fmt, target, loaded)
+        model_card.write(run, folder, fmt, spec.description, loaded, result.get("parity"))
     return result
