@@ -256,12 +256,12 @@ def test_results_page_builds_an_export_when_asked_and_shows_its_parity(trained_r
     from .test_app import open_page, texts
     results = open_page("pages/results.py")
     assert results.selectbox(key="results_run").value == trained_run.id
-    results.selectbox(key="results_export_format").set_value("tflite").run()
+    results.selectbox(key="results_export_format").set_value("keras").run()
     results.button(key="results_export_build").click().run()
     assert not results.exception, [e.value for e in results.exception]
-    assert "tflite export ready." in texts(results), texts(results)
+    assert "keras export ready." in texts(results), texts(results)
     table = next(d.value for d in results.dataframe if "agreement" in d.value.columns)
-    row = table[table["format"] == "tflite"].iloc[0]
-    assert row["check"] == "passed" and row["agreement"] >= 0.995 and row["runtime"].startswith("litert")
+    row = table[table["format"] == "keras"].iloc[0]
+    assert row["check"] == "passed" and row["agreement"] >= 0.995 and row["runtime"].startswith("keras")
     labels = [b.proto.label for b in results.get("download_button")]
-    assert "Download tflite (zip)" in labels
+    assert "Download keras (zip)" in labels

@@ -24,9 +24,14 @@ def sidebar_status() -> None:
 def _sidebar_status_body() -> None:
     jobs = backend()
     about = jobs.describe()
-    st.caption(f"Device: **{about['device']}**")
+    if "cluster" in about:   # Ray: the cluster's CPUs and GPUs, and the runs waiting for them
+        st.caption(f"Cluster: **{about['cluster']}**")
+    else:
+        st.caption(f"Device: **{about['device']}**")
     st.caption(f"Workspace: `{home()}`")
     st.caption(f"Runs on: {about['backend']}")
+    if about.get("waiting"):
+        st.caption(f"Waiting for cluster resources: {about['waiting']} run(s)")
     runs = jobs.refresh()   # one listing for the whole panel
     running, waiting = jobs.active(runs), jobs.queue(runs)
     for run in running:

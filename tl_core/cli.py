@@ -1,4 +1,5 @@
-"""Command line: ``python -m tl_core models | datasets | train | predict | runs | export | serve | worker``."""
+"""Command line: ``python -m tl_core models | datasets | train | submit | wait | predict | runs | export | serve |
+worker``."""
 from __future__ import annotations
 
 import argparse
@@ -102,6 +103,33 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    from .backends import get_backend
+    cfg = _config_from_args(args)
+    cfg.data = datasets.resolve_dataset(cfg.data).name   # a folder or zip is imported here, once
+    backend = get_backend()
+    run = backend.submit(cfg, user=f"cli:{getpass.getuser()}")
+    print(f"queued on the {backend.name} backend; follow it with: python -m tl_core wait {run.id}", file=sys.stderr)
+    print(run.id)
+    return 0
+
+
+def cmd_wait(args) -> int:
+    import time
+
+    from .backends import get_backend
+    from .runs import DONE, get_run
+    backend, run = get_backend(), get_run(args.run)
+    deadline = None if args.timeout is None else time.time() + args.timeout
+    while (state := backend.check_alive(run)) not in DONE:
+        if deadline is not None and time.time() > deadline:
+            break
+        time.sleep(args.poll)
+    val_accuracy = run.artifacts.metrics().get("val_accuracy") if state == "finished" else None
+    print(json.dumps({"run": run.id, "state": state, "val_accuracy": val_accuracy}))
+    return 0 if state == "finished" else 1
+
+
 def cmd_predict(args) -> int:
     _quiet_tensorflow()
     from .predict import Predictor
@@ -165,6 +193,29 @@ def cmd_execute(args) -> int:
     return 0
 
 
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset name, or a folder / zip to import")
+    p.add_argument("--base", default="MobileNetV2")
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--size", type=int)
+    p.add_argument("--freeze-depth", default="all", help="frozen base layers from the input: N, a fraction or 'all'")
+    p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
+    p.add_argument("--optimizer", type=str.lower, choices=OPTIMIZERS)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--aug-views", type=int)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-early-stopping", action="store_true")
+    p.add_argument("--head", default="keras", choices=list(HEADS))
+    p.add_argument("--fine-tune-depth")
+    p.add_argument("--fine-tune-epochs", type=int)
+    p.add_argument("--fine-tune-lr", type=float)
+    p.add_argument("--weights", default="imagenet", choices=["imagenet", "none"])
+    p.add_argument("--seed", type=int, default=42)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tl_core", description="Transfer Learning Studio core")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,29 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     p.set_defaults(func=cmd_datasets)
 
-    p = sub.add_parser("train", help="train a classifier into a run folder")
-    p.add_argument("--data", required=True, help="dataset name, or a folder / zip to import")
-    p.add_argument("--base", default="MobileNetV2")
-    p.add_argument("--alpha", type=float)
-    p.add_argument("--size", type=int)
-    p.add_argument("--freeze-depth", default="all", help="frozen base layers from the input: N, a fraction or 'all'")
-    p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
-    p.add_argument("--optimizer", type=str.lower, choices=OPTIMIZERS)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--aug-views", type=int)
-    p.add_argument("--patience", type=int)
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--no-early-stopping", action="store_true")
-    p.add_argument("--head", default="keras", choices=list(HEADS))
-    p.add_argument("--fine-tune-depth")
-    p.add_argument("--fine-tune-epochs", type=int)
-    p.add_argument("--fine-tune-lr", type=float)
-    p.add_argument("--weights", default="imagenet", choices=["imagenet", "none"])
-    p.add_argument("--seed", type=int, default=42)
+    p = sub.add_parser("train", help="train a classifier into a run folder, in this process")
+    _train_options(p)
     p.add_argument("--run-dir")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("submit", help="queue a training run on the configured backend (TL_RAY_ADDRESS: Ray); "
+                                      "prints the run id last")
+    _train_options(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("wait", help="wait for a run to end; prints {run, state, val_accuracy} as JSON")
+    p.add_argument("run", help="run id or folder")
+    p.add_argument("--timeout", type=float, help="give up after this many seconds (state is then the current one)")
+    p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_wait)
 
     p = sub.add_parser("predict", help="top-k labels for images, one JSON line each")
     p.add_argument("--run", required=True, help="run folder or run id")

@@ -6,10 +6,11 @@ workspace, so pages read runs the same way whoever trained them.
 
 - ``local.LocalBackend`` (the default): a worker process on this host trains queued runs, each in
   its own child process, ``TL_MAX_JOBS`` at a time.
-A cluster backend goes beside it as another module, chosen here from the environment.
+- ``ray_jobs.RayBackend``, when ``TL_RAY_ADDRESS`` is set: each run is a job on a Ray cluster.
 """
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import Optional
 
@@ -80,7 +81,11 @@ class ExecutionBackend(ABC):
 
 
 def get_backend() -> ExecutionBackend:
-    """The backend this server uses."""
+    """The backend this server uses: a Ray cluster when ``TL_RAY_ADDRESS`` is set, else this host."""
+    address = os.environ.get("TL_RAY_ADDRESS", "").strip()
+    if address:
+        from .ray_jobs import RayBackend
+        return RayBackend(address)
     from .local import LocalBackend
     return LocalBackend()
 

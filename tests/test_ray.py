@@ -1,0 +1,147 @@
+"""The Ray backend against a real local Ray head (127.0.0.1, 2 CPUs, stopped afterwards).
+
+Runs go through the Jobs API exactly as on a cluster: one from the app's backend, one from the CLI;
+one cancelled mid-run; one whose training process is killed, shown interrupted and resumed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tl_core import datasets
+from tl_core.config import TrainConfig
+
+from .conftest import REPO, make_class_folders
+
+pytest.importorskip("ray", reason="ray[default] comes with requirements.txt")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    temp = tempfile.mkdtemp(prefix="tlray", dir="/tmp")   # short: Ray's socket paths live under it
+    port, dashboard = _free_port(), _free_port()
+    ray = [sys.executable, "-m", "ray.scripts.scripts"]
+    subprocess.run(ray + ["start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                          "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "true",
+                          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+                          "--disable-usage-stats", "--temp-dir", temp],
+                   check=True, capture_output=True, timeout=180, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        from ray.job_submission import JobSubmissionClient
+        deadline = time.time() + 60
+        while True:
+            try:
+                JobSubmissionClient(address).list_jobs()
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+        yield address
+    finally:
+        subprocess.run(ray + ["stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def ray_backend(ray_head, monkeypatch, tmp_path):
+    monkeypatch.setenv("TL_RAY_ADDRESS", ray_head)
+    datasets.add_folder(make_class_folders(tmp_path / "src", per_class=8, size=48), "colors")
+    from tl_core.backends import get_backend
+    backend = get_backend()
+    assert backend.name == "ray"
+    return backend
+
+
+def _config(**kw) -> TrainConfig:
+    return TrainConfig(**{"data": "colors", "base": "MobileNetV2", "alpha": 0.35, "size": 64, "epochs": 3, **kw})
+
+
+def _wait(backend, run, states, timeout=240.0, until=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = backend.check_alive(run)
+        if state in states and (until is None or until()):
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"{run.id} still {run.state} after {timeout} s:\n{backend.logs(run)[-2000:]}")
+
+
+# a run slow enough to act on mid-run: the whole base trains, many epochs
+SLOW = dict(freeze_depth="none", epochs=60, early_stopping=False, augment=False)
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_runs_from_the_app_and_the_cli_finish_on_the_cluster(ray_backend, capsys):
+    from tl_core import cli
+    from tl_core.runs import get_run
+    from_app = ray_backend.submit(_config(), user="alice")
+    assert cli.main(["submit", "--data", "colors", "--alpha", "0.35", "--size", "64", "--epochs", "3"]) == 0
+    from_cli = get_run(capsys.readouterr().out.strip().splitlines()[-1])
+
+    train_page = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120).run()
+    assert any(c.value.startswith("Cluster: **CPU") for c in train_page.sidebar.caption), train_page.sidebar.caption
+    assert any("Ray cluster at http://127.0.0.1" in c.value for c in train_page.sidebar.caption)
+    train_page.switch_page("pages/train.py").run()
+    listed = "\n".join(m.value for m in train_page.markdown)
+    assert from_app.id in listed and from_cli.id in listed, listed
+
+    assert cli.main(["wait", from_cli.id, "--timeout", "300"]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert answer["run"] == from_cli.id and answer["state"] == "finished" and 0 <= answer["val_accuracy"] <= 1
+    assert _wait(ray_backend, from_app, {"finished", "failed"}) == "finished", ray_backend.logs(from_app)
+    for run in (from_app, from_cli):
+        assert run.artifacts.metrics()["num_val_images"] > 0
+        assert run.status()["ray_job"] == f"tl-{run.id}-1"
+        deadline = time.time() + 60   # the run folder says finished a moment before its process has exited
+        while ray_backend.job_status(run) == "RUNNING" and time.time() < deadline:
+            time.sleep(0.5)
+        assert ray_backend.job_status(run) == "SUCCEEDED"
+        assert f"--- Ray job tl-{run.id}-1 ---" in ray_backend.logs(run)
+
+
+def test_cancel_stops_the_ray_job_mid_run(ray_backend):
+    run = ray_backend.submit(_config(**SLOW))
+    _wait(ray_backend, run, {"running"}, until=lambda: run.progress().get("epoch"))
+    ray_backend.cancel(run, user="bob")
+    assert run.state == "cancelled"
+    assert ray_backend.job_status(run) in ("STOPPED", "SUCCEEDED")   # stopped, or it read the request first
+    assert not ray_backend.is_alive(run)
+
+
+def test_a_killed_training_process_shows_interrupted_and_resumes(ray_backend):
+    run = ray_backend.submit(_config(**{**SLOW, "epochs": 5}))
+    _wait(ray_backend, run, {"running"}, until=lambda: run.artifacts.checkpoint() is not None)
+    os.kill(run.status()["pid"], signal.SIGKILL)
+    assert _wait(ray_backend, run, {"interrupted"}, timeout=60) == "interrupted"
+    assert ray_backend.job_status(run) == "FAILED"
+    ray_backend.resume(run)
+    assert run.status()["ray_job"] == f"tl-{run.id}-2"
+    assert _wait(ray_backend, run, {"finished", "failed"}) == "finished", ray_backend.logs(run)
+    epochs = [row["epoch"] for row in run.history()]
+    assert epochs == sorted(epochs) and epochs[-1] == 5   # continued from the checkpoint, not from epoch 1
+
+
+def test_without_the_address_nothing_changes(monkeypatch):
+    from tl_core.backends import get_backend
+    monkeypatch.delenv("TL_RAY_ADDRESS", raising=False)
+    assert get_backend().name == "local"
+    monkeypatch.setenv("TL_RAY_ADDRESS", f"http://127.0.0.1:{_free_port()}")
+    from tl_core.workspace import TLError
+    with pytest.raises(TLError, match="No Ray cluster answers at TL_RAY_ADDRESS=.*unset TL_RAY_ADDRESS"):
+        get_backend().submit(_config())

@@ -1,0 +1,166 @@
+"""The Ray backend: each run is a Ray job (Jobs API), placed by Ray on a node with a free GPU (or CPUs).
+
+On when ``TL_RAY_ADDRESS`` names the cluster's dashboard (``http://head:8265``). The workspace and this
+checkout sit on a filesystem every node mounts at the same path, and every node has the same Python
+environment: a job's entrypoint is ``python -m tl_core execute RUN_FOLDER``, the command the local worker
+runs, so run folders, progress and checkpoints are written exactly as on one host.
+
+Ray's job status is the truth about the process: PENDING (queued on the cluster), RUNNING, SUCCEEDED,
+FAILED, STOPPED. The run folder says what training reached; where the process ended without saying so
+(killed, node lost), the run shows as interrupted and resumes from its checkpoint as a new job.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from typing import Optional
+
+from .. import audit, datasets, freeze
+from ..config import TrainConfig
+from ..runs import ACTIVE, Run, new_run
+from ..workspace import TLError, home
+from . import ExecutionBackend
+from .local import REPO_ROOT
+
+LIVE = ("PENDING", "RUNNING")
+_CLIENTS: dict[str, object] = {}
+
+
+def _client(address: str):
+    """One Jobs API client per address and process (creating one makes a request)."""
+    if address not in _CLIENTS:
+        from ray.job_submission import JobSubmissionClient
+        try:
+            _CLIENTS[address] = JobSubmissionClient(address)
+        except Exception as exc:  # connection refused, bad address, old version: all mean "no cluster here"
+            raise TLError(f"No Ray cluster answers at TL_RAY_ADDRESS={address!r} ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}). Start the head (ray start --head --dashboard-host 0.0.0.0) or "
+                          "unset TL_RAY_ADDRESS to train on this host.") from None
+    return _CLIENTS[address]
+
+
+class RayBackend(ExecutionBackend):
+    name = "ray"
+
+    def __init__(self, address: str):
+        self.address = address.rstrip("/")
+
+    @property
+    def client(self):
+        return _client(self.address)
+
+    # ------------------------------------------------------------ jobs
+    def _gpus_in_cluster(self) -> float:
+        return self.resources().get("GPU", (0, 0))[1]
+
+    def _submit_job(self, run: Run) -> str:
+        attempt = int(run.status().get("ray_attempt", 0)) + 1
+        job_id = f"tl-{run.id}-{attempt}"
+        entrypoint = (f"cd {shlex.quote(str(REPO_ROOT))} && "
+                      f"{shlex.quote(sys.executable)} -m tl_core execute {shlex.quote(str(run.root))}")
+        env = {"TL_HOME": str(home()), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        if os.environ.get("KERAS_HOME"):
+            env["KERAS_HOME"] = os.environ["KERAS_HOME"]
+        placement = {"entrypoint_num_gpus": 1} if self._gpus_in_cluster() else \
+            {"entrypoint_num_cpus": float(os.environ.get("TL_RAY_CPUS_PER_RUN", "1"))}
+        # the job id goes into the run folder first: the job may start (and write "running") at once
+        run.set_status("queued", ray_job=job_id, ray_attempt=attempt)
+        try:
+            self.client.submit_job(entrypoint=entrypoint, submission_id=job_id, runtime_env={"env_vars": env},
+                                   metadata={"tl_run": run.id}, **placement)
+        except Exception as exc:
+            run.set_status("failed", message=f"Ray refused the job: {type(exc).__name__}: {str(exc)[:300]}")
+            raise TLError(f"Ray at {self.address} refused run {run.id!r}: {exc}") from None
+        run.log(f"submitted to Ray at {self.address} as job {job_id} ({placement})")
+        return job_id
+
+    def job_status(self, run: Run) -> Optional[str]:
+        job_id = run.status().get("ray_job")
+        if not job_id:
+            return None
+        try:
+            return str(self.client.get_job_status(job_id).value)
+        except RuntimeError:   # the cluster no longer knows the job (head restarted)
+            return None
+
+    # ------------------------------------------------------------ the seam
+    def submit(self, cfg: TrainConfig, user: Optional[str] = None) -> Run:
+        self.client   # no cluster, no run folder: say so before writing anything
+        cfg = cfg.resolved()
+        freeze.check_config(cfg)
+        datasets.load_dataset(cfg.data)
+        run = new_run(cfg, user=user)
+        run.log(f"queued by {user or 'anonymous'}")
+        self._submit_job(run)
+        return run
+
+    def cancel(self, run: Run, user: Optional[str] = None) -> None:
+        audit.record("cancel run", run.id, user, owner=run.status().get("user"), state=run.state)
+        run.request_cancel()   # a running job stops after its batch if it reads this first
+        run.log(f"cancel requested by {user or 'anonymous'}")
+        job_id = run.status().get("ray_job")
+        if job_id:
+            self.client.stop_job(job_id)
+            deadline = time.time() + 30
+            while self.job_status(run) in LIVE and time.time() < deadline:
+                time.sleep(0.5)
+        if run.state in ACTIVE:
+            run.set_status("cancelled", message=f"Cancelled by {user or 'anonymous'} (Ray job stopped).")
+
+    def resume(self, run: Run) -> None:
+        run.queue_resume()
+        self._submit_job(run)
+
+    def is_alive(self, run: Run) -> bool:
+        return self.job_status(run) in LIVE
+
+    def refresh(self) -> list[Run]:
+        """As the base class, and a queued run whose job ended before training began says why."""
+        runs = super().refresh()
+        for run in runs:
+            if run.listed_state == "queued" and run.listed.get("ray_job") and not run.cancel_requested():
+                state = self.job_status(run)
+                if state not in LIVE:
+                    run.set_status("failed", message=f"Ray job {run.listed['ray_job']} ended {state} before "
+                                   "training started; see the log.")
+                    run.listed = run.status()
+        return runs
+
+    def logs(self, run: Run) -> str:
+        text = run.log_text()
+        job_id = run.status().get("ray_job")
+        if not job_id:
+            return text
+        try:
+            job_log = self.client.get_job_logs(job_id).strip()
+        except RuntimeError as exc:
+            job_log = f"(Ray has no logs for {job_id}: {exc})"
+        return text + (f"\n--- Ray job {job_id} ---\n{job_log}\n" if job_log else "")
+
+    def ensure_running(self) -> None:
+        """Queued runs whose job the cluster lost (a restarted head) are submitted again."""
+        for run in self.queue():
+            if self.job_status(run) is None and not run.cancel_requested():
+                self._submit_job(run)
+
+    # ------------------------------------------------------------ the sidebar
+    def resources(self) -> dict[str, tuple[float, float]]:
+        """Cluster resources as {name: (used, total)}, from the dashboard's cluster status."""
+        import requests
+        reply = requests.get(f"{self.address}/api/cluster_status", timeout=5)
+        reply.raise_for_status()
+        usage = ((reply.json().get("data") or {}).get("clusterStatus") or {}).get("loadMetricsReport", {}).get("usage", {})
+        return {name: (float(used), float(total)) for name, (used, total) in usage.items()
+                if name in ("CPU", "GPU")}
+
+    def describe(self) -> dict:
+        try:
+            usage = self.resources()
+            cluster = ", ".join(f"{name} {total - used:g} free of {total:g}" for name, (used, total) in sorted(usage.items()))
+        except Exception as exc:   # the sidebar must render even when the head is down
+            cluster = f"cluster not answering ({type(exc).__name__})"
+        waiting = sum(1 for run in self.queue() if self.job_status(run) == "PENDING")
+        return {"backend": f"Ray cluster at {self.address}", "device": cluster or "no resources reported",
+                "cluster": cluster, "waiting": waiting}
