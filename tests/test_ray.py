@@ -22,8 +22,6 @@ from tl_core.config import TrainConfig
 
 from .conftest import REPO, make_class_folders
 
-pytest.importorskip("ray", reason="ray[default] comes with requirements.txt")
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
