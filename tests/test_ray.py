@@ -143,3 +143,10 @@ def test_without_the_address_nothing_changes(monkeypatch):
     from tl_core.workspace import TLError
     with pytest.raises(TLError, match="No Ray cluster answers at TL_RAY_ADDRESS=.*unset TL_RAY_ADDRESS"):
         get_backend().submit(_config())
+    # a head that stops answering interrupts nothing: its runs stay as they were, the sidebar says so
+    from tl_core.runs import new_run
+    run = new_run(_config().resolved())
+    run.set_status("running", ray_job=f"tl-{run.id}-1")
+    backend = get_backend()
+    assert backend.check_alive(run) == "running" and [r.listed_state for r in backend.refresh()] == ["running"]
+    assert backend.describe()["cluster"].startswith("cluster not answering")

@@ -25,7 +25,10 @@ from . import ExecutionBackend
 from .local import REPO_ROOT
 
 LIVE = ("PENDING", "RUNNING")
+UNKNOWN = "UNKNOWN"   # the cluster did not answer: nothing is concluded about the run
 _CLIENTS: dict[str, object] = {}
+_RESOURCES: dict[str, tuple[float, dict]] = {}   # address -> (when read, usage): every open tab's sidebar asks
+RESOURCES_TTL_S = 5.0
 
 
 def _client(address: str):
@@ -53,7 +56,11 @@ class RayBackend(ExecutionBackend):
 
     # ------------------------------------------------------------ jobs
     def _gpus_in_cluster(self) -> float:
-        return self.resources().get("GPU", (0, 0))[1]
+        try:
+            return self.resources().get("GPU", (0, 0))[1]
+        except Exception as exc:   # placement depends on it: guessing could queue a GPU job on CPUs
+            raise TLError(f"The Ray dashboard at {self.address} did not report the cluster's resources "
+                          f"({type(exc).__name__}); try again when the head is up.") from None
 
     def _submit_job(self, run: Run) -> str:
         attempt = int(run.status().get("ray_attempt", 0)) + 1
@@ -77,6 +84,7 @@ class RayBackend(ExecutionBackend):
         return job_id
 
     def job_status(self, run: Run) -> Optional[str]:
+        """Ray's status of the run's job; None if the cluster does not know it, UNKNOWN if it did not answer."""
         job_id = run.status().get("ray_job")
         if not job_id:
             return None
@@ -84,6 +92,8 @@ class RayBackend(ExecutionBackend):
             return str(self.client.get_job_status(job_id).value)
         except RuntimeError:   # the cluster no longer knows the job (head restarted)
             return None
+        except Exception:      # head unreachable for now (TLError, connection errors): conclude nothing
+            return UNKNOWN
 
     # ------------------------------------------------------------ the seam
     def submit(self, cfg: TrainConfig, user: Optional[str] = None) -> Run:
@@ -114,7 +124,7 @@ class RayBackend(ExecutionBackend):
         self._submit_job(run)
 
     def is_alive(self, run: Run) -> bool:
-        return self.job_status(run) in LIVE
+        return self.job_status(run) in (*LIVE, UNKNOWN)   # an unreachable head does not interrupt runs
 
     def refresh(self) -> list[Run]:
         """As the base class, and a queued run whose job ended before training began says why."""
@@ -122,7 +132,7 @@ class RayBackend(ExecutionBackend):
         for run in runs:
             if run.listed_state == "queued" and run.listed.get("ray_job") and not run.cancel_requested():
                 state = self.job_status(run)
-                if state not in LIVE:
+                if state not in (*LIVE, UNKNOWN):
                     run.set_status("failed", message=f"Ray job {run.listed['ray_job']} ended {state} before "
                                    "training started; see the log.")
                     run.listed = run.status()
@@ -147,13 +157,18 @@ class RayBackend(ExecutionBackend):
 
     # ------------------------------------------------------------ the sidebar
     def resources(self) -> dict[str, tuple[float, float]]:
-        """Cluster resources as {name: (used, total)}, from the dashboard's cluster status."""
+        """Cluster resources as {name: (used, total)}, from the dashboard's cluster status (read at most
+        every few seconds)."""
         import requests
-        reply = requests.get(f"{self.address}/api/cluster_status", timeout=5)
-        reply.raise_for_status()
-        usage = ((reply.json().get("data") or {}).get("clusterStatus") or {}).get("loadMetricsReport", {}).get("usage", {})
-        return {name: (float(used), float(total)) for name, (used, total) in usage.items()
-                if name in ("CPU", "GPU")}
+        when, usage = _RESOURCES.get(self.address, (0.0, {}))
+        if time.time() - when > RESOURCES_TTL_S:
+            reply = requests.get(f"{self.address}/api/cluster_status", timeout=5)
+            reply.raise_for_status()
+            report = ((reply.json().get("data") or {}).get("clusterStatus") or {}).get("loadMetricsReport", {})
+            usage = {name: (float(used), float(total)) for name, (used, total) in report.get("usage", {}).items()
+                     if name in ("CPU", "GPU")}
+            _RESOURCES[self.address] = (time.time(), usage)
+        return usage
 
     def describe(self) -> dict:
         try:
