@@ -265,3 +265,15 @@ def test_results_page_builds_an_export_when_asked_and_shows_its_parity(trained_r
     assert row["check"] == "passed" and row["agreement"] >= 0.995 and row["runtime"].startswith("keras")
     labels = [b.proto.label for b in results.get("download_button")]
     assert "Download keras (zip)" in labels
+
+
+@pytest.mark.parametrize("mode", ["tf", "torch", "caffe", "builtin"])
+def test_the_exported_pixel_affine_computes_what_the_preprocess_layer_does(mode):
+    """Every base's preprocessing survives export: the built-in Dense(3) gives the Preprocess layer's numbers."""
+    from tl_core.export import pixel_affine
+    from tl_core.modeling import Preprocess
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
+    expected = np.asarray(Preprocess(mode)(pixels))
+    affine = pixel_affine(mode)
+    got = pixels if affine is None else pixels @ affine[0] + affine[1]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
