@@ -1,5 +1,5 @@
-"""Command line: ``python -m tl_core models | datasets | train | submit | wait | predict | runs | export | serve |
-worker``."""
+"""Command line: ``python -m tl_core models | datasets | train | submit | wait | predict | explain | runs | export |
+serve | worker``."""
 from __future__ import annotations
 
 import argparse
@@ -100,6 +100,22 @@ def cmd_train(args) -> int:
     print(json.dumps({"run_dir": str(run.root), "val_accuracy": metrics["val_accuracy"],
                       "training_path": metrics["training_path"], "duration_s": metrics["duration_s"],
                       "class_names": metrics["class_names"], "confusion_matrix": metrics["confusion_matrix"]}))
+    return 0
+
+
+def cmd_explain(args) -> int:
+    _quiet_tensorflow()
+    from .explain import explain
+    from .runs import get_run
+    if not Path(args.image).is_file():
+        raise TLError(f"Image file not found: {args.image!r}")
+    result = explain(get_run(args.run).artifacts.load(), args.image, args.class_name)
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise TLError(f"--out must name a .png file; got {args.out!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.overlay().save(out)
+    print(json.dumps({"image": args.image, **result.summary(), "out": str(out)}))
     return 0
 
 
@@ -261,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("explain", help="Grad-CAM of a run on one image: writes the overlay, prints class and bbox")
+    p.add_argument("--run", required=True, help="run folder or run id")
+    p.add_argument("image")
+    p.add_argument("--class", dest="class_name", help="the class to explain (default: the predicted one)")
+    p.add_argument("--out", required=True, help="PNG file to write the overlay to")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("runs", help="list training runs")
     p.set_defaults(func=cmd_runs)

@@ -30,6 +30,7 @@ class LoadedModel:
     head_kind: str = "keras"
     sklearn_head: Optional[Any] = None
     _forward: Any = field(default=None, repr=False)
+    _features: Any = field(default=None, repr=False)
 
     @classmethod
     def from_artifacts(cls, artifacts: "Artifacts") -> "LoadedModel":
@@ -72,6 +73,15 @@ class LoadedModel:
         return modeling.dense_softmax(features, *self.model.get_layer("predictions").get_weights())
 
     # ------------------------------------------------------------ forward
+    def features(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """(N, size, size, 3) raw pixels -> (N, D) pooled base features, for either head kind."""
+        if self._features is None:
+            self._features = modeling.compiled_forward(
+                keras.Model(self.model.inputs, self.model.get_layer("pool").output, name="features"))
+        outputs = [np.asarray(self._features(np.asarray(pixels[i:i + batch_size], dtype=np.float32)))
+                   for i in range(0, len(pixels), batch_size)]
+        return np.concatenate(outputs) if outputs else np.zeros((0, int(self.model.get_layer("pool").output.shape[-1])))
+
     def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(N, size, size, 3) raw pixels -> (N, classes) probabilities."""
         if self._forward is None:
