@@ -1,8 +1,8 @@
-"""Predict: classify uploaded or camera images with a finished run's model."""
+"""Predict: classify uploaded or camera images with a finished run's model, and see where it looked."""
 import pandas as pd
 import streamlit as st
 
-from tl_app import shell, widgets
+from tl_app import explanations, shell, widgets
 from tl_app.models import predictor_for
 
 shell.guard()
@@ -31,7 +31,7 @@ if not images:
 
 predictor = predictor_for(run)
 rows = []
-for image, result in zip(images, predictor.predict_each([image.getvalue() for image in images], top_k)):
+for index, (image, result) in enumerate(zip(images, predictor.predict_each([i.getvalue() for i in images], top_k))):
     if "error" in result:
         st.error(f"{image.name}: {result['error']}")
         continue
@@ -45,6 +45,8 @@ for image, result in zip(images, predictor.predict_each([image.getvalue() for im
         # plain bars, not a chart per image: many users predicting at once each redraw these on every upload
         for guess in top:
             right.progress(guess["probability"], text=f"{guess['label']}: {guess['probability']:.1%}")
+        if right.toggle("Where did it look? (Grad-CAM)", key=f"predict_cam_{index}"):
+            explanations.gradcam_view(run, image.getvalue(), top[0]["label"], key=f"predict_cam_{index}")
 if rows:
     table = pd.DataFrame(rows)
     st.dataframe(table, hide_index=True, key="predict_table")

@@ -3,7 +3,7 @@ compare."""
 import pandas as pd
 import streamlit as st
 
-from tl_app import charts, exports, shell, widgets
+from tl_app import charts, explanations, exports, shell, widgets
 from tl_core.runs import Run
 
 shell.guard()
@@ -97,6 +97,13 @@ with mistakes:
                 if path and path.exists():
                     st.image(str(path), width=160)
                 st.caption(f"true **{row['true']}** → predicted **{row['predicted']}** ({row['probability']:.0%})")
+        if root and st.toggle("Where did it look? (Grad-CAM of a mistake)", key="results_cam_on"):
+            shown = [row for row in wrong[:24] if (root / row["file"]).exists()]
+            picked = st.selectbox("Mistake", range(len(shown)), key="results_cam_pick", format_func=lambda i: (
+                f"{shown[i]['file']}: true {shown[i]['true']}, predicted {shown[i]['predicted']}"))
+            if shown:
+                explanations.gradcam_view(run, (root / shown[picked]["file"]).read_bytes(), shown[picked]["predicted"],
+                                          key="results_cam")
 with export:
     exports.export_panel(run)
 with details:

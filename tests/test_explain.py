@@ -144,3 +144,22 @@ def test_every_registered_base_gives_a_map_at_its_default_size():
         assert result.heat.shape == (CANVAS, CANVAS) and np.isfinite(result.heat).all(), arch.name
         assert result.heat.max() == pytest.approx(1.0) or result.heat.max() == 0, arch.name
         del built, loaded
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_predict_and_results_pages_show_the_map_beside_the_image(loaded_run):
+    import io
+
+    from .test_app import open_page
+    predict = open_page("pages/predict.py")
+    buffer = io.BytesIO()
+    _pasted(_photo("hot_dog"), 0, CANVAS - OBJECT).save(buffer, "PNG")
+    predict.get("file_uploader")[0].upload("dog.png", buffer.getvalue(), "image/png").run()
+    predict.toggle(key="predict_cam_0").set_value(True).run()
+    assert not predict.exception, [e.value for e in predict.exception]
+    assert predict.selectbox(key="predict_cam_0_class").value == "hot"
+    captions = [c for image in predict.get("image") for c in image.captions]
+    assert any(c.startswith("Grad-CAM for hot (p=") for c in captions), captions
+    predict.selectbox(key="predict_cam_0_class").set_value("cat").run()
+    captions = [c for image in predict.get("image") for c in image.captions]
+    assert any(c.startswith("Grad-CAM for cat (p=") for c in captions), captions
