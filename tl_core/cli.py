@@ -1,5 +1,5 @@
-"""Command line: ``python -m tl_core models | datasets | train | submit | wait | predict | explain | runs | export |
-serve | worker``."""
+"""Command line: ``python -m tl_core models | datasets | train | submit | wait | predict | explain | suspects | runs |
+export | serve | worker``."""
 from __future__ import annotations
 
 import argparse
@@ -116,6 +116,16 @@ def cmd_explain(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     result.overlay().save(out)
     print(json.dumps({"image": args.image, **result.summary(), "out": str(out)}))
+    return 0
+
+
+def cmd_suspects(args) -> int:
+    _quiet_tensorflow()
+    from .suspects import suspects_of
+    name = datasets.resolve_dataset(args.data).name
+    rows = suspects_of(name, args.base, args.alpha, args.size)
+    for row in rows[:args.top] if args.top else rows:
+        print(json.dumps(row))
     return 0
 
 
@@ -284,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="class_name", help="the class to explain (default: the predicted one)")
     p.add_argument("--out", required=True, help="PNG file to write the overlay to")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("suspects", help="likely mislabelled, leaked, outlying or blank images; JSON lines, "
+                                        "most suspect first")
+    p.add_argument("--data", required=True, help="dataset name, or a folder / zip to import")
+    p.add_argument("--base", default="MobileNetV2")
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--size", type=int)
+    p.add_argument("--top", type=int, help="only the N most suspect")
+    p.set_defaults(func=cmd_suspects)
 
     p = sub.add_parser("runs", help="list training runs")
     p.set_defaults(func=cmd_runs)
