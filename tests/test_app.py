@@ -163,7 +163,8 @@ def test_real_photos_end_to_end_server_import_train_results_predict(stop_worker,
     data.text_input(key="data_server_path").set_value(str(HYMENOPTERA)).run()
     data.text_input(key="data_server_name").set_value("hymenoptera").run()
     data.button(key="data_server_go").click().run()
-    assert "Imported 'hymenoptera': 397 images in 2 classes; 1 file(s) skipped." in texts(data)
+    assert "Imported 'hymenoptera': 398 images in 2 classes; 0 file(s) skipped." in texts(data)
+    assert "1 image(s) have very few colours" in texts(data)   # the placeholder gif: kept, flagged
 
     train_page = open_page("pages/train.py")
     assert train_page.selectbox(key="train_base").value == "MobileNetV2"       # offline weights listed first

@@ -1,7 +1,9 @@
+import io
 import json
 import zipfile
 
 import pytest
+from PIL import Image, ImageDraw
 
 from tl_core import datasets
 from tl_core.workspace import TLError
@@ -60,15 +62,29 @@ def test_corrupt_and_non_image_files_are_reported_not_counted(tmp_path, color_fo
     assert liar, "a file whose extension lies is stored under its real format"
 
 
-def test_real_placeholder_gif_is_skipped_with_reason():
+def test_real_placeholder_gif_is_kept_and_flagged_low_detail():
     ants = require_shared(HYMENOPTERA / "train" / "ants")
     items = [("ants", p.name, p.read_bytes()) for p in sorted(ants.iterdir())[:5]]
     items.append(("ants", "imageNotFound.gif", (ants / "imageNotFound.gif").read_bytes()))
     items += [("bees", p.name, p.read_bytes()) for p in sorted((ants.parent / "bees").iterdir())[:5]]
     ds = datasets.add_items(items, "hym_small")
-    assert ds.manifest["num_images"] == 10
-    assert [s["file"] for s in ds.manifest["skipped"]] == ["ants/imageNotFound.gif"]
-    assert "placeholder" in ds.manifest["skipped"][0]["reason"]
+    assert ds.manifest["num_images"] == 11 and ds.manifest["skipped"] == []
+    flagged = [it["path"] for it in ds.items if it.get("low_detail")]
+    assert len(flagged) == 1 and "imageNotFound" in flagged[0] and ds.manifest["low_detail"] == flagged
+    assert "low-detail (kept, flagged" in datasets.format_report(ds)
+    # drawings are datasets too: a set of few-colour images imports whole instead of "no usable images"
+    def sketch(seed):
+        image = Image.new("RGB", (64, 64), "white")
+        ImageDraw.Draw(image).line([(seed % 50, 5), (60, seed % 60)], fill="black", width=3)
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        return buffer.getvalue()
+    drawings = datasets.add_items([(cls, f"{cls}{i}.png", sketch(i * 7 + (0 if cls == "cat" else 3))) for cls in ("cat", "dog")
+                                   for i in range(6)], "sketches")
+    assert drawings.manifest["num_images"] == 12 and len(drawings.manifest["low_detail"]) == 12
+    with pytest.raises(TLError, match="No usable images"):   # what the old default did to such a set
+        datasets.add_items([(cls, f"{cls}{i}.png", sketch(i * 7 + (0 if cls == "cat" else 3))) for cls in ("cat", "dog")
+                            for i in range(6)], "strict", min_colors=datasets.DEFAULT_MIN_COLORS)
 
 
 def test_error_no_images(tmp_path):

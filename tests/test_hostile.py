@@ -88,6 +88,7 @@ GOOD_IMAGES = {
     "exif_rotated.jpg": lambda s: exif_rotated_jpeg(s + 10),
     "bitmap.bmp": lambda s: encode(photo(s + 11), "BMP"),
     "web.webp": lambda s: encode(photo(s + 12), "WEBP"),
+    "placeholder.png": lambda s: encode(Image.new("RGB", (64, 64), (200, 200, s % 251)), "PNG"),  # kept, flagged
     "scan.tif": lambda s: encode(photo(s + 13), "TIFF"),
 }
 BAD_IMAGES = {
@@ -98,7 +99,6 @@ BAD_IMAGES = {
     "empty.jpg": (lambda s: b"", "empty file"),
     "bomb.png": (lambda s: png_bomb(), "decompression bomb"),
     "tiny.png": (lambda s: encode(photo(s + 22, (4, 4)), "PNG"), "too small"),
-    "placeholder.png": (lambda s: encode(Image.new("RGB", (64, 64), (200, 200, 200)), "PNG"), "placeholder"),
     "vector.svg": (lambda s: b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "not an image"),
     "duplicate.jpg": (None, "duplicate of"),
 }

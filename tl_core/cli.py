@@ -45,7 +45,7 @@ def cmd_datasets(args) -> int:
             if done == total or done % 200 == 0:
                 print(f"  checked {done}/{total} files", file=sys.stderr)
         ds = datasets.add_source(args.source, args.name, val_fraction=args.val_fraction, seed=args.seed,
-                                 min_colors=0 if args.keep_low_detail else datasets.DEFAULT_MIN_COLORS,
+                                 min_colors=datasets.DEFAULT_MIN_COLORS if args.drop_low_detail else 0,
                                  progress=progress)
         print(datasets.format_report(ds))
     elif args.action == "list":
@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name")
     add.add_argument("--val-fraction", type=float, default=0.2)
     add.add_argument("--seed", type=int, default=42)
-    add.add_argument("--keep-low-detail", action="store_true", help="keep images with very few colours")
+    add.add_argument("--drop-low-detail", action="store_true",
+                     help="skip images with very few colours (by default they are kept and flagged)")
     dsub.add_parser("list")
     show = dsub.add_parser("show")
     show.add_argument("name")

@@ -141,7 +141,7 @@ def _check_splits(items: list[dict], classes: list[str]) -> None:
 
 
 def build_dataset(name: str, candidates: list[Candidate], skipped: list[dict], *, source: str,
-                  val_fraction: float = 0.2, seed: int = 42, min_colors: int = DEFAULT_MIN_COLORS,
+                  val_fraction: float = 0.2, seed: int = 42, min_colors: int = 0,
                   progress: Progress = None, replace: bool = False) -> Dataset:
     name = safe_name(name, "dataset name")
     final = datasets_dir() / name
@@ -182,7 +182,8 @@ def build_dataset(name: str, candidates: list[Candidate], skipped: list[dict], *
                 key = (split, class_name, filename.lower())
             used_names.add(key)
             items.append({"class": class_name, "split": split, "file": filename, "sha256": digest,
-                          "width": info["width"], "height": info["height"], "source": cand.source})
+                          "width": info["width"], "height": info["height"], "source": cand.source,
+                          "low_detail": info["low_detail"]})
         classes = sorted({it["class"] for it in items})
         _validate(items, classes)
         has_split = any(it["split"] != "unsplit" for it in items)
@@ -237,7 +238,9 @@ def _manifest(name, source, items, classes, skipped, has_split, val_fraction, se
         "image_size": {"width": _summary([it["width"] for it in items]),
                        "height": _summary([it["height"] for it in items])},
         "skipped": skipped, "fingerprint": fingerprint,
-        "items": [{k: it[k] for k in ("path", "class", "split", "sha256", "width", "height")} for it in items],
+        "low_detail": [it["path"] for it in items if it.get("low_detail")],
+        "items": [{**{k: it[k] for k in ("path", "class", "split", "sha256", "width", "height")},
+                   **({"low_detail": True} if it.get("low_detail") else {})} for it in items],
     }
 
 
@@ -374,6 +377,11 @@ def format_report(dataset: Dataset) -> str:
     w, h = m["image_size"]["width"], m["image_size"]["height"]
     lines.append(f"  image size: width {w['min']}-{w['max']} (median {w['median']}), "
                  f"height {h['min']}-{h['max']} (median {h['median']})")
+    flagged = m.get("low_detail", [])
+    if flagged:
+        lines.append(f"  low-detail (kept, flagged; exclude them from a new version if they are not real examples): "
+                     f"{len(flagged)} file(s)")
+        lines += [f"    {path}" for path in flagged[:20]]
     lines.append(f"  skipped: {len(m['skipped'])} file(s)")
     lines += [f"    {s['file']}: {s['reason']}" for s in m["skipped"]]
     lines.append(f"  fingerprint: {m['fingerprint'][:16]}")

@@ -17,7 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageSource = Union[str, Path, bytes, Image.Image]
 
-# Photos have thousands of distinct colours; "image not found" placeholders and blank frames a handful.
+# Photos have thousands of distinct colours; placeholders, blank frames, sketches and icons a handful.
+# Such images are kept and flagged (a dataset of drawings is all of them); the user decides.
 DEFAULT_MIN_COLORS = 48
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif"}
 
@@ -65,8 +66,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def inspect_bytes(data: bytes, min_colors: int = DEFAULT_MIN_COLORS) -> dict:
-    """Validate an image file's bytes; return its format and upright size, or raise ImageRejected."""
+def inspect_bytes(data: bytes, min_colors: int = 0) -> dict:
+    """Validate an image file's bytes; return its format, upright size and whether it is low-detail (fewer
+    than DEFAULT_MIN_COLORS distinct colours: blank, placeholder, sketch, icon), or raise ImageRejected
+    (with ``min_colors``, for fewer colours than that)."""
     image = _open(data, draft_size=256)
     fmt = image.format or "unknown"
     if fmt not in EXTENSIONS:
@@ -77,13 +80,11 @@ def inspect_bytes(data: bytes, min_colors: int = DEFAULT_MIN_COLORS) -> dict:
     upright = original[::-1] if rgb.size == decoded[::-1] and decoded[0] != decoded[1] else original
     if min(upright) < 8:
         raise ImageRejected(f"too small ({upright[0]}x{upright[1]} pixels; need at least 8x8)")
-    if min_colors:
-        colors = rgb.getcolors(maxcolors=min_colors)
-        if colors is not None:
-            raise ImageRejected(
-                f"only {len(colors)} distinct colours: looks like a placeholder or blank image"
-            )
-    return {"format": fmt, "width": upright[0], "height": upright[1], "frames": frames}
+    colors = rgb.getcolors(maxcolors=max(min_colors, DEFAULT_MIN_COLORS))
+    if min_colors and colors is not None and len(colors) < min_colors:
+        raise ImageRejected(f"only {len(colors)} distinct colours: looks like a placeholder or blank image")
+    return {"format": fmt, "width": upright[0], "height": upright[1], "frames": frames,
+            "low_detail": colors is not None and len(colors) < DEFAULT_MIN_COLORS}
 
 
 def load_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
