@@ -6,6 +6,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tl_core import datasets
+from tl_core.images import DEFAULT_MIN_COLORS
 from tl_core.workspace import TLError
 
 from .conftest import HYMENOPTERA, make_class_folders, noisy_image, require_shared, zip_folder
@@ -84,7 +85,7 @@ def test_real_placeholder_gif_is_kept_and_flagged_low_detail():
     assert drawings.manifest["num_images"] == 12 and len(drawings.manifest["low_detail"]) == 12
     with pytest.raises(TLError, match="No usable images"):   # what the old default did to such a set
         datasets.add_items([(cls, f"{cls}{i}.png", sketch(i * 7 + (0 if cls == "cat" else 3))) for cls in ("cat", "dog")
-                            for i in range(6)], "strict", min_colors=datasets.DEFAULT_MIN_COLORS)
+                            for i in range(6)], "strict", min_colors=DEFAULT_MIN_COLORS)
 
 
 def test_error_no_images(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import architectures, datasets
 from .config import HEADS, OPTIMIZERS
+from .images import DEFAULT_MIN_COLORS
 from .workspace import TLError
 
 
@@ -45,7 +46,7 @@ def cmd_datasets(args) -> int:
             if done == total or done % 200 == 0:
                 print(f"  checked {done}/{total} files", file=sys.stderr)
         ds = datasets.add_source(args.source, args.name, val_fraction=args.val_fraction, seed=args.seed,
-                                 min_colors=datasets.DEFAULT_MIN_COLORS if args.drop_low_detail else 0,
+                                 min_colors=DEFAULT_MIN_COLORS if args.drop_low_detail else 0,
                                  progress=progress)
         print(datasets.format_report(ds))
     elif args.action == "list":

@@ -23,7 +23,7 @@ from . import audit
 from .archives import ZipLimits
 from .sources import (Candidate, Content, candidates_from_folder, candidates_from_items, candidates_from_uploaded_paths,
                       candidates_from_zip)
-from .images import DEFAULT_MIN_COLORS, EXTENSIONS, ImageRejected, inspect_bytes, load_rgb
+from .images import EXTENSIONS, ImageRejected, inspect_bytes, load_rgb
 from .workspace import TLError, atomic_write_bytes, datasets_dir, read_json, safe_name, write_json
 
 MANIFEST = "dataset.json"
