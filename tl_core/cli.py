@@ -123,7 +123,7 @@ def cmd_explain(args) -> int:
 def cmd_suspects(args) -> int:
     _quiet_tensorflow()
     from .suspects import suspects_of
-    name = datasets.resolve_dataset(args.data).name
+    name = datasets.resolve_dataset(args.data).ref
     rows = suspects_of(name, args.base, args.alpha, args.size)
     for row in rows[:args.top] if args.top else rows:
         print(json.dumps(row))
@@ -133,7 +133,7 @@ def cmd_suspects(args) -> int:
 def cmd_submit(args) -> int:
     from .backends import get_backend
     cfg = _config_from_args(args)
-    cfg.data = datasets.resolve_dataset(cfg.data).name   # a folder or zip is imported here, once
+    cfg.data = datasets.resolve_dataset(cfg.data).ref   # a folder or zip is imported here, once
     backend = get_backend()
     run = backend.submit(cfg, user=f"cli:{getpass.getuser()}")
     print(f"queued on the {backend.name} backend; follow it with: python -m tl_core wait {run.id}", file=sys.stderr)

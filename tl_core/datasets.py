@@ -27,6 +27,7 @@ from .images import EXTENSIONS, ImageRejected, inspect_bytes, load_rgb
 from .workspace import TLError, atomic_write_bytes, datasets_dir, read_json, safe_name, write_json
 
 MANIFEST = "dataset.json"
+VERSIONS = "versions"   # versions/vN.json: every saved version's manifest (see versions.py)
 THUMBNAIL_PX = 192   # twice the 96 px the Data page shows, for sharp thumbnails on high-density screens
 Progress = Optional[Callable[[int, int], None]]
 
@@ -36,6 +37,7 @@ class Dataset:
     name: str
     root: Path
     _manifest: Optional[dict] = field(default=None, repr=False)
+    pinned: bool = False   # loaded as name@vN: runs keep that version
 
     @property
     def manifest(self) -> dict:
@@ -63,6 +65,15 @@ class Dataset:
     @property
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
+
+    @property
+    def version(self) -> int:
+        return int(self.manifest.get("version", 1))
+
+    @property
+    def ref(self) -> str:
+        """How a config names this dataset: its name, or name@vN when a version was asked for."""
+        return f"{self.name}@v{self.version}" if self.pinned else self.name
 
 
 # ---------------------------------------------------------------- building a dataset
@@ -123,7 +134,7 @@ def _file_stem(source: str, digest: str) -> str:
         return f"image-{digest[:12]}"
 
 
-def _check_splits(items: list[dict], classes: list[str]) -> None:
+def check_splits(items: list[dict], classes: list[str]) -> None:
     """Every class can be trained: it has training images (and the dataset has validation images)."""
     by_class = {c: {it["split"] for it in items if it["class"] == c} for c in classes}
     no_train = sorted(c for c, splits in by_class.items() if "train" not in splits)
@@ -195,14 +206,14 @@ def build_dataset(name: str, candidates: list[Candidate], skipped: list[dict], *
                 _stratified_split(items, val_fraction, seed)
         else:
             _stratified_split(items, val_fraction, seed)
-        _check_splits(items, classes)
+        check_splits(items, classes)
         for it in items:
             it["path"] = f"images/{it['split']}/{it['class']}/{it['file']}"
             target = staging / it["path"]
             target.parent.mkdir(parents=True, exist_ok=True)
             (staging / ".incoming" / it["sha256"]).rename(target)
         shutil.rmtree(staging / ".incoming", ignore_errors=True)
-        manifest = _manifest(name, source, items, classes, skipped, has_split, val_fraction, seed)
+        manifest = manifest_for(name, source, items, classes, skipped, has_split, val_fraction, seed)
         write_json(staging / MANIFEST, manifest)
         if final.exists():
             trash = datasets_dir() / f".trash-{name}-{uuid.uuid4().hex[:8]}"
@@ -222,7 +233,7 @@ def build_dataset(name: str, candidates: list[Candidate], skipped: list[dict], *
     return Dataset(name, final, manifest)
 
 
-def _manifest(name, source, items, classes, skipped, has_split, val_fraction, seed) -> dict:
+def manifest_for(name, source, items, classes, skipped, has_split, val_fraction, seed) -> dict:
     counts = {c: {} for c in classes}
     split_counts: dict[str, int] = {}
     for it in items:
@@ -294,16 +305,30 @@ def list_datasets() -> list[Dataset]:
 
 
 def load_dataset(name: str, missing: str = "unknown") -> Dataset:
-    """A dataset of this workspace by name. ``missing='deleted'`` words the error for a run whose
-    dataset went away after it was queued."""
-    folder = datasets_dir() / str(name)
-    manifest = read_json(folder / MANIFEST) if not str(name).startswith(".") and "/" not in str(name) else None
+    """A dataset of this workspace by name, at its latest version, or ``name@vN`` at version N (see
+    ``versions.py``). ``missing='deleted'`` words the error for a run whose dataset went away after it was queued."""
+    name, _, version = str(name).partition("@v")
+    folder = datasets_dir() / name
+    manifest = read_json(folder / MANIFEST) if not name.startswith(".") and "/" not in name else None
+    if manifest and version and int(manifest.get("version", 1)) != _version_number(version):
+        manifest = read_json(folder / VERSIONS / f"v{_version_number(version)}.json")
+        if not manifest:
+            raise TLError(f"Dataset {name!r} has no version {version!r}; its versions are listed on the Data page "
+                          f"(now at v{read_json(folder / MANIFEST, {}).get('version', 1)}).")
+    if manifest and version:
+        return Dataset(folder.name, folder, manifest, pinned=True)
     if not manifest:
         known = [d.name for d in list_datasets()]
         why = "dataset deleted after this run was queued" if missing == "deleted" else "no such dataset"
         raise TLError(f"Unknown dataset {name!r} ({why}). Known datasets: {known or 'none yet'}; add one with "
                       "'python -m tl_core datasets add SOURCE --name NAME'.")
     return Dataset(folder.name, folder, manifest)
+
+
+def _version_number(raw: str) -> int:
+    if not raw.isdigit():
+        raise TLError(f"Dataset version must be a number, as in 'flowers@v2'; got {raw!r}.")
+    return int(raw)
 
 
 def source_signature(path: Path) -> str:
@@ -320,7 +345,7 @@ def source_signature(path: Path) -> str:
 
 def resolve_dataset(spec: str, progress: Progress = None) -> Dataset:
     """A dataset by name, or a folder/zip imported on the fly (reusing an identical earlier import)."""
-    if (datasets_dir() / spec / MANIFEST).is_file() and "/" not in spec:
+    if (datasets_dir() / spec.partition("@v")[0] / MANIFEST).is_file() and "/" not in spec:
         return load_dataset(spec)
     path = Path(spec).expanduser()
     if not path.exists():

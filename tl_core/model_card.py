@@ -21,13 +21,13 @@ RESIZE = {"crop": "centre square crop (aspect kept), then resized", "squash": "r
 def _dataset_part(run: "Run") -> tuple[dict, list[dict]]:
     from .datasets import load_dataset
     metrics = run.artifacts.metrics()
-    part = {"name": run.config.data, "version": (metrics.get("dataset_fingerprint") or "")[:12] or None}
+    part = {"name": run.config.data, "version": metrics.get("dataset_version", 1),
+            "fingerprint": (metrics.get("dataset_fingerprint") or "")[:12] or None}
     try:
-        manifest = load_dataset(run.config.data).manifest
+        manifest = load_dataset(f"{run.config.data.partition('@v')[0]}@v{part['version']}").manifest  # as trained
     except TLError:   # the dataset was deleted since: the card still describes the run
         return part, [{"name": name} for name in run.artifacts.class_names()]
-    part.update(imported=manifest.get("created"), source=manifest.get("source"),
-                current_version=manifest.get("fingerprint", "")[:12])
+    part.update(source=manifest.get("source"), current_version=manifest.get("version", 1))
     counts = manifest.get("class_counts", {})
     return part, [{"name": name, "images_by_split": counts.get(name, {})} for name in run.artifacts.class_names()]
 
@@ -92,7 +92,7 @@ def markdown(card: dict) -> str:
 {card['format_description']}. Exported {card['exported_at']}; trained {card['trained_at']} by {card['trained_by']}.
 
 ## Training
-- Dataset: {card['dataset']['name']} (version {card['dataset']['version']})
+- Dataset: {card['dataset']['name']} (version {card['dataset']['version']}, fingerprint {card['dataset']['fingerprint']})
 - Base: {card['base']['name']} (alpha {card['base']['alpha']}, weights {card['base']['weights']}); freeze depth \
 {card['freeze_depth']}; head {card['head']}
 - Settings: `{json.dumps(card['settings'], default=str)}`

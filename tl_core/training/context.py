@@ -54,7 +54,7 @@ class TrainingContext:
         self.y_train = np.array([index[it["class"]] for it in self.train_items])
         self.y_val = np.array([index[it["class"]] for it in self.val_items])
         self.run.artifacts.write_class_names(self.class_names)
-        self.note(f"dataset {self.dataset.name!r} ({self.dataset.fingerprint[:12]}): {len(self.train_items)} train, "
+        self.note(f"dataset {self.dataset.name!r} v{self.dataset.version} ({self.dataset.fingerprint[:12]}): {len(self.train_items)} train, "
                   f"{len(self.val_items)} validation ({val_split}) images, {len(self.class_names)} classes")
 
     @property

@@ -71,7 +71,8 @@ def _train(ctx: TrainingContext) -> dict:
                "params": params, "params_fine_tune": params_ft,
                "first_trainable_layer": freeze.first_trainable_layer(built.base),
                "frozen_layers": built.frozen_layers, "num_base_layers": num_layers,
-               "dataset": ctx.dataset.name, "dataset_fingerprint": ctx.dataset.fingerprint,
+               "dataset": ctx.dataset.name, "dataset_version": ctx.dataset.version,
+               "dataset_fingerprint": ctx.dataset.fingerprint,
                "device": ", ".join(device.gpu_names()) or "CPU", "precision": policy,
                "replicas": strategy.num_replicas_in_sync, "notes": ctx.notes}
     artifacts.write_metrics(metrics)
@@ -110,6 +111,6 @@ def train(cfg: TrainConfig, run_dir: Optional[Path] = None, progress: ProgressFn
     """Create a run folder for ``cfg`` and train it here; returns the run and its metrics."""
     cfg = cfg.resolved()
     freeze.check_config(cfg)
-    cfg.data = datasets.resolve_dataset(cfg.data).name   # a folder or zip is imported first
+    cfg.data = datasets.resolve_dataset(cfg.data).ref   # a folder or zip is imported first
     run = new_run(cfg, run_dir)
     return run, execute(run, progress)

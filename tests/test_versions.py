@@ -1,0 +1,63 @@
+"""Dataset versions: fixes saved as a new version; the old one and the runs trained on it stay intact."""
+from __future__ import annotations
+
+import pytest
+
+from tl_core import datasets, versions
+from tl_core.config import TrainConfig
+from tl_core.workspace import TLError
+
+from .conftest import make_class_folders
+
+
+def test_moves_and_exclusions_make_a_new_version_and_runs_keep_theirs(tmp_path, workspace):
+    from tl_core.features import FeatureCache
+    from tl_core.training import train
+    dataset = datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue", "green"), per_class=8), "c")
+    first, _ = train(TrainConfig(data="c", base="MobileNetV2", alpha=0.35, size=64, epochs=2))
+    assert first.artifacts.metrics()["dataset_version"] == 1
+
+    train_items = dataset.split_items("train")
+    red = [it["path"] for it in train_items if it["class"] == "red"]
+    blue = [it["path"] for it in train_items if it["class"] == "blue"]
+    saved = versions.save_version("c", moves={red[0]: "blue"}, exclude=[blue[0]], note="fix a red", user="ann")
+    assert saved.version == 2 and datasets.load_dataset("c").version == 2
+    moved = next(it for it in saved.items if it["path"] == red[0])
+    assert moved["class"] == "blue" and blue[0] not in {it["path"] for it in saved.items}
+    assert saved.manifest["num_images"] == dataset.manifest["num_images"] - 1
+    assert saved.fingerprint != dataset.fingerprint
+
+    old = datasets.load_dataset("c@v1")   # the version the first run used, intact
+    assert old.version == 1 and old.fingerprint == dataset.fingerprint and len(old.items) == len(dataset.items)
+    assert all((old.root / it["path"]).exists() for it in old.items)   # excluded files are kept on disk
+    rows = versions.list_versions(saved)
+    assert [(r["version"], r["note"], r["user"]) for r in rows] == [(1, "imported", None), (2, "fix a red", "ann")]
+
+    events = []
+    original = FeatureCache.features
+
+    def counting(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        events.append((self.computed, self.reused))
+        return out
+    import unittest.mock
+    with unittest.mock.patch.object(FeatureCache, "features", counting):
+        second, metrics = train(TrainConfig(data="c", base="MobileNetV2", alpha=0.35, size=64, epochs=2))
+    assert metrics["dataset_version"] == 2 and metrics["dataset_fingerprint"] == saved.fingerprint
+    assert sum(computed for computed, _ in events) == 0, "retraining on the new version reuses cached features"
+    again, metrics_v1 = train(TrainConfig(data="c@v1", base="MobileNetV2", alpha=0.35, size=64, epochs=2))
+    assert metrics_v1["dataset_version"] == 1 and metrics_v1["dataset_fingerprint"] == dataset.fingerprint
+
+
+def test_bad_fixes_are_refused_and_change_nothing(tmp_path):
+    dataset = datasets.add_folder(make_class_folders(tmp_path / "src", per_class=6), "d")
+    path = dataset.items[0]["path"]
+    cases = [({}, (), "Nothing to save"), ({"images/nope.png": "red"}, (), "not in dataset 'd'"),
+             ({path: "purple"}, (), "Unknown class(es) ['purple']"),
+             ({}, [it["path"] for it in dataset.items if it["class"] == "blue"], "only ['red'] would be left")]
+    for moves, exclude, message in cases:
+        with pytest.raises(TLError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+            versions.save_version("d", moves=moves, exclude=exclude)
+    assert datasets.load_dataset("d").version == 1 and not (dataset.root / "versions").exists()
+    with pytest.raises(TLError, match="has no version '7'"):
+        datasets.load_dataset("d@v7")
