@@ -3,8 +3,10 @@ compare."""
 import pandas as pd
 import streamlit as st
 
-from tl_app import charts, explanations, exports, shell, widgets
+from tl_app import charts, explanations, exports, fixes, shell, widgets
+from tl_core.datasets import load_dataset
 from tl_core.runs import Run
+from tl_core.workspace import TLError
 
 shell.guard()
 
@@ -67,12 +69,33 @@ if not metrics:
     st.stop()
 
 interp = run.artifacts.interpretation()
+dataset_name = run.config.data.partition("@v")[0]
+try:
+    root = load_dataset(dataset_name).root
+except TLError:
+    root = None   # the dataset was deleted: results stay readable, images cannot be shown or fixed
 
 with confusion:
     normalized = st.toggle("Row-normalised", key="results_normalized")
     st.plotly_chart(charts.confusion_heatmap(interp.confusion_matrix(normalize=normalized), interp.class_names,
                                              normalized),
                     key="results_confusion")
+    if root:
+        with st.expander("Images in a cell, and fixing their labels"):
+            left, right = st.columns(2)
+            true = left.selectbox("True class", interp.class_names, key="results_cell_true")
+            predicted = right.selectbox("Predicted class", interp.class_names, key="results_cell_pred",
+                                        index=min(1, len(interp.class_names) - 1))
+            cell = [f for f in interp.in_cell(true, predicted) if (root / f).exists()][:12]
+            st.caption(f"{len(cell)} image(s) shown (true {true}, predicted {predicted}).")
+            for index, file in enumerate(cell):
+                thumb, name, action = st.columns([1, 3, 2], vertical_alignment="center")
+                thumb.image(str(root / file), width=96)
+                name.markdown(f"`{file}`")
+                with action:
+                    fixes.fix_select(dataset_name, file, true, interp.class_names, key=f"results_cell_fix_{index}",
+                                     suggested=predicted)
+            fixes.save_bar(dataset_name, key="results_cell_fixes")
 with per_class:
     st.dataframe(pd.DataFrame(interp.per_class()), hide_index=True, key="results_per_class")
     st.markdown("**Most confused pairs**")
@@ -83,12 +106,6 @@ with mistakes:
     if not wrong:
         st.success("No misclassified validation images.")
     else:
-        from tl_core.datasets import load_dataset
-        from tl_core.workspace import TLError
-        try:
-            root = load_dataset(metrics["dataset"]).root
-        except TLError:
-            root = None
         st.caption(f"{len(wrong)} misclassified validation image(s), most confident mistakes first.")
         grid = st.columns(4)
         for i, row in enumerate(wrong[:24]):
@@ -102,8 +119,12 @@ with mistakes:
             picked = st.selectbox("Mistake", range(len(shown)), key="results_cam_pick", format_func=lambda i: (
                 f"{shown[i]['file']}: true {shown[i]['true']}, predicted {shown[i]['predicted']}"))
             if shown:
-                explanations.gradcam_view(run, (root / shown[picked]["file"]).read_bytes(), shown[picked]["predicted"],
+                mistake = shown[picked]
+                explanations.gradcam_view(run, (root / mistake["file"]).read_bytes(), mistake["predicted"],
                                           key="results_cam")
+                fixes.fix_select(dataset_name, mistake["file"], mistake["true"], interp.class_names,
+                                 key=f"results_cam_fix_{picked}", suggested=mistake["predicted"])
+                fixes.save_bar(dataset_name, key="results_cam_fixes")
 with export:
     exports.export_panel(run)
 with details:

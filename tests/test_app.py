@@ -13,7 +13,8 @@ from .conftest import REPO, make_class_folders
 
 pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
 
-PAGES = ["pages/home.py", "pages/data.py", "pages/train.py", "pages/results.py", "pages/predict.py"]
+PAGES = ["pages/home.py", "pages/data.py", "pages/inspect.py", "pages/train.py", "pages/results.py",
+         "pages/predict.py"]
 
 
 def open_page(page: str) -> AppTest:

@@ -61,3 +61,51 @@ def test_bad_fixes_are_refused_and_change_nothing(tmp_path):
     assert datasets.load_dataset("d").version == 1 and not (dataset.root / "versions").exists()
     with pytest.raises(TLError, match="has no version '7'"):
         datasets.load_dataset("d@v7")
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_inspect_page_shows_suspects_and_map_and_saves_a_fix_as_a_version(tmp_path):
+    from .test_app import open_page, texts
+    src = make_class_folders(tmp_path / "src", ("red", "blue"), per_class=10, size=48)
+    wrong = sorted((src / "red").iterdir())[0]
+    wrong.rename(src / "blue" / "mislabelled_red.png")   # a red image filed under blue
+    dataset = datasets.add_folder(src, "colors")
+    page = open_page("pages/inspect.py")
+    assert "Turn the switch on" in texts(page)
+    page.toggle(key="inspect_on").set_value(True).run()
+    assert not page.exception, [e.value for e in page.exception]
+    markdown = "\n".join(m.value for m in page.markdown)
+    assert "mislabelled_red" in markdown and "looks like **red**" in markdown, markdown
+    assert page.get("plotly_chart"), "the embedding map"
+    suspects = [m.value for m in page.markdown if m.value.startswith("**") and "` labelled **" in m.value]
+    row = next(i for i, text in enumerate(suspects) if "mislabelled_red" in text)
+    page.selectbox(key=f"inspect_fix_{row}").set_value("move to red").run()
+    assert "1 fix(es) pending for 'colors': 1 to move" in texts(page)
+    page.text_input(key="inspect_fixes_note").set_value("red was under blue").run()
+    page.button(key="inspect_fixes_save").click().run()
+    assert "Saved 'colors' version 2" in texts(page), texts(page)
+    fixed = datasets.load_dataset("colors")
+    moved = next(it for it in fixed.items if "mislabelled_red" in it["path"])
+    assert moved["class"] == "red" and fixed.manifest["note"] == "red was under blue"
+    assert datasets.load_dataset("colors@v1").fingerprint == dataset.fingerprint
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_results_confusion_cell_lists_its_images_and_fixes_them(tmp_path):
+    from tl_core.training import train
+
+    from .test_app import open_page, texts
+    datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue"), per_class=8, size=48), "colors")
+    run, metrics = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2))
+    matrix = metrics["confusion_matrix"]
+    true, predicted = max(((t, p) for t in range(2) for p in range(2)), key=lambda c: matrix[c[0]][c[1]])
+    names = metrics["class_names"]
+    page = open_page("pages/results.py")
+    page.selectbox(key="results_cell_true").set_value(names[true]).run()
+    page.selectbox(key="results_cell_pred").set_value(names[predicted]).run()
+    assert f"{matrix[true][predicted]} image(s) shown (true {names[true]}, predicted {names[predicted]})." in texts(page)
+    page.selectbox(key="results_cell_fix_0").set_value("exclude").run()
+    page.button(key="results_cell_fixes_save").click().run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert "Saved 'colors' version 2" in texts(page), texts(page)
+    assert datasets.load_dataset("colors").manifest["num_images"] == 15

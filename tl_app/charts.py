@@ -55,3 +55,15 @@ def compare_curves(series: dict[str, list[dict]], metric: str = "val_accuracy") 
     fig.update_layout(height=340, xaxis_title="epoch", yaxis_title=metric.replace("_", " "), margin={"t": 20})
     return fig
 
+
+
+def embedding_map(points) -> go.Figure:
+    """A scatter of the 2-D embedding (a DataFrame with x, y, class, split, file, flag), one colour per class;
+    images flagged (misclassified in the chosen run) are drawn as crosses."""
+    import plotly.express as px
+    fig = px.scatter(points, x="x", y="y", color="class", symbol="flag", hover_data={"file": True, "split": True,
+                     "x": False, "y": False, "flag": False}, custom_data=["file"],
+                     symbol_map={"": "circle", "misclassified": "x"})
+    fig.update_layout(height=520, legend_title_text="class", xaxis_title=None, yaxis_title=None,
+                      margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    return fig

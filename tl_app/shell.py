@@ -13,6 +13,7 @@ import streamlit as st
 from . import auth, streamlit_internals
 
 PAGES = [("pages/home.py", "Home", ":material/home:"), ("pages/data.py", "Data", ":material/photo_library:"),
+         ("pages/inspect.py", "Inspect", ":material/troubleshoot:"),
          ("pages/train.py", "Train", ":material/model_training:"),
          ("pages/results.py", "Results", ":material/insights:"), ("pages/predict.py", "Predict", ":material/label:")]
 

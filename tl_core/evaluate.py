@@ -64,6 +64,12 @@ class Interpretation:
                  for i in range(len(matrix)) for j in range(len(matrix)) if i != j and matrix[i, j] >= min_count]
         return sorted(pairs, key=lambda p: -p["count"])
 
+    def in_cell(self, true: str, predicted: str) -> list[str]:
+        """The files of one confusion-matrix cell, most confident first."""
+        t, p = self.class_names.index(true), self.class_names.index(predicted)
+        rows = np.flatnonzero((self.y_true == t) & (self.y_pred == p))
+        return [self.files[i] for i in rows[np.argsort(-self.probs[rows, p])]]
+
     def top_losses(self, k: Optional[int] = None, misclassified_only: bool = False) -> list[dict]:
         losses = self.losses()
         order = np.argsort(-losses)
