@@ -41,16 +41,17 @@ def ray_head():
                    check=True, capture_output=True, timeout=180, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        from ray.job_submission import JobSubmissionClient
-        deadline = time.time() + 60
-        while True:
+        from tl_core.backends.ray_jobs import RayBackend
+        deadline = time.time() + 90
+        while True:   # ready: the Jobs API answers and the cluster reports its CPUs
             try:
-                JobSubmissionClient(address).list_jobs()
-                break
+                RayBackend(address).client.list_jobs()
+                if RayBackend(address).resources().get("CPU"):
+                    break
             except Exception:
                 if time.time() > deadline:
                     raise
-                time.sleep(1)
+            time.sleep(1)
         yield address
     finally:
         subprocess.run(ray + ["stop", "--force"], capture_output=True, timeout=120)
@@ -113,25 +114,24 @@ def test_runs_from_the_app_and_the_cli_finish_on_the_cluster(ray_backend, capsys
         assert f"--- Ray job tl-{run.id}-1 ---" in ray_backend.logs(run)
 
 
-def test_cancel_stops_the_ray_job_mid_run(ray_backend):
-    run = ray_backend.submit(_config(**SLOW))
-    _wait(ray_backend, run, {"running"}, until=lambda: run.progress().get("epoch"))
-    ray_backend.cancel(run, user="bob")
-    assert run.state == "cancelled"
-    assert ray_backend.job_status(run) in ("STOPPED", "SUCCEEDED")   # stopped, or it read the request first
-    assert not ray_backend.is_alive(run)
+def test_cancel_stops_a_job_mid_run_and_a_killed_process_shows_interrupted_and_resumes(ray_backend):
+    """Two runs at once (one CPU each): one is cancelled mid-run, the other's process is killed."""
+    cancelled = ray_backend.submit(_config(**SLOW))
+    killed = ray_backend.submit(_config(**{**SLOW, "epochs": 5}))
+    _wait(ray_backend, cancelled, {"running"}, until=lambda: cancelled.progress().get("epoch"))
+    ray_backend.cancel(cancelled, user="bob")
+    assert cancelled.state == "cancelled"
+    assert ray_backend.job_status(cancelled) in ("STOPPED", "SUCCEEDED")   # stopped, or it read the request first
+    assert not ray_backend.is_alive(cancelled)
 
-
-def test_a_killed_training_process_shows_interrupted_and_resumes(ray_backend):
-    run = ray_backend.submit(_config(**{**SLOW, "epochs": 5}))
-    _wait(ray_backend, run, {"running"}, until=lambda: run.artifacts.checkpoint() is not None)
-    os.kill(run.status()["pid"], signal.SIGKILL)
-    assert _wait(ray_backend, run, {"interrupted"}, timeout=60) == "interrupted"
-    assert ray_backend.job_status(run) == "FAILED"
-    ray_backend.resume(run)
-    assert run.status()["ray_job"] == f"tl-{run.id}-2"
-    assert _wait(ray_backend, run, {"finished", "failed"}) == "finished", ray_backend.logs(run)
-    epochs = [row["epoch"] for row in run.history()]
+    _wait(ray_backend, killed, {"running"}, until=lambda: killed.artifacts.checkpoint() is not None)
+    os.kill(killed.status()["pid"], signal.SIGKILL)
+    assert _wait(ray_backend, killed, {"interrupted"}, timeout=60) == "interrupted"
+    assert ray_backend.job_status(killed) == "FAILED"
+    ray_backend.resume(killed)
+    assert killed.status()["ray_job"] == f"tl-{killed.id}-2"
+    assert _wait(ray_backend, killed, {"finished", "failed"}) == "finished", ray_backend.logs(killed)
+    epochs = [row["epoch"] for row in killed.history()]
     assert epochs == sorted(epochs) and epochs[-1] == 5   # continued from the checkpoint, not from epoch 1
 
 

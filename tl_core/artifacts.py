@@ -43,6 +43,11 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 EXPORT_DIR = "export"
 PARITY = "parity.json"
+# inside each export folder: the model (a file, or for saved_model the version folder TF Serving wants), labels, card
+EXPORT_FILES = {"keras": MODEL, "saved_model": "1", "tflite": "model.tflite", "tflite-int8": "model_int8.tflite",
+                "onnx": "model.onnx"}
+EXPORT_LABELS = "labels.txt"
+MODEL_CARD_JSON, MODEL_CARD_MD = "model_card.json", "model_card.md"
 # what "Download model" packs (config.json is the run's own file: the settings that built the model)
 BUNDLE = (MODEL, HEAD, CLASS_NAMES, "config.json", METRICS, MODEL_INFO)
 

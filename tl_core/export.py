@@ -19,6 +19,7 @@ import numpy as np
 
 from . import model_card
 from .architectures import CAFFE_MEAN, TORCH_MEAN, TORCH_STD
+from .artifacts import EXPORT_FILES, EXPORT_LABELS
 from .workspace import TLError
 
 if TYPE_CHECKING:
@@ -161,13 +162,13 @@ def _onnx(model, target: Path, run=None) -> None:
 
 
 FORMATS = {f.name: f for f in (
-    ExportFormat("keras", "model.keras", "keras", "Keras 3 model, built-in layers only", _keras),
-    # "1": the folder holding it is a TensorFlow Serving model base path (versions are numbered folders)
-    ExportFormat("saved_model", "1", "tensorflow", "TensorFlow SavedModel (TF Serving)", _saved_model),
-    ExportFormat("tflite", "model.tflite", "litert", "TFLite, float32", _tflite),
-    ExportFormat("tflite-int8", "model_int8.tflite", "litert", "TFLite, full-integer (uint8 in and out)",
+    ExportFormat("keras", EXPORT_FILES["keras"], "keras", "Keras 3 model, built-in layers only", _keras),
+    ExportFormat("saved_model", EXPORT_FILES["saved_model"], "tensorflow", "TensorFlow SavedModel (TF Serving)",
+                 _saved_model),
+    ExportFormat("tflite", EXPORT_FILES["tflite"], "litert", "TFLite, float32", _tflite),
+    ExportFormat("tflite-int8", EXPORT_FILES["tflite-int8"], "litert", "TFLite, full-integer (uint8 in and out)",
                  _tflite_int8),
-    ExportFormat("onnx", "model.onnx", "onnxruntime", f"ONNX (opset {ONNX_OPSET})", _onnx),
+    ExportFormat("onnx", EXPORT_FILES["onnx"], "onnxruntime", f"ONNX (opset {ONNX_OPSET})", _onnx),
 )}
 
 
@@ -201,7 +202,7 @@ def export_run(run: "Run", fmt: str, out: Optional[Path] = None, check: bool = T
             staging.rename(target)   # a failed conversion leaves the previous export in place
         finally:
             _remove(staging)
-        (folder / "labels.txt").write_text("\n".join(loaded.class_names) + "\n", encoding="utf-8")
+        (folder / EXPORT_LABELS).write_text("\n".join(loaded.class_names) + "\n", encoding="utf-8")
         result = {"run": run.id, "format": fmt, "path": str(target), "folder": str(folder)}
         if check:
             from .parity import check_export

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from .artifacts import MODEL_CARD_JSON, MODEL_CARD_MD
 from .workspace import TLError, atomic_write_text, write_json
 
 if TYPE_CHECKING:
@@ -123,6 +124,6 @@ Accuracy {'n/a' if accuracy is None else f'{accuracy:.3f}'} on {card['metrics'][
 def write(run: "Run", folder: Path, fmt: str, description: str, loaded: "LoadedModel",
           parity: Optional[dict]) -> dict:
     card = build(run, fmt, description, loaded, parity)
-    write_json(folder / "model_card.json", card)
-    atomic_write_text(folder / "model_card.md", markdown(card))
+    write_json(folder / MODEL_CARD_JSON, card)
+    atomic_write_text(folder / MODEL_CARD_MD, markdown(card))
     return card

@@ -173,9 +173,9 @@ class RayBackend(ExecutionBackend):
     def describe(self) -> dict:
         try:
             usage = self.resources()
-            cluster = ", ".join(f"{name} {total - used:g} free of {total:g}" for name, (used, total) in sorted(usage.items()))
+            cluster = ", ".join(f"{name} {total - used:g} free of {total:g}" for name, (used, total) in sorted(usage.items())) \
+                or "no resources reported yet"
         except Exception as exc:   # the sidebar must render even when the head is down
             cluster = f"cluster not answering ({type(exc).__name__})"
         waiting = sum(1 for run in self.queue() if self.job_status(run) == "PENDING")
-        return {"backend": f"Ray cluster at {self.address}", "device": cluster or "no resources reported",
-                "cluster": cluster, "waiting": waiting}
+        return {"backend": f"Ray cluster at {self.address}", "device": cluster, "cluster": cluster, "waiting": waiting}
