@@ -44,3 +44,21 @@ def test_flipped_labels_and_a_leaked_image_are_suspects(tmp_path, capsys):
     duplicates = [r for r in rows if r["kind"] == "duplicate"]
     assert [r["file"] for r in duplicates] == [next(r["file"] for r in duplicates if "copy_of_" in r["file"])]
     assert duplicates[0]["score"] >= 0.97 and leaked.stem in duplicates[0]["detail"]
+
+
+def test_embedding_projections_keep_clusters_apart():
+    import numpy as np
+    import pytest
+
+    from tl_core.embedding import project
+    from tl_core.workspace import TLError
+    rng = np.random.default_rng(0)
+    features = np.vstack([rng.normal(0, 0.1, (30, 16)) + 3 * np.eye(16)[0], rng.normal(0, 0.1, (30, 16)) + 3 * np.eye(16)[1]])
+    for method in ("PCA", "t-SNE"):
+        points = project(features, method)
+        assert points.shape == (60, 2)
+        gap = np.linalg.norm(points[:30].mean(0) - points[30:].mean(0))
+        spread = max(points[:30].std(0).max(), points[30:].std(0).max())
+        assert gap > 3 * spread, (method, gap, spread)
+    with pytest.raises(TLError, match="Unknown projection 'umap'"):
+        project(features, "umap")
