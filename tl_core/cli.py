@@ -1,5 +1,5 @@
-"""Command line: ``python -m tl_core models | datasets | train | submit | wait | predict | explain | suspects | runs |
-export | serve | worker``."""
+"""Command line: ``python -m tl_core models | datasets | train | submit | wait | predict | classify | explain | suspects |
+runs | export | serve | worker``."""
 from __future__ import annotations
 
 import argparse
@@ -101,6 +101,30 @@ def cmd_train(args) -> int:
     print(json.dumps({"run_dir": str(run.root), "val_accuracy": metrics["val_accuracy"],
                       "training_path": metrics["training_path"], "duration_s": metrics["duration_s"],
                       "class_names": metrics["class_names"], "confusion_matrix": metrics["confusion_matrix"]}))
+    return 0
+
+
+def cmd_classify(args) -> int:
+    _quiet_tensorflow()
+    from .images import ImageRejected
+    from .pretrained import KerasApplicationClassifier, TFLiteClassifier
+    if bool(args.tflite) == bool(args.base):
+        raise TLError("Name one classifier: --tflite MODEL --labels LABELS, or --base NAME (a Keras application).")
+    if args.tflite:
+        if not args.labels:
+            raise TLError("--tflite needs --labels LABELS (the labels file that came with the model).")
+        for path in (args.tflite, args.labels):
+            if not Path(path).is_file():
+                raise TLError(f"File not found: {path!r}")
+        classifier = TFLiteClassifier(args.tflite, args.labels)
+    else:
+        classifier = KerasApplicationClassifier(args.base, args.alpha)
+    for image in args.images:
+        try:
+            top = classifier.top_k([image], args.top_k)[0]
+            print(json.dumps({"image": image, "top_k": top}))
+        except (ImageRejected, OSError) as exc:
+            print(json.dumps({"image": image, "error": str(exc)}))
     return 0
 
 
@@ -289,6 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("classify", help="a pretrained classifier as it is (ImageNet labels, no training); one "
+                                        "JSON line per image")
+    p.add_argument("--tflite", help="a TFLite image classifier")
+    p.add_argument("--labels", help="its labels file, one per line")
+    p.add_argument("--base", help="a Keras application with its top, e.g. MobileNetV2")
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("explain", help="Grad-CAM of a run on one image: writes the overlay, prints class and bbox")
     p.add_argument("--run", required=True, help="run folder or run id")

@@ -1,0 +1,73 @@
+"""Pretrained classifiers as they are: the shared TFLite ImageNet classifiers on real photos, label files as
+they come, and clear errors for what is missing."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tl_core import cli
+
+from .conftest import SHARED, require_shared
+
+TFLITE = SHARED / "tflite"
+CAT = SHARED / "samples" / "cat_720p.jpg"
+
+
+def _classify(capsys, *args) -> list[dict]:
+    assert cli.main(["classify", *args]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_every_shared_classifier_sees_the_cat(capsys):
+    models = sorted(require_shared(TFLITE).glob("*.tflite"))
+    assert len(models) >= 5
+    for model in models:
+        rows = _classify(capsys, "--tflite", str(model), "--labels", str(TFLITE / "imagenet_labels.txt"), str(CAT),
+                         str(SHARED / "samples" / "parrot.jpg"))
+        cat, parrot = rows
+        assert cat["image"] == str(CAT) and len(cat["top_k"]) == 3
+        assert any("cat" in guess["label"] for guess in cat["top_k"]), (model.name, cat)
+        assert not any("cat" in guess["label"] for guess in parrot["top_k"]), (model.name, parrot)
+        assert abs(sum(g["probability"] for g in cat["top_k"]) - 1) < 0.2
+
+
+def test_label_files_as_they_come_and_mistakes_explained(tmp_path, capsys):
+    model = TFLITE / "mobilenet_v2_1.0_224_quant.tflite"
+    labels = (TFLITE / "imagenet_labels.txt").read_text().splitlines()
+    (tmp_path / "no_background.txt").write_text("\n".join(labels[1:]))   # 1000 names for 1001 outputs
+    rows = _classify(capsys, "--tflite", str(model), "--labels", str(tmp_path / "no_background.txt"), str(CAT),
+                     "--top-k", "1")
+    assert "cat" in rows[0]["top_k"][0]["label"]
+    (tmp_path / "short.txt").write_text("\n".join(labels[:10]))
+    assert cli.main(["classify", "--tflite", str(model), "--labels", str(tmp_path / "short.txt"), str(CAT)]) == 2
+    assert "has 10 labels but the model has 1001 outputs" in capsys.readouterr().err
+    (tmp_path / "not.tflite").write_bytes(b"nope")
+    assert cli.main(["classify", "--tflite", str(tmp_path / "not.tflite"), "--labels", str(tmp_path / "short.txt"),
+                     str(CAT)]) == 2
+    assert "Not a TFLite model" in capsys.readouterr().err
+    rows = _classify(capsys, "--tflite", str(model), "--labels", str(TFLITE / "imagenet_labels.txt"),
+                     str(tmp_path / "short.txt"))
+    assert "error" in rows[0]
+
+
+def test_a_keras_application_without_its_label_index_or_weights_says_which_file(keras_home_copy, capsys,
+                                                                               monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):   # what a download meets here, at once rather than after a network timeout
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    assert cli.main(["classify", "--base", "MobileNetV2", "--alpha", "0.35", str(CAT)]) == 2
+    assert "put 'imagenet_class_index.json' in" in capsys.readouterr().err
+    index = {str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}
+    (keras_home_copy / "models" / "imagenet_class_index.json").write_text(json.dumps(index))
+    try:   # the shared folder has only headless weights: the top's file is named, not silently downloaded
+        assert cli.main(["classify", "--base", "MobileNetV2", "--alpha", "0.35", str(CAT)]) == 2
+        assert "weights with the classification top for MobileNetV2 are not on disk" in capsys.readouterr().err
+    finally:
+        (keras_home_copy / "models" / "imagenet_class_index.json").unlink()
+    with pytest.raises(SystemExit):
+        cli.main(["classify"])
