@@ -1,24 +1,31 @@
-"""Predict: classify uploaded or camera images with a finished run's model, and see where it looked."""
+"""Predict: classify uploaded or camera images with a finished run's model (and see where it looked), or with
+a pretrained classifier as it is."""
 import pandas as pd
 import streamlit as st
 
 from tl_app import explanations, shell, widgets
-from tl_app.models import predictor_for
+from tl_app.models import pick_pretrained, predictor_for
 
 shell.guard()
 
 st.title("Predict")
-finished = [r for r in widgets.backend().refresh() if r.listed_state == "finished" and r.artifacts.has_model()]
-if not finished:
-    widgets.stop_with("No trained model yet. Train one on the Train page, then come back to try it on new images.",
-                 "pages/train.py", "Go to Train")
-
-by_id = {r.id: r for r in finished}
-run_id = st.selectbox("Model (finished run)", list(by_id), key="predict_run",
-                      format_func=lambda rid: f"{rid} — val acc {by_id[rid].artifacts.metrics().get('val_accuracy', 0):.3f}")
-run = by_id[run_id]
-num_classes = len(run.artifacts.class_names())
-top_k = st.slider("Top-k", 1, max(1, num_classes), min(3, num_classes), key="predict_topk")
+source = st.radio("Model", ["Trained run", "Pretrained, no training"], horizontal=True, key="predict_source")
+run, pretrained = None, None
+if source == "Pretrained, no training":
+    pretrained = pick_pretrained()
+    classes = pretrained.labels
+else:
+    finished = [r for r in widgets.backend().refresh() if r.listed_state == "finished" and r.artifacts.has_model()]
+    if not finished:
+        widgets.stop_with("No trained model yet. Train one on the Train page, then come back to try it on new "
+                          "images (or try a pretrained classifier as it is, above).", "pages/train.py", "Go to Train")
+    by_id = {r.id: r for r in finished}
+    run_id = st.selectbox("Model (finished run)", list(by_id), key="predict_run", format_func=lambda rid: (
+        f"{rid} — val acc {by_id[rid].artifacts.metrics().get('val_accuracy', 0):.3f}"))
+    run = by_id[run_id]
+    classes = run.artifacts.class_names()
+num_classes = len(classes)
+top_k = st.slider("Top-k", 1, max(1, min(num_classes, 10)), min(3, num_classes), key="predict_topk")
 uploads = st.file_uploader("Images", accept_multiple_files=True, key="predict_files",
                            type=["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"])
 photo = st.camera_input("Or take a photo", key="predict_camera") if st.toggle("Use camera", key="predict_cam_on") \
@@ -26,12 +33,26 @@ photo = st.camera_input("Or take a photo", key="predict_camera") if st.toggle("U
 images = list(uploads or []) + ([photo] if photo else [])
 if not images:
     st.info("Upload one or more images (or take a photo) to see the model's top labels.")
-    predictor_for(run)  # load the model while the user picks images
+    if run:
+        predictor_for(run)  # load the model while the user picks images
     st.stop()
 
-predictor = predictor_for(run)
+
+def pretrained_each(data: list[bytes]) -> list[dict]:
+    from tl_core.images import ImageRejected
+    out = []
+    for item in data:
+        try:
+            out.append({"top_k": pretrained.top_k([item], top_k)[0]})
+        except ImageRejected as exc:
+            out.append({"error": str(exc)})
+    return out
+
+
+data = [i.getvalue() for i in images]
+results = predictor_for(run).predict_each(data, top_k) if run else pretrained_each(data)
 rows = []
-for index, (image, result) in enumerate(zip(images, predictor.predict_each([i.getvalue() for i in images], top_k))):
+for index, (image, result) in enumerate(zip(images, results)):
     if "error" in result:
         st.error(f"{image.name}: {result['error']}")
         continue
@@ -45,10 +66,10 @@ for index, (image, result) in enumerate(zip(images, predictor.predict_each([i.ge
         # plain bars, not a chart per image: many users predicting at once each redraw these on every upload
         for guess in top:
             right.progress(guess["probability"], text=f"{guess['label']}: {guess['probability']:.1%}")
-        if right.toggle("Where did it look? (Grad-CAM)", key=f"predict_cam_{index}"):
+        if run and right.toggle("Where did it look? (Grad-CAM)", key=f"predict_cam_{index}"):
             explanations.gradcam_view(run, image.getvalue(), top[0]["label"], key=f"predict_cam_{index}")
 if rows:
     table = pd.DataFrame(rows)
     st.dataframe(table, hide_index=True, key="predict_table")
-    st.download_button("Download predictions (CSV)", table.to_csv(index=False), file_name=f"predictions-{run.id}.csv",
+    st.download_button("Download predictions (CSV)", table.to_csv(index=False), file_name=f"predictions-{run.id if run else 'pretrained'}.csv",
                        mime="text/csv", key="predict_csv")

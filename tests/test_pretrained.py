@@ -71,3 +71,22 @@ def test_a_keras_application_without_its_label_index_or_weights_says_which_file(
         (keras_home_copy / "models" / "imagenet_class_index.json").unlink()
     with pytest.raises(SystemExit):
         cli.main(["classify"])
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_predict_page_runs_a_pretrained_tflite_classifier_without_training():
+    from .test_app import open_page
+    page = open_page("pages/predict.py")   # an empty workspace: no run needed for this
+    page.radio(key="predict_source").set_value("Pretrained, no training").run()
+    page.radio(key="predict_pretrained_kind").set_value("TFLite classifier").run()
+    uploaders = {u.proto.label: u for u in page.get("file_uploader")}
+    uploaders["TFLite model"].upload("m.tflite", (TFLITE / "mobilenet_v1_0.25_128_quant.tflite").read_bytes(),
+                                     "application/octet-stream")
+    uploaders["Its labels (one per line)"].upload("labels.txt", (TFLITE / "imagenet_labels.txt").read_bytes(),
+                                                  "text/plain")
+    page.run()
+    images = next(u for u in page.get("file_uploader") if u.proto.label == "Images")
+    images.upload("cat.jpg", CAT.read_bytes(), "image/jpeg").run()
+    assert not page.exception, [e.value for e in page.exception]
+    table = page.dataframe[-1].value
+    assert "cat" in table["top1"][0] and table["image"][0] == "cat.jpg"

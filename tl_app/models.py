@@ -31,3 +31,42 @@ def _load_predictor(run_path: str, model_mtime: float):
 
 def predictor_for(run: Run):
     return _load_predictor(str(run.root), run.artifacts.model_path.stat().st_mtime)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the pretrained classifier…")
+def pretrained_keras(base: str, alpha: float | None):
+    """A Keras application with its top and ImageNet labels (raises TLError naming a missing file)."""
+    from tl_core.pretrained import KerasApplicationClassifier
+    keep_tensorflow_warm_between_reruns()
+    return KerasApplicationClassifier(base, alpha)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the TFLite classifier…")
+def pretrained_tflite(model: bytes, labels: bytes):
+    from tl_core.pretrained import TFLiteClassifier
+    return TFLiteClassifier(model, labels)
+
+
+def pick_pretrained():
+    """The Predict page's choice of a pretrained classifier used as it is; stops the page until there is one."""
+    from tl_core import architectures
+    from tl_core.workspace import TLError
+    kind = st.radio("Pretrained classifier", ["Keras application (ImageNet)", "TFLite classifier"], horizontal=True,
+                    key="predict_pretrained_kind")
+    try:
+        if kind == "TFLite classifier":
+            left, right = st.columns(2)
+            model_file = left.file_uploader("TFLite model", type=["tflite"], key="predict_tflite")
+            labels_file = right.file_uploader("Its labels (one per line)", type=["txt"], key="predict_labels")
+            if not (model_file and labels_file):
+                st.info("Upload a TFLite image classifier and its labels file.")
+                st.stop()
+            return pretrained_tflite(model_file.getvalue(), labels_file.getvalue())
+        base = st.selectbox("Base", architectures.names(), key="predict_pretrained_base")
+        arch = architectures.get(base)
+        alpha = st.selectbox("Width (alpha)", arch.alphas, index=arch.alphas.index(arch.default_alpha),
+                             key=f"predict_pretrained_alpha_{base}") if arch.alphas else None
+        return pretrained_keras(base, alpha)
+    except TLError as exc:
+        st.error(str(exc))
+        st.stop()
