@@ -2,6 +2,7 @@
 import streamlit as st
 
 from tl_app import shell, widgets
+from tl_app.lr_finder import LEARNING_RATES, lr_finder_panel
 from tl_app.auth import current_user
 from tl_core import architectures, datasets, freeze
 from tl_core.config import HEADS, TrainConfig
@@ -56,8 +57,8 @@ with right:
 
 with st.expander("Optimisation", expanded=True):
     cols = st.columns(4)
-    lr = cols[0].select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], value=1e-3,
-                               key="train_lr", format_func=lambda v: f"{v:g}")
+    lr = cols[0].select_slider("Learning rate", LEARNING_RATES, value=1e-3, key="train_lr",
+                               format_func=lambda v: f"{v:g}")
     optimizer = cols[1].selectbox("Optimizer", ["adam", "adamw", "sgd", "rmsprop"], key="train_optimizer")
     epochs = cols[2].number_input("Epochs", 1, 500, 20, key="train_epochs")
     batch_size = cols[3].select_slider("Batch size", [8, 16, 32, 64, 128], value=32, key="train_batch")
@@ -101,6 +102,9 @@ config = TrainConfig(
     fine_tune_depth=int(ft_depth) if fine_tune and head == "keras" else None,
     fine_tune_epochs=int(ft_epochs) if fine_tune and head == "keras" else 0,
     fine_tune_lr=float(ft_lr) if fine_tune and head == "keras" else None)
+
+with st.expander("Learning-rate finder"):
+    lr_finder_panel(config)
 
 if st.button("Start training", type="primary", key="train_start"):
     try:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m tl_core models | datasets | train | submit | wait | predict | classify | explain | suspects |
+"""Command line: ``python -m tl_core models | datasets | train | lr-find | submit | wait | predict | classify | explain | suspects |
 runs | export | serve | worker``."""
 from __future__ import annotations
 
@@ -101,6 +101,15 @@ def cmd_train(args) -> int:
     print(json.dumps({"run_dir": str(run.root), "val_accuracy": metrics["val_accuracy"],
                       "training_path": metrics["training_path"], "duration_s": metrics["duration_s"],
                       "class_names": metrics["class_names"], "confusion_matrix": metrics["confusion_matrix"]}))
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    _quiet_tensorflow()
+    from .lr_find import lr_find
+    cfg = _config_from_args(args)
+    cfg.data = datasets.resolve_dataset(cfg.data).ref
+    print(json.dumps(lr_find(cfg, args.start_lr, args.end_lr, args.steps)))
     return 0
 
 
@@ -313,6 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test for these train options; prints "
+                                       "{suggested_lr, lrs, losses}")
+    _train_options(p)
+    p.add_argument("--start-lr", type=float, default=1e-6)
+    p.add_argument("--end-lr", type=float, default=1.0)
+    p.add_argument("--steps", type=int, default=80)
+    p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("classify", help="a pretrained classifier as it is (ImageNet labels, no training); one "
                                         "JSON line per image")
