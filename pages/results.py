@@ -20,6 +20,8 @@ table = pd.DataFrame([r.summary() for r in runs])
 st.dataframe(table, hide_index=True, key="results_table", column_config={
     "best_val_accuracy": st.column_config.NumberColumn("best val acc", format="%.3f"),
     "final_val_accuracy": st.column_config.NumberColumn("final val acc", format="%.3f"),
+    "balanced_val_accuracy": st.column_config.NumberColumn("balanced acc", format="%.3f"),
+    "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f"),
     "learning_rate": st.column_config.NumberColumn("lr", format="%g"),
     "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f")})
 
@@ -47,13 +49,14 @@ history = run.history()
 cfg = run.config
 
 if metrics:
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].metric("Validation accuracy", f"{metrics['val_accuracy']:.3f}")
-    topk = next((k for k in metrics if k.startswith("val_top")), None)
-    if topk:
-        cols[1].metric(topk.replace("val_", "").replace("_", " "), f"{metrics[topk]:.3f}")
-    cols[2].metric("Validation images", metrics["num_val_images"])
-    cols[3].metric("Training time", f"{metrics.get('duration_s', 0):.0f} s")
+    if "val_balanced_accuracy" in metrics:
+        cols[1].metric("Balanced accuracy", f"{metrics['val_balanced_accuracy']:.3f}",
+                       help="mean recall over classes: what plain accuracy hides when one class dominates")
+        cols[2].metric("Macro F1", f"{metrics['val_macro_f1']:.3f}")
+    cols[3].metric("Validation images", metrics["num_val_images"])
+    cols[4].metric("Training time", f"{metrics.get('duration_s', 0):.0f} s")
 
 curves, confusion, per_class, mistakes, export, details = st.tabs(
     ["Learning curves", "Confusion matrix", "Per class", "Mistakes", "Export", "Config & log"])
@@ -140,6 +143,7 @@ if len(chosen) >= 2:
     st.plotly_chart(charts.compare_curves({rid: by_id[rid].history() for rid in chosen}), key="results_compare_chart")
     board = pd.DataFrame([by_id[rid].summary() for rid in chosen]).sort_values("final_val_accuracy", ascending=False)
     st.dataframe(board[["run", "base", "head", "freeze_depth", "learning_rate", "epochs", "best_val_accuracy",
-                        "final_val_accuracy", "duration_s"]], hide_index=True, key="results_leaderboard")
+                        "final_val_accuracy", "balanced_val_accuracy", "macro_f1", "duration_s"]], hide_index=True,
+                 key="results_leaderboard")
 else:
     st.caption("Pick two or more finished runs to overlay their validation curves.")

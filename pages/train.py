@@ -5,7 +5,7 @@ from tl_app import shell, widgets
 from tl_app.lr_finder import LEARNING_RATES, lr_finder_panel
 from tl_app.auth import current_user
 from tl_core import architectures, datasets, freeze
-from tl_core.config import HEADS, TrainConfig
+from tl_core.config import CLASS_WEIGHTS, HEADS, TrainConfig
 from tl_core.runs import run_by_id
 from tl_core.workspace import TLError
 
@@ -30,6 +30,9 @@ def _model_label(name: str) -> str:
 left, right = st.columns(2)
 with left:
     data = st.selectbox("Dataset", [d.name for d in all_datasets], key="train_data")
+    imbalance = datasets.imbalance_warning(datasets.load_dataset(data))
+    if imbalance:
+        st.warning(imbalance)
     offline_first = sorted(models, key=lambda n: (not models[n]["weights_offline"], list(models).index(n)))
     base = st.selectbox("Base model", offline_first, format_func=_model_label, key="train_base")
     arch = architectures.get(base)
@@ -66,6 +69,8 @@ with st.expander("Optimisation", expanded=True):
     early = cols[0].toggle("Early stopping", value=True, key="train_early")
     patience = cols[1].number_input("Patience (epochs)", 1, 50, 5, key="train_patience", disabled=not early)
     dropout = cols[2].slider("Dropout", 0.0, 0.9, 0.5, 0.05, key="train_dropout")
+    class_weights = cols[3].selectbox("Class weights", CLASS_WEIGHTS, key="train_class_weights",
+                                      help="auto: on when the largest class has 3x the images of the smallest")
 with st.expander("Augmentation"):
     cols = st.columns(5)
     augment = cols[0].toggle("Augment", value=True, key="train_augment")
@@ -98,7 +103,7 @@ config = TrainConfig(
     data=data, base=base, alpha=alpha, size=int(size), head=head, freeze_depth=int(depth),
     learning_rate=float(lr), optimizer=optimizer, epochs=int(epochs), batch_size=int(batch_size),
     early_stopping=early, patience=int(patience), dropout=float(dropout), augment=augment, flip=flip,
-    rotation=float(rotation), zoom=float(zoom), aug_views=int(views),
+    rotation=float(rotation), zoom=float(zoom), aug_views=int(views), class_weights=class_weights,
     fine_tune_depth=int(ft_depth) if fine_tune and head == "keras" else None,
     fine_tune_epochs=int(ft_epochs) if fine_tune and head == "keras" else 0,
     fine_tune_lr=float(ft_lr) if fine_tune and head == "keras" else None)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import architectures, datasets
-from .config import HEADS, OPTIMIZERS
+from .config import CLASS_WEIGHTS, HEADS, OPTIMIZERS
 from .images import DEFAULT_MIN_COLORS
 from .workspace import TLError
 
@@ -66,7 +66,8 @@ def _config_from_args(args):
     fields = dict(data=args.data, base=args.base, alpha=args.alpha, size=args.size, head=args.head,
                   freeze_depth=args.freeze_depth, fine_tune_depth=args.fine_tune_depth,
                   fine_tune_epochs=args.fine_tune_epochs or 0, fine_tune_lr=args.fine_tune_lr, seed=args.seed)
-    for name in ("learning_rate", "epochs", "batch_size", "optimizer", "dropout", "aug_views", "patience"):
+    for name in ("learning_rate", "epochs", "batch_size", "optimizer", "dropout", "aug_views", "patience",
+                 "class_weights"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
@@ -269,6 +270,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--no-early-stopping", action="store_true")
     p.add_argument("--head", default="keras", choices=list(HEADS))
+    p.add_argument("--class-weights", choices=CLASS_WEIGHTS,
+                   help="weight classes by rarity: auto (default) when the largest has 3x the smallest's images")
     p.add_argument("--fine-tune-depth")
     p.add_argument("--fine-tune-epochs", type=int)
     p.add_argument("--fine-tune-lr", type=float)

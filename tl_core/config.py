@@ -15,6 +15,8 @@ from .workspace import TLError
 HEADS = {"keras": "Keras head (dense)", "logreg": "Logistic regression on embeddings",
          "svm": "SVM on embeddings"}
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+CLASS_WEIGHTS = ("auto", "on", "off")
+IMBALANCE_RATIO = 3.0   # largest class / smallest class from which "auto" weights the classes
 
 
 @dataclass
@@ -51,6 +53,7 @@ class TrainConfig:
     xla: bool = False
     distribute: str = "auto"               # auto (all GPUs) | none | mirrored
     classifier_c: float = 1.0              # regularisation of the logreg / svm heads
+    class_weights: str = "auto"            # auto (on when the largest class has >= 3x the smallest) | on | off
 
     def resolved(self) -> "TrainConfig":
         """Checks every field and fills in base-dependent defaults; errors quote the bad value."""
@@ -64,6 +67,8 @@ class TrainConfig:
                                   size=arch.check_size(self.size))
         if cfg.resize not in ("crop", "squash"):
             raise TLError(f"Unknown resize mode {cfg.resize!r}; choose 'crop' or 'squash'.")
+        if cfg.class_weights not in CLASS_WEIGHTS:
+            raise TLError(f"Class weights must be one of {CLASS_WEIGHTS}; got {cfg.class_weights!r}.")
         if cfg.head not in HEADS:
             raise TLError(f"Unknown head {cfg.head!r}; choose one of {tuple(HEADS)}.")
         if cfg.optimizer.lower() not in OPTIMIZERS:

@@ -392,6 +392,19 @@ def rename_dataset(old: str, new: str) -> Dataset:
     return Dataset(new, target, manifest)
 
 
+def imbalance_warning(dataset: Dataset) -> Optional[str]:
+    """A sentence about rare classes when the largest has at least IMBALANCE_RATIO times the smallest's images."""
+    from .config import IMBALANCE_RATIO
+    counts = {cls: dataset.manifest["class_counts"][cls].get("train", 0) for cls in dataset.classes}
+    rare, common = min(counts, key=counts.get), max(counts, key=counts.get)
+    if not counts[rare] or counts[common] / counts[rare] < IMBALANCE_RATIO:
+        return None
+    few = sorted(cls for cls, n in counts.items() if n * IMBALANCE_RATIO <= counts[common])
+    return (f"Imbalanced classes: {common!r} has {counts[common]} training images, {rare!r} only {counts[rare]} "
+            f"({counts[common] / counts[rare]:.0f}:1). Rare class(es) {few} will be weighted up in training "
+            "(class weights, on by default); judge runs by balanced accuracy, and add images to them if you can.")
+
+
 def format_report(dataset: Dataset) -> str:
     m = dataset.manifest
     lines = [f"Dataset {dataset.name!r}: {m['num_images']} images, {len(m['classes'])} classes "
@@ -409,6 +422,9 @@ def format_report(dataset: Dataset) -> str:
         lines += [f"    {path}" for path in flagged[:20]]
     lines.append(f"  skipped: {len(m['skipped'])} file(s)")
     lines += [f"    {s['file']}: {s['reason']}" for s in m["skipped"]]
+    warning = imbalance_warning(dataset)
+    if warning:
+        lines.append(f"  warning: {warning}")
     lines.append(f"  fingerprint: {m['fingerprint'][:16]}")
     return "\n".join(lines)
 

@@ -36,6 +36,15 @@ class Interpretation:
     def accuracy(self) -> float:
         return float((self.y_pred == self.y_true).mean()) if len(self.y_true) else 0.0
 
+    def balanced_accuracy(self) -> float:
+        """Mean recall over the classes present: what accuracy hides when one class dominates."""
+        recalls = [row["recall"] for row in self.per_class() if row["support"]]
+        return float(np.mean(recalls)) if recalls else 0.0
+
+    def macro_f1(self) -> float:
+        scores = [row["f1"] for row in self.per_class() if row["support"]]
+        return float(np.mean(scores)) if scores else 0.0
+
     def top_k_accuracy(self, k: int) -> float:
         k = min(k, self.probs.shape[1])
         top = np.argsort(-self.probs, axis=1)[:, :k]
@@ -91,7 +100,8 @@ class Interpretation:
 
     def summary(self) -> dict:
         k = min(5, len(self.class_names))
-        return {"val_accuracy": self.accuracy(), f"val_top{k}_accuracy": self.top_k_accuracy(k),
+        return {"val_accuracy": self.accuracy(), "val_balanced_accuracy": self.balanced_accuracy(),
+                "val_macro_f1": self.macro_f1(), f"val_top{k}_accuracy": self.top_k_accuracy(k),
                 "num_val_images": int(len(self.y_true)), "class_names": self.class_names,
                 "confusion_matrix": self.confusion_matrix().tolist(), "per_class": self.per_class(),
                 "most_confused": self.most_confused(), "misclassified": self.misclassified()}

@@ -182,6 +182,8 @@ class Run:
                 "learning_rate": cfg.learning_rate, "epochs": len(history) or None,
                 "best_val_accuracy": max(val) if val else metrics.get("val_accuracy"),
                 "final_val_accuracy": metrics.get("val_accuracy"),
+                "balanced_val_accuracy": metrics.get("val_balanced_accuracy"),
+                "macro_f1": metrics.get("val_macro_f1"),
                 "duration_s": metrics.get("duration_s"), "created": status.get("created"),
                 "user": status.get("user")}
 

@@ -54,8 +54,25 @@ class TrainingContext:
         self.y_train = np.array([index[it["class"]] for it in self.train_items])
         self.y_val = np.array([index[it["class"]] for it in self.val_items])
         self.run.artifacts.write_class_names(self.class_names)
+        self.class_weight = self._class_weight()
         self.note(f"dataset {self.dataset.name!r} v{self.dataset.version} ({self.dataset.fingerprint[:12]}): {len(self.train_items)} train, "
                   f"{len(self.val_items)} validation ({val_split}) images, {len(self.class_names)} classes")
+
+    def _class_weight(self):
+        """{class index: weight} ('balanced': n / (classes x count)) when the config or the imbalance asks, else None."""
+        from ..config import IMBALANCE_RATIO
+        counts = np.bincount(self.y_train, minlength=len(self.class_names))
+        ratio = counts.max() / max(counts.min(), 1)
+        wanted = self.cfg.class_weights == "on" or (self.cfg.class_weights == "auto" and ratio >= IMBALANCE_RATIO)
+        if not wanted:
+            if ratio >= IMBALANCE_RATIO:
+                self.note(f"class weights off: classes differ {ratio:.0f}:1, so rare classes may be missed")
+            return None
+        weights = {i: float(len(self.y_train) / (len(counts) * max(c, 1))) for i, c in enumerate(counts)}
+        rare, common = self.class_names[int(counts.argmin())], self.class_names[int(counts.argmax())]
+        self.note(f"class weights on ({self.cfg.class_weights}): classes differ {ratio:.1f}:1 ({common!r} "
+                  f"{counts.max()} vs {rare!r} {counts.min()} training images); each class counts as much as the others")
+        return weights
 
     @property
     def num_classes(self) -> int:

@@ -78,11 +78,13 @@ class SklearnHead(TrainingPath):
         x_val = ctx.features(cache, ctx.val_items, 1, "validation")[:, 0]
         start = time.time()
         if cfg.head == "logreg":
-            classifier = LogisticRegression(C=cfg.classifier_c, max_iter=5000, random_state=cfg.seed)
+            classifier = LogisticRegression(C=cfg.classifier_c, max_iter=5000, random_state=cfg.seed,
+                                            class_weight="balanced" if ctx.class_weight else None)
         else:
             # Platt-calibrated probabilities, as SVC(probability=True) gave (deprecated in scikit-learn 1.9).
             folds = max(2, min(5, int(np.bincount(ctx.y_train).min())))
-            classifier = CalibratedClassifierCV(SVC(C=cfg.classifier_c, kernel="rbf", random_state=cfg.seed),
+            classifier = CalibratedClassifierCV(SVC(C=cfg.classifier_c, kernel="rbf", random_state=cfg.seed,
+                                                    class_weight="balanced" if ctx.class_weight else None),
                                                 cv=folds, ensemble=False)
         pipeline = make_pipeline(StandardScaler(), classifier)
         pipeline.fit(x_train.reshape(-1, x_train.shape[-1]), np.repeat(ctx.y_train, views))
@@ -133,7 +135,7 @@ class CachedFeatures(TrainingPath):
         validation.set_model(head)
         if initial_epoch < cfg.epochs:
             train = ctx.pipeline(x_flat, np.repeat(ctx.y_train, views), shuffle=True)
-            head.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch, shuffle=False,
+            head.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch, shuffle=False, class_weight=ctx.class_weight,
                      callbacks=[validation] + with_early_stopping(cfg, progress, best), verbose=0)
         built.model.get_layer("predictions").set_weights(head.get_layer("predictions").get_weights())
         # the head on cached features computes exactly what the whole model would (tests check they agree)
@@ -167,7 +169,7 @@ def fit_plain(ctx: TrainingContext, built: Built, phase: str, epochs: int, initi
     if start < initial_epoch + epochs:
         model.fit(ctx.pipeline(x_train, ctx.y_train, shuffle=True),
                   validation_data=ctx.pipeline(x_val, ctx.y_val, shuffle=False),
-                  epochs=initial_epoch + epochs, initial_epoch=start,
+                  epochs=initial_epoch + epochs, initial_epoch=start, class_weight=ctx.class_weight,
                   callbacks=with_early_stopping(cfg, progress, best), verbose=0, shuffle=False)  # tf.data shuffles
     return progress
 

@@ -1,0 +1,62 @@
+"""Imbalanced data: class weights by default at 3:1 and more, a warning on import and on Train, and balanced
+accuracy and macro F1 beside accuracy."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from tl_core import datasets
+from tl_core.config import TrainConfig
+
+from .conftest import HYMENOPTERA, require_shared
+
+
+@pytest.fixture
+def imbalanced(tmp_path):
+    """Real photos, 20:1: every training ant, 6 training bees; validation as it comes."""
+    require_shared(HYMENOPTERA)
+    root = tmp_path / "imbalanced"
+    for split in ("train", "val"):
+        for cls in ("ants", "bees"):
+            photos = sorted((HYMENOPTERA / split / cls).glob("*.jpg"))
+            if split == "train" and cls == "bees":
+                photos = photos[:6]
+            (root / split / cls).mkdir(parents=True)
+            for photo in photos:
+                shutil.copy(photo, root / split / cls / photo.name)
+    return datasets.add_folder(root, "imbalanced")
+
+
+def test_class_weights_by_default_hold_up_against_a_weighted_logistic_regression(imbalanced):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tl_core.training import train
+    warning = datasets.imbalance_warning(imbalanced)
+    assert warning and "'ants' has 122 training images, 'bees' only 6 (20:1)" in warning
+    assert "warning: Imbalanced classes" in datasets.format_report(imbalanced)
+
+    run, metrics = train(TrainConfig(data="imbalanced", base="MobileNetV2", alpha=0.35))
+    assert "class weights on (auto): classes differ 20.3:1" in run.log_text()
+    assert {"val_balanced_accuracy", "val_macro_f1"} <= set(metrics)
+    interp = run.artifacts.interpretation()
+    assert metrics["val_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(interp.y_true, interp.y_pred))
+
+    # the reference: a class-weighted logistic regression on the same frozen features
+    from tl_core.suspects import dataset_features
+    features = dataset_features(imbalanced, "MobileNetV2", 0.35)
+    items = imbalanced.items
+    labels = np.array([imbalanced.classes.index(it["class"]) for it in items])
+    train_rows = np.array([it["split"] == "train" for it in items])
+    reference = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=5000))
+    reference.fit(features[train_rows], labels[train_rows])
+    ref_score = balanced_accuracy_score(labels[~train_rows], reference.predict(features[~train_rows]))
+    assert metrics["val_balanced_accuracy"] >= ref_score - 0.005, (metrics["val_balanced_accuracy"], ref_score)
+
+    _, unweighted = train(TrainConfig(data="imbalanced", base="MobileNetV2", alpha=0.35,
+                                      class_weights="off"))
+    assert metrics["val_balanced_accuracy"] > unweighted["val_balanced_accuracy"]
