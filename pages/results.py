@@ -3,7 +3,7 @@ compare."""
 import pandas as pd
 import streamlit as st
 
-from tl_app import charts, explanations, exports, fixes, shell, widgets
+from tl_app import charts, compare_ui, explanations, exports, fixes, shell, widgets
 from tl_core.datasets import load_dataset
 from tl_core.runs import Run
 from tl_core.workspace import TLError
@@ -136,6 +136,8 @@ with details:
     # the zip is built when the button is clicked, not on every rerun of this page
     st.download_button("Download model (zip)", run.artifacts.bundle, file_name=f"{run.id}.zip",
                        mime="application/zip", key="results_download")
+
+compare_ui.leaderboard(runs, dataset_name)
 
 st.subheader("Compare runs")
 chosen = st.multiselect("Runs to compare", finished, default=finished[:2], key="results_compare")

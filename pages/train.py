@@ -2,6 +2,7 @@
 import streamlit as st
 
 from tl_app import shell, widgets
+from tl_app.compare_ui import compare_panel
 from tl_app.lr_finder import LEARNING_RATES, lr_finder_panel
 from tl_app.auth import current_user
 from tl_core import architectures, datasets, freeze
@@ -110,6 +111,8 @@ config = TrainConfig(
 
 with st.expander("Learning-rate finder"):
     lr_finder_panel(config)
+with st.expander("Compare bases"):
+    compare_panel(config, jobs, n_layers)
 
 if st.button("Start training", type="primary", key="train_start"):
     try:

@@ -86,6 +86,10 @@ class Artifacts:
             "head": head_kind, "input_size": input_size, "resize": resize, "class_names": class_names,
             "output": "probabilities" if sklearn_head is None else "features"})
 
+    def model_bytes(self) -> int:
+        """Size on disk of what predicts: the model file and a scikit-learn head if there is one."""
+        return sum(self._path(name).stat().st_size for name in (MODEL, HEAD) if self._path(name).exists())
+
     def model_info(self) -> dict:
         return read_json(self._path(MODEL_INFO), {})
 

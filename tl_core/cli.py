@@ -1,4 +1,4 @@
-"""Command line: ``python -m tl_core models | datasets | train | lr-find | submit | wait | predict | classify | explain | suspects |
+"""Command line: ``python -m tl_core models | datasets | train | compare | lr-find | submit | wait | predict | classify | explain | suspects |
 runs | export | serve | worker``."""
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def cmd_datasets(args) -> int:
 
 def _config_from_args(args):
     from .config import TrainConfig
-    fields = dict(data=args.data, base=args.base, alpha=args.alpha, size=args.size, head=args.head,
+    fields = dict(data=args.data, base=getattr(args, "base", "MobileNetV2"), alpha=args.alpha, size=args.size, head=args.head,
                   freeze_depth=args.freeze_depth, fine_tune_depth=args.fine_tune_depth,
                   fine_tune_epochs=args.fine_tune_epochs or 0, fine_tune_lr=args.fine_tune_lr, seed=args.seed)
     for name in ("learning_rate", "epochs", "batch_size", "optimizer", "dropout", "aug_views", "patience",
@@ -102,6 +102,34 @@ def cmd_train(args) -> int:
     print(json.dumps({"run_dir": str(run.root), "val_accuracy": metrics["val_accuracy"],
                       "training_path": metrics["training_path"], "duration_s": metrics["duration_s"],
                       "class_names": metrics["class_names"], "confusion_matrix": metrics["confusion_matrix"]}))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    _quiet_tensorflow()
+    from . import compare
+    template = _config_from_args(args)
+    template.data = datasets.resolve_dataset(template.data).ref
+    bases = compare.parse_bases(args.bases)
+    if not bases:
+        raise TLError("No base has its ImageNet weights on disk; name bases with --bases A,B (they download) or put "
+                      f"weights in {str(compare.architectures.weights_dir())!r}.")
+    if args.quick:
+        scan = compare.quick_scan(datasets.load_dataset(template.data), bases,
+                                  progress=lambda name: print(f"... probing {name}", file=sys.stderr, flush=True))
+        for row in scan["ranking"]:
+            print(json.dumps(row))
+        print(scan["why"], file=sys.stderr)
+        return 0
+    from .training import train
+    rows = []
+    for cfg in compare.configs_for(template, bases):
+        print(f"... training {cfg.base}", file=sys.stderr, flush=True)
+        run, metrics = train(cfg)
+        if metrics:
+            rows.append(compare.leaderboard_row(run))
+    for row in sorted(rows, key=lambda r: (-(r["val_accuracy"] or 0), -(r["balanced_accuracy"] or 0))):
+        print(json.dumps(row))
     return 0
 
 
@@ -254,9 +282,10 @@ def cmd_execute(args) -> int:
     return 0
 
 
-def _train_options(p: argparse.ArgumentParser) -> None:
+def _train_options(p: argparse.ArgumentParser, with_base: bool = True) -> None:
     p.add_argument("--data", required=True, help="dataset name, or a folder / zip to import")
-    p.add_argument("--base", default="MobileNetV2")
+    if with_base:
+        p.add_argument("--base", default="MobileNetV2")
     p.add_argument("--alpha", type=float)
     p.add_argument("--size", type=int)
     p.add_argument("--freeze-depth", default="all", help="frozen base layers from the input: N, a fraction or 'all'")
@@ -325,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("compare", help="train the same settings on several bases; one JSON line per base, best "
+                                       "first (leaderboard columns)")
+    _train_options(p, with_base=False)
+    p.add_argument("--bases", help="comma-separated bases (default: every base whose weights are on disk)")
+    p.add_argument("--quick", action="store_true", help="only rank the bases by a linear probe on cached features")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("lr-find", help="learning-rate range test for these train options; prints "
                                        "{suggested_lr, lrs, losses}")

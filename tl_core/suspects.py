@@ -25,12 +25,16 @@ MISLABEL_MIN_SCORE = 0.5
 
 
 def dataset_features(dataset: Dataset, base: str = "MobileNetV2", alpha: Optional[float] = None,
-                     size: Optional[int] = None, progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
-    """Pooled features (N, D) of every item of the dataset, in manifest order, through the feature cache."""
+                     size: Optional[int] = None, progress: Optional[Callable[[int, int], None]] = None,
+                     about: Optional[dict] = None) -> np.ndarray:
+    """Pooled features (N, D) of every item of the dataset, in manifest order, through the feature cache
+    (``about``, if given, receives the base's parameter count)."""
     from .features import FeatureCache
     from .modeling import build_classifier
     cfg = TrainConfig(data=dataset.name, base=base, alpha=alpha, size=size).resolved()
     extractor = build_classifier(cfg, len(dataset.classes), with_augmentation=False).extractor
+    if about is not None:
+        about["params"] = int(extractor.count_params())
     items = dataset.items
     cache = FeatureCache(cfg, extractor)
     return cache.features([dataset.root / it["path"] for it in items], [it["sha256"] for it in items],
