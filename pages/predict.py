@@ -3,7 +3,7 @@ a pretrained classifier as it is."""
 import pandas as pd
 import streamlit as st
 
-from tl_app import explanations, shell, widgets
+from tl_app import charts, explanations, shell, widgets
 from tl_app.models import pick_pretrained, predictor_for
 
 shell.guard()
@@ -26,6 +26,13 @@ else:
     classes = run.artifacts.class_names()
 num_classes = len(classes)
 top_k = st.slider("Top-k", 1, max(1, min(num_classes, 10)), min(3, num_classes), key="predict_topk")
+threshold = 0.0
+if run:
+    threshold = st.slider("Answer 'not sure' below this probability", 0.0, 0.99, 0.0, 0.01, key="predict_threshold")
+    with st.expander("What the threshold costs (on the validation images, calibrated probabilities)"):
+        curve = widgets.validation_coverage(run)
+        if curve:
+            st.plotly_chart(charts.coverage(curve, threshold), key="predict_coverage")
 uploads = st.file_uploader("Images", accept_multiple_files=True, key="predict_files",
                            type=["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"])
 photo = st.camera_input("Or take a photo", key="predict_camera") if st.toggle("Use camera", key="predict_cam_on") \
@@ -57,12 +64,15 @@ for index, (image, result) in enumerate(zip(images, results)):
         st.error(f"{image.name}: {result['error']}")
         continue
     top = result["top_k"]
-    rows.append({"image": image.name, **{f"top{i + 1}": p["label"] for i, p in enumerate(top)},
+    sure = top[0]["probability"] >= threshold
+    rows.append({"image": image.name, "answer": top[0]["label"] if sure else "not sure",
+                 **{f"top{i + 1}": p["label"] for i, p in enumerate(top)},
                  **{f"p{i + 1}": round(p["probability"], 4) for i, p in enumerate(top)}})
     if len(images) <= 12:
         left, right = st.columns([1, 2])
         left.image(image.getvalue(), width=200, caption=image.name)
-        right.markdown(f"**{top[0]['label']}** ({top[0]['probability']:.1%})")
+        right.markdown(f"**{top[0]['label']}** ({top[0]['probability']:.1%})" if sure else
+                       f"**not sure** (best guess {top[0]['label']}, {top[0]['probability']:.1%})")
         # plain bars, not a chart per image: many users predicting at once each redraw these on every upload
         for guess in top:
             right.progress(guess["probability"], text=f"{guess['label']}: {guess['probability']:.1%}")

@@ -57,6 +57,10 @@ if metrics:
         cols[2].metric("Macro F1", f"{metrics['val_macro_f1']:.3f}")
     cols[3].metric("Validation images", metrics["num_val_images"])
     cols[4].metric("Training time", f"{metrics.get('duration_s', 0):.0f} s")
+    if "temperature" in metrics:
+        st.caption(f"Calibration (temperature scaling on the validation split): expected calibration error "
+                   f"{metrics['ece_before']:.3f} → {metrics['ece_after']:.3f} at temperature "
+                   f"{metrics['temperature']:.2f}. Predict shows calibrated probabilities.")
 
 curves, confusion, per_class, mistakes, export, details = st.tabs(
     ["Learning curves", "Confusion matrix", "Per class", "Mistakes", "Export", "Config & log"])

@@ -41,8 +41,7 @@ def test_cached_features_and_plain_path_train_the_same_head(colors, tmp_path):
     assert fast["training_path"] == "cached-features" and slow["training_path"] == "plain"
     np.testing.assert_allclose(val_probs(fast_run, fast), val_probs(slow_run, slow), atol=2e-4)
     # the saved end-to-end model reproduces what the cached-feature head predicted
-    from tl_core.predict import Predictor
-    again = Predictor.from_run(fast_run).probabilities(
+    again = fast_run.artifacts.load().probabilities(
         np.stack([load_array(colors.root / f, 64)
                   for f in Interpretation.load(fast_run.path("predictions.csv"), fast["class_names"]).files]))
     np.testing.assert_allclose(again, val_probs(fast_run, fast), atol=1e-5)

@@ -84,7 +84,7 @@ def test_saved_run_reloads_and_predicts_the_same_probabilities(colors, tmp_path)
     run, metrics = train(small(), tmp_path / "run")
     assert metrics["training_path"] == "cached-features"
     saved = Interpretation.load(run.path("predictions.csv"), run.artifacts.class_names())
-    predictor = Predictor.from_run(Run(run.root))
+    predictor = Predictor(Run(run.root).artifacts.load())   # as trained: temperature 1
     files = [colors.root / f for f in saved.files]
     again = np.array([[p["probability"] for p in sorted(top, key=lambda p: run.artifacts.class_names().index(p["label"]))]
                       for top in predictor.predict(files, top_k=3)])

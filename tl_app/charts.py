@@ -67,3 +67,14 @@ def embedding_map(points) -> go.Figure:
     fig.update_layout(height=520, legend_title_text="class", xaxis_title=None, yaxis_title=None,
                       margin={"l": 10, "r": 10, "t": 10, "b": 10})
     return fig
+
+
+def coverage(curve: list[dict], threshold: float) -> go.Figure:
+    """Validation accuracy and the share of images answered, against the "not sure" threshold."""
+    x = [row["threshold"] for row in curve]
+    fig = go.Figure([go.Scatter(x=x, y=[row["accuracy"] for row in curve], name="accuracy when answered"),
+                     go.Scatter(x=x, y=[row["coverage"] for row in curve], name="share answered", line={"dash": "dot"})])
+    fig.add_vline(x=threshold, line_dash="dash", annotation_text=f"threshold {threshold:.2f}")
+    fig.update_layout(height=300, xaxis_title="not sure below this probability", yaxis_range=[0, 1.02],
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig

@@ -111,3 +111,13 @@ def job_progress(run: Run, key: str) -> None:
         elif st.button("Cancel", key=f"{key}_cancel_{run.id}"):
             jobs.cancel(run, user=auth.current_user())
             st.toast("Cancellation requested; it stops after the current batch.")
+
+
+def validation_coverage(run: Run) -> list[dict]:
+    """The run's accuracy-against-coverage curve on its validation images, with its calibration applied."""
+    from tl_core.calibration import apply_temperature, coverage_curve
+    interp = run.artifacts.interpretation()
+    if interp is None:
+        return []
+    probs = apply_temperature(interp.probs, run.artifacts.metrics().get("temperature", 1.0))
+    return coverage_curve(probs, interp.y_true)

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .calibration import apply_temperature
 from .images import ImageRejected, ImageSource, load_array, load_batch
 from .model_handle import LoadedModel
 from .runs import Run, get_run
@@ -23,8 +24,9 @@ from .runs import Run, get_run
 class Predictor:
     remembered = 4096  # images whose probabilities are kept (a few floats each)
 
-    def __init__(self, loaded: LoadedModel):
+    def __init__(self, loaded: LoadedModel, temperature: float = 1.0):
         self.loaded = loaded
+        self.temperature = temperature   # fitted on the validation split (calibration.py); 1.0: as trained
         self.class_names = loaded.class_names
         self.input_size = loaded.input_size
         self.resize = loaded.resize
@@ -35,11 +37,12 @@ class Predictor:
     @classmethod
     def from_run(cls, run) -> "Predictor":
         run = run if isinstance(run, Run) else get_run(run)
-        return cls(run.artifacts.load())
+        return cls(run.artifacts.load(), run.artifacts.metrics().get("temperature", 1.0))
 
     def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """(N, size, size, 3) raw pixels -> (N, classes) probabilities."""
-        return self.loaded.probabilities(pixels, batch_size)
+        """(N, size, size, 3) raw pixels -> (N, classes) calibrated probabilities."""
+        probs = self.loaded.probabilities(pixels, batch_size)
+        return probs if self.temperature == 1.0 else apply_temperature(probs, self.temperature)
     def _top(self, row: np.ndarray, top_k: int) -> list[dict]:
         k = max(1, min(top_k, len(self.class_names)))
         return [{"label": self.class_names[i], "probability": float(row[i])} for i in np.argsort(-row)[:k]]

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from .. import datasets, device, freeze
+from ..calibration import calibrate
 from ..config import TrainConfig
 from ..evaluate import evaluate
 from ..modeling import build_classifier, parameter_counts
@@ -68,6 +69,7 @@ def _train(ctx: TrainingContext) -> dict:
     if val_probs is None:
         val_probs = artifacts.load().probabilities(ctx.pixels("validation"))
     metrics = {**evaluate(artifacts, ctx.class_names, ctx.y_val, val_probs, [it["path"] for it in ctx.val_items]),
+               **calibrate(val_probs, ctx.y_val),
                "duration_s": round(time.time() - started, 2), "training_path": path.name,
                "params": params, "params_fine_tune": params_ft,
                "first_trainable_layer": freeze.first_trainable_layer(built.base),
