@@ -5,6 +5,7 @@ import streamlit as st
 
 from tl_app import charts, explanations, shell, widgets
 from tl_app.models import pick_pretrained, predictor_for
+from tl_core.tta import MODES as TTA_MODES
 
 shell.guard()
 
@@ -26,8 +27,10 @@ else:
     classes = run.artifacts.class_names()
 num_classes = len(classes)
 top_k = st.slider("Top-k", 1, max(1, min(num_classes, 10)), min(3, num_classes), key="predict_topk")
-threshold = 0.0
+threshold, tta = 0.0, "none"
 if run:
+    tta = st.radio("Test-time augmentation", list(TTA_MODES), horizontal=True, key="predict_tta",
+                   help="average the prediction over a mirror image (and zoomed crops): one forward pass per view")
     threshold = st.slider("Answer 'not sure' below this probability", 0.0, 0.99, 0.0, 0.01, key="predict_threshold")
     with st.expander("What the threshold costs (on the validation images, calibrated probabilities)"):
         curve = widgets.validation_coverage(run)
@@ -57,7 +60,7 @@ def pretrained_each(data: list[bytes]) -> list[dict]:
 
 
 data = [i.getvalue() for i in images]
-results = predictor_for(run).predict_each(data, top_k) if run else pretrained_each(data)
+results = predictor_for(run).predict_each(data, top_k, tta=tta) if run else pretrained_each(data)
 rows = []
 for index, (image, result) in enumerate(zip(images, results)):
     if "error" in result:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m tl_core models | datasets | train | compare | lr-find | submit | wait | predict | classify | explain | suspects |
+"""Command line: ``python -m tl_core models | datasets | train | compare | lr-find | submit | wait | predict | evaluate | classify | explain | suspects |
 runs | export | serve | worker``."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from . import architectures, datasets
 from .config import CLASS_WEIGHTS, HEADS, OPTIMIZERS
 from .images import DEFAULT_MIN_COLORS
+from .tta import MODES as TTA_MODES
 from .workspace import TLError
 
 
@@ -142,6 +143,28 @@ def cmd_lr_find(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    _quiet_tensorflow()
+    import time
+
+    import numpy as np
+
+    from .parity import validation_pixels
+    from .predict import Predictor
+    from .runs import get_run
+    run = get_run(args.run)
+    predictor = Predictor.from_run(run)
+    pixels, labels = validation_pixels(run, predictor.loaded)
+    result = {"run": run.id, "images": int(len(labels)), "tta": args.tta}
+    for mode in ("none", args.tta):
+        start = time.perf_counter()
+        predicted = predictor.probabilities(pixels, tta=mode).argmax(axis=1)
+        result[f"accuracy_{mode}"] = float(np.mean(predicted == labels))
+        result[f"seconds_{mode}"] = round(time.perf_counter() - start, 2)
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_classify(args) -> int:
     _quiet_tensorflow()
     from .images import ImageRejected
@@ -229,7 +252,7 @@ def cmd_predict(args) -> int:
     from .images import ImageRejected
     for image in args.images:
         try:
-            top = predictor.predict([image], args.top_k)[0]
+            top = predictor.predict([image], args.top_k, tta=args.tta)[0]
             print(json.dumps({"image": image, "top_k": top}))
         except ImageRejected as exc:
             print(json.dumps({"image": image, "error": str(exc)}))
@@ -352,8 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-k labels for images, one JSON line each")
     p.add_argument("--run", required=True, help="run folder or run id")
     p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--tta", default="none", choices=list(TTA_MODES), help="test-time augmentation views to average")
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="a finished run's accuracy on its validation images, with and without "
+                                        "test-time augmentation; one JSON object")
+    p.add_argument("--run", required=True, help="run folder or run id")
+    p.add_argument("--tta", default="flip", choices=list(TTA_MODES))
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="train the same settings on several bases; one JSON line per base, best "
                                        "first (leaderboard columns)")

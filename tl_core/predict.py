@@ -39,23 +39,26 @@ class Predictor:
         run = run if isinstance(run, Run) else get_run(run)
         return cls(run.artifacts.load(), run.artifacts.metrics().get("temperature", 1.0))
 
-    def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """(N, size, size, 3) raw pixels -> (N, classes) calibrated probabilities."""
-        probs = self.loaded.probabilities(pixels, batch_size)
+    def probabilities(self, pixels: np.ndarray, batch_size: int = 32, tta: str = "none") -> np.ndarray:
+        """(N, size, size, 3) raw pixels -> (N, classes) calibrated probabilities (averaged over test-time
+        augmentation views when ``tta`` asks)."""
+        from . import tta as test_time
+        probs = test_time.averaged(lambda x: self.loaded.probabilities(x, batch_size), pixels, tta)
         return probs if self.temperature == 1.0 else apply_temperature(probs, self.temperature)
     def _top(self, row: np.ndarray, top_k: int) -> list[dict]:
         k = max(1, min(top_k, len(self.class_names)))
         return [{"label": self.class_names[i], "probability": float(row[i])} for i in np.argsort(-row)[:k]]
 
-    def predict(self, sources: Sequence[ImageSource], top_k: int = 3) -> list[list[dict]]:
+    def predict(self, sources: Sequence[ImageSource], top_k: int = 3, tta: str = "none") -> list[list[dict]]:
         """Top-k labels with probabilities for each image (raises ImageRejected on a bad image)."""
-        probs = self.probabilities(load_batch(sources, self.input_size, resize=self.resize))
+        probs = self.probabilities(load_batch(sources, self.input_size, resize=self.resize), tta=tta)
         return [self._top(row, top_k) for row in probs]
 
-    def predict_each(self, sources: Sequence[ImageSource], top_k: int = 3) -> list[dict]:
+    def predict_each(self, sources: Sequence[ImageSource], top_k: int = 3, tta: str = "none") -> list[dict]:
         """Like ``predict`` but one bad image does not sink the batch: each result has top_k or error."""
         results: list[dict] = [{} for _ in sources]
-        keys = [hashlib.sha256(s).hexdigest() if isinstance(s, (bytes, bytearray)) else None for s in sources]
+        keys = [f"{tta}:{hashlib.sha256(s).hexdigest()}" if isinstance(s, (bytes, bytearray)) else None
+                for s in sources]
         with self._seen_lock:
             known = {i: self._seen[k] for i, k in enumerate(keys) if k in self._seen}
         pixels, new = [], []
@@ -68,7 +71,7 @@ class Predictor:
             except ImageRejected as exc:
                 results[index] = {"error": str(exc)}
         if new:
-            rows = self.probabilities(np.stack(pixels))
+            rows = self.probabilities(np.stack(pixels), tta=tta)
             with self._seen_lock:
                 for index, row in zip(new, rows):
                     known[index] = row
