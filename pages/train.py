@@ -78,9 +78,10 @@ with st.expander("Augmentation"):
     flip = cols[1].toggle("Flip", value=True, key="train_flip", disabled=not augment)
     rotation = cols[2].slider("Rotation", 0.0, 0.5, 0.1, 0.05, key="train_rotation", disabled=not augment)
     zoom = cols[3].slider("Zoom", 0.0, 0.5, 0.1, 0.05, key="train_zoom", disabled=not augment)
-    views = cols[4].number_input("Cached views", 0, 16, 0, key="train_views", disabled=not augment,
-                                 help="With a frozen base, extra augmented views of each image whose features are "
-                                      "cached (each costs one more forward pass; 2 views measured +0.01 accuracy).")
+    views = cols[4].selectbox("Cached views", ["auto", 0, 1, 2, 4, 8], key="train_views", disabled=not augment,
+                              help="With a frozen base, extra augmented views of each image whose features are "
+                                   "cached (each costs one forward pass). auto: 2 for upscaled images or classes "
+                                   "under 40 images, else 0; the run log says why.")
 with st.expander("Fine-tune phase (after the head is trained)"):
     fine_tune = st.toggle("Unfreeze the top of the base and continue at a lower learning rate",
                           key="train_ft", disabled=head != "keras")
@@ -104,7 +105,7 @@ config = TrainConfig(
     data=data, base=base, alpha=alpha, size=int(size), head=head, freeze_depth=int(depth),
     learning_rate=float(lr), optimizer=optimizer, epochs=int(epochs), batch_size=int(batch_size),
     early_stopping=early, patience=int(patience), dropout=float(dropout), augment=augment, flip=flip,
-    rotation=float(rotation), zoom=float(zoom), aug_views=int(views), class_weights=class_weights,
+    rotation=float(rotation), zoom=float(zoom), aug_views=None if views == "auto" else int(views), class_weights=class_weights,
     fine_tune_depth=int(ft_depth) if fine_tune and head == "keras" else None,
     fine_tune_epochs=int(ft_epochs) if fine_tune and head == "keras" else 0,
     fine_tune_lr=float(ft_lr) if fine_tune and head == "keras" else None)

@@ -60,3 +60,18 @@ def test_class_weights_by_default_hold_up_against_a_weighted_logistic_regression
     _, unweighted = train(TrainConfig(data="imbalanced", base="MobileNetV2", alpha=0.35,
                                       class_weights="off"))
     assert metrics["val_balanced_accuracy"] > unweighted["val_balanced_accuracy"]
+
+
+def test_augmentation_is_chosen_from_the_data_and_the_log_says_why(tmp_path):
+    from tl_core.training import train
+
+    from .conftest import make_class_folders
+    datasets.add_folder(make_class_folders(tmp_path / "small", per_class=8, size=48), "small")
+    run, _ = train(TrainConfig(data="small", base="MobileNetV2", alpha=0.35, size=64, epochs=1))
+    assert ("augmentation: 2 cached view(s) per training image, chosen from the data: images 48 px on the short "
+            "side vs a 64 px input (upscaled)") in run.log_text()
+    datasets.add_folder(make_class_folders(tmp_path / "big", per_class=50, size=80), "big")
+    run, _ = train(TrainConfig(data="big", base="MobileNetV2", alpha=0.35, size=64, epochs=1))
+    assert "augmentation: 0 cached view(s) per training image" in run.log_text()
+    run, _ = train(TrainConfig(data="big", base="MobileNetV2", alpha=0.35, size=64, epochs=1, aug_views=1))
+    assert "chosen from the data" not in run.log_text()

@@ -40,7 +40,8 @@ class TrainConfig:
     flip: bool = True
     rotation: float = 0.1                  # fraction of a full turn, as keras RandomRotation
     zoom: float = 0.1
-    aug_views: int = 0                     # extra augmented views per image cached when the base is frozen
+    aug_views: Optional[int] = None        # extra augmented views per image cached when the base is frozen;
+                                           # None: chosen from the data (training/context.py)
                                            # (each costs one forward pass; 0 keeps head training ~1 pass)
     early_stopping: bool = True
     patience: int = 5
@@ -67,6 +68,8 @@ class TrainConfig:
                                   size=arch.check_size(self.size))
         if cfg.resize not in ("crop", "squash"):
             raise TLError(f"Unknown resize mode {cfg.resize!r}; choose 'crop' or 'squash'.")
+        if cfg.aug_views is not None and not 0 <= cfg.aug_views <= 16:
+            raise TLError(f"Cached augmented views must be between 0 and 16 (or automatic); got {cfg.aug_views!r}.")
         if cfg.class_weights not in CLASS_WEIGHTS:
             raise TLError(f"Class weights must be one of {CLASS_WEIGHTS}; got {cfg.class_weights!r}.")
         if cfg.head not in HEADS:

@@ -21,6 +21,10 @@ from ..workspace import TLError
 from .callbacks import Cancelled, ProgressFn, Reporter
 
 
+AUTO_VIEWS = 2                   # cached augmented views chosen for data that gains from them
+AUGMENT_BELOW_PER_CLASS = 40     # fewer training images than this in a class: augment
+
+
 class TrainingContext:
     def __init__(self, run: Run, progress: ProgressFn = None):
         self.run = run
@@ -55,6 +59,7 @@ class TrainingContext:
         self.y_val = np.array([index[it["class"]] for it in self.val_items])
         self.run.artifacts.write_class_names(self.class_names)
         self.class_weight = self._class_weight()
+        self.aug_views = self._augmentation_views()
         self.note(f"dataset {self.dataset.name!r} v{self.dataset.version} ({self.dataset.fingerprint[:12]}): {len(self.train_items)} train, "
                   f"{len(self.val_items)} validation ({val_split}) images, {len(self.class_names)} classes")
 
@@ -78,9 +83,26 @@ class TrainingContext:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def _augmentation_views(self) -> int:
+        """Cached augmented views per training image: as configured, or chosen from the data. Upscaled
+        images (smaller than the input) and small classes gain from augmentation (measured: 128 px flowers
+        +0.02 with 2 views); large photos at plenty per class gain ~0.007 for 1.5x the time, so they get none."""
+        cfg = self.cfg
+        if cfg.aug_views is not None or not cfg.augment:
+            return cfg.aug_views or 0
+        sizes = self.dataset.manifest.get("image_size", {})
+        short = min(sizes.get("width", {}).get("median", cfg.size), sizes.get("height", {}).get("median", cfg.size))
+        smallest = int(np.bincount(self.y_train, minlength=len(self.class_names)).min())
+        upscaled, few = short < cfg.size, smallest < AUGMENT_BELOW_PER_CLASS
+        views = AUTO_VIEWS if (upscaled or few) else 0
+        why = [f"images {short} px on the short side vs a {cfg.size} px input" + (" (upscaled)" if upscaled else ""),
+               f"{smallest} training images in the smallest class" + (" (few)" if few else "")]
+        self.note(f"augmentation: {views} cached view(s) per training image, chosen from the data: {'; '.join(why)}")
+        return views
+
     @property
     def train_views(self) -> int:
-        return 1 + (self.cfg.aug_views if self.cfg.augment else 0)
+        return 1 + (self.aug_views if self.cfg.augment else 0)
 
     def _paths(self, items):
         return [self.dataset.root / it["path"] for it in items]
