@@ -22,7 +22,8 @@ else:
                           "images (or try a pretrained classifier as it is, above).", "pages/train.py", "Go to Train")
     by_id = {r.id: r for r in finished}
     run_id = st.selectbox("Model (finished run)", list(by_id), key="predict_run", format_func=lambda rid: (
-        f"{rid} — val acc {by_id[rid].artifacts.metrics().get('val_accuracy', 0):.3f}"))
+        f"{rid} — val acc {by_id[rid].artifacts.metrics().get('val_accuracy', 0):.3f}, balanced "
+        f"{by_id[rid].artifacts.metrics().get('val_balanced_accuracy') or 0:.3f}"))
     run = by_id[run_id]
     classes = run.artifacts.class_names()
 num_classes = len(classes)
