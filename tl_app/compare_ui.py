@@ -54,6 +54,11 @@ def leaderboard(runs: list, dataset: str) -> None:
     if not same:
         return
     st.subheader(f"Leaderboard: {dataset}")
+    unmeasured = [r for r in same if r.artifacts.metrics().get("latency_ms") is None]
+    if unmeasured and st.button(f"Measure single-image latency ({len(unmeasured)} run(s))", key="results_latency"):
+        with st.spinner("Loading each model and timing one image…"):
+            for run in unmeasured:
+                compare.measure_latency(run)
     table = pd.DataFrame([compare.leaderboard_row(r) for r in same]).drop(columns=["run_dir"])
     st.dataframe(table.sort_values("val_accuracy", ascending=False), hide_index=True, key="results_board",
                  column_config=LEADERBOARD_COLUMNS)

@@ -128,6 +128,7 @@ def cmd_compare(args) -> int:
         print(f"... training {cfg.base}", file=sys.stderr, flush=True)
         run, metrics = train(cfg)
         if metrics:
+            compare.measure_latency(run)
             rows.append(compare.leaderboard_row(run))
     for row in sorted(rows, key=lambda r: (-(r["val_accuracy"] or 0), -(r["balanced_accuracy"] or 0))):
         print(json.dumps(row))

@@ -71,6 +71,22 @@ def quick_scan(dataset: Dataset, bases: list[tuple[str, Optional[float]]],
     return {"ranking": rows, "recommended": best["base"] if best else None, "why": why}
 
 
+def measure_latency(run: Run, repeats: int = 10) -> float:
+    """Median milliseconds to classify one image (raw pixels to probabilities) with the saved model, after two
+    warm-up calls; recorded in the run's metrics. Measured when a comparison asks, so training never pays it."""
+    loaded = run.artifacts.load()
+    pixels = np.zeros((1, loaded.input_size, loaded.input_size, 3), dtype=np.float32)
+    times = []
+    for index in range(repeats + 2):
+        start = time.perf_counter()
+        loaded.probabilities(pixels)
+        if index >= 2:
+            times.append(time.perf_counter() - start)
+    latency = round(float(np.median(times)) * 1000, 2)
+    run.artifacts.write_metrics({**run.artifacts.metrics(), "latency_ms": latency})
+    return latency
+
+
 def leaderboard_row(run: Run) -> dict:
     metrics, cfg = run.artifacts.metrics(), run.config
     return {"run": run.id, "base": cfg.base, "alpha": cfg.alpha, "val_accuracy": metrics.get("val_accuracy"),

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Optional
 
 import keras
-import numpy as np
 
 from .. import datasets, device, freeze
 from ..calibration import calibrate
@@ -78,30 +77,9 @@ def _train(ctx: TrainingContext) -> dict:
                "dataset_fingerprint": ctx.dataset.fingerprint,
                "device": ", ".join(device.gpu_names()) or "CPU", "precision": policy,
                "replicas": strategy.num_replicas_in_sync, "notes": ctx.notes,
-               "model_bytes": artifacts.model_bytes(),
-               "latency_ms": single_image_latency_ms(built.model if cfg.head == "keras" else built.extractor,
-                                                     cfg.size, outcome.sklearn_head)}
+               "model_bytes": artifacts.model_bytes()}
     artifacts.write_metrics(metrics)
     return metrics
-
-
-def single_image_latency_ms(model, size: int, sklearn_head=None, repeats: int = 10) -> float:
-    """Median time to classify one image (raw pixels to probabilities), after two warm-up calls."""
-    from ..modeling import compiled_forward
-    forward = compiled_forward(model)
-    pixels = np.zeros((1, size, size, 3), dtype=np.float32)
-
-    def once() -> None:
-        out = np.asarray(forward(pixels))
-        if sklearn_head is not None:
-            sklearn_head.predict_proba(out)
-    times = []
-    for index in range(repeats + 2):
-        start = time.perf_counter()
-        once()
-        if index >= 2:
-            times.append(time.perf_counter() - start)
-    return round(float(np.median(times)) * 1000, 2)
 
 
 def execute(run: Run, progress: ProgressFn = None) -> dict:
