@@ -99,9 +99,11 @@ def test_user_flow_in_chromium(app_url, small_zip):
         page.wait_for_timeout(1000)
         page.get_by_role("button", name="Start training").click()
         page.get_by_text("Jobs").first.wait_for()
-        page.locator("text=/running|queued/").first.wait_for(timeout=60_000)
+        # the job's id lands in the URL when the page has queued it (the sidebar's "No training job running."
+        # matches /running/ before that, so wait for the URL, not for the word)
+        page.wait_for_url(re.compile(r"[?&]run="), timeout=60_000)
+        page.locator("text=/— (running|queued)/").first.wait_for(timeout=60_000)
         settle("05-train-running")
-        assert "run=" in page.url
         page.reload()                                   # a refresh mid-run still shows the job
         page.locator("text=/running|Finished/").first.wait_for(timeout=60_000)
         settle("06-train-after-reload")
