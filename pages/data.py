@@ -36,8 +36,9 @@ def _import(make, uploads=()):
                f"{len(m['skipped'])} file(s) skipped.")
     if m["skipped"]:
         st.dataframe(pd.DataFrame(m["skipped"]), hide_index=True)
-    if datasets.imbalance_warning(dataset):
-        st.warning(datasets.imbalance_warning(dataset))
+    imbalance = datasets.imbalance_warning(dataset)
+    if imbalance:
+        st.warning(imbalance)
     if m.get("low_detail"):
         st.warning(f"{len(m['low_detail'])} image(s) have very few colours (blank, placeholder, sketch or icon). "
                    "They were kept and are flagged under Suspects: exclude them there if they are not real examples.")

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from typing import Optional
 
 from ..config import TrainConfig
-from ..runs import ACTIVE, Run, list_runs
+from ..runs import ACTIVE, Run, list_runs, new_run
 
 
 class ExecutionBackend(ABC):
@@ -48,6 +48,26 @@ class ExecutionBackend(ABC):
     @abstractmethod
     def describe(self) -> dict:
         """What the sidebar shows of the backend: its name and resources."""
+
+    # ---------------------------------------------------------------- shared steps of every backend
+    @staticmethod
+    def queued_run(cfg: TrainConfig, user: Optional[str] = None) -> Run:
+        """Check a config (freeze depth, a dataset of this workspace) and write its queued run folder."""
+        from .. import datasets, freeze
+        cfg = cfg.resolved()
+        freeze.check_config(cfg)
+        datasets.load_dataset(cfg.data)   # a dataset of this workspace, by name
+        run = new_run(cfg, user=user)
+        run.log(f"queued by {user or 'anonymous'}")
+        return run
+
+    @staticmethod
+    def request_cancel(run: Run, user: Optional[str] = None) -> None:
+        """Audit the cancel and leave the request where the training process reads it."""
+        from .. import audit
+        audit.record("cancel run", run.id, user, owner=run.status().get("user"), state=run.state)
+        run.request_cancel()
+        run.log(f"cancel requested by {user or 'anonymous'}")
 
     # ---------------------------------------------------------------- shared queries
     def refresh(self) -> list[Run]:

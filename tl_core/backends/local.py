@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .. import audit, datasets, freeze
 from ..config import TrainConfig
 from ..device import describe as describe_device, gpu_names, process_start_time
-from ..runs import ACTIVE, PROCESS_LOG, Run, new_run
+from ..runs import ACTIVE, PROCESS_LOG, Run
 from ..workspace import TLError, home
 from . import ExecutionBackend
 
@@ -75,19 +74,13 @@ class LocalBackend(ExecutionBackend):
 
     def submit(self, cfg: TrainConfig, user: Optional[str] = None, start_worker: bool = True) -> Run:
         max_jobs()  # a bad TL_MAX_JOBS is reported to the person submitting, not buried in the worker's log
-        cfg = cfg.resolved()
-        freeze.check_config(cfg)
-        datasets.load_dataset(cfg.data)   # a dataset of this workspace, by name
-        run = new_run(cfg, user=user)
-        run.log(f"queued by {user or 'anonymous'}")
+        run = self.queued_run(cfg, user)
         if start_worker:
             self.ensure_running()
         return run
 
     def cancel(self, run: Run, user: Optional[str] = None) -> None:
-        audit.record("cancel run", run.id, user, owner=run.status().get("user"), state=run.state)
-        run.request_cancel()
-        run.log(f"cancel requested by {user or 'anonymous'}")
+        self.request_cancel(run, user)
         if run.state == "running" and not self.is_alive(run):  # nobody is left to read the request
             run.set_status("cancelled", message="Cancelled; its training process had already stopped.")
 

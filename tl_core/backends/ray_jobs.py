@@ -17,9 +17,8 @@ import sys
 import time
 from typing import Optional
 
-from .. import audit, datasets, freeze
 from ..config import TrainConfig
-from ..runs import ACTIVE, Run, new_run
+from ..runs import ACTIVE, Run
 from ..workspace import TLError, home
 from . import ExecutionBackend
 from .local import REPO_ROOT
@@ -98,18 +97,12 @@ class RayBackend(ExecutionBackend):
     # ------------------------------------------------------------ the seam
     def submit(self, cfg: TrainConfig, user: Optional[str] = None) -> Run:
         self.client   # no cluster, no run folder: say so before writing anything
-        cfg = cfg.resolved()
-        freeze.check_config(cfg)
-        datasets.load_dataset(cfg.data)
-        run = new_run(cfg, user=user)
-        run.log(f"queued by {user or 'anonymous'}")
+        run = self.queued_run(cfg, user)
         self._submit_job(run)
         return run
 
     def cancel(self, run: Run, user: Optional[str] = None) -> None:
-        audit.record("cancel run", run.id, user, owner=run.status().get("user"), state=run.state)
-        run.request_cancel()   # a running job stops after its batch if it reads this first
-        run.log(f"cancel requested by {user or 'anonymous'}")
+        self.request_cancel(run, user)   # a running job stops after its batch if it reads this first
         job_id = run.status().get("ray_job")
         if job_id:
             self.client.stop_job(job_id)
