@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from tl_core import datasets
 from tl_core.backends import local
 from tl_core.config import TrainConfig
+from tl_core.device import process_start_time
 from tl_core.workspace import TLError
 
 from .conftest import REPO, make_class_folders
@@ -71,7 +72,9 @@ def test_restart_mid_job_marks_it_interrupted_and_a_new_worker_takes_the_queue(c
     wait_for(lambda: len(victim.history()) >= 1 and victim.state == "running", what="first epoch")
     worker = local.worker_pid()
     os.killpg(os.getpgid(worker), signal.SIGKILL)  # the worker and its training child, as in a reboot
+    # SIGKILL lands asynchronously: a TF process takes a moment to tear down after its parent is gone
     wait_for(lambda: not local.worker_running(), what="worker gone")
+    wait_for(lambda: process_start_time(victim.status()["pid"]) is None, what="training child gone")
     assert waiting.state == "queued"
     states = {run.id: run.state for run in backend.refresh()}   # what the app does on every page load
     assert states[victim.id] == "interrupted"
