@@ -1,10 +1,17 @@
 """Benchmark: the TensorFlow transfer-learning tutorial pipeline vs tl_core, same base and data.
 
     python benchmarks/bench_transfer.py [DATASET_DIR] [--keras-home DIR] [--epochs 10] [--repeat 3]
+                                        [--scale 20000] [--skip-scale]
 
 Each part runs in its own process (so peak memory is its own) on MobileNetV2 alpha 0.35 at 224 px
 with the ImageNet weights from ../shared/keras_home (copied to a temporary KERAS_HOME). Prints one
 line per part, then ratios as key=value lines. Runs unchanged on a GPU host.
+
+Every part starts with an empty workspace (no cached features), except that the base's engine
+conversion (LiteRT, once per machine, base, size and cut, like the weights download) is made once
+first and copied in: its time is printed as ``engine_convert_s`` and ``head_speedup_cold_engine``
+counts it against our side. The scale parts train with default settings on ``--scale`` images made
+from the dataset's photos by augmentation (random crop, flip, rotation, colour) and on 1,000 of them.
 """
 from __future__ import annotations
 
@@ -86,7 +93,8 @@ def part_ours(data: Path, epochs: int) -> dict:
     imported = time.time()
     _, metrics = train(TrainConfig(data=str(data), base="MobileNetV2", alpha=ALPHA, size=SIZE))
     return {"wall_s": time.time() - start, "import_s": imported - start, "train_s": time.time() - imported,
-            "val_accuracy": metrics["val_accuracy"], "peak_mb": peak_mb(), "path": metrics["training_path"]}
+            "val_accuracy": metrics["val_accuracy"], "peak_mb": peak_mb(), "path": metrics["training_path"],
+            "engine": metrics["engine"], "images": metrics["num_val_images"]}
 
 
 def part_one_pass(data: Path, epochs: int) -> dict:
@@ -174,8 +182,71 @@ def part_predict(data: Path, epochs: int) -> dict:
             "predict_p95_ms": q(theirs, 95), "peak_mb": peak_mb()}
 
 
+def _extractor_and_cache():
+    from tl_core.config import TrainConfig
+    from tl_core.features import FeatureCache
+    from tl_core.modeling import build_classifier
+    cfg = TrainConfig(data="bench", base="MobileNetV2", alpha=ALPHA, size=SIZE).resolved()
+    return FeatureCache(cfg, build_classifier(cfg, 2, with_augmentation=False).extractor)
+
+
+def part_convert(data: Path, epochs: int) -> dict:
+    """The base's engine conversion, made once; the driver copies it into every later part's workspace."""
+    cache = _extractor_and_cache()
+    start = time.time()
+    engine = cache.engine
+    return {"convert_s": time.time() - start, "engine": engine.name, "peak_mb": peak_mb()}
+
+
+def part_feature_pass(data: Path, epochs: int) -> dict:
+    """Images/s of the feature pass from JPEG files to stored features (decode included), cold store."""
+    import hashlib
+    files = sorted(p for p in data.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    shas = [hashlib.sha256(str(p).encode()).hexdigest() for p in files]
+    cache = _extractor_and_cache()
+    cache.engine  # built (from the copied conversion) before the clock starts, as in a run
+    start = time.time()
+    cache.features(files, shas)
+    seconds = time.time() - start
+    return {"images": len(files), "pass_s": seconds, "img_s": len(files) / seconds, "engine": cache.engine.name,
+            "peak_mb": peak_mb()}
+
+
+def make_scale_dataset(photos: Path, target: Path, count: int, seed: int = 0) -> None:
+    """``count`` JPEGs (256-320 px) made from the photos by random crop, flip, rotation and colour, in the
+    photos' classes, 80/20 train/val."""
+    import numpy as np
+    from PIL import Image, ImageEnhance, ImageOps
+    rng = np.random.default_rng(seed)
+    sources = [(p, p.parent.name) for p in sorted(splits(photos)[0].rglob("*.jpg"))]
+    for index in range(count):
+        path, label = sources[index % len(sources)]
+        image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        w, h = image.size
+        scale = rng.uniform(0.6, 1.0)
+        cw, ch = int(w * scale), int(h * scale)
+        left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        image = image.crop((left, top, left + cw, top + ch)).rotate(float(rng.uniform(-15, 15)), Image.Resampling.BILINEAR)
+        if rng.random() < 0.5:
+            image = ImageOps.mirror(image)
+        image = ImageEnhance.Color(image).enhance(float(rng.uniform(0.7, 1.3)))
+        side = int(rng.integers(256, 321))
+        image.thumbnail((side * 2, side), Image.Resampling.BILINEAR) if w >= h else image.thumbnail((side, side * 2))
+        split = "val" if index % 5 == 4 else "train"
+        out = target / split / label / f"{index:06d}.jpg"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        image.save(out, "JPEG", quality=88)
+
+
+def part_scale(data: Path, epochs: int) -> dict:
+    """Import and train with default settings on a scale dataset (DATA is its folder)."""
+    return part_ours(data, epochs)
+
+
 PARTS = {"tutorial": part_tutorial, "ours": part_ours, "one_pass": part_one_pass,
-         "finetune_tutorial": part_finetune_tutorial, "finetune_ours": part_finetune_ours, "predict": part_predict}
+         "finetune_tutorial": part_finetune_tutorial, "finetune_ours": part_finetune_ours, "predict": part_predict,
+         "feature_pass": part_feature_pass}
+HELPERS = {"convert": part_convert, "scale": part_scale}
 
 
 # ------------------------------------------------------------------ driver
@@ -195,29 +266,49 @@ def main() -> None:
     parser.add_argument("data", nargs="?", default=str(REPO.parent / "shared" / "datasets" / "hymenoptera_data"))
     parser.add_argument("--keras-home", default=str(REPO.parent / "shared" / "keras_home"))
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--part", choices=sorted(PARTS))
+    parser.add_argument("--part", choices=sorted({**PARTS, **HELPERS}))
+    parser.add_argument("--scale", type=int, default=20000, help="images in the scale dataset")
+    parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the tutorial, ours and the floor (medians)")
     args = parser.parse_args()
     data = Path(args.data).resolve()
     if args.part:
         sys.path.insert(0, str(REPO))
-        print(json.dumps(PARTS[args.part](data, args.epochs)))
+        print(json.dumps({**PARTS, **HELPERS}[args.part](data, args.epochs)))
         return
     scratch = Path(tempfile.mkdtemp(prefix="tl_bench_"))
     shutil.copytree(args.keras_home, scratch / "keras_home")
     env = {**os.environ, "KERAS_HOME": str(scratch / "keras_home"), "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": str(REPO)}
+    env["TL_HOME"] = str(scratch / "ws_convert")
+    converted = run_part("convert", data, args.epochs, env)
+
+    def fresh_workspace(name: str) -> None:
+        """An empty workspace but for the base's engine conversion."""
+        env["TL_HOME"] = str(scratch / f"ws_{name}")
+        shutil.copytree(scratch / "ws_convert" / "cache" / "engines", scratch / f"ws_{name}" / "cache" / "engines")
+
     results = {}
     for name in PARTS:
-        env["TL_HOME"] = str(scratch / f"ws_{name}")  # cold caches for every part
+        fresh_workspace(name)
         results[name] = run_part(name, data, args.epochs, env)
     # Wall times swing by 30% run to run on a shared CPU: the parts behind head_speedup and
     # head_vs_one_pass run --repeat times, alternating, and their medians are compared (every run starts cold).
     repeats = {"tutorial": [results["tutorial"]], "ours": [results["ours"]], "one_pass": [results["one_pass"]]}
     for index in range(1, args.repeat):
         for name in repeats:
-            env["TL_HOME"] = str(scratch / f"ws_{name}_{index}")
+            fresh_workspace(f"{name}_{index}")
             repeats[name].append(run_part(name, data, args.epochs, env))
+    scale = {}
+    if not args.skip_scale:
+        for count in (1000, args.scale):
+            folder = scratch / f"scale_{count}"
+            started = time.time()
+            make_scale_dataset(data, folder, count)
+            print(f"made {count} images in {time.time() - started:.0f} s", flush=True)
+            fresh_workspace(f"scale_{count}")
+            scale[count] = run_part("scale", folder, args.epochs, env)
+            shutil.rmtree(folder, ignore_errors=True)
     shutil.rmtree(scratch, ignore_errors=True)
     median_of = lambda runs, key: statistics.median(r[key] for r in runs)
     ours = {**results["ours"], **{k: median_of(repeats["ours"], k) for k in ("wall_s", "import_s", "train_s")}}
@@ -241,12 +332,25 @@ def main() -> None:
           f"finetune_tutorial_wall_s={ft_t['wall_s']:.2f}")
     print(f"predict_p50_ms={pred['predict_p50_ms']:.1f} predict_p95_ms={pred['predict_p95_ms']:.1f} "
           f"ours_p50_ms={pred['ours_p50_ms']:.1f} ours_p95_ms={pred['ours_p95_ms']:.1f}")
+    print(f"engine={ours['engine']['engine']} engine_convert_s={converted['convert_s']:.2f} "
+          f"feature_pass_images={results['feature_pass']['images']}")
     print(f"head_speedup={tut['wall_s'] / ours['wall_s']:.2f}")
+    print(f"head_speedup_cold_engine={tut['wall_s'] / (ours['wall_s'] + converted['convert_s']):.2f}")
     print(f"head_acc_delta={ours['val_accuracy'] - tut['val_accuracy']:+.4f}")
     print(f"head_vs_one_pass={ours['train_s'] / floor['wall_s']:.2f}")
     print(f"finetune_epoch_speedup={steady(ft_t['epoch_s']) / steady(ft_o['epoch_s']):.2f}")
     print(f"predict_p50_speedup={pred['predict_p50_ms'] / pred['ours_p50_ms']:.2f}")
     print(f"peak_memory_ratio={ours['peak_mb'] / tut['peak_mb']:.2f}")
+    print(f"engine_agreement={max(r['engine']['max_rel_diff'] for r in repeats['ours']):.2e}")
+    print(f"engine_top1_agreement={min(r['engine']['top1_agreement'] for r in repeats['ours']):.4f}")
+    print(f"feature_pass_img_s={results['feature_pass']['img_s']:.0f}")
+    if scale:
+        small, large = scale[1000], scale[args.scale]
+        per_1000 = lambda r, n: r["wall_s"] / (n / 1000)
+        print(f"scale_wall_s_1000={small['wall_s']:.1f} scale_wall_s_{args.scale}={large['wall_s']:.1f} "
+              f"scale_val_accuracy={large['val_accuracy']:.4f} scale_path={large['path']}")
+        print(f"scale_peak_rss_mb={large['peak_mb']:.0f}")
+        print(f"scale_time_ratio={per_1000(large, args.scale) / per_1000(small, 1000):.2f}")
 
 
 if __name__ == "__main__":

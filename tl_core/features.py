@@ -1,14 +1,21 @@
 """The feature cache: a frozen base's pooled output, computed once per image and reused.
 
-Entries are keyed by what determines them: the base, alpha, input size, a hash of the weights file
-and Keras version (the *model key*), the image's content hash, and for augmented views the view
-number and augmentation settings. A changed image, weights file or size gives a new key, so a stale
-entry is never read. Augmented views are drawn deterministically from (image hash, view number, seed).
+Entries are keyed by what determines them: the base, alpha, input size, a hash of the weights file,
+Keras version and decoding (the *model key*), the image's content hash, and for augmented views the
+view number and augmentation settings. A changed image, weights file or size gives a new key, so a
+stale entry is never read. Augmented views are drawn deterministically from (image hash, view number, seed).
+
+Storage (``FeatureStore``) is one append-only float32 array per model key, memory-mapped for reading,
+with an index of entry -> row: a 50,000-image dataset is two files, not 100,000, and reading a
+20,000-image run's features holds only that run's rows in memory. The forward pass goes through the
+host's engine (``engine.py``) while the next batch decodes in other threads.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -17,16 +24,17 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .config import TrainConfig
-from .images import load_rgb, to_array
-from .modeling import compiled_forward, weights_identity
-from .workspace import atomic_write_bytes, cache_dir
+from . import engine as engines
+from .images import DECODING, DRAFT_FACTOR, load_array, load_rgb, to_array
+from .modeling import weights_identity
+from .workspace import cache_dir, write_json
 
 Progress = Optional[Callable[[int, int], None]]
 
 
 def model_key(cfg: TrainConfig) -> str:
     ident = {"base": cfg.base, "alpha": cfg.alpha, "size": cfg.size, "weights": weights_identity(cfg),
-             "keras": keras.__version__, "pooling": "avg", "resize": cfg.resize}
+             "keras": keras.__version__, "pooling": "avg", "resize": cfg.resize, "decoding": DECODING}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -56,28 +64,101 @@ def augmented_view(image: Image.Image, size: int, rng: np.random.Generator, cfg:
     return to_array(image, size, cfg.resize)
 
 
-class FeatureCache:
-    """Pooled features of one frozen base, on disk under ``$TL_HOME/cache/features/<model key>/``."""
+class FeatureStore:
+    """Float32 rows of one model key: ``rows.f32`` (N x dim, appended) and ``index.tsv`` (``entry<TAB>row``
+    lines, appended after their rows are written). Appends hold a file lock, so training processes that
+    share a base never interleave; a crash mid-append leaves unindexed rows or a torn last index line,
+    both ignored on read."""
 
-    def __init__(self, cfg: TrainConfig, extractor, batch_size: int = 64):
+    def __init__(self, root: Path):
+        self.root = root
+        self.rows_path, self.index_path = root / "rows.f32", root / "index.tsv"
+        self.dim = (json.loads((root / "meta.json").read_text()) if (root / "meta.json").is_file() else {}).get("dim")
+        self.index: dict[str, int] = {}
+        self._read_index()
+
+    def _read_index(self) -> None:
+        if not self.index_path.is_file() or not self.dim:
+            return
+        complete = self.rows_path.stat().st_size // (4 * self.dim) if self.rows_path.is_file() else 0
+        for line in self.index_path.read_text(encoding="utf-8").splitlines():
+            entry, _, row = line.partition("\t")
+            if row.isdigit() and int(row) < complete:
+                self.index[entry] = int(row)
+
+    def read(self, rows: Sequence[int]) -> np.ndarray:
+        if not len(rows):
+            return np.zeros((0, self.dim or 0), np.float32)
+        count = self.rows_path.stat().st_size // (4 * self.dim)
+        array = np.memmap(self.rows_path, dtype=np.float32, mode="r", shape=(count, self.dim))
+        return np.array(array[np.asarray(rows)])
+
+    def append(self, entries: Sequence[str], vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.dim is None:
+            self.dim = int(vectors.shape[1])
+            write_json(self.root / "meta.json", {"dim": self.dim})
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with open(self.rows_path, "ab") as rows:
+                size = rows.tell()
+                first = size // (4 * self.dim)
+                if size % (4 * self.dim):   # a torn row from a crash: start the next one on a row boundary
+                    rows.truncate(first * 4 * self.dim)
+                    rows.seek(0, 2)
+                rows.write(vectors.tobytes())
+            with open(self.index_path, "ab+") as index:
+                _drop_torn_line(index)
+                index.write("".join(f"{entry}\t{first + i}\n" for i, entry in enumerate(entries)).encode())
+        self.index.update({entry: first + i for i, entry in enumerate(entries)})
+
+
+def _drop_torn_line(index) -> None:
+    """Cut a last line without its newline (a crash mid-write): completed, it could name a row that
+    the next append reuses."""
+    size = index.seek(0, 2)
+    if not size:
+        return
+    index.seek(max(0, size - 4096))
+    tail = index.read()
+    if tail.endswith(b"\n"):
+        return
+    cut = tail.rfind(b"\n")
+    index.truncate(size - len(tail) + cut + 1 if cut >= 0 else 0)
+    index.seek(0, 2)
+
+
+class FeatureCache:
+    """Pooled features of one frozen base, under ``$TL_HOME/cache/features/<model key>/``."""
+
+    def __init__(self, cfg: TrainConfig, extractor, batch_size: int = 32, log=None):
         self.cfg = cfg
         self.extractor = extractor
-        self.forward = compiled_forward(extractor)
+        self.log = log
         self.batch_size = batch_size
         self.key = model_key(cfg)
         self.aug_key = augmentation_key(cfg)
-        self.root = cache_dir() / "features" / self.key
+        self.store = FeatureStore(cache_dir() / "features" / self.key)
+        self._engine = None
         self.computed = 0   # forward passes this object ran (cache misses)
-        self.reused = 0     # entries read from disk
+        self.reused = 0     # entries read from the store
 
-    def _path(self, sha: str, view: int) -> Path:
-        name = f"{sha}.v0.npy" if view == 0 else f"{sha}.{self.aug_key}.v{view}.npy"
-        return self.root / sha[:2] / name
+    @property
+    def engine(self):
+        """Built on the first miss: a fully cached run never converts or loads an engine."""
+        if self._engine is None:
+            self._engine = engines.engine_for(self.extractor, log=self.log)
+        return self._engine
+
+    def _entry(self, sha: str, view: int) -> str:
+        return f"{sha}.v0" if view == 0 else f"{sha}.{self.aug_key}.v{view}"
 
     def _pixels(self, source: Path, sha: str, view: int) -> np.ndarray:
-        image = load_rgb(source)
         if view == 0:
-            return to_array(image, self.cfg.size, self.cfg.resize)
+            return load_array(source, self.cfg.size, self.cfg.resize)
+        # a zoomed view crops up to ``zoom`` of the image away: decode large enough that the crop still shrinks
+        image = load_rgb(source, draft_size=math.ceil(DRAFT_FACTOR * self.cfg.size / (1.0 - min(self.cfg.zoom, 0.9))))
         seed = int(sha[:12], 16) ^ (view * 7919) ^ self.cfg.seed
         return augmented_view(image, self.cfg.size, np.random.default_rng(seed), self.cfg)
 
@@ -85,18 +166,9 @@ class FeatureCache:
                  progress: Progress = None, should_stop: Optional[Callable[[], bool]] = None) -> np.ndarray:
         """Array (N, views, D): view 0 is the plain image, views 1.. augmented."""
         jobs = [(i, v) for i in range(len(sources)) for v in range(views)]
-        result: dict[tuple[int, int], np.ndarray] = {}
-        missing = []
-        for job in jobs:
-            path = self._path(shas[job[0]], job[1])
-            if path.is_file():
-                try:
-                    result[job] = np.load(path)
-                    self.reused += 1
-                    continue
-                except (OSError, ValueError):
-                    pass  # unreadable entry: recompute it
-            missing.append(job)
+        entries = [self._entry(shas[i], v) for i, v in jobs]
+        missing = [job for job, entry in zip(jobs, entries) if entry not in self.store.index]
+        self.reused += len(jobs) - len(missing)
         done = len(jobs) - len(missing)
         if progress:
             progress(done, len(jobs))
@@ -109,25 +181,15 @@ class FeatureCache:
                 if should_stop and should_stop():
                     raise InterruptedError("cancelled while computing features")
                 pixels = np.stack([future.result() for future in pending])
-                # decode the next batch while the base runs on this one
+                # decode the next batch while the engine runs on this one
                 pending = decode(chunks[index + 1]) if index + 1 < len(chunks) else []
-                output = np.asarray(self.forward(pixels), dtype=np.float32)
-                for job, vector in zip(chunk, output):
-                    result[job] = vector
-                    self._store(self._path(shas[job[0]], job[1]), vector)
+                output = np.asarray(self.engine(pixels), dtype=np.float32)
+                self.store.append([self._entry(shas[i], v) for i, v in chunk], output)
                 self.computed += len(chunk)
                 done += len(chunk)
                 if progress:
                     progress(done, len(jobs))
-        dim = next(iter(result.values())).shape[-1] if result else 0
-        out = np.zeros((len(sources), views, dim), dtype=np.float32)
-        for (i, v), vector in result.items():
-            out[i, v] = vector
-        return out
-
-    @staticmethod
-    def _store(path: Path, vector: np.ndarray) -> None:
-        import io
-        buffer = io.BytesIO()
-        np.save(buffer, vector.astype(np.float32))
-        atomic_write_bytes(path, buffer.getvalue(), durable=False)
+        if not jobs:
+            return np.zeros((len(sources), views, self.store.dim or 0), np.float32)
+        rows = [self.store.index[entry] for entry in entries]
+        return self.store.read(rows).reshape(len(sources), views, -1)

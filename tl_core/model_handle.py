@@ -3,8 +3,8 @@
 It gives the parts that prediction, explanations and exports need, for a Keras head and for a
 scikit-learn head alike: the raw-pixel model, the base inside it, the preprocessing layer, the
 base's last convolutional feature map (found from the graph, not from a table of layer names),
-the head as a function of pooled features, and probabilities for raw pixels through one compiled
-forward function.
+the head as a function of pooled features, and probabilities for raw pixels: the part up to the
+pooled features runs on the host's engine (LiteRT on CPU hosts, ``engine.py``), the head in NumPy.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from . import device, modeling  # modeling registers the Preprocess layer for loading
+from . import engine as engines
 from .workspace import TLError
 
 if TYPE_CHECKING:
@@ -29,8 +30,8 @@ class LoadedModel:
     resize: str = "crop"
     head_kind: str = "keras"
     sklearn_head: Optional[Any] = None
-    _forward: Any = field(default=None, repr=False)
-    _features: Any = field(default=None, repr=False)
+    _engine: Any = field(default=None, repr=False)
+    _feature_model: Any = field(default=None, repr=False)
 
     @classmethod
     def from_artifacts(cls, artifacts: "Artifacts") -> "LoadedModel":
@@ -73,28 +74,36 @@ class LoadedModel:
         return modeling.dense_softmax(features, *self.model.get_layer("predictions").get_weights())
 
     # ------------------------------------------------------------ forward
+    @property
+    def feature_model(self) -> "keras.Model":
+        """Raw pixels -> pooled base features (what the engine runs): preprocessing, base and pooling, no
+        augmentation, laid out as training's extractor is, so both share one engine conversion."""
+        if self._feature_model is None:
+            pixels = keras.Input(shape=(self.input_size, self.input_size, 3), name="pixels")
+            pooled = self.model.get_layer("pool")(self.base(self.preprocess(pixels), training=False))
+            self._feature_model = keras.Model(pixels, pooled, name="extractor")
+        return self._feature_model
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            self._engine = engines.engine_for(self.feature_model)
+        return self._engine
+
     def features(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(N, size, size, 3) raw pixels -> (N, D) pooled base features, for either head kind."""
-        if self._features is None:
-            self._features = modeling.compiled_forward(
-                keras.Model(self.model.inputs, self.model.get_layer("pool").output, name="features"))
-        outputs = [np.asarray(self._features(np.asarray(pixels[i:i + batch_size], dtype=np.float32)))
-                   for i in range(0, len(pixels), batch_size)]
-        return np.concatenate(outputs) if outputs else np.zeros((0, int(self.model.get_layer("pool").output.shape[-1])))
+        if not len(pixels):
+            return np.zeros((0, int(self.model.get_layer("pool").output.shape[-1])), np.float32)
+        return np.asarray(self.engine(pixels), dtype=np.float32)
 
     def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(N, size, size, 3) raw pixels -> (N, classes) probabilities."""
-        if self._forward is None:
-            self._forward = modeling.compiled_forward(self.model)
-        outputs = [self._forward(np.asarray(pixels[start:start + batch_size], dtype=np.float32))
-                   for start in range(0, len(pixels), batch_size)]
-        width = len(self.class_names) if self.sklearn_head is None else int(self.model.output_shape[-1])
-        out = np.concatenate(outputs) if outputs else np.zeros((0, width))
-        if self.sklearn_head is not None:
-            return modeling.probabilities_by_class(self.sklearn_head, out, len(self.class_names))
-        return out.astype(np.float64)
+        return self.head_probabilities(self.features(pixels, batch_size)).astype(np.float64)
+
+    def agreement(self, pixels: np.ndarray) -> dict:
+        """This handle's engine against TensorFlow on ``pixels``: features and top-1 predictions."""
+        return engines.agreement(self.engine, self.feature_model, pixels, head=self.head_probabilities)
 
     def warm_up(self) -> None:
-        """Trace the forward function now, once: many users' first predictions arriving together would
-        each trace it."""
+        """Build the engine now, once: many users' first predictions arriving together would each build it."""
         self.probabilities(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.float32))

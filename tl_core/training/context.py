@@ -15,7 +15,7 @@ import numpy as np
 from .. import datasets as datasets_mod
 from ..features import FeatureCache
 from ..images import load_batch
-from ..modeling import compiled_forward
+from .. import engine as engines
 from ..runs import Run
 from ..workspace import TLError
 from .callbacks import Cancelled, ProgressFn, Reporter
@@ -33,6 +33,7 @@ class TrainingContext:
         self.notes: list[str] = []
         self._pixel_memo: dict[str, np.ndarray] = {}
         self.resume_from: Optional[dict] = None
+        self.engines_used: dict[str, str] = {}   # what ran each frozen part: recorded with the run's metrics
 
     def note(self, message: str) -> None:
         self.notes.append(message)
@@ -104,7 +105,7 @@ class TrainingContext:
     def train_views(self) -> int:
         return 1 + (self.aug_views if self.cfg.augment else 0)
 
-    def _paths(self, items):
+    def image_paths(self, items):
         return [self.dataset.root / it["path"] for it in items]
 
     def pixels(self, split: str) -> np.ndarray:
@@ -112,14 +113,18 @@ class TrainingContext:
         if split not in self._pixel_memo:
             items = self.train_items if split == "train" else self.val_items
             self.reporter({"kind": "stage", "stage": f"decoding {len(items)} images"})
-            self._pixel_memo[split] = load_batch(self._paths(items), self.cfg.size, resize=self.cfg.resize)
+            self._pixel_memo[split] = load_batch(self.image_paths(items), self.cfg.size, resize=self.cfg.resize)
         return self._pixel_memo[split]
 
     def features(self, cache: FeatureCache, items, views: int, what: str) -> np.ndarray:
         def report(done, total):
             self.reporter({"kind": "features", "what": what, "done": done, "total": total})
-        return cache.features(self._paths(items), [it["sha256"] for it in items], views=views,
-                              progress=report, should_stop=self.should_stop)
+        cache.log = self.note
+        out = cache.features(self.image_paths(items), [it["sha256"] for it in items], views=views,
+                             progress=report, should_stop=self.should_stop)
+        if cache.computed:
+            self.engines_used["features"] = cache.engine.name
+        return out
 
     def activations(self, prefix, split: str) -> np.ndarray:
         """The frozen prefix's output for every image: in memory, or in a disk memmap when too large."""
@@ -133,11 +138,12 @@ class TrainingContext:
             self.note(f"{split} activations ({nbytes / 1024**2:.0f} MB) stream from disk: {path.name}")
         else:
             out = np.empty(shape, dtype=np.float32)
-        forward = compiled_forward(prefix)
+        forward = engines.engine_for(prefix, log=self.note)
+        self.engines_used[f"{split} activations"] = forward.name
         for start in range(0, len(pixels), 64):
             if self.should_stop():
                 raise Cancelled()
-            out[start:start + 64] = forward(pixels[start:start + 64])
+            out[start:start + 64] = forward(pixels[start:start + 64]).reshape((-1,) + shape[1:])
             self.reporter({"kind": "features", "what": f"{split} activations", "done": min(start + 64, len(pixels)),
                            "total": len(pixels)})
         return out

@@ -17,6 +17,8 @@ from .. import datasets, device, freeze
 from ..calibration import calibrate
 from ..config import TrainConfig
 from ..evaluate import evaluate
+from ..images import load_batch
+from ..model_handle import LoadedModel
 from ..modeling import build_classifier, parameter_counts
 from ..runs import Run, new_run, now
 from ..workspace import TLError
@@ -65,8 +67,11 @@ def _train(ctx: TrainingContext) -> dict:
                          ctx.class_names, sklearn_head=outcome.sklearn_head)
     # heads on cached features already computed what the saved model gives; otherwise ask the saved model
     val_probs = outcome.val_probs if cfg.fine_tune_depth is None else None
+    loaded = LoadedModel(built.model if cfg.head == "keras" else built.extractor, ctx.class_names, cfg.size,
+                         cfg.resize, cfg.head, outcome.sklearn_head)
     if val_probs is None:
-        val_probs = artifacts.load().probabilities(ctx.pixels("validation"))
+        val_probs = loaded.probabilities(ctx.pixels("validation"))
+    engine_check = _engine_agreement(ctx, loaded)
     metrics = {**evaluate(artifacts, ctx.class_names, ctx.y_val, val_probs, [it["path"] for it in ctx.val_items]),
                **calibrate(val_probs, ctx.y_val),
                "duration_s": round(time.time() - started, 2), "training_path": path.name,
@@ -77,9 +82,22 @@ def _train(ctx: TrainingContext) -> dict:
                "dataset_fingerprint": ctx.dataset.fingerprint,
                "device": ", ".join(device.gpu_names()) or "CPU", "precision": policy,
                "replicas": strategy.num_replicas_in_sync, "notes": ctx.notes,
-               "model_bytes": artifacts.model_bytes()}
+               "model_bytes": artifacts.model_bytes(), "engine": engine_check}
     artifacts.write_metrics(metrics)
     return metrics
+
+
+AGREEMENT_IMAGES = 16
+
+
+def _engine_agreement(ctx: TrainingContext, loaded: LoadedModel) -> dict:
+    """The engine that ran this run's frozen parts, checked against TensorFlow on its own validation images."""
+    items = ctx.val_items[:AGREEMENT_IMAGES]
+    check = loaded.agreement(load_batch(ctx.image_paths(items), ctx.cfg.size, resize=ctx.cfg.resize))
+    check["used"] = ctx.engines_used
+    ctx.note(f"engine {check['engine']}: largest feature difference {check['max_rel_diff']:.1e} of TensorFlow's "
+             f"(relative), top-1 agreement {check['top1_agreement']:.0%} on {check['images']} validation images")
+    return check
 
 
 def execute(run: Run, progress: ProgressFn = None) -> dict:
