@@ -128,8 +128,10 @@ def test_an_svm_head_says_grad_cam_is_not_defined():
         linear_head(SimpleNamespace(sklearn_head=head, class_names=["a", "b"]))
 
 
-def test_every_registered_base_gives_a_map_at_its_default_size():
-    """Random weights (none are on disk for most bases): the point is that the graph walk finds a map."""
+def test_every_registered_base_gives_a_map_at_its_default_size(monkeypatch):
+    """Random weights (none are on disk for most bases): the point is that the graph walk finds a map.
+    TensorFlow runs the forward pass: 17 throwaway LiteRT conversions would only slow the test."""
+    monkeypatch.setenv("TL_ENGINE", "tensorflow")
     from tl_core import architectures
     from tl_core.explain import explain
     from tl_core.model_handle import LoadedModel
