@@ -213,7 +213,7 @@ def part_feature_pass(data: Path, epochs: int) -> dict:
 
 
 def make_scale_dataset(photos: Path, target: Path, count: int, seed: int = 0) -> None:
-    """``count`` JPEGs (256-320 px) made from the photos by random crop, flip, rotation and colour, in the
+    """``count`` JPEGs (256-320 px on the short side) made from the photos by random crop, flip, rotation and colour, in the
     photos' classes, 80/20 train/val."""
     import numpy as np
     from PIL import Image, ImageEnhance, ImageOps
@@ -230,8 +230,9 @@ def make_scale_dataset(photos: Path, target: Path, count: int, seed: int = 0) ->
         if rng.random() < 0.5:
             image = ImageOps.mirror(image)
         image = ImageEnhance.Color(image).enhance(float(rng.uniform(0.7, 1.3)))
-        side = int(rng.integers(256, 321))
-        image.thumbnail((side * 2, side), Image.Resampling.BILINEAR) if w >= h else image.thumbnail((side, side * 2))
+        side = int(rng.integers(256, 321))      # short side: above the 224 px input, as photos are
+        factor = side / min(image.size)
+        image = image.resize((round(image.width * factor), round(image.height * factor)), Image.Resampling.BILINEAR)
         split = "val" if index % 5 == 4 else "train"
         out = target / split / label / f"{index:06d}.jpg"
         out.parent.mkdir(parents=True, exist_ok=True)
