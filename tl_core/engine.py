@@ -5,7 +5,7 @@ evaluation) asks ``engine_for(model)`` for a callable ``pixels -> outputs``. On 
 model is converted once to a LiteRT flatbuffer (its variables frozen to constants), cached under
 ``$TL_HOME/cache/engines/<digest>.tflite`` where the digest covers the graph's layers, input and output
 shapes and every weight, so a base, size, cut or fine-tuned model never reads another's conversion.
-A model that does not convert falls back to TensorFlow and says why (``Engine.note``).
+A model that does not convert falls back to TensorFlow and says why (the engine's ``note``).
 ``agreement`` measures an engine against TensorFlow's own output on the same pixels.
 
 ``TL_ENGINE`` = auto (default: LiteRT unless a GPU is present) | litert | tensorflow.
@@ -64,7 +64,6 @@ class LiteRTEngine:
 
     def __init__(self, path: Path, threads: Optional[int] = None):
         from ai_edge_litert.interpreter import Interpreter
-        self.path = path
         self.note = None
         self._interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
         source = self._interpreter.get_input_details()[0]
@@ -99,6 +98,7 @@ def convert(model) -> bytes:
     """A LiteRT flatbuffer of ``model`` (raw float pixels of any batch size in). Variables are frozen to
     constants first: converting the traced function directly took 15 s, this 3 s."""
     import tensorflow as tf
+    # TensorFlow's private module, used here only; test_engine fails (LiteRT expected) if an upgrade moves it
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     spec = tf.TensorSpec([None] + list(model.input_shape[1:]), tf.float32)
     function = tf.function(lambda x: model(x, training=False), input_signature=[spec])
@@ -110,11 +110,11 @@ def conversion_path(key: str) -> Path:
     return cache_dir() / "engines" / f"{key}.tflite"
 
 
-def engine_for(model, key: Optional[str] = None, log=None):
+def engine_for(model, log=None):
     """The fastest engine for this host running ``model``; ``log`` hears the fallback note, if any."""
     if wanted() == "tensorflow":
         return TensorFlowEngine(model)
-    path = conversion_path(key or digest(model))
+    path = conversion_path(digest(model))
     try:
         if not path.is_file():
             atomic_write_bytes(path, convert(model), durable=False)

@@ -130,7 +130,9 @@ def load_batch(sources: Iterable[ImageSource], size: int, workers: int = 4, resi
     """Decode and resize many images in parallel threads (Pillow releases the GIL while decoding)."""
     sources = list(sources)
     out = np.empty((len(sources), size, size, 3), dtype=np.uint8)
-    if not sources:
+    if len(sources) <= 1:   # one image (Predict, the REST server): no thread pool to start and stop
+        for index, source in enumerate(sources):
+            out[index] = load_array(source, size, resize)
         return out
 
     def work(index: int) -> None:

@@ -90,15 +90,15 @@ class LoadedModel:
             self._engine = engines.engine_for(self.feature_model)
         return self._engine
 
-    def features(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    def features(self, pixels: np.ndarray) -> np.ndarray:
         """(N, size, size, 3) raw pixels -> (N, D) pooled base features, for either head kind."""
         if not len(pixels):
             return np.zeros((0, int(self.model.get_layer("pool").output.shape[-1])), np.float32)
         return np.asarray(self.engine(pixels), dtype=np.float32)
 
-    def probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, size, size, 3) raw pixels -> (N, classes) probabilities."""
-        return self.head_probabilities(self.features(pixels, batch_size)).astype(np.float64)
+        return self.head_probabilities(self.features(pixels)).astype(np.float64)
 
     def agreement(self, pixels: np.ndarray) -> dict:
         """This handle's engine against TensorFlow on ``pixels``: features and top-1 predictions."""

@@ -39,11 +39,11 @@ class Predictor:
         run = run if isinstance(run, Run) else get_run(run)
         return cls(run.artifacts.load(), run.artifacts.metrics().get("temperature", 1.0))
 
-    def probabilities(self, pixels: np.ndarray, batch_size: int = 32, tta: str = "none") -> np.ndarray:
+    def probabilities(self, pixels: np.ndarray, tta: str = "none") -> np.ndarray:
         """(N, size, size, 3) raw pixels -> (N, classes) calibrated probabilities (averaged over test-time
         augmentation views when ``tta`` asks)."""
         from . import tta as test_time
-        probs = test_time.averaged(lambda x: self.loaded.probabilities(x, batch_size), pixels, tta)
+        probs = test_time.averaged(self.loaded.probabilities, pixels, tta)
         return probs if self.temperature == 1.0 else apply_temperature(probs, self.temperature)
     def _top(self, row: np.ndarray, top_k: int) -> list[dict]:
         k = max(1, min(top_k, len(self.class_names)))

@@ -119,7 +119,6 @@ class TrainingContext:
     def features(self, cache: FeatureCache, items, views: int, what: str) -> np.ndarray:
         def report(done, total):
             self.reporter({"kind": "features", "what": what, "done": done, "total": total})
-        cache.log = self.note
         out = cache.features(self.image_paths(items), [it["sha256"] for it in items], views=views,
                              progress=report, should_stop=self.should_stop)
         if cache.computed:

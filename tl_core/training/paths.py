@@ -73,7 +73,7 @@ class SklearnHead(TrainingPath):
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import SVC
         cfg, views = ctx.cfg, ctx.train_views
-        cache = FeatureCache(cfg, built.extractor)
+        cache = FeatureCache(cfg, built.extractor, log=ctx.note)
         x_train = ctx.features(cache, ctx.train_items, views, "train")
         x_val = ctx.features(cache, ctx.val_items, 1, "validation")[:, 0]
         start = time.time()
@@ -106,7 +106,7 @@ class CachedFeatures(TrainingPath):
 
     def fit(self, ctx, built):
         cfg, n, views = ctx.cfg, ctx.num_classes, ctx.train_views
-        cache = FeatureCache(cfg, built.extractor)
+        cache = FeatureCache(cfg, built.extractor, log=ctx.note)
         head = build_head(int(built.extractor.output_shape[-1]), n, cfg.dropout)
         # Same initial weights as the whole model's head, so both paths train alike.
         head.get_layer("predictions").set_weights(built.model.get_layer("predictions").get_weights())
