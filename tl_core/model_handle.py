@@ -32,6 +32,7 @@ class LoadedModel:
     sklearn_head: Optional[Any] = None
     _engine: Any = field(default=None, repr=False)
     _feature_model: Any = field(default=None, repr=False)
+    _dense: Any = field(default=None, repr=False)
 
     @classmethod
     def from_artifacts(cls, artifacts: "Artifacts") -> "LoadedModel":
@@ -71,7 +72,9 @@ class LoadedModel:
         features = np.asarray(features, dtype=np.float32)
         if self.sklearn_head is not None:
             return modeling.probabilities_by_class(self.sklearn_head, features, len(self.class_names))
-        return modeling.dense_softmax(features, *self.model.get_layer("predictions").get_weights())
+        if self._dense is None:  # read once: each read copies the variables out of TensorFlow (~1 ms)
+            self._dense = self.model.get_layer("predictions").get_weights()
+        return modeling.dense_softmax(features, *self._dense)
 
     # ------------------------------------------------------------ forward
     @property
