@@ -124,13 +124,13 @@ async def predict_one_by_one(page, result: "UserResult", photos: list[tuple[Path
     """Drop the photos into the uploader one after another, each waiting for its label on screen."""
     uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').first
     captions = page.locator('[data-testid="stImageCaption"]')
-    labels = page.locator('[data-testid="stMain"] [data-testid="stMarkdownContainer"] strong')
+    labels = page.locator('[data-testid="stMain"] [data-testid="stImageCaption"] strong')   # the answer, in bold
     try:
         for count, (photo, truth) in enumerate(photos, start=1):
             start = time.perf_counter()
             try:
                 await uploader.set_input_files(str(photo), timeout=timeout_s * 1000)
-                # this upload's result is on screen when its caption (the file name) and its label show
+                # this upload's result is on screen when its thumbnail's caption shows, with the label in it
                 await captions.nth(count - 1).wait_for(timeout=timeout_s * 1000)
                 await labels.nth(count - 1).wait_for(timeout=timeout_s * 1000)
             except Exception as exc:  # a timeout or a broken page is an error of this request
@@ -171,6 +171,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_until_idle(pid: int, quiet_share: float = 0.05, limit_s: float = 120) -> float:
+    """Wait until the server uses under ``quiet_share`` of a core over a second (the first page to open
+    Predict loads the model, once); returns the seconds waited."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_s:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - before < quiet_share:
+            break
+    return time.perf_counter() - start
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -196,10 +208,14 @@ def run_load(data: Path, users: int, per_user: int, size: int | None = None, tim
         print(f"model trained in {time.perf_counter() - t0:.1f}s", flush=True)
         photos = val_photos(data)
         with app_server(env, tmp / "app.log") as (url, server):
-            cpu_at = []   # server CPU when every page is open (model loaded), to count predictions only
-            results, wall = asyncio.run(drive(url, users, per_user, photos, timeout_s, chromium,
-                                              all_open=lambda: cpu_at.append(cpu_seconds(server.pid))))
+            cpu_at = []   # server CPU when every page is open and the model loaded, to count predictions only
+
+            def all_open() -> None:
+                print(f"server idle after {wait_until_idle(server.pid):.1f} s (model loaded)", flush=True)
+                cpu_at.append(cpu_seconds(server.pid))
+            results, wall = asyncio.run(drive(url, users, per_user, photos, timeout_s, chromium, all_open=all_open))
             server_cpu = cpu_seconds(server.pid) - cpu_at[0]
+        shutil.copy(tmp / "app.log", "/tmp/prof/app.log")
         if any(r.errors for r in results):
             print("server log (last lines):\n" + (tmp / "app.log").read_text()[-4000:])
     latencies = [x for r in results for x in r.latencies]

@@ -37,16 +37,6 @@ if run:
         curve = widgets.validation_coverage(run)
         if curve:
             st.plotly_chart(charts.coverage(curve, threshold), key="predict_coverage")
-uploads = st.file_uploader("Images", accept_multiple_files=True, key="predict_files",
-                           type=["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"])
-photo = st.camera_input("Or take a photo", key="predict_camera") if st.toggle("Use camera", key="predict_cam_on") \
-    else None
-images = list(uploads or []) + ([photo] if photo else [])
-if not images:
-    st.info("Upload one or more images (or take a photo) to see the model's top labels.")
-    if run:
-        predictor_for(run)  # load the model while the user picks images
-    st.stop()
 
 
 def pretrained_each(data: list[bytes]) -> list[dict]:
@@ -60,30 +50,69 @@ def pretrained_each(data: list[bytes]) -> list[dict]:
     return out
 
 
-data = [i.getvalue() for i in images]
-results = predictor_for(run).predict_each(data, top_k, tta=tta) if run else pretrained_each(data)
-rows = []
-for index, (image, result) in enumerate(zip(images, results)):
-    if "error" in result:
-        st.error(f"{image.name}: {result['error']}")
-        continue
-    top = result["top_k"]
-    sure = top[0]["probability"] >= threshold
-    rows.append({"image": image.name, "answer": top[0]["label"] if sure else "not sure",
-                 **{f"top{i + 1}": p["label"] for i, p in enumerate(top)},
-                 **{f"p{i + 1}": round(p["probability"], 4) for i, p in enumerate(top)}})
-    if len(images) <= 12:
-        left, right = st.columns([1, 2])
-        left.image(image.getvalue(), width=200, caption=image.name)
-        right.markdown(f"**{top[0]['label']}** ({top[0]['probability']:.1%})" if sure else
-                       f"**not sure** (best guess {top[0]['label']}, {top[0]['probability']:.1%})")
-        # plain bars, not a chart per image: many users predicting at once each redraw these on every upload
-        for guess in top:
-            right.progress(guess["probability"], text=f"{guess['label']}: {guess['probability']:.1%}")
-        if run and right.toggle("Where did it look? (Grad-CAM)", key=f"predict_cam_{index}"):
-            explanations.gradcam_view(run, image.getvalue(), top[0]["label"], key=f"predict_cam_{index}")
-if rows:
-    table = pd.DataFrame(rows)
-    st.dataframe(table, hide_index=True, key="predict_table")
-    st.download_button("Download predictions (CSV)", table.to_csv(index=False), file_name=f"predictions-{run.id if run else 'pretrained'}.csv",
-                       mime="text/csv", key="predict_csv")
+MAX_CARDS = 12   # more images than this: the table instead of thumbnails
+
+
+def answer_caption(name: str, top: list[dict], sure: bool) -> str:
+    """Markdown under a thumbnail: the answer in bold (or "not sure"), the runners-up, the file name."""
+    best = (f"**{widgets.md_escape(top[0]['label'])}** {top[0]['probability']:.1%}" if sure else
+            f"**not sure** (best guess {widgets.md_escape(top[0]['label'])}, {top[0]['probability']:.1%})")
+    rest = " · ".join(f"{widgets.md_escape(g['label'])} {g['probability']:.1%}" for g in top[1:])
+    return "  \n".join(part for part in (best, rest, widgets.md_escape(name)) if part)
+
+
+@st.fragment
+def uploads_and_answers() -> None:
+    """An upload reruns only this part: the choices above, the chart and the sidebar are not redrawn, and
+    images seen before are neither decoded nor predicted again (many users share this server)."""
+    uploads = st.file_uploader("Images", accept_multiple_files=True, key="predict_files",
+                               type=["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"])
+    photo = st.session_state.get("predict_camera") if use_camera else None
+    images = list(uploads or []) + ([photo] if photo else [])
+    if not images:
+        st.info("Upload one or more images (or take a photo) to see the model's top labels.")
+        if run:
+            predictor_for(run)  # load the model while the user picks images
+        return
+    data = [i.getvalue() for i in images]
+    results = predictor_for(run).predict_each(data, top_k, tta=tta) if run else pretrained_each(data)
+    answered = []   # (image index, name, top-k, sure)
+    for index, (image, result) in enumerate(zip(images, results)):
+        if "error" in result:
+            st.error(f"{image.name}: {result['error']}")
+        else:
+            answered.append((index, image.name, result["top_k"], result["top_k"][0]["probability"] >= threshold))
+    if not answered:
+        return
+    table = pd.DataFrame([{"image": name, "answer": top[0]["label"] if sure else "not sure",
+                           **{f"top{i + 1}": g["label"] for i, g in enumerate(top)},
+                           **{f"p{i + 1}": round(g["probability"], 4) for i, g in enumerate(top)}}
+                          for _, name, top, sure in answered])
+    if not as_table and len(images) <= MAX_CARDS:
+        # One element for every image and its answer: each upload redraws them all, for every user at once,
+        # and each element costs the server a message (a card of columns and bars was ~10 of them).
+        st.image([widgets.thumbnail(data[index]) for index, *_ in answered], output_format="JPEG",
+                 width=widgets.THUMBNAIL_WIDTH, caption=[answer_caption(name, top, sure) for _, name, top, sure in answered])
+    else:
+        st.dataframe(table, hide_index=True, key="predict_table", column_config={
+            f"p{i + 1}": st.column_config.ProgressColumn(f"p{i + 1}", min_value=0.0, max_value=1.0, format="percent")
+            for i in range(len(answered[0][2]))})
+    st.download_button("Download predictions (CSV)", lambda: table.to_csv(index=False), on_click="ignore",
+                       file_name=f"predictions-{run.id if run else 'pretrained'}.csv", mime="text/csv",
+                       key="predict_csv")
+    if explain:
+        by_index = {index: (name, top) for index, name, top, _ in answered}
+        picked = st.selectbox("Image to explain", [None, *by_index], key="predict_cam_pick",
+                              format_func=lambda i: "choose an image" if i is None else by_index[i][0])
+        if picked is not None:
+            explanations.gradcam_view(run, data[picked], by_index[picked][1][0]["label"], key="predict_cam")
+
+
+# Outside the fragment: an upload does not redraw them (a photo taken reruns the page, fragment included).
+left, middle, right = st.columns(3)
+use_camera = left.toggle("Use camera", key="predict_cam_on")
+as_table = middle.toggle("As a table", key="predict_as_table", help=f"always a table beyond {MAX_CARDS} images")
+explain = bool(run) and right.toggle("Where did it look? (Grad-CAM)", key="predict_explain")
+if use_camera:
+    st.camera_input("Take a photo", key="predict_camera")
+uploads_and_answers()

@@ -4,6 +4,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tl_app.widgets import md_escape
 from tl_core import datasets
 from tl_core.config import TrainConfig
 from tl_core.runs import get_run
@@ -137,12 +138,19 @@ def test_predict_page_labels_uploaded_images_and_offers_csv(seeded, tmp_path, mo
     dataset, run = seeded
     at = open_page("pages/predict.py")
     uploader = at.get("file_uploader")[0]
-    for item in dataset.items[:3]:
-        uploader.upload(item["path"].split("/")[-1], (dataset.root / item["path"]).read_bytes(), "image/png")
+    names = [item["path"].split("/")[-1] for item in dataset.items[:3]]
+    for name, item in zip(names, dataset.items):
+        uploader.upload(name, (dataset.root / item["path"]).read_bytes(), "image/png")
     uploader.upload("bad.png", b"not an image", "image/png")
     uploader.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("bad.png" in e.value for e in at.error)
+    # a few images: one thumbnail each, captioned with the answer in bold and the (escaped) file name
+    captions = at.get("image")[0].captions
+    assert len(captions) == 3 and not at.dataframe
+    for caption, name in zip(captions, names):
+        assert caption.startswith("**") and caption.endswith(md_escape(name)), caption
+    at.toggle(key="predict_as_table").set_value(True).run()
     table = at.dataframe[-1].value
     assert list(table["image"]) == [item["path"].split("/")[-1] for item in dataset.items[:3]]
     assert set(table["top1"]) <= set(dataset.classes)
@@ -190,6 +198,7 @@ def test_real_photos_end_to_end_server_import_train_results_predict(stop_worker,
     held_back = [(cls, p) for cls in ("ants", "bees") for p in sorted((HYMENOPTERA / "val" / cls).iterdir())[:5]]
     for cls, path in held_back:
         uploader.upload(f"{cls}__{path.name}", path.read_bytes(), "image/jpeg")
+    predict.toggle(key="predict_as_table").set_value(True).run()
     uploader.run()
     table = predict.dataframe[-1].value
     correct = sum(name.split("__")[0] == top1 for name, top1 in zip(table["image"], table["top1"]))

@@ -157,11 +157,12 @@ def test_predict_and_results_pages_show_the_map_beside_the_image(loaded_run):
     buffer = io.BytesIO()
     _pasted(_photo("hot_dog"), 0, CANVAS - OBJECT).save(buffer, "PNG")
     predict.get("file_uploader")[0].upload("dog.png", buffer.getvalue(), "image/png").run()
-    predict.toggle(key="predict_cam_0").set_value(True).run()
+    predict.toggle(key="predict_explain").set_value(True).run()
+    predict.selectbox(key="predict_cam_pick").set_value(0).run()
     assert not predict.exception, [e.value for e in predict.exception]
-    assert predict.selectbox(key="predict_cam_0_class").value == "hot"
+    assert predict.selectbox(key="predict_cam_class").value == "hot"
     captions = [c for image in predict.get("image") for c in image.captions]
     assert any(c.startswith("Grad-CAM for hot (p=") for c in captions), captions
-    predict.selectbox(key="predict_cam_0_class").set_value("cat").run()
+    predict.selectbox(key="predict_cam_class").set_value("cat").run()
     captions = [c for image in predict.get("image") for c in image.captions]
     assert any(c.startswith("Grad-CAM for cat (p=") for c in captions), captions

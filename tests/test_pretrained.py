@@ -85,6 +85,7 @@ def test_predict_page_runs_a_pretrained_tflite_classifier_without_training():
     uploaders["Its labels (one per line)"].upload("labels.txt", (TFLITE / "imagenet_labels.txt").read_bytes(),
                                                   "text/plain")
     page.run()
+    page.toggle(key="predict_as_table").set_value(True).run()
     images = next(u for u in page.get("file_uploader") if u.proto.label == "Images")
     images.upload("cat.jpg", CAT.read_bytes(), "image/jpeg").run()
     assert not page.exception, [e.value for e in page.exception]

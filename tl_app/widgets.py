@@ -1,6 +1,9 @@
 """Pieces several pages draw: the sidebar status, the live job panel, guard-clause helpers."""
 from __future__ import annotations
 
+import io
+import re
+
 import streamlit as st
 
 from tl_core.backends import ExecutionBackend, get_backend
@@ -14,11 +17,15 @@ def backend() -> ExecutionBackend:
     return get_backend()
 
 
+IDLE_POLL_S = 60
+
+
 def sidebar_status() -> None:
     """Backend, device, workspace and jobs; refreshed every 3 s while a job is queued or running, else every
-    15 s (every open browser tab reruns this: with many users idle, a slower poll keeps the server free)."""
+    IDLE_POLL_S (every open tab reruns this, ~10 ms of server CPU each time: with 20 users idle at 15 s it was a
+    fifth of the server's work under the Predict load test; any click on the page refreshes it anyway)."""
     busy = any(run.listed_state in ACTIVE for run in backend().refresh())
-    st.fragment(_sidebar_status_body, run_every=3 if busy else 15)()
+    st.fragment(_sidebar_status_body, run_every=3 if busy else IDLE_POLL_S)()
 
 
 def _sidebar_status_body() -> None:
@@ -121,3 +128,28 @@ def validation_coverage(run: Run) -> list[dict]:
         return []
     probs = apply_temperature(interp.probs, run.artifacts.metrics().get("temperature", 1.0))
     return coverage_curve(probs, interp.y_true)
+
+
+THUMBNAIL_WIDTH = 200
+
+
+@st.cache_resource(max_entries=2048, show_spinner=False)
+def thumbnail(data: bytes) -> bytes:
+    """A small JPEG of an uploaded image, made once per image for every user: Streamlit would otherwise decode
+    and shrink the full photo on every rerun that shows it (call it for images that decoded)."""
+    from PIL import Image
+
+    from tl_core.images import to_rgb
+    image = Image.open(io.BytesIO(data))
+    # a JPEG decodes at the smallest DCT scale still THUMBNAIL_WIDTH wide (about 4x less work for a photo)
+    image.draft("RGB", (THUMBNAIL_WIDTH, max(1, THUMBNAIL_WIDTH * image.height // max(1, image.width))))
+    image = to_rgb(image)
+    image.thumbnail((THUMBNAIL_WIDTH, 4 * THUMBNAIL_WIDTH), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def md_escape(text: str) -> str:
+    """User text (file and class names) shown literally inside Markdown."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text)
