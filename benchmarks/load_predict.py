@@ -215,7 +215,6 @@ def run_load(data: Path, users: int, per_user: int, size: int | None = None, tim
                 cpu_at.append(cpu_seconds(server.pid))
             results, wall = asyncio.run(drive(url, users, per_user, photos, timeout_s, chromium, all_open=all_open))
             server_cpu = cpu_seconds(server.pid) - cpu_at[0]
-        shutil.copy(tmp / "app.log", "/tmp/prof/app.log")
         if any(r.errors for r in results):
             print("server log (last lines):\n" + (tmp / "app.log").read_text()[-4000:])
     latencies = [x for r in results for x in r.latencies]
