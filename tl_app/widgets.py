@@ -1,7 +1,6 @@
 """Pieces several pages draw: the sidebar status, the live job panel, guard-clause helpers."""
 from __future__ import annotations
 
-import io
 import re
 
 import streamlit as st
@@ -137,17 +136,8 @@ THUMBNAIL_WIDTH = 200
 def thumbnail(data: bytes) -> bytes:
     """A small JPEG of an uploaded image, made once per image for every user: Streamlit would otherwise decode
     and shrink the full photo on every rerun that shows it (call it for images that decoded)."""
-    from PIL import Image
-
-    from tl_core.images import to_rgb
-    image = Image.open(io.BytesIO(data))
-    # a JPEG decodes at the smallest DCT scale still THUMBNAIL_WIDTH wide (about 4x less work for a photo)
-    image.draft("RGB", (THUMBNAIL_WIDTH, max(1, THUMBNAIL_WIDTH * image.height // max(1, image.width))))
-    image = to_rgb(image)
-    image.thumbnail((THUMBNAIL_WIDTH, 4 * THUMBNAIL_WIDTH), Image.Resampling.BILINEAR)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=85)
-    return out.getvalue()
+    from tl_core.images import thumbnail_jpeg
+    return thumbnail_jpeg(data, (THUMBNAIL_WIDTH, 4 * THUMBNAIL_WIDTH))
 
 
 def md_escape(text: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import io
 import shutil
 import statistics
 import time
@@ -25,7 +24,7 @@ from . import audit
 from .archives import ZipLimits
 from .sources import (Candidate, Content, candidates_from_folder, candidates_from_items, candidates_from_uploaded_paths,
                       candidates_from_zip)
-from .images import EXTENSIONS, ImageRejected, inspect_bytes, load_rgb
+from .images import EXTENSIONS, ImageRejected, inspect_bytes, thumbnail_jpeg
 from .workspace import TLError, atomic_write_bytes, datasets_dir, read_json, safe_name, write_json
 
 MANIFEST = "dataset.json"
@@ -452,9 +451,5 @@ def iter_class_examples(dataset: Dataset, per_class: int = 6) -> Iterator[tuple[
 def thumbnail(dataset: Dataset, item: dict, size: int = THUMBNAIL_PX) -> Path:
     path = dataset.root / ".thumbnails" / f"{item['sha256']}-{size}.jpg"
     if not path.exists():
-        image = load_rgb(dataset.root / item["path"], draft_size=size)
-        image.thumbnail((size, size))
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=85)
-        atomic_write_bytes(path, buffer.getvalue(), durable=False)
+        atomic_write_bytes(path, thumbnail_jpeg(dataset.root / item["path"], (size, size)), durable=False)
     return path

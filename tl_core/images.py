@@ -96,6 +96,16 @@ def load_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
     return to_rgb(_open(data, draft_size))
 
 
+def thumbnail_jpeg(source: ImageSource, box: tuple[int, int], quality: int = 85) -> bytes:
+    """A small JPEG of an image, fitting ``box`` (aspect kept), for showing it, not for a model. A JPEG
+    decodes at the smallest DCT scale still as large as the box's smaller side."""
+    image = load_rgb(source, draft_size=min(box))
+    image.thumbnail(box)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 RESIZE_MODES = ("crop", "squash")
 # How model inputs are decoded (part of the feature cache's key): a JPEG at least DRAFT_FACTOR times the
 # input on both sides decodes at a reduced DCT scale (1/2..1/8) still that large, so the final resize
