@@ -116,6 +116,13 @@ class TrainingContext:
             self._pixel_memo[split] = load_batch(self.image_paths(items), self.cfg.size, resize=self.cfg.resize)
         return self._pixel_memo[split]
 
+    def first_pixels(self, split: str, count: int) -> np.ndarray:
+        """The first ``count`` images of a split: from the decoded split when this run already holds it."""
+        if split in self._pixel_memo:
+            return self._pixel_memo[split][:count]
+        items = (self.train_items if split == "train" else self.val_items)[:count]
+        return load_batch(self.image_paths(items), self.cfg.size, resize=self.cfg.resize)
+
     def features(self, cache: FeatureCache, items, views: int, what: str) -> np.ndarray:
         def report(done, total):
             self.reporter({"kind": "features", "what": what, "done": done, "total": total})

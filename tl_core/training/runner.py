@@ -17,7 +17,6 @@ from .. import datasets, device, freeze
 from ..calibration import calibrate
 from ..config import TrainConfig
 from ..evaluate import evaluate
-from ..images import load_batch
 from ..model_handle import LoadedModel
 from ..modeling import build_classifier, parameter_counts
 from ..runs import Run, new_run, now
@@ -92,8 +91,7 @@ AGREEMENT_IMAGES = 16
 
 def _engine_agreement(ctx: TrainingContext, loaded: LoadedModel) -> dict:
     """The engine that ran this run's frozen parts, checked against TensorFlow on its own validation images."""
-    items = ctx.val_items[:AGREEMENT_IMAGES]
-    check = loaded.agreement(load_batch(ctx.image_paths(items), ctx.cfg.size, resize=ctx.cfg.resize))
+    check = loaded.agreement(ctx.first_pixels("validation", AGREEMENT_IMAGES))
     check["used"] = ctx.engines_used
     ctx.note(f"engine {check['engine']}: largest feature difference {check['max_rel_diff']:.1e} of TensorFlow's "
              f"(relative), top-1 agreement {check['top1_agreement']:.0%} on {check['images']} validation images")
