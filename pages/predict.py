@@ -61,6 +61,14 @@ def answer_caption(name: str, top: list[dict], sure: bool) -> str:
     return "  \n".join(part for part in (best, rest, widgets.md_escape(name)) if part)
 
 
+def answers_table(answered: list) -> pd.DataFrame:
+    """One row per answered image; built only when shown or downloaded (not on every upload)."""
+    return pd.DataFrame([{"image": name, "answer": top[0]["label"] if sure else "not sure",
+                          **{f"top{i + 1}": g["label"] for i, g in enumerate(top)},
+                          **{f"p{i + 1}": round(g["probability"], 4) for i, g in enumerate(top)}}
+                         for _, name, top, sure in answered])
+
+
 @st.fragment
 def uploads_and_answers() -> None:
     """An upload reruns only this part: the choices above, the chart and the sidebar are not redrawn, and
@@ -84,20 +92,17 @@ def uploads_and_answers() -> None:
             answered.append((index, image.name, result["top_k"], result["top_k"][0]["probability"] >= threshold))
     if not answered:
         return
-    table = pd.DataFrame([{"image": name, "answer": top[0]["label"] if sure else "not sure",
-                           **{f"top{i + 1}": g["label"] for i, g in enumerate(top)},
-                           **{f"p{i + 1}": round(g["probability"], 4) for i, g in enumerate(top)}}
-                          for _, name, top, sure in answered])
     if not as_table and len(images) <= MAX_CARDS:
         # One element for every image and its answer: each upload redraws them all, for every user at once,
         # and each element costs the server a message (a card of columns and bars was ~10 of them).
         st.image([widgets.thumbnail(data[index]) for index, *_ in answered], output_format="JPEG",
                  width=widgets.THUMBNAIL_WIDTH, caption=[answer_caption(name, top, sure) for _, name, top, sure in answered])
     else:
-        st.dataframe(table, hide_index=True, key="predict_table", column_config={
+        st.dataframe(answers_table(answered), hide_index=True, key="predict_table", column_config={
             f"p{i + 1}": st.column_config.ProgressColumn(f"p{i + 1}", min_value=0.0, max_value=1.0, format="percent")
             for i in range(len(answered[0][2]))})
-    st.download_button("Download predictions (CSV)", lambda: table.to_csv(index=False), on_click="ignore",
+    st.download_button("Download predictions (CSV)", lambda: answers_table(answered).to_csv(index=False),
+                       on_click="ignore",
                        file_name=f"predictions-{run.id if run else 'pretrained'}.csv", mime="text/csv",
                        key="predict_csv")
     if explain:
