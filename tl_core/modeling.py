@@ -137,14 +137,6 @@ def build_classifier(cfg: TrainConfig, num_classes: int, with_augmentation: bool
     return Built(model, base, extractor, frozen)
 
 
-def build_head(feature_dim: int, num_classes: int, dropout: float) -> "keras.Model":
-    """The head alone, for training on cached features; its layer names match the classifier's."""
-    inputs = keras.Input(shape=(feature_dim,), name="features")
-    x = keras.layers.Dropout(dropout, name="dropout")(inputs)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
-    return keras.Model(inputs, outputs, name="head")
-
-
 def dense_softmax(features: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """What the head's softmax dense layer computes, in NumPy (float64): pooled features -> probabilities."""
     logits = np.asarray(features, dtype=np.float64) @ kernel.astype(np.float64) + bias.astype(np.float64)
@@ -174,14 +166,14 @@ def make_optimizer(name: str, learning_rate: float):
 
 
 def compile_classifier(model, optimizer: str, learning_rate: float, label_smoothing: float = 0.0,
-                       num_classes: int = 2, jit_compile=False, steps_per_execution: int = 1) -> None:
+                       num_classes: int = 2, jit_compile=False) -> None:
     metrics = ["accuracy"]
     if num_classes > 5:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
     loss = keras.losses.SparseCategoricalCrossentropy() if not label_smoothing else \
         keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
     model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=loss, metrics=metrics,
-                  jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+                  jit_compile=jit_compile)
 
 
 def parameter_counts(model) -> dict:

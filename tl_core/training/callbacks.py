@@ -1,4 +1,4 @@
-"""Progress, cancellation and validation hooks for Keras ``fit``.
+"""Progress, cancellation and early-stopping hooks for training phases (Keras ``fit`` and the NumPy head fit).
 
 A ``Reporter`` sends progress events to the caller and (throttled) to the run's ``progress.json``;
 nothing here draws anything: pages read the run folder. A ``cancel`` file in the run folder stops
@@ -12,7 +12,6 @@ from typing import Callable, Optional
 import keras
 import numpy as np
 
-from ..modeling import dense_softmax
 from ..runs import Run
 
 ProgressFn = Optional[Callable[[dict], None]]
@@ -42,12 +41,12 @@ class Reporter:
         return self.run.cancel_requested()
 
 
-class KerasProgress(keras.callbacks.Callback):
-    """Epoch and batch events for one ``fit`` call, a checkpoint hook on improvement, and cancellation."""
+class PhaseProgress:
+    """Epoch and batch events of one training phase, a checkpoint hook on improvement, and cancellation.
+    Plain Python: the NumPy head fit (``head_fit.py``) calls it directly, Keras' ``fit`` through ``KerasProgress``."""
 
     def __init__(self, reporter: Reporter, phase: str, total_epochs: int, steps: int,
                  on_improved: Optional[Callable[[int, str], None]] = None):
-        super().__init__()
         self.reporter, self.phase, self.total_epochs, self.steps = reporter, phase, total_epochs, steps
         self.on_improved = on_improved
         self.best = np.inf
@@ -55,29 +54,25 @@ class KerasProgress(keras.callbacks.Callback):
         self.epoch_start = time.time()
         self.epoch_index = 0
 
-    def _lr(self) -> float:
-        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-    def on_epoch_begin(self, epoch, logs=None):
+    def epoch_begin(self, epoch: int) -> None:
         self.epoch_start = time.time()
         self.epoch_index = epoch  # absolute: fit passes initial_epoch-based indices
 
-    def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
+    def batch_end(self, batch: int, logs: dict, learning_rate: float) -> bool:
+        """Report a batch; True when the run was asked to stop."""
         self.reporter({"kind": "batch", "phase": self.phase, "epoch": self.epoch_index + 1,
                        "total_epochs": self.total_epochs, "batch": batch + 1, "batches": self.steps,
                        "loss": float(logs.get("loss", np.nan)), "accuracy": float(logs.get("accuracy", np.nan)),
-                       "learning_rate": self._lr()})
-        if self.reporter.should_stop():
-            self.cancelled = True
-            self.model.stop_training = True
+                       "learning_rate": learning_rate})
+        self.cancelled = self.cancelled or self.reporter.should_stop()
+        return self.cancelled
 
-    def on_epoch_end(self, epoch, logs=None):
+    def epoch_end(self, epoch: int, logs: dict, learning_rate: float) -> bool:
+        """Record the epoch's history row, checkpoint on improvement; True when the run was asked to stop."""
         if self.cancelled:
-            return  # a partial epoch: not a history row
-        logs = logs or {}
+            return True  # a partial epoch: not a history row
         row = {"epoch": epoch + 1, "phase": self.phase, "seconds": round(time.time() - self.epoch_start, 3),
-               "learning_rate": self._lr(),
+               "learning_rate": learning_rate,
                **{k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs}}
         self.reporter.run.append_history(row)
         self.reporter({"kind": "epoch", "total_epochs": self.total_epochs, **row})
@@ -85,35 +80,30 @@ class KerasProgress(keras.callbacks.Callback):
         if self.on_improved and monitored < self.best:
             self.best = monitored
             self.on_improved(epoch + 1, self.phase)
-        if self.reporter.should_stop():
-            self.cancelled = True
+        self.cancelled = self.reporter.should_stop()
+        return self.cancelled
+
+
+class KerasProgress(PhaseProgress, keras.callbacks.Callback):
+    """``PhaseProgress`` as a Keras callback for ``fit``."""
+
+    def __init__(self, *args, **kwargs):
+        PhaseProgress.__init__(self, *args, **kwargs)
+        keras.callbacks.Callback.__init__(self)
+
+    def _lr(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_begin(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.batch_end(batch, logs or {}, self._lr()):
             self.model.stop_training = True
 
-
-class HeadValidation(keras.callbacks.Callback):
-    """val_loss and val_accuracy of a dropout + softmax-dense head, in NumPy, for the callbacks after it.
-
-    Validation of one softmax layer is a small matmul: done here it spares Keras tracing and running a
-    test step (~0.4 s of a ~6 s run)."""
-
-    def __init__(self, features: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0):
-        super().__init__()
-        self.features = np.asarray(features, dtype=np.float64)
-        self.labels = np.asarray(labels)
-        self.label_smoothing = label_smoothing
-
-    def probabilities(self) -> np.ndarray:
-        return dense_softmax(self.features, *self.model.get_layer("predictions").get_weights())
-
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        probs = self.probabilities()
-        n = probs.shape[1]
-        target = np.eye(n)[self.labels] * (1 - self.label_smoothing) + self.label_smoothing / n
-        clipped = np.clip(probs, 1e-7, 1 - 1e-7)  # as Keras' crossentropy on probabilities
-        logs["val_loss"] = float(-(target * np.log(clipped)).sum(axis=1).mean())
-        logs["val_accuracy"] = float((probs.argmax(axis=1) == self.labels).mean())
+        if self.epoch_end(epoch, logs or {}, self._lr()):
+            self.model.stop_training = True
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

@@ -6,6 +6,7 @@ resumed run picks up. Training paths (``paths.py``) take what they need from it.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Optional
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from .. import datasets as datasets_mod
 from ..features import FeatureCache
+from ..head_fit import epoch_order
 from ..images import load_batch
 from .. import engine as engines
 from ..runs import Run
@@ -161,28 +163,25 @@ class TrainingContext:
 
     def pipeline(self, x: np.ndarray, y: np.ndarray, shuffle: bool):
         """Batches of x (uint8 pixels, float activations or features; in memory or memory-mapped) as float32,
-        shuffled per epoch and prefetched.
+        shuffled per epoch (``head_fit.epoch_order``, as the head on cached features shuffles) and prefetched.
 
-        TensorFlow shuffles the indices, not the images, and each batch is gathered from ``x`` when it is
-        needed: the data is never copied whole into TensorFlow (``from_tensor_slices`` plus a full
-        shuffle buffer held it twice more), and the batches are the same, in the same order, as
-        shuffling the images themselves with this seed would give."""
+        Each batch is gathered from ``x`` when it is needed: the data is never copied whole into
+        TensorFlow (``from_tensor_slices`` plus a full shuffle buffer held it twice more)."""
         import tensorflow as tf
         y = self.targets(y)
-        index = tf.data.Dataset.range(len(x))
-        if shuffle:
-            index = index.shuffle(len(x), seed=self.cfg.seed, reshuffle_each_iteration=True)
+        size, epochs = self.cfg.batch_size, itertools.count()
 
-        def gather(batch_index: np.ndarray):
-            return np.asarray(x[batch_index], dtype=np.float32), y[batch_index]
+        def batches():   # called once per epoch: Keras iterates the dataset anew each epoch
+            order = epoch_order(len(x), self.cfg.seed, next(epochs)) if shuffle else np.arange(len(x))
+            for start in range(0, len(x), size):
+                rows = order[start:start + size]
+                yield np.asarray(x[rows], dtype=np.float32), y[rows]
 
-        def load(batch_index):
-            xb, yb = tf.numpy_function(gather, [batch_index], (tf.float32, tf.as_dtype(y.dtype)))
-            xb.set_shape((None,) + tuple(x.shape[1:]))
-            yb.set_shape((None,) + tuple(y.shape[1:]))
-            return xb, yb
-
-        return index.batch(self.cfg.batch_size).map(load).prefetch(tf.data.AUTOTUNE)
+        signature = (tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.float32),
+                     tf.TensorSpec((None,) + tuple(y.shape[1:]), tf.as_dtype(y.dtype)))
+        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+        steps = -(-len(x) // size)
+        return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
     # ------------------------------------------------------------ resume
     def find_resume_point(self) -> Optional[dict]:

@@ -22,8 +22,9 @@ import numpy as np
 
 from .. import freeze
 from ..features import FeatureCache
-from ..modeling import Built, build_head, compile_classifier, probabilities_by_class, suffix_model
-from .callbacks import HeadValidation, KerasProgress, with_early_stopping
+from ..head_fit import HeadFit, fit_head
+from ..modeling import Built, compile_classifier, probabilities_by_class, suffix_model
+from .callbacks import KerasProgress, PhaseProgress, with_early_stopping
 from .context import TrainingContext
 
 
@@ -105,41 +106,37 @@ class CachedFeatures(TrainingPath):
         return built.frozen_layers == len(built.base.layers) and ctx.cfg.use_feature_cache
 
     def fit(self, ctx, built):
-        cfg, n, views = ctx.cfg, ctx.num_classes, ctx.train_views
+        cfg, views = ctx.cfg, ctx.train_views
         cache = FeatureCache(cfg, built.extractor, log=ctx.note)
-        head = build_head(int(built.extractor.output_shape[-1]), n, cfg.dropout)
-        # Same initial weights as the whole model's head, so both paths train alike.
-        head.get_layer("predictions").set_weights(built.model.get_layer("predictions").get_weights())
-        # A dense layer on vectors: batches take microseconds, so run 16 per graph call (1.3 s -> 0.9 s).
-        compile_classifier(head, cfg.optimizer, cfg.learning_rate, cfg.label_smoothing, n, steps_per_execution=16)
         if views == 1:  # one pipeline for both splits: no second ramp-up
             both = ctx.features(cache, ctx.train_items + ctx.val_items, 1, "train + validation")
             x_train, x_val = both[:len(ctx.train_items)], both[len(ctx.train_items):, 0]
         else:
             x_train = ctx.features(cache, ctx.train_items, views, "train")
             x_val = ctx.features(cache, ctx.val_items, 1, "validation")[:, 0]
-        x_flat = x_train.reshape(-1, x_train.shape[-1])
+        # the whole model's initial head weights, so both paths start alike
+        kernel, bias = (np.array(w, np.float32) for w in built.model.get_layer("predictions").get_weights())
         initial_epoch, best = 0, np.inf
         if ctx.resumes("head"):
-            head.get_layer("predictions").set_weights(list(ctx.run.artifacts.load_head_checkpoint()))
+            kernel, bias = (np.array(w, np.float32) for w in ctx.run.artifacts.load_head_checkpoint())
             initial_epoch, best = ctx.resume_from["epoch"], ctx.resume_from.get("best", np.inf)
+        head = HeadFit(kernel, bias)
 
         def checkpoint(epoch: int, phase: str) -> None:
-            kernel, bias = head.get_layer("predictions").get_weights()
-            ctx.run.artifacts.save_head_checkpoint(kernel, bias, epoch, phase, progress.best)
+            ctx.run.artifacts.save_head_checkpoint(head.kernel, head.bias, epoch, phase, progress.best)
 
+        x_flat = x_train.reshape(-1, x_train.shape[-1])
         steps = int(np.ceil(len(x_flat) / cfg.batch_size))
-        progress = KerasProgress(ctx.reporter, "head", cfg.epochs, steps, on_improved=checkpoint)
+        progress = PhaseProgress(ctx.reporter, "head", cfg.epochs, steps, on_improved=checkpoint)
         progress.best = best
-        validation = HeadValidation(x_val, ctx.y_val, cfg.label_smoothing)
-        validation.set_model(head)
-        if initial_epoch < cfg.epochs:
-            train = ctx.pipeline(x_flat, np.repeat(ctx.y_train, views), shuffle=True)
-            head.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch, shuffle=False, class_weight=ctx.class_weight,
-                     callbacks=[validation] + with_early_stopping(cfg, progress, best), verbose=0)
-        built.model.get_layer("predictions").set_weights(head.get_layer("predictions").get_weights())
+        fit_head(head, x_flat, np.repeat(ctx.y_train, views), x_val, ctx.y_val, optimizer=cfg.optimizer,
+                 learning_rate=cfg.learning_rate, epochs=cfg.epochs, batch_size=cfg.batch_size, dropout=cfg.dropout,
+                 label_smoothing=cfg.label_smoothing, class_weight=ctx.class_weight, seed=cfg.seed,
+                 patience=cfg.patience if cfg.early_stopping else None, initial_epoch=initial_epoch, best=best,
+                 progress=progress)
+        built.model.get_layer("predictions").set_weights([head.kernel, head.bias])
         # the head on cached features computes exactly what the whole model would (tests check they agree)
-        return Outcome(progress.cancelled, validation.probabilities(), cache)
+        return Outcome(head.cancelled, head.probabilities(x_val), cache)
 
 
 def fit_plain(ctx: TrainingContext, built: Built, phase: str, epochs: int, initial_epoch: int, lr: float,
