@@ -175,3 +175,44 @@ def test_predictor_remembers_images_it_has_seen_and_computes_only_new_ones(color
     predictor.remembered = 2
     predictor.predict_each([(colors.root / item["path"]).read_bytes() for item in colors.items[4:7]], top_k=1)
     assert len(predictor._seen) == 2   # bounded memory
+
+
+PREFETCH_NOTE = "feature pass started beside the model build"
+
+
+def test_with_its_conversion_cached_the_feature_pass_runs_beside_the_model_build(colors, tmp_path):
+    from tl_core.engine import conversion_path
+    from tl_core.predict import Predictor
+    _, first = train(cfg(), tmp_path / "a")
+    assert not any(PREFETCH_NOTE in note for note in first["notes"])   # nothing converted yet: needs the model
+    conversions = sorted(conversion_path("any").parent.iterdir())
+    other = datasets.add_folder(make_class_folders(tmp_path / "src2", classes=("red", "blue", "green"), per_class=8,
+                                                   size=48, seed=500), "colors-other")
+    for head in ("keras", "logreg"):
+        run, metrics = train(cfg(data=other.name, head=head), tmp_path / f"b-{head}")
+        assert any(PREFETCH_NOTE in note for note in metrics["notes"]), head
+        assert metrics["engine"]["used"] == ({"features": "litert-xnnpack"} if head == "keras" else {})  # all reused
+        assert metrics["engine"]["max_rel_diff"] < 1e-4 and metrics["engine"]["top1_agreement"] == 1.0
+        # the new images' features were computed by the first run's prefetch, once
+        assert ("24 forward passes, 0 reused" if head == "keras" else "0 forward passes, 24 reused") in _cache_note(metrics)
+        # the saved model runs on that same conversion, also when loaded later: nothing new is converted
+        predictor = Predictor.from_run(run)
+        top = predictor.predict([other.root / other.items[0]["path"]], 1)[0][0]
+        assert top["label"] == other.items[0]["class"]
+        assert sorted(conversion_path("any").parent.iterdir()) == conversions
+    # a fine-tuned base changes: its run does not reuse the untouched base's conversion when loaded
+    tuned_run, _ = train(cfg(data=other.name, epochs=1, fine_tune_depth=100, fine_tune_epochs=1), tmp_path / "c")
+    assert "engine_key" not in json.loads(tuned_run.path("model_info.json").read_text())
+
+
+def test_a_failed_model_build_stops_the_feature_pass_it_started(colors, tmp_path, monkeypatch):
+    import threading
+    from tl_core.training import runner
+    train(cfg(), tmp_path / "a")                        # converts the base
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("build failed on purpose")
+    monkeypatch.setattr(runner, "build_classifier", broken)
+    with pytest.raises(RuntimeError, match="on purpose"):
+        train(cfg(seed=7), tmp_path / "b")
+    assert not [t for t in threading.enumerate() if t.name == "feature-prefetch"]

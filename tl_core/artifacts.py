@@ -68,9 +68,10 @@ class Artifacts:
         return self.model_path.exists() and self._path(MODEL_INFO).exists()
 
     def save_model(self, model, head_kind: str, input_size: int, resize: str, class_names: list[str],
-                   sklearn_head=None) -> None:
+                   sklearn_head=None, engine_key: Optional[str] = None) -> None:
         """The end-to-end model (or the extractor under a scikit-learn head), then its description.
-        Written under a temporary name and renamed: a crash never leaves a half-written model."""
+        Written under a temporary name and renamed: a crash never leaves a half-written model.
+        ``engine_key``: the cached conversion of the model's (untouched, pretrained) feature part."""
         if sklearn_head is not None:
             import joblib
             buffer = io.BytesIO()
@@ -84,7 +85,8 @@ class Artifacts:
             tmp.unlink(missing_ok=True)
         write_json(self._path(MODEL_INFO), {
             "head": head_kind, "input_size": input_size, "resize": resize, "class_names": class_names,
-            "output": "probabilities" if sklearn_head is None else "features"})
+            "output": "probabilities" if sklearn_head is None else "features",
+            **({"engine_key": engine_key} if engine_key else {})})
 
     def model_bytes(self) -> int:
         """Size on disk of what predicts: the model file and a scikit-learn head if there is one."""

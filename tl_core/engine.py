@@ -3,8 +3,10 @@
 Everything that only runs a model forward (the feature cache, frozen-prefix activations, prediction,
 evaluation) asks ``engine_for(model)`` for a callable ``pixels -> outputs``. On a CPU host the Keras
 model is converted once to a LiteRT flatbuffer (its variables frozen to constants), cached under
-``$TL_HOME/cache/engines/<digest>.tflite`` where the digest covers the graph's layers, input and output
-shapes and every weight, so a base, size, cut or fine-tuned model never reads another's conversion.
+``$TL_HOME/cache/engines/<key>.tflite``. The key is the feature cache's model key for a base that training
+leaves untouched (base, weights file, size, decoding: so the feature pass can start before the Keras model
+is built), else a digest of the graph's layers, input and output shapes and every weight, so a base, size,
+cut or fine-tuned model never reads another's conversion.
 A model that does not convert falls back to TensorFlow and says why (the engine's ``note``).
 ``agreement`` measures an engine against TensorFlow's own output on the same pixels.
 
@@ -110,11 +112,19 @@ def conversion_path(key: str) -> Path:
     return cache_dir() / "engines" / f"{key}.tflite"
 
 
-def engine_for(model, log=None):
-    """The fastest engine for this host running ``model``; ``log`` hears the fallback note, if any."""
+def cached_conversion(key: str) -> Optional[Path]:
+    """The LiteRT conversion named ``key``, when this host runs LiteRT and it is on disk."""
+    path = conversion_path(key)
+    return path if wanted() == "litert" and path.is_file() else None
+
+
+def engine_for(model, log=None, key: Optional[str] = None):
+    """The fastest engine for this host running ``model``; ``log`` hears the fallback note, if any.
+    ``key`` names the conversion when the caller knows what determines the model's outputs (the feature
+    cache's model key): hashing the weights is skipped, and a cached conversion needs no model at all."""
     if wanted() == "tensorflow":
         return TensorFlowEngine(model)
-    path = conversion_path(digest(model))
+    path = conversion_path(key or digest(model))
     try:
         if not path.is_file():
             atomic_write_bytes(path, convert(model), durable=False)
@@ -127,11 +137,16 @@ def engine_for(model, log=None):
         return TensorFlowEngine(model, note=note)
 
 
-def agreement(engine, model, pixels: np.ndarray, head=None) -> dict:
+def reference_outputs(model, pixels: np.ndarray) -> np.ndarray:
+    """TensorFlow's own outputs of ``model`` on ``pixels``: what an engine is measured against."""
+    return np.asarray(model(np.asarray(pixels, dtype=np.float32), training=False), dtype=np.float64)
+
+
+def agreement(engine, model, pixels: np.ndarray, head=None, reference: Optional[np.ndarray] = None) -> dict:
     """How closely ``engine`` reproduces TensorFlow on ``pixels``: the largest difference of any output
     relative to that image's largest output, and with ``head`` (outputs -> class probabilities) the
-    share of images whose top class is the same."""
-    reference = np.asarray(model(np.asarray(pixels, dtype=np.float32), training=False), dtype=np.float64)
+    share of images whose top class is the same. ``reference``: TensorFlow's outputs, if already computed."""
+    reference = reference_outputs(model, pixels) if reference is None else reference
     got = np.asarray(engine(pixels), dtype=np.float64)
     axes = tuple(range(1, reference.ndim))
     scale = np.maximum(np.abs(reference).max(axis=axes), 1e-12)

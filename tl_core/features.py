@@ -138,6 +138,9 @@ class FeatureCache:
         self.log = log
         self.batch_size = batch_size
         self.key = model_key(cfg)
+        # the model key names the base's outputs (base, weights file, size, decoding), so it names their
+        # conversion too; precision changes the converted graph
+        self.engine_key = f"features-{self.key}-{keras.mixed_precision.global_policy().name}"
         self.aug_key = augmentation_key(cfg)
         self.store = FeatureStore(cache_dir() / "features" / self.key)
         self._engine = None
@@ -148,8 +151,12 @@ class FeatureCache:
     def engine(self):
         """Built on the first miss: a fully cached run never converts or loads an engine."""
         if self._engine is None:
-            self._engine = engines.engine_for(self.extractor, log=self.log)
+            self._engine = engines.engine_for(self.extractor, log=self.log, key=self.engine_key)
         return self._engine
+
+    def engine_ready(self) -> bool:
+        """Whether the engine can start without the Keras model: its conversion is cached."""
+        return engines.cached_conversion(self.engine_key) is not None
 
     def _entry(self, sha: str, view: int) -> str:
         return f"{sha}.v0" if view == 0 else f"{sha}.{self.aug_key}.v{view}"

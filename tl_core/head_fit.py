@@ -24,7 +24,7 @@ EPSILON = 1e-7   # keras.backend.epsilon(): optimizers' epsilon and the crossent
 
 def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
     """The order of the training rows in one epoch: the same in this fit and in Keras' pipelines
-    (``TrainingContext.pipeline``), so the two paths train alike, and a resumed run shuffles as it would have."""
+    (``TrainingContext.pipeline``), so the two paths train alike."""
     return np.random.default_rng([seed, epoch]).permutation(count)
 
 
@@ -120,7 +120,8 @@ def fit_head(head: HeadFit, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
     for epoch in range(initial_epoch, epochs):
         if progress:
             progress.epoch_begin(epoch)
-        order, seen, loss_sum, hits, weight_sum = epoch_order(len(x), seed, epoch), 0, 0.0, 0.0, 0.0
+        order = epoch_order(len(x), seed, epoch)
+        seen, loss_sum, hits, weight_sum = 0, 0.0, 0.0, 0.0
         rng = np.random.default_rng([seed, epoch, 1])   # dropout masks
         for batch, start in enumerate(range(0, len(x), batch_size)):
             rows = order[start:start + batch_size]

@@ -30,6 +30,7 @@ class LoadedModel:
     resize: str = "crop"
     head_kind: str = "keras"
     sklearn_head: Optional[Any] = None
+    engine_key: Optional[str] = None  # the conversion of its feature model, when training made it (model_info)
     _engine: Any = field(default=None, repr=False)
     _feature_model: Any = field(default=None, repr=False)
     _dense: Any = field(default=None, repr=False)
@@ -42,7 +43,7 @@ class LoadedModel:
         device.share_gpu_memory()   # the server process shares the GPU with training processes
         model = keras.models.load_model(artifacts.model_path, safe_mode=True, compile=False)
         return cls(model, list(info["class_names"]), int(info["input_size"]), info.get("resize", "squash"),
-                   info.get("head", "keras"), artifacts.sklearn_head())
+                   info.get("head", "keras"), artifacts.sklearn_head(), info.get("engine_key"))
 
     # ------------------------------------------------------------ parts
     @property
@@ -90,7 +91,7 @@ class LoadedModel:
     @property
     def engine(self):
         if self._engine is None:
-            self._engine = engines.engine_for(self.feature_model)
+            self._engine = engines.engine_for(self.feature_model, key=self.engine_key)
         return self._engine
 
     def features(self, pixels: np.ndarray) -> np.ndarray:
@@ -103,9 +104,11 @@ class LoadedModel:
         """(N, size, size, 3) raw pixels -> (N, classes) probabilities."""
         return self.head_probabilities(self.features(pixels)).astype(np.float64)
 
-    def agreement(self, pixels: np.ndarray) -> dict:
-        """This handle's engine against TensorFlow on ``pixels``: features and top-1 predictions."""
-        return engines.agreement(self.engine, self.feature_model, pixels, head=self.head_probabilities)
+    def agreement(self, pixels: np.ndarray, reference: Optional[np.ndarray] = None) -> dict:
+        """This handle's engine against TensorFlow on ``pixels`` (``reference``: TensorFlow's features of
+        them, if already computed): features and top-1 predictions."""
+        return engines.agreement(self.engine, self.feature_model, pixels, head=self.head_probabilities,
+                                 reference=reference)
 
     def warm_up(self) -> None:
         """Build the engine now, once: many users' first predictions arriving together would each build it."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from typing import Optional
 
 import keras
@@ -36,6 +37,7 @@ class TrainingContext:
         self._pixel_memo: dict[str, np.ndarray] = {}
         self.resume_from: Optional[dict] = None
         self.engines_used: dict[str, str] = {}   # what ran each frozen part: recorded with the run's metrics
+        self._prefetch: Optional[FeaturePrefetch] = None
 
     def note(self, message: str) -> None:
         self.notes.append(message)
@@ -125,14 +127,53 @@ class TrainingContext:
         items = (self.train_items if split == "train" else self.val_items)[:count]
         return load_batch(self.image_paths(items), self.cfg.size, resize=self.cfg.resize)
 
-    def features(self, cache: FeatureCache, items, views: int, what: str) -> np.ndarray:
+    def features(self, cache: FeatureCache, items, views: int, what: str, should_stop=None) -> np.ndarray:
         def report(done, total):
             self.reporter({"kind": "features", "what": what, "done": done, "total": total})
         out = cache.features(self.image_paths(items), [it["sha256"] for it in items], views=views,
-                             progress=report, should_stop=self.should_stop)
+                             progress=report, should_stop=should_stop or self.should_stop)
         if cache.computed:
             self.engines_used["features"] = cache.engine.name
         return out
+
+    # ------------------------------------------------------------ the feature pass (heads on cached features)
+    def feature_cache(self, extractor) -> FeatureCache:
+        """The run's feature cache: the one the prefetch already fills, or a new one."""
+        if self._prefetch is not None:
+            self._prefetch.cache.extractor = extractor
+            return self._prefetch.cache
+        return FeatureCache(self.cfg, extractor, log=self.note)
+
+    def feature_splits(self, cache: FeatureCache, should_stop=None) -> tuple[np.ndarray, np.ndarray]:
+        """(train (N, views, D), validation (M, D)) pooled features of the run's images."""
+        if self._prefetch is not None and self._prefetch.cache is cache and should_stop is None:
+            return self._prefetch.result()
+        views = self.train_views
+        if views == 1:  # one pass over both splits: no second ramp-up
+            both = self.features(cache, self.train_items + self.val_items, 1, "train + validation", should_stop)
+            return both[:len(self.train_items)], both[len(self.train_items):, 0]
+        return (self.features(cache, self.train_items, views, "train", should_stop),
+                self.features(cache, self.val_items, 1, "validation", should_stop)[:, 0])
+
+    def start_feature_prefetch(self) -> bool:
+        """Start the feature pass in a thread, before the Keras model is built, when the run certainly trains
+        on cached features of the untouched base and the base's conversion is cached (the pass then needs no
+        Keras model). Building the model is ~1-2 s of Python that the pass's decode and LiteRT threads run
+        beside. True if started."""
+        cfg = self.cfg
+        on_features = cfg.head != "keras" or (cfg.use_feature_cache and str(cfg.freeze_depth) == "all")
+        if not on_features or self.run.status().get("resume"):
+            return False
+        cache = FeatureCache(cfg, None, log=self.note)
+        if not cache.engine_ready():
+            return False
+        self._prefetch = FeaturePrefetch(self, cache)
+        self.note("feature pass started beside the model build (the base's conversion is cached)")
+        return True
+
+    def stop_feature_prefetch(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.abandon()
 
     def activations(self, prefix, split: str) -> np.ndarray:
         """The frozen prefix's output for every image: in memory, or in a disk memmap when too large."""
@@ -161,27 +202,39 @@ class TrainingContext:
         """Integer labels, or one-hot rows when label smoothing needs them."""
         return keras.utils.to_categorical(y, self.num_classes) if self.cfg.label_smoothing else y
 
+    def _shuffled_rows(self, count: int):
+        """Row numbers in each epoch's ``head_fit.epoch_order``: one NumPy call per epoch (Keras iterates a
+        pipeline anew each epoch), so the plain path draws batches as the head on cached features does."""
+        import tensorflow as tf
+        epochs = itertools.count()
+
+        def order(_):
+            return epoch_order(count, self.cfg.seed, next(epochs))
+
+        rows = tf.data.Dataset.from_tensors(0).map(lambda dummy: tf.numpy_function(order, [dummy], tf.int64))
+        return rows.unbatch().apply(tf.data.experimental.assert_cardinality(count))
+
     def pipeline(self, x: np.ndarray, y: np.ndarray, shuffle: bool):
         """Batches of x (uint8 pixels, float activations or features; in memory or memory-mapped) as float32,
-        shuffled per epoch (``head_fit.epoch_order``, as the head on cached features shuffles) and prefetched.
+        shuffled per epoch and prefetched.
 
-        Each batch is gathered from ``x`` when it is needed: the data is never copied whole into
-        TensorFlow (``from_tensor_slices`` plus a full shuffle buffer held it twice more)."""
+        The row numbers are shuffled, not the images, and each batch is gathered from ``x`` when it is
+        needed: the data is never copied whole into TensorFlow (``from_tensor_slices`` plus a full
+        shuffle buffer held it twice more)."""
         import tensorflow as tf
         y = self.targets(y)
-        size, epochs = self.cfg.batch_size, itertools.count()
+        index = self._shuffled_rows(len(x)) if shuffle else tf.data.Dataset.range(len(x))
 
-        def batches():   # called once per epoch: Keras iterates the dataset anew each epoch
-            order = epoch_order(len(x), self.cfg.seed, next(epochs)) if shuffle else np.arange(len(x))
-            for start in range(0, len(x), size):
-                rows = order[start:start + size]
-                yield np.asarray(x[rows], dtype=np.float32), y[rows]
+        def gather(batch_index: np.ndarray):
+            return np.asarray(x[batch_index], dtype=np.float32), y[batch_index]
 
-        signature = (tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.float32),
-                     tf.TensorSpec((None,) + tuple(y.shape[1:]), tf.as_dtype(y.dtype)))
-        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-        steps = -(-len(x) // size)
-        return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+        def load(batch_index):
+            xb, yb = tf.numpy_function(gather, [batch_index], (tf.float32, tf.as_dtype(y.dtype)))
+            xb.set_shape((None,) + tuple(x.shape[1:]))
+            yb.set_shape((None,) + tuple(y.shape[1:]))
+            return xb, yb
+
+        return index.batch(self.cfg.batch_size).map(load).prefetch(tf.data.AUTOTUNE)
 
     # ------------------------------------------------------------ resume
     def find_resume_point(self) -> Optional[dict]:
@@ -204,3 +257,33 @@ class TrainingContext:
 
     def resumes(self, phase: str) -> bool:
         return bool(self.resume_from and self.resume_from["phase"] == phase)
+
+
+class FeaturePrefetch:
+    """The run's feature pass in a thread (``TrainingContext.start_feature_prefetch``). Its error, a
+    cancellation included, is raised where the result is taken; abandoning it stops it at the next batch."""
+
+    def __init__(self, ctx: TrainingContext, cache: FeatureCache):
+        self.cache = cache
+        self._abandoned = False
+        self._result: Optional[tuple] = None
+        self._error: Optional[BaseException] = None
+
+        def work():
+            try:
+                self._result = ctx.feature_splits(cache, should_stop=lambda: self._abandoned or ctx.should_stop())
+            except BaseException as exc:   # handed to the thread that takes the result
+                self._error = exc
+
+        self._thread = threading.Thread(target=work, name="feature-prefetch", daemon=True)
+        self._thread.start()
+
+    def result(self) -> tuple:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def abandon(self) -> None:
+        self._abandoned = True
+        self._thread.join()

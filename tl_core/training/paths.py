@@ -74,9 +74,8 @@ class SklearnHead(TrainingPath):
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import SVC
         cfg, views = ctx.cfg, ctx.train_views
-        cache = FeatureCache(cfg, built.extractor, log=ctx.note)
-        x_train = ctx.features(cache, ctx.train_items, views, "train")
-        x_val = ctx.features(cache, ctx.val_items, 1, "validation")[:, 0]
+        cache = ctx.feature_cache(built.extractor)
+        x_train, x_val = ctx.feature_splits(cache)
         start = time.time()
         if cfg.head == "logreg":
             classifier = LogisticRegression(C=cfg.classifier_c, max_iter=5000, random_state=cfg.seed,
@@ -107,13 +106,8 @@ class CachedFeatures(TrainingPath):
 
     def fit(self, ctx, built):
         cfg, views = ctx.cfg, ctx.train_views
-        cache = FeatureCache(cfg, built.extractor, log=ctx.note)
-        if views == 1:  # one pipeline for both splits: no second ramp-up
-            both = ctx.features(cache, ctx.train_items + ctx.val_items, 1, "train + validation")
-            x_train, x_val = both[:len(ctx.train_items)], both[len(ctx.train_items):, 0]
-        else:
-            x_train = ctx.features(cache, ctx.train_items, views, "train")
-            x_val = ctx.features(cache, ctx.val_items, 1, "validation")[:, 0]
+        cache = ctx.feature_cache(built.extractor)
+        x_train, x_val = ctx.feature_splits(cache)
         # the whole model's initial head weights, so both paths start alike
         kernel, bias = (np.array(w, np.float32) for w in built.model.get_layer("predictions").get_weights())
         initial_epoch, best = 0, np.inf

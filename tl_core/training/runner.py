@@ -14,6 +14,7 @@ from typing import Optional
 import keras
 
 from .. import datasets, device, freeze
+from .. import engine as engines
 from ..calibration import calibrate
 from ..config import TrainConfig
 from ..evaluate import evaluate
@@ -34,10 +35,14 @@ def _train(ctx: TrainingContext) -> dict:
     policy = device.precision_policy(cfg.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     strategy = device.strategy(cfg.distribute)
+    prefetching = ctx.start_feature_prefetch()
+    reference = None   # TensorFlow's features of the engine check's images, while the prefetch runs
     try:
         with strategy.scope():
             ctx.reporter({"kind": "stage", "stage": "building model"})
             built = build_classifier(cfg, ctx.num_classes)
+            if prefetching and cfg.fine_tune_depth is None:   # the base stays as built: check it now
+                reference = engines.reference_outputs(built.extractor, ctx.first_pixels("validation", AGREEMENT_IMAGES))
             num_layers = len(built.base.layers)
             ctx.note(f"base {cfg.base} alpha={cfg.alpha} size={cfg.size}: {num_layers} layers, "
                      f"{built.frozen_layers} frozen; precision policy {policy}; "
@@ -57,20 +62,23 @@ def _train(ctx: TrainingContext) -> dict:
             if cancelled:
                 raise Cancelled()
     finally:
+        ctx.stop_feature_prefetch()
         keras.mixed_precision.set_global_policy("float32")
         ctx.run.artifacts.clear_scratch()
 
     ctx.reporter({"kind": "stage", "stage": "evaluating"})
     artifacts = ctx.run.artifacts
+    # a base that training left untouched runs on the feature cache's conversion, also when loaded later
+    engine_key = outcome.cache.engine_key if outcome.cache is not None and cfg.fine_tune_depth is None else None
     artifacts.save_model(built.model if cfg.head == "keras" else built.extractor, cfg.head, cfg.size, cfg.resize,
-                         ctx.class_names, sklearn_head=outcome.sklearn_head)
+                         ctx.class_names, sklearn_head=outcome.sklearn_head, engine_key=engine_key)
     # heads on cached features already computed what the saved model gives; otherwise ask the saved model
     val_probs = outcome.val_probs if cfg.fine_tune_depth is None else None
     loaded = LoadedModel(built.model if cfg.head == "keras" else built.extractor, ctx.class_names, cfg.size,
-                         cfg.resize, cfg.head, outcome.sklearn_head)
+                         cfg.resize, cfg.head, outcome.sklearn_head, engine_key)
     if val_probs is None:
         val_probs = loaded.probabilities(ctx.pixels("validation"))
-    engine_check = _engine_agreement(ctx, loaded)
+    engine_check = _engine_agreement(ctx, loaded, reference)
     metrics = {**evaluate(artifacts, ctx.class_names, ctx.y_val, val_probs, [it["path"] for it in ctx.val_items]),
                **calibrate(val_probs, ctx.y_val),
                "duration_s": round(time.time() - started, 2), "training_path": path.name,
@@ -89,9 +97,10 @@ def _train(ctx: TrainingContext) -> dict:
 AGREEMENT_IMAGES = 16
 
 
-def _engine_agreement(ctx: TrainingContext, loaded: LoadedModel) -> dict:
-    """The engine that ran this run's frozen parts, checked against TensorFlow on its own validation images."""
-    check = loaded.agreement(ctx.first_pixels("validation", AGREEMENT_IMAGES))
+def _engine_agreement(ctx: TrainingContext, loaded: LoadedModel, reference=None) -> dict:
+    """The engine that ran this run's frozen parts, checked against TensorFlow on its own validation images
+    (``reference``: TensorFlow's features of them, if already computed)."""
+    check = loaded.agreement(ctx.first_pixels("validation", AGREEMENT_IMAGES), reference)
     check["used"] = ctx.engines_used
     ctx.note(f"engine {check['engine']}: largest feature difference {check['max_rel_diff']:.1e} of TensorFlow's "
              f"(relative), top-1 agreement {check['top1_agreement']:.0%} on {check['images']} validation images")
