@@ -216,3 +216,21 @@ def test_a_failed_model_build_stops_the_feature_pass_it_started(colors, tmp_path
     with pytest.raises(RuntimeError, match="on purpose"):
         train(cfg(seed=7), tmp_path / "b")
     assert not [t for t in threading.enumerate() if t.name == "feature-prefetch"]
+
+
+def test_a_cancel_during_the_feature_pass_beside_the_build_cancels_the_run(colors, tmp_path):
+    from tl_core.runs import new_run
+    from tl_core.training import execute
+    train(cfg(), tmp_path / "a")                        # converts the base
+    many = datasets.add_folder(make_class_folders(tmp_path / "src3", classes=("red", "blue", "green"), per_class=40,
+                                                  size=48, seed=900), "colors-many")
+    run = new_run(cfg(data=many.name).resolved(), tmp_path / "b")
+
+    def cancel_at_first_features(event):
+        if event["kind"] == "features" and event["done"]:
+            run.request_cancel()
+
+    assert execute(run, cancel_at_first_features) == {}
+    assert run.state == "cancelled"
+    assert any(PREFETCH_NOTE in line for line in run.path("log.txt").read_text().splitlines())
+    assert not run.artifacts.model_path.exists()
