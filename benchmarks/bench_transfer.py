@@ -8,9 +8,9 @@ with the ImageNet weights from ../shared/keras_home (copied to a temporary KERAS
 line per part, then ratios as key=value lines. Runs unchanged on a GPU host.
 
 Every part starts with an empty workspace (no cached features), except that the base's engine
-conversion (LiteRT, once per machine, base, size and cut, like the weights download) is made once
-first and copied in: its time is printed as ``engine_convert_s`` and ``head_speedup_cold_engine``
-counts it against our side. The scale parts train with default settings on ``--scale`` images made
+conversion (LiteRT, once per machine, base, size and cut, like the weights download) and the NumPy
+copy of its weights file (``modeling.build_base``) are made once first and copied in: their time is
+printed as ``engine_convert_s`` and ``head_speedup_cold_engine`` counts it against our side. The scale parts train with default settings on ``--scale`` images made
 from the dataset's photos by augmentation (random crop, flip, rotation, colour) and on 1,000 of them.
 """
 from __future__ import annotations
@@ -191,9 +191,10 @@ def _extractor_and_cache():
 
 
 def part_convert(data: Path, epochs: int) -> dict:
-    """The base's engine conversion, made once; the driver copies it into every later part's workspace."""
-    cache = _extractor_and_cache()
+    """The base's engine conversion and weights copy, made once; the driver copies them into every later
+    part's workspace."""
     start = time.time()
+    cache = _extractor_and_cache()
     engine = cache.engine
     return {"convert_s": time.time() - start, "engine": engine.name, "peak_mb": peak_mb()}
 
@@ -293,9 +294,10 @@ def main() -> None:
     converted = run_part("convert", data, args.epochs, env)
 
     def fresh_workspace(name: str) -> None:
-        """An empty workspace but for the base's engine conversion."""
+        """An empty workspace but for the base's engine conversion and the NumPy copy of its weights."""
         env["TL_HOME"] = str(scratch / f"ws_{name}")
-        shutil.copytree(scratch / "ws_convert" / "cache" / "engines", scratch / f"ws_{name}" / "cache" / "engines")
+        for made_once in ("engines", "weights"):
+            shutil.copytree(scratch / "ws_convert" / "cache" / made_once, scratch / f"ws_{name}" / "cache" / made_once)
 
     results = {}
     for name in PARTS:

@@ -62,3 +62,24 @@ def test_base_runs_in_inference_mode_even_when_trainable():
     x = np.random.default_rng(1).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(built.model(x, training=True)), np.asarray(built.model(x, training=False)),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_a_base_built_from_its_cached_weights_copy_equals_one_loaded_from_the_weights_file(workspace):
+    import keras
+    from tl_core import architectures
+    from tl_core.modeling import build_base
+    first = build_base("MobileNetV2", 0.35, 96)             # from the h5 file; leaves a NumPy copy behind
+    copies = list((workspace / "cache" / "weights").glob("*.npz"))
+    assert len(copies) == 1
+    again = build_base("MobileNetV2", 0.35, 96)             # from the copy
+    local = architectures.find_weights(architectures.get("MobileNetV2"), 0.35, 96)
+    reference = keras.applications.MobileNetV2(weights=str(local), alpha=0.35, input_shape=(96, 96, 3),
+                                               include_top=False)
+    for built in (first, again):
+        assert len(built.weights) == len(reference.weights)
+        for mine, theirs in zip(built.weights, reference.weights):
+            np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    copies[0].write_bytes(b"torn")                          # a torn copy is rebuilt from the file
+    torn = build_base("MobileNetV2", 0.35, 96)
+    np.testing.assert_array_equal(torn.weights[-1].numpy(), reference.weights[-1].numpy())
+    assert copies[0].stat().st_size > 1000

@@ -7,7 +7,11 @@ every freeze depth, so they keep ImageNet statistics (inference mode) also while
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import keras
@@ -15,7 +19,7 @@ import numpy as np
 
 from . import architectures, freeze
 from .config import OPTIMIZERS, TrainConfig
-from .workspace import TLError, cache_dir, read_json, write_json
+from .workspace import TLError, atomic_write_bytes, cache_dir, read_json, write_json
 
 CAFFE_MEAN, TORCH_MEAN, TORCH_STD = architectures.CAFFE_MEAN, architectures.TORCH_MEAN, architectures.TORCH_STD
 
@@ -60,7 +64,7 @@ def build_base(name: str, alpha: Optional[float], size: int, weights: Optional[s
         return constructor(weights=None, **kwargs)
     local = architectures.find_weights(arch, alpha, size)
     if local is not None:
-        return constructor(weights=str(local), **kwargs)
+        return _with_local_weights(constructor, kwargs, local)
     wanted = architectures.weights_dir() / arch.weights_filename(alpha, size)
     try:
         return constructor(weights="imagenet", **kwargs)
@@ -72,6 +76,26 @@ def build_base(name: str, alpha: Optional[float], size: int, weights: Optional[s
             "(set KERAS_HOME to use another folder) and try again.") from None
 
 
+def _with_local_weights(constructor, kwargs: dict, local: Path):
+    """The base with a weights file's values, set from a NumPy copy of them cached per file, base and Keras
+    version (0.07 s for MobileNetV2 0.35; Keras' h5 loader took 0.3-0.4 s), made on first use."""
+    key = hashlib.sha256(json.dumps([_file_hash(local), constructor.__name__, repr(sorted(kwargs.items())),
+                                     keras.__version__]).encode()).hexdigest()[:20]
+    copy = cache_dir() / "weights" / f"{key}.npz"
+    base = constructor(weights=None, **kwargs)
+    try:
+        with np.load(copy) as saved:
+            base.set_weights([saved[f"w{i}"] for i in range(len(saved.files))])
+        return base
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # none yet, torn or stale: from the file
+        pass
+    base.load_weights(str(local))
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"w{i}": w for i, w in enumerate(base.get_weights())})
+    atomic_write_bytes(copy, buffer.getvalue(), durable=False)
+    return base
+
+
 def weights_identity(cfg: TrainConfig) -> str:
     """What identifies the base's weights for caching: the file's hash, or 'random-<seed>'."""
     if cfg.weights is None:
@@ -80,6 +104,11 @@ def weights_identity(cfg: TrainConfig) -> str:
     local = architectures.find_weights(arch, cfg.alpha, cfg.size)
     if local is None:
         return "imagenet-download"
+    return _file_hash(local)
+
+
+def _file_hash(local: Path) -> str:
+    """sha256 of a weights file, remembered per path, size and modification time."""
     stat = local.stat()
     memo_path = cache_dir() / "weights_hashes.json"
     memo = read_json(memo_path, {})
