@@ -132,7 +132,8 @@ def test_logistic_regression_head_bakes_into_a_softmax_layer(classes, fitted_on)
     from sklearn.preprocessing import StandardScaler
 
     from tl_core.export import baked_head
-    from tl_core.modeling import dense_softmax, probabilities_by_class
+    from tl_core.head_fit import dense_softmax
+    from tl_core.modeling import probabilities_by_class
     features, labels = _features_and_labels(classes)
     if fitted_on:
         keep = np.isin(labels, fitted_on)

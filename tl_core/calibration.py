@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .head_fit import softmax
+
 ECE_BINS = 15
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return softmax(np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / temperature)
 
 
 def _nll(probs: np.ndarray, labels: np.ndarray, temperature: float) -> float:

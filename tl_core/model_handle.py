@@ -16,6 +16,7 @@ import numpy as np
 
 from . import device, modeling  # modeling registers the Preprocess layer for loading
 from . import engine as engines
+from .head_fit import dense_softmax
 from .workspace import TLError
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class LoadedModel:
             return modeling.probabilities_by_class(self.sklearn_head, features, len(self.class_names))
         if self._dense is None:  # read once: each read copies the variables out of TensorFlow (~1 ms)
             self._dense = self.model.get_layer("predictions").get_weights()
-        return modeling.dense_softmax(features, *self._dense)
+        return dense_softmax(features, *self._dense)
 
     # ------------------------------------------------------------ forward
     @property

@@ -166,14 +166,6 @@ def build_classifier(cfg: TrainConfig, num_classes: int, with_augmentation: bool
     return Built(model, base, extractor, frozen)
 
 
-def dense_softmax(features: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """What the head's softmax dense layer computes, in NumPy (float64): pooled features -> probabilities."""
-    logits = np.asarray(features, dtype=np.float64) @ kernel.astype(np.float64) + bias.astype(np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def probabilities_by_class(classifier, features: np.ndarray, num_classes: int) -> np.ndarray:
     """A scikit-learn head's probabilities with one column per class of the run: ``predict_proba``'s
     columns follow the label indices the classifier saw (``classes_``), which can miss a class."""
