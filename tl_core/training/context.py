@@ -121,11 +121,14 @@ class TrainingContext:
         return self._pixel_memo[split]
 
     def first_pixels(self, split: str, count: int) -> np.ndarray:
-        """The first ``count`` images of a split: from the decoded split when this run already holds it."""
+        """The first ``count`` images of a split, decoded once: from the decoded split when this run holds it."""
         if split in self._pixel_memo:
             return self._pixel_memo[split][:count]
-        items = (self.train_items if split == "train" else self.val_items)[:count]
-        return load_batch(self.image_paths(items), self.cfg.size, resize=self.cfg.resize)
+        key = f"{split}[:{count}]"
+        if key not in self._pixel_memo:
+            items = (self.train_items if split == "train" else self.val_items)[:count]
+            self._pixel_memo[key] = load_batch(self.image_paths(items), self.cfg.size, resize=self.cfg.resize)
+        return self._pixel_memo[key]
 
     def features(self, cache: FeatureCache, items, views: int, what: str, should_stop=None) -> np.ndarray:
         def report(done, total):
@@ -144,10 +147,14 @@ class TrainingContext:
             return self._prefetch.cache
         return FeatureCache(self.cfg, extractor, log=self.note)
 
-    def feature_splits(self, cache: FeatureCache, should_stop=None) -> tuple[np.ndarray, np.ndarray]:
-        """(train (N, views, D), validation (M, D)) pooled features of the run's images."""
-        if self._prefetch is not None and self._prefetch.cache is cache and should_stop is None:
+    def feature_splits(self, cache: FeatureCache) -> tuple[np.ndarray, np.ndarray]:
+        """(train (N, views, D), validation (M, D)) pooled features of the run's images: the prefetch's, when
+        ``cache`` is the one it fills."""
+        if self._prefetch is not None and self._prefetch.cache is cache:
             return self._prefetch.result()
+        return self.compute_feature_splits(cache)
+
+    def compute_feature_splits(self, cache: FeatureCache, should_stop=None) -> tuple[np.ndarray, np.ndarray]:
         views = self.train_views
         if views == 1:  # one pass over both splits: no second ramp-up
             both = self.features(cache, self.train_items + self.val_items, 1, "train + validation", should_stop)
@@ -271,7 +278,7 @@ class FeaturePrefetch:
 
         def work():
             try:
-                self._result = ctx.feature_splits(cache, should_stop=lambda: self._abandoned or ctx.should_stop())
+                self._result = ctx.compute_feature_splits(cache, lambda: self._abandoned or ctx.should_stop())
             except BaseException as exc:   # handed to the thread that takes the result
                 self._error = exc
 
