@@ -10,8 +10,9 @@ line per part, then ratios as key=value lines. Runs unchanged on a GPU host.
 Every part starts with an empty workspace (no cached features), except that the base's engine
 conversion (LiteRT, once per machine, base, size and cut, like the weights download) and the NumPy
 copy of its weights file (``modeling.build_base``) are made once first and copied in: their time is
-printed as ``engine_convert_s`` and ``head_speedup_cold_engine`` counts it against our side. The scale parts train with default settings on ``--scale`` images made
-from the dataset's photos by augmentation (random crop, flip, rotation, colour) and on 1,000 of them.
+printed as ``engine_convert_s`` and ``head_speedup_cold_engine`` counts it against our side. The scale
+parts train with default settings on ``--scale`` images made from the dataset's photos by augmentation
+(random crop, flip, rotation, colour) and on 1,000 of them.
 """
 from __future__ import annotations
 
