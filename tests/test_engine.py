@@ -45,6 +45,31 @@ def test_litert_runs_the_frozen_base_as_tensorflow_does_and_converts_once(monkey
     assert engines.digest(extractor(weights=None)) != engines.digest(model)   # other weights, other conversion
 
 
+def test_batches_run_on_one_single_threaded_lane_per_core_and_give_what_single_images_give():
+    import threading
+    model = extractor()
+    path = engines.conversion_path(engines.digest(model))
+    engines.engine_for(model)                       # converts
+    engine = engines.LiteRTEngine(path, threads=2)
+    pixels = random_pixels(5)
+    one_by_one = np.concatenate([engine(pixels[i:i + 1]) for i in range(5)])
+    assert engine._lanes is None                    # single images use the interpreter with every core
+    np.testing.assert_allclose(engine(pixels), one_by_one, rtol=1e-4, atol=1e-4)
+    assert engine._lanes.qsize() == 2               # a batch: one lane per core, all returned after use
+    results = [None] * 4
+
+    def call(slot):
+        results[slot] = engine(pixels)
+    callers = [threading.Thread(target=call, args=(slot,)) for slot in range(4)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(60)
+    for got in results:                             # callers at once share the lanes, each gets its own rows
+        np.testing.assert_allclose(got, one_by_one, rtol=1e-4, atol=1e-4)
+    assert engine._lanes.qsize() == 2
+
+
 def test_a_frozen_prefix_runs_on_litert_as_on_tensorflow():
     cfg = TrainConfig(data="x", base="MobileNetV2", alpha=0.35, size=64, freeze_depth=116, augment=False).resolved()
     prefix, _ = modeling.suffix_model(modeling.build_classifier(cfg, 3), 116)
@@ -152,6 +177,31 @@ def test_feature_cache_keeps_a_dataset_in_two_files_and_reuses_every_row(tmp_pat
     assert len(store_files) == 4    # rows, index, meta, lock: not one file per image and view
     expected = model(np.stack([images.load_array(p, 64) for p in paths[:3]]).astype(np.float32)).numpy()
     np.testing.assert_allclose(features[:3, 0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_feature_pass_on_a_batched_engine_matches_the_lanes_and_stops_when_asked(tmp_path, monkeypatch):
+    src = make_class_folders(tmp_path / "src", classes=("red", "blue"), per_class=10, size=48)
+    paths = sorted(p for p in src.rglob("*.png"))
+    shas = [f"{i:064x}" for i in range(len(paths))]
+    cfg = TrainConfig(data="x", base="MobileNetV2", alpha=0.35, size=64).resolved()
+    model = extractor()
+    lanes = FeatureCache(cfg, model, batch_size=3)
+    assert lanes.engine.lane_count == 2
+    on_lanes = lanes.features(paths, shas)
+    monkeypatch.setenv("TL_ENGINE", "tensorflow")   # the GPU host's path: one batched engine, decode beside it
+    monkeypatch.setenv("TL_HOME", str(tmp_path / "other_home"))
+    batched = FeatureCache(cfg, model, batch_size=3)
+    assert batched.engine.lane_count == 1
+    np.testing.assert_allclose(batched.features(paths, shas), on_lanes, rtol=1e-4, atol=1e-4)
+
+    for engine_name in ("tensorflow", "litert"):
+        monkeypatch.setenv("TL_ENGINE", engine_name)
+        monkeypatch.setenv("TL_HOME", str(tmp_path / f"cancel_{engine_name}"))
+        cache, seen = FeatureCache(cfg, model, batch_size=2), []
+        with pytest.raises(InterruptedError, match="cancelled"):
+            cache.features(paths, shas, progress=lambda done, total: seen.append(done),
+                           should_stop=lambda: len(seen) > 2)
+        assert 0 < cache.computed < len(paths) and len(cache.store.index) == cache.computed
 
 
 # ------------------------------------------------------------------ decoding

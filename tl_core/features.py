@@ -8,7 +8,8 @@ stale entry is never read. Augmented views are drawn deterministically from (ima
 Storage (``FeatureStore``) is one append-only float32 array per model key, memory-mapped for reading,
 with an index of entry -> row: a 50,000-image dataset is two files, not 100,000, and reading a
 20,000-image run's features holds only that run's rows in memory. The forward pass goes through the
-host's engine (``engine.py``) while the next batch decodes in other threads.
+host's engine (``engine.py``): on CPU each core decodes and runs its own batches; with a single
+batched engine (a GPU) the next batch decodes in other threads meanwhile.
 """
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import fcntl
 import hashlib
 import json
 import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import keras
 import numpy as np
@@ -169,6 +172,33 @@ class FeatureCache:
         seed = int(sha[:12], 16) ^ (view * 7919) ^ self.cfg.seed
         return augmented_view(image, self.cfg.size, np.random.default_rng(seed), self.cfg)
 
+    def _forward(self, chunks: list, decode: Callable[[list], np.ndarray],
+                 should_stop: Optional[Callable[[], bool]]) -> Iterator[tuple[list, np.ndarray]]:
+        """(chunk, engine outputs) for each chunk of jobs, in order, a few chunks ahead in threads. With one
+        lane per core (LiteRT) a thread decodes a chunk and runs it on its own single-threaded lane, with no
+        hand-off; with one batched engine (TensorFlow, a GPU) 4 threads decode while the engine runs."""
+        if not chunks:
+            return   # everything cached: no engine is built
+        engine = self.engine
+        if engine.lane_count > 1:
+            task, finish, workers = (lambda chunk: engine.in_lane(decode(chunk))), (lambda out: out), engine.lane_count
+        else:
+            task, finish, workers = decode, engine, 4
+        ahead = workers + 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = deque(pool.submit(task, chunk) for chunk in chunks[:ahead])
+            try:
+                for index, chunk in enumerate(chunks):
+                    if should_stop and should_stop():
+                        raise InterruptedError("cancelled while computing features")
+                    result = pending.popleft().result()
+                    if index + ahead < len(chunks):
+                        pending.append(pool.submit(task, chunks[index + ahead]))
+                    yield chunk, finish(result)
+            finally:
+                for future in pending:   # cancelled or failed: decode nothing more that nobody will read
+                    future.cancel()
+
     def features(self, sources: Sequence[Path], shas: Sequence[str], views: int = 1,
                  progress: Progress = None, should_stop: Optional[Callable[[], bool]] = None) -> np.ndarray:
         """Array (N, views, D): view 0 is the plain image, views 1.. augmented."""
@@ -179,23 +209,14 @@ class FeatureCache:
         done = len(jobs) - len(missing)
         if progress:
             progress(done, len(jobs))
-        from concurrent.futures import ThreadPoolExecutor
         chunks = [missing[start:start + self.batch_size] for start in range(0, len(missing), self.batch_size)]
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            decode = lambda chunk: [pool.submit(self._pixels, sources[i], shas[i], v) for i, v in chunk]
-            pending = decode(chunks[0]) if chunks else []
-            for index, chunk in enumerate(chunks):
-                if should_stop and should_stop():
-                    raise InterruptedError("cancelled while computing features")
-                pixels = np.stack([future.result() for future in pending])
-                # decode the next batch while the engine runs on this one
-                pending = decode(chunks[index + 1]) if index + 1 < len(chunks) else []
-                output = np.asarray(self.engine(pixels), dtype=np.float32)
-                self.store.append([self._entry(shas[i], v) for i, v in chunk], output)
-                self.computed += len(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, len(jobs))
+        decode = lambda chunk: np.stack([self._pixels(sources[i], shas[i], v) for i, v in chunk])
+        for chunk, output in self._forward(chunks, decode, should_stop):
+            self.store.append([self._entry(shas[i], v) for i, v in chunk], np.asarray(output, dtype=np.float32))
+            self.computed += len(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, len(jobs))
         if not jobs:
             return np.zeros((len(sources), views, self.store.dim or 0), np.float32)
         rows = [self.store.index[entry] for entry in entries]
