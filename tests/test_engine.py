@@ -216,6 +216,21 @@ def jpeg(width, height):
     return buffer.getvalue()
 
 
+def test_exif_orientation_turns_the_pixels_upright_without_touching_a_callers_image():
+    array = np.zeros((40, 60, 3), np.uint8)
+    array[:, :30] = (250, 10, 10)                      # left half red, right half blue, as stored
+    array[:, 30:] = (10, 10, 250)
+    exif = Image.Exif()
+    exif[0x0112] = 6                                    # viewed turned 90 degrees clockwise: red on top
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG", exif=exif.tobytes())
+    upright = np.asarray(images.load_rgb(buffer.getvalue()))
+    assert upright.shape == (60, 40, 3)
+    assert (upright[:30, :, 0] > 200).all() and (upright[30:, :, 2] > 200).all()
+    callers = Image.open(io.BytesIO(buffer.getvalue()))
+    assert images.load_rgb(callers).size == (40, 60) and callers.size == (60, 40)
+
+
 def test_large_jpegs_decode_at_a_reduced_scale_still_twice_the_input_and_look_the_same():
     big = jpeg(2000, 1200)
     drafted = images.load_rgb(big, draft_size=images.DRAFT_FACTOR * 224)
