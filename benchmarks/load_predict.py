@@ -133,12 +133,12 @@ async def predict_one_by_one(page, result: "UserResult", photos: list[tuple[Path
                 # this upload's result is on screen when its thumbnail's caption shows, with the label in it
                 await captions.nth(count - 1).wait_for(timeout=timeout_s * 1000)
                 await labels.nth(count - 1).wait_for(timeout=timeout_s * 1000)
+                result.latencies.append(time.perf_counter() - start)
+                result.right += (await labels.nth(count - 1).inner_text(timeout=timeout_s * 1000)).strip() == truth
             except Exception as exc:  # a timeout or a broken page is an error of this request
                 result.errors.append(f"{photo.name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 await page.screenshot(path=str(Path(tempfile.gettempdir()) / f"tl_load_user{result.user}.png"))
                 return
-            result.latencies.append(time.perf_counter() - start)
-            result.right += (await labels.nth(count - 1).inner_text()).strip() == truth
         shown = await page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').count()
         if shown:
             result.errors.append(f"{shown} error box(es) on the page")
