@@ -90,9 +90,10 @@ class _Interpreter:
 class LiteRTEngine:
     """A single image runs on one interpreter using every core (lowest latency: Predict, the REST server).
     Batches run on *lanes*, one single-threaded interpreter per core, each taking its own images: XNNPACK's
-    thread pool splits every layer between the cores and waits at each one, so on 2 cores the lanes ran
-    batches ~1.5x faster. Many app sessions share a loaded model: the interpreter is locked and a lane
-    serves one caller at a time."""
+    thread pool splits every layer between the cores and waits for both at each one, so a decoding thread
+    on either core stalls every layer; beside decoding (the feature pass) the lanes ran 15-30% faster, alone
+    the same. Many app sessions share a loaded model: the interpreter is locked and a lane serves one
+    caller at a time."""
     name = "litert-xnnpack"
 
     def __init__(self, path: Path, threads: Optional[int] = None):
