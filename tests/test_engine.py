@@ -231,6 +231,22 @@ def test_exif_orientation_turns_the_pixels_upright_without_touching_a_callers_im
     assert images.load_rgb(callers).size == (40, 60) and callers.size == (60, 40)
 
 
+def test_thumbnails_decode_only_as_large_as_shown_and_look_like_full_decodes():
+    big = jpeg(2000, 1200)
+    assert images._thumbnail_side(big, (200, 800)) == 120      # shown 200x120: 1/8 scale (250x150) suffices
+    thumb = Image.open(io.BytesIO(images.thumbnail_jpeg(big, (200, 800))))
+    assert thumb.size == (200, 120)
+    reference = Image.open(io.BytesIO(big)).convert("RGB")
+    reference.thumbnail((200, 800))
+    assert np.abs(np.asarray(thumb, float) - np.asarray(reference, float)).mean() < 3.0
+    exif = Image.Exif()
+    exif[0x0112] = 6                                            # stored 600x400, shown 400x600
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(jpeg(600, 400))).save(buffer, "JPEG", exif=exif.tobytes())
+    assert images._thumbnail_side(buffer.getvalue(), (200, 800)) == 200
+    assert Image.open(io.BytesIO(images.thumbnail_jpeg(buffer.getvalue(), (200, 800)))).size == (200, 300)
+
+
 def test_large_jpegs_decode_at_a_reduced_scale_still_twice_the_input_and_look_the_same():
     big = jpeg(2000, 1200)
     drafted = images.load_rgb(big, draft_size=images.DRAFT_FACTOR * 224)

@@ -7,6 +7,7 @@ and it is converted to 8-bit RGB and resized to the model's square input.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -99,12 +100,28 @@ def load_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
 
 def thumbnail_jpeg(source: ImageSource, box: tuple[int, int], quality: int = 85) -> bytes:
     """A small JPEG of an image, fitting ``box`` (aspect kept), for showing it, not for a model. A JPEG
-    decodes at the smallest DCT scale still as large as the box's smaller side."""
-    image = load_rgb(source, draft_size=min(box))
+    decodes at the smallest DCT scale still as large as the thumbnail: a 500x375 photo shown 200 px wide
+    decodes at half size, 4x fewer pixels (the Predict page makes one per upload)."""
+    if not isinstance(source, Image.Image):
+        source = source if isinstance(source, bytes) else Path(source).read_bytes()
+    image = load_rgb(source, draft_size=_thumbnail_side(source, box))
     image.thumbnail(box)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def _thumbnail_side(source: Union[bytes, Image.Image], box: tuple[int, int]) -> int:
+    """The shorter side of ``source``'s thumbnail in ``box``, read from its header (upright, as shown)."""
+    try:
+        header = source if isinstance(source, Image.Image) else Image.open(io.BytesIO(source))
+        width, height = header.size
+        if header.getexif().get(0x0112, 1) in (5, 6, 7, 8):   # shown turned a quarter: sides swap
+            width, height = height, width
+    except Exception:   # unreadable here: load_rgb says why
+        return min(box)
+    scale = min(1.0, box[0] / width, box[1] / height)
+    return max(1, math.floor(min(width, height) * scale))
 
 
 RESIZE_MODES = ("crop", "squash")
