@@ -62,9 +62,6 @@ class TensorFlowEngine:
                    for i in range(0, len(pixels), TF_BATCH)]
         return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
 
-    def in_lane(self, pixels: np.ndarray) -> np.ndarray:
-        return self(pixels)
-
 
 class _Interpreter:
     """One batch-1 XNNPACK interpreter: images run one by one (faster per image than batched on CPU: the

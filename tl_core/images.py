@@ -102,19 +102,21 @@ def thumbnail_jpeg(source: ImageSource, box: tuple[int, int], quality: int = 85)
     """A small JPEG of an image, fitting ``box`` (aspect kept), for showing it, not for a model. A JPEG
     decodes at the smallest DCT scale still as large as the thumbnail: a 500x375 photo shown 200 px wide
     decodes at half size, 4x fewer pixels (the Predict page makes one per upload)."""
-    if not isinstance(source, Image.Image):
-        source = source if isinstance(source, bytes) else Path(source).read_bytes()
-    image = load_rgb(source, draft_size=_thumbnail_side(source, box))
+    if isinstance(source, Image.Image):   # already decoded: nothing to draft
+        image = load_rgb(source)
+    else:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        image = load_rgb(data, draft_size=_thumbnail_side(data, box))
     image.thumbnail(box)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
 
 
-def _thumbnail_side(source: Union[bytes, Image.Image], box: tuple[int, int]) -> int:
-    """The shorter side of ``source``'s thumbnail in ``box``, read from its header (upright, as shown)."""
+def _thumbnail_side(data: bytes, box: tuple[int, int]) -> int:
+    """The shorter side of the image's thumbnail in ``box``, read from its header (upright, as shown)."""
     try:
-        header = source if isinstance(source, Image.Image) else Image.open(io.BytesIO(source))
+        header = Image.open(io.BytesIO(data))
         width, height = header.size
         if header.getexif().get(0x0112, 1) in (5, 6, 7, 8):   # shown turned a quarter: sides swap
             width, height = height, width
