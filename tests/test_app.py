@@ -137,6 +137,7 @@ def test_predict_page_labels_uploaded_images_and_offers_csv(seeded, tmp_path, mo
     monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: clears.append(1))
     dataset, run = seeded
     at = open_page("pages/predict.py")
+    clears.clear()   # the home page ran first, with no model loaded yet: Streamlit cleared Keras then
     uploader = at.get("file_uploader")[0]
     names = [item["path"].split("/")[-1] for item in dataset.items[:3]]
     for name, item in zip(names, dataset.items):
