@@ -53,6 +53,19 @@ def pretrained_each(data: list[bytes]) -> list[dict]:
 MAX_CARDS = 12   # more images than this: the table instead of thumbnails
 
 
+def thumbnails(images: list, data: list[bytes], shown: list[int]) -> list[bytes]:
+    """The shown uploads' thumbnails, found by upload id after their first showing: each new upload reruns
+    this part with every earlier one, and keying by content (widgets.thumbnail) hashed them all again."""
+    made = st.session_state.setdefault("predict_thumbnails", {})
+    ids = [images[index].file_id for index in shown]
+    for gone in made.keys() - set(ids):
+        del made[gone]
+    for index, file_id in zip(shown, ids):
+        if file_id not in made:
+            made[file_id] = widgets.thumbnail(data[index])
+    return [made[file_id] for file_id in ids]
+
+
 def answer_caption(name: str, top: list[dict], sure: bool) -> str:
     """Markdown under a thumbnail: the answer in bold (or "not sure"), the runners-up, the file name."""
     best = (f"**{widgets.md_escape(top[0]['label'])}** {top[0]['probability']:.1%}" if sure else
@@ -95,7 +108,7 @@ def uploads_and_answers() -> None:
     if not as_table and len(images) <= MAX_CARDS:
         # One element for every image and its answer: each upload redraws them all, for every user at once,
         # and each element costs the server a message (a card of columns and bars was ~10 of them).
-        st.image([widgets.thumbnail(data[index]) for index, *_ in answered], output_format="JPEG",
+        st.image(thumbnails(images, data, [index for index, *_ in answered]), output_format="JPEG",
                  width=widgets.THUMBNAIL_WIDTH, caption=[answer_caption(name, top, sure) for _, name, top, sure in answered])
     else:
         st.dataframe(answers_table(answered), hide_index=True, key="predict_table", column_config={

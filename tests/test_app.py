@@ -161,6 +161,26 @@ def test_predict_page_labels_uploaded_images_and_offers_csv(seeded, tmp_path, mo
     assert clears == [] and list(at.dataframe[-1].value["top1"]) == list(table["top1"])
 
 
+def test_predict_page_makes_a_thumbnail_once_per_upload(seeded, monkeypatch):
+    """Every rerun shows all uploads again (each new upload reruns them, for every user): the thumbnails
+    are looked up by upload, not hashed and made again."""
+    from tl_app import widgets
+    made, real = [], widgets.thumbnail
+    monkeypatch.setattr(widgets, "thumbnail", lambda data: made.append(data) or real(data))
+    dataset, _ = seeded
+    photos = [(dataset.root / item["path"]).read_bytes() for item in dataset.items[:3]]
+    at = open_page("pages/predict.py")
+    at.get("file_uploader")[0].set_value([("one.png", photos[0], "image/png"), ("two.png", photos[1], "image/png")])
+    at.run()
+    at.slider(key="predict_topk").set_value(1).run()
+    at.slider(key="predict_threshold").set_value(0.2).run()
+    assert len(at.get("image")[0].captions) == 2
+    assert made == photos[:2]   # shown on three runs, made once each
+    at.get("file_uploader")[0].set_value(("three.png", photos[2], "image/png")).run()
+    assert made == photos and len(at.get("image")[0].captions) == 1
+    assert len(at.session_state["predict_thumbnails"]) == 1   # removed uploads are forgotten
+
+
 def test_real_photos_end_to_end_server_import_train_results_predict(stop_worker, monkeypatch):
     """The issue's check: hymenoptera imported, trained from the Train page with defaults while the page
     reloads, Results shows curves, confusion matrix and per-class table, Predict labels held-back photos."""
