@@ -18,9 +18,9 @@ def _load_predictor(run_path: str, model_mtime: float):
     from tl_core.predict import Predictor
     keep_tensorflow_warm_between_reruns()
     predictor = Predictor.from_run(Run(Path(run_path)))
-    # After every script run Streamlit calls gc.collect(2), which walks every live object: with TensorFlow
-    # loaded that is ~0.3 s of CPU per rerun, per user. TensorFlow and the models live long, so move them
-    # out of the collector's sight (measured: 0.27 s -> 4 us per collection). Frozen objects are never
+    # A full collection (Python's own, or Streamlit's after every script run where runner.postScriptGC is
+    # on) walks every live object: with TensorFlow loaded ~0.3 s of CPU each. TensorFlow and the models
+    # live long, so move them out of the collector's sight (measured: 0.27 s -> 4 us per collection). Frozen objects are never
     # collected, though: first unfreeze and collect, so models evicted from this cache and sessions that
     # ended since the last load are freed (one full collection per model load, not per rerun).
     gc.unfreeze()
