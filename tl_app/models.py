@@ -20,9 +20,10 @@ def _load_predictor(run_path: str, model_mtime: float):
     predictor = Predictor.from_run(Run(Path(run_path)))
     # A full collection (Python's own, or Streamlit's after every script run where runner.postScriptGC is
     # on) walks every live object: with TensorFlow loaded ~0.3 s of CPU each. TensorFlow and the models
-    # live long, so move them out of the collector's sight (measured: 0.27 s -> 4 us per collection). Frozen objects are never
-    # collected, though: first unfreeze and collect, so models evicted from this cache and sessions that
-    # ended since the last load are freed (one full collection per model load, not per rerun).
+    # live long, so move them out of the collector's sight (measured: 0.27 s -> 4 us per collection).
+    # Frozen objects are never collected, though: first unfreeze and collect, so models evicted from this
+    # cache and sessions that ended since the last load are freed (one full collection per model load, not
+    # per rerun).
     gc.unfreeze()
     gc.collect()
     gc.freeze()
