@@ -3,6 +3,7 @@ runs | export | serve | worker``."""
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import json
 import os
@@ -20,6 +21,23 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _load_tensorflow() -> None:
+    """For commands that run a model: TensorFlow's logging quieted, then Keras (and so TensorFlow) imported
+    with the collector paused, and what the import made frozen out of its sight. Their few hundred thousand
+    long-lived objects otherwise set off six full collections over the growing heap while importing: 0.8-1 s
+    of the start of every such command and of every training job (each runs in its own process). Module
+    objects live as long as the process: freezing them loses nothing."""
+    _quiet_tensorflow()
+    if "keras" in sys.modules:   # an earlier command in this process imported it: nothing left to save
+        return
+    gc.disable()
+    try:
+        import keras  # noqa: F401
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def cmd_models(args) -> int:
     rows = architectures.availability()
     if args.json:
@@ -33,7 +51,7 @@ def cmd_models(args) -> int:
         print(f"{row['name']:<18} {row['default_size']:>4}  {row['preprocessing']:<10} {offline:<22} "
               f"{', '.join(map(str, row['alphas'])) or '-'}")
     if args.details:
-        _quiet_tensorflow()
+        _load_tensorflow()
         from .freeze import describe as describe_base
         for row in rows:
             d = describe_base(row["name"])
@@ -82,7 +100,7 @@ def _config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    _quiet_tensorflow()
+    _load_tensorflow()
     from .training import train
 
     def progress(event):
@@ -107,7 +125,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    _quiet_tensorflow()
+    _load_tensorflow()
     from . import compare
     template = _config_from_args(args)
     template.data = datasets.resolve_dataset(template.data).ref
@@ -136,7 +154,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_lr_find(args) -> int:
-    _quiet_tensorflow()
+    _load_tensorflow()
     from .lr_find import lr_find
     cfg = _config_from_args(args)
     cfg.data = datasets.resolve_dataset(cfg.data).ref
@@ -145,7 +163,7 @@ def cmd_lr_find(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    _quiet_tensorflow()
+    _load_tensorflow()
     import time
 
     import numpy as np
@@ -167,7 +185,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    _quiet_tensorflow()
+    _load_tensorflow()
     from .images import ImageRejected
     from .pretrained import KerasApplicationClassifier, TFLiteClassifier
     if bool(args.tflite) == bool(args.base):
@@ -191,7 +209,7 @@ def cmd_classify(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    _quiet_tensorflow()
+    _load_tensorflow()
     from .explain import explain
     from .runs import get_run
     if not Path(args.image).is_file():
@@ -207,7 +225,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_suspects(args) -> int:
-    _quiet_tensorflow()
+    _load_tensorflow()
     from .suspects import suspects_of
     name = datasets.resolve_dataset(args.data).ref
     rows = suspects_of(name, args.base, args.alpha, args.size)
@@ -244,7 +262,7 @@ def cmd_wait(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    _quiet_tensorflow()
+    _load_tensorflow()
     from .predict import Predictor
     predictor = Predictor.from_run(args.run)
     missing = [f for f in args.images if not Path(f).is_file()]
@@ -271,7 +289,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_export(args) -> int:
-    _quiet_tensorflow()
+    _load_tensorflow()
     from .export import export_run
     from .runs import get_run
     result = export_run(get_run(args.run), args.format, Path(args.out) if args.out else None,
@@ -282,21 +300,21 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    _quiet_tensorflow()
+    _load_tensorflow()
     from .serving import serve
     serve(args.run or [], all_runs=args.all, host=args.host, port=args.port)
     return 0
 
 
 def cmd_worker(args) -> int:
-    _quiet_tensorflow()
+    _quiet_tensorflow()   # for the job processes it starts; it imports no TensorFlow itself
     from .backends.local import worker_loop
     worker_loop(idle_exit_s=args.idle_exit)
     return 0
 
 
 def cmd_execute(args) -> int:
-    _quiet_tensorflow()
+    _load_tensorflow()
     from .runs import get_run
     from .training import execute
     run = get_run(args.run)
