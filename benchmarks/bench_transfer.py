@@ -230,9 +230,8 @@ def part_feature_pass(data: Path, epochs: int) -> dict:
     first = _extractor_and_cache()
     rates = []
     for _ in range(3):
+        shutil.rmtree(first.store.root, ignore_errors=True)   # every pass's store: one model key, one folder
         cache = FeatureCache(first.cfg, first.extractor)
-        shutil.rmtree(cache.store.root, ignore_errors=True)
-        cache = FeatureCache(first.cfg, first.extractor)   # its store now empty
         cache.engine
         start = time.time()
         cache.features(files, shas)
