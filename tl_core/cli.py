@@ -30,12 +30,14 @@ def _load_tensorflow() -> None:
     _quiet_tensorflow()
     if "keras" in sys.modules:   # an earlier command in this process imported it: nothing left to save
         return
+    collecting = gc.isenabled()
     gc.disable()
     try:
         import keras  # noqa: F401
     finally:
         gc.freeze()
-        gc.enable()
+        if collecting:
+            gc.enable()
 
 
 def cmd_models(args) -> int:
