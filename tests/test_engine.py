@@ -1,13 +1,16 @@
 """The frozen-part engine (LiteRT on CPU hosts), the array feature store and reduced-scale decoding."""
 import io
 import multiprocessing
+import os
+import threading
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tl_core import device, images, modeling
 from tl_core import engine as engines
-from tl_core import images, modeling
 from tl_core.config import TrainConfig
 from tl_core.features import FeatureCache, FeatureStore
 from tl_core.training import train
@@ -202,6 +205,31 @@ def test_feature_pass_on_a_batched_engine_matches_the_lanes_and_stops_when_asked
             cache.features(paths, shas, progress=lambda done, total: seen.append(done),
                            should_stop=lambda: len(seen) > 2)
         assert 0 < cache.computed < len(paths) and len(cache.store.index) == cache.computed
+
+
+def test_lanes_and_decoding_threads_follow_the_cores_this_process_may_use(tmp_path, monkeypatch):
+    """A GPU host's 16 cores decode beside the GPU on 16 threads, not the 4 that keep 2 cores busy; a CPU
+    host runs a lane per core it may use (its affinity, which a container may narrow)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)))
+    assert device.cpu_cores() == 6 and images.decode_threads() == 6
+    src = make_class_folders(tmp_path / "src", classes=("red", "blue"), per_class=8, size=48)
+    paths = sorted(p for p in src.rglob("*.png"))
+    shas = [f"{i:064x}" for i in range(len(paths))]
+    cfg = TrainConfig(data="x", base="MobileNetV2", alpha=0.35, size=64).resolved()
+    model = extractor()
+    monkeypatch.setenv("TL_ENGINE", "tensorflow")   # one batched engine: the GPU host's path
+    batched, decoders = FeatureCache(cfg, model, batch_size=1), set()
+    decode = batched._pixels
+
+    def slow_decode(*args):   # long enough that no thread is free again before all have started
+        decoders.add(threading.get_ident())
+        time.sleep(0.05)
+        return decode(*args)
+    monkeypatch.setattr(batched, "_pixels", slow_decode)
+    assert batched.features(paths, shas).shape[0] == len(paths)
+    assert len(decoders) == 6
+    monkeypatch.setenv("TL_ENGINE", "litert")
+    assert FeatureCache(cfg, model).engine.lane_count == 6
 
 
 # ------------------------------------------------------------------ decoding

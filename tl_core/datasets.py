@@ -8,7 +8,6 @@ built in a temporary folder and renamed into place, so a failed import leaves no
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import statistics
 import time
@@ -22,6 +21,7 @@ import numpy as np
 
 from . import audit
 from .archives import ZipLimits
+from .device import cpu_cores
 from .sources import (Candidate, Content, candidates_from_folder, candidates_from_items, candidates_from_uploaded_paths,
                       candidates_from_zip)
 from .images import EXTENSIONS, ImageRejected, inspect_bytes, thumbnail_jpeg
@@ -165,7 +165,7 @@ def _inspected(candidates: list[Candidate], min_colors: int):
             return cand, None, None, f"could not be read: {exc}"
 
     window = 64   # bounds the bytes held at once
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(cpu_cores()) as pool:
         for start in range(0, len(candidates), window):
             yield from pool.map(check, candidates[start:start + window])
 

@@ -3,6 +3,7 @@ process is which. GPUs are found without importing TensorFlow (so pages paint fa
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 from typing import Optional
@@ -18,6 +19,15 @@ def gpu_names() -> tuple[str, ...]:
     except (OSError, subprocess.SubprocessError):
         return ()
     return tuple(line.strip() for line in out.splitlines() if line.strip())
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container or ``taskset`` may allow fewer than
+    the host has): one engine lane each, and the decoding threads beside a GPU."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):   # no affinity on this platform
+        return os.cpu_count() or 1
 
 
 def describe() -> str:

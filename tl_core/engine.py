@@ -96,7 +96,7 @@ class LiteRTEngine:
     def __init__(self, path: Path, threads: Optional[int] = None):
         self.note = None
         self._path = path
-        self.lane_count = threads or os.cpu_count() or 1
+        self.lane_count = threads or device.cpu_cores()
         self._interpreter = _Interpreter(path, self.lane_count)
         self._lock = threading.Lock()
         self._lanes: Optional[queue.Queue] = None   # made at the first batch

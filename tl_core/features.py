@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 
 from .config import TrainConfig
 from . import engine as engines
-from .images import DECODING, DRAFT_FACTOR, load_array, load_rgb, to_array
+from .images import DECODING, DRAFT_FACTOR, decode_threads, load_array, load_rgb, to_array
 from .modeling import weights_identity
 from .workspace import cache_dir, write_json
 
@@ -176,14 +176,14 @@ class FeatureCache:
                  should_stop: Optional[Callable[[], bool]]) -> Iterator[tuple[list, np.ndarray]]:
         """(chunk, engine outputs) for each chunk of jobs, in order, a few chunks ahead in threads. With one
         lane per core (LiteRT) a thread decodes a chunk and runs it on its own single-threaded lane, with no
-        hand-off; with one batched engine (TensorFlow, a GPU) 4 threads decode while the engine runs."""
+        hand-off; with one batched engine (TensorFlow, a GPU) a thread per core decodes while the engine runs."""
         if not chunks:
             return   # everything cached: no engine is built
         engine = self.engine
         if engine.lane_count > 1:
             task, finish, workers = (lambda chunk: engine.in_lane(decode(chunk))), (lambda out: out), engine.lane_count
         else:
-            task, finish, workers = decode, engine, 4
+            task, finish, workers = decode, engine, decode_threads()
         ahead = workers + 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending = deque(pool.submit(task, chunk) for chunk in chunks[:ahead])

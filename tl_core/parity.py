@@ -8,7 +8,6 @@ full-integer quantization states its agreement and accuracy drop.
 """
 from __future__ import annotations
 
-import os
 import time
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from .device import cpu_cores
 from .workspace import TLError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def _tensorflow(path: Path) -> Forward:
 
 def _litert(path: Path) -> Forward:
     from ai_edge_litert.interpreter import Interpreter
-    interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
+    interpreter = Interpreter(model_path=str(path), num_threads=cpu_cores())
     source, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     interpreter.resize_tensor_input(source["index"], (BATCH, *source["shape"][1:]))
     interpreter.allocate_tensors()

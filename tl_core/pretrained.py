@@ -8,13 +8,13 @@ outputs, or a 1001-line file whose line 0 is "background" for a 1001-output mode
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
 from . import architectures
+from .device import cpu_cores
 from .images import ImageSource, load_array
 from .workspace import TLError
 
@@ -49,8 +49,8 @@ class TFLiteClassifier(PretrainedClassifier):
     def __init__(self, model: str | Path | bytes, labels: str | Path | bytes):
         from ai_edge_litert.interpreter import Interpreter
         try:
-            self.interpreter = Interpreter(model_content=model, num_threads=os.cpu_count() or 1) \
-                if isinstance(model, bytes) else Interpreter(model_path=str(model), num_threads=os.cpu_count() or 1)
+            self.interpreter = Interpreter(model_content=model, num_threads=cpu_cores()) \
+                if isinstance(model, bytes) else Interpreter(model_path=str(model), num_threads=cpu_cores())
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise TLError(f"Not a TFLite model LiteRT can load: {str(exc)[:200]}") from None
