@@ -101,6 +101,30 @@ def test_saved_run_reloads_and_predicts_the_same_probabilities(colors, tmp_path)
     assert run.state == "finished"
 
 
+def test_a_gpu_hosts_path_runs_here_mixed_precision_on_one_batched_engine(colors, tmp_path, monkeypatch):
+    """What a GPU host runs (TensorFlow as the engine, float16 compute, a fine-tune from a clean cut whose
+    frozen prefix goes through that engine) runs on this CPU too: no GPU was lent for the figures, but
+    the code that takes them is exercised."""
+    import keras
+    monkeypatch.setenv("TL_ENGINE", "tensorflow")
+    run, metrics = train(small(mixed_precision="on", freeze_depth="all", fine_tune_depth=143, fine_tune_epochs=1,
+                               early_stopping=False, augment=False), tmp_path / "mixed")
+    assert metrics["precision"] == "mixed_float16" and keras.mixed_precision.global_policy().name == "float32"
+    assert metrics["engine"]["used"] == {"features": "tensorflow", "train activations": "tensorflow",
+                                         "validation activations": "tensorflow"}   # the prefix ran once, batched
+    # float16 keeps ~3 significant digits: agreement is looser than LiteRT's float32, the answers the same
+    assert metrics["engine"]["max_rel_diff"] < 0.05 and metrics["engine"]["top1_agreement"] == 1.0
+    history = run.history()
+    assert [r["phase"] for r in history] == ["head", "head", "fine-tune"]
+    assert all(np.isfinite(r["loss"]) and np.isfinite(r["val_loss"]) for r in history)
+    saved = Interpretation.load(run.path("predictions.csv"), run.artifacts.class_names())
+    names = run.artifacts.class_names()
+    again = np.array([[p["probability"] for p in sorted(top, key=lambda p: names.index(p["label"]))]
+                      for top in Predictor(run.artifacts.load()).predict([colors.root / f for f in saved.files], 3)])
+    np.testing.assert_allclose(again.sum(axis=1), 1.0, atol=1e-3)   # the softmax stays float32
+    np.testing.assert_allclose(again, saved.probs, atol=1e-2)
+
+
 @pytest.mark.parametrize("head", ["logreg", "svm"])
 def test_feature_extractor_heads_train_save_and_predict(colors, tmp_path, head):
     run, metrics = train(small(head=head), tmp_path / head)
