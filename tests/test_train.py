@@ -31,6 +31,12 @@ def reference_base():
     return modeling.build_base("MobileNetV2", 0.35, 64)
 
 
+def class_probabilities(predictor, files, names):
+    """Each file's probabilities in class order (all classes: top_k is the class count)."""
+    return np.array([[p["probability"] for p in sorted(top, key=lambda p: names.index(p["label"]))]
+                     for top in predictor.predict(files, top_k=len(names))])
+
+
 def _changed(before, after):
     return [not all(np.array_equal(a, b) for a, b in zip(before.get_weights(), after.get_weights()))]
 
@@ -86,8 +92,7 @@ def test_saved_run_reloads_and_predicts_the_same_probabilities(colors, tmp_path)
     saved = Interpretation.load(run.path("predictions.csv"), run.artifacts.class_names())
     predictor = Predictor(Run(run.root).artifacts.load())   # as trained: temperature 1
     files = [colors.root / f for f in saved.files]
-    again = np.array([[p["probability"] for p in sorted(top, key=lambda p: run.artifacts.class_names().index(p["label"]))]
-                      for top in predictor.predict(files, top_k=3)])
+    again = class_probabilities(predictor, files, run.artifacts.class_names())
     np.testing.assert_allclose(again, saved.probs, atol=1e-5)
     from PIL import Image
     by_bytes = predictor.predict([files[0].read_bytes()], 3)[0]
@@ -117,10 +122,9 @@ def test_a_gpu_hosts_path_runs_here_mixed_precision_on_one_batched_engine(colors
     history = run.history()
     assert [r["phase"] for r in history] == ["head", "head", "fine-tune"]
     assert all(np.isfinite(r["loss"]) and np.isfinite(r["val_loss"]) for r in history)
-    saved = Interpretation.load(run.path("predictions.csv"), run.artifacts.class_names())
     names = run.artifacts.class_names()
-    again = np.array([[p["probability"] for p in sorted(top, key=lambda p: names.index(p["label"]))]
-                      for top in Predictor(run.artifacts.load()).predict([colors.root / f for f in saved.files], 3)])
+    saved = Interpretation.load(run.path("predictions.csv"), names)
+    again = class_probabilities(Predictor(run.artifacts.load()), [colors.root / f for f in saved.files], names)
     np.testing.assert_allclose(again.sum(axis=1), 1.0, atol=1e-3)   # the softmax stays float32
     np.testing.assert_allclose(again, saved.probs, atol=1e-2)
 
