@@ -37,10 +37,6 @@ def class_probabilities(predictor, files, names):
                      for top in predictor.predict(files, top_k=len(names))])
 
 
-def _changed(before, after):
-    return [not all(np.array_equal(a, b) for a, b in zip(before.get_weights(), after.get_weights()))]
-
-
 def _base_of(run):
     import keras
     model = keras.models.load_model(run.artifacts.model_path, safe_mode=True)
