@@ -1,4 +1,5 @@
 """Transfer Learning Studio: the router. Pages live in pages/, shared UI code in tl_app/, logic in tl_core/."""
+
 import streamlit as st
 
 from tl_app import auth, shell, widgets

@@ -8,6 +8,7 @@ one 300 MiB entry compressed about 137:1 (under the ratio guard, over the per-en
 in a fresh process and prints ``zip_mb``, ``entries``, ``imported``, ``skipped``, ``seconds`` and
 ``peak_rss_mb`` (the import process's maximum resident memory, TensorFlow not loaded).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,10 +75,14 @@ def main(argv=None) -> int:
         archive = Path(tmp) / "big.zip"
         entries = build_zip(archive, args.gb)
         env = {**os.environ, "TL_HOME": str(Path(tmp) / "workspace")}
-        out = subprocess.run([sys.executable, "-c", IMPORT, str(archive)], cwd=REPO, env=env,
-                             capture_output=True, text=True, check=True)
-        result = {"zip_mb": round(archive.stat().st_size / 1024**2), "entries": entries,
-                  **json.loads(out.stdout.strip().splitlines()[-1])}
+        out = subprocess.run(
+            [sys.executable, "-c", IMPORT, str(archive)], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        )
+        result = {
+            "zip_mb": round(archive.stat().st_size / 1024**2),
+            "entries": entries,
+            **json.loads(out.stdout.strip().splitlines()[-1]),
+        }
     for key, value in result.items():
         print(f"{key}={value}")
     return 0

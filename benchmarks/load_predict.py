@@ -16,6 +16,7 @@ equals the photo's folder) and server_cpu_s_per_request. The browser pages share
 with the server, so latencies include the client's rendering too; the server's own CPU per request says
 what it could serve with the browsers elsewhere.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TL_SHARED", REPO.parent / "shared"))
-CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-default-apps", "--disable-extensions", "--disable-dev-shm-usage",
-                 # every user's page is active at once: no throttling of pages in the background
-                 "--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows",
-                 "--disable-renderer-backgrounding"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
+    # every user's page is active at once: no throttling of pages in the background
+    "--disable-background-timer-throttling",
+    "--disable-backgrounding-occluded-windows",
+    "--disable-renderer-backgrounding",
+]
 
 
 @dataclass
@@ -61,8 +73,11 @@ def free_port() -> int:
 def val_photos(data: Path) -> list[tuple[Path, str]]:
     """(photo, its class folder) from the validation split, classes interleaved so every user gets a mix."""
     val = next(data / name for name in ("val", "validation", "test") if (data / name).is_dir())
-    per_class = [sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-                 for folder in sorted(val.iterdir()) if folder.is_dir()]
+    per_class = [
+        sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        for folder in sorted(val.iterdir())
+        if folder.is_dir()
+    ]
     mixed = [photo for group in zip(*per_class) for photo in group]
     return [(photo, photo.parent.name) for photo in mixed]
 
@@ -70,11 +85,11 @@ def val_photos(data: Path) -> list[tuple[Path, str]]:
 def prepare_model(env: dict, data: Path, size: int | None) -> None:
     """Import the dataset and train one model with the CLI, as a user of the app would get by default."""
     cli = [sys.executable, "-m", "tl_core"]
-    subprocess.run(cli + ["datasets", "add", str(data), "--name", "load"], env=env, cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        cli + ["datasets", "add", str(data), "--name", "load"], env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL
+    )
     extra = ["--size", str(size)] if size else []
-    subprocess.run(cli + ["train", "--data", "load", *extra], env=env, cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(cli + ["train", "--data", "load", *extra], env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
 
 
 @contextmanager
@@ -82,10 +97,27 @@ def app_server(env: dict, log_path: Path, extra_args: tuple = ()):
     """The README's app command on a free loopback port; yields (URL, server process)."""
     port = free_port()
     with open(log_path, "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-                                   "--server.port", str(port), "--server.address", "127.0.0.1",
-                                   "--server.headless", "true", *extra_args],
-                                  cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "streamlit_app.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                *extra_args,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
@@ -95,7 +127,7 @@ def app_server(env: dict, log_path: Path, extra_args: tuple = ()):
                     break
             except OSError:
                 if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError("app did not become healthy:\n" + log_path.read_text()[-3000:])
+                    raise RuntimeError("app did not become healthy:\n" + log_path.read_text()[-3000:]) from None
                 time.sleep(0.5)
         yield url, server
     finally:
@@ -103,7 +135,7 @@ def app_server(env: dict, log_path: Path, extra_args: tuple = ()):
         server.wait(timeout=30)
 
 
-async def open_predict_page(browser, url: str, result: "UserResult", timeout_s: float):
+async def open_predict_page(browser, url: str, result: UserResult, timeout_s: float):
     """A user's page on Predict, ready for uploads; None (and an error recorded) if it never got there."""
     context = await browser.new_context(viewport={"width": 1200, "height": 1600})
     page = await context.new_page()
@@ -121,11 +153,11 @@ async def open_predict_page(browser, url: str, result: "UserResult", timeout_s: 
     return page
 
 
-async def predict_one_by_one(page, result: "UserResult", photos: list[tuple[Path, str]], timeout_s: float) -> None:
+async def predict_one_by_one(page, result: UserResult, photos: list[tuple[Path, str]], timeout_s: float) -> None:
     """Drop the photos into the uploader one after another, each waiting for its label on screen."""
     uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').first
     captions = page.locator('[data-testid="stImageCaption"]')
-    labels = page.locator('[data-testid="stMain"] [data-testid="stImageCaption"] strong')   # the answer, in bold
+    labels = page.locator('[data-testid="stMain"] [data-testid="stImageCaption"] strong')  # the answer, in bold
     try:
         for count, (photo, truth) in enumerate(photos, start=1):
             start = time.perf_counter()
@@ -147,10 +179,18 @@ async def predict_one_by_one(page, result: "UserResult", photos: list[tuple[Path
         await page.context.close()
 
 
-async def drive(url: str, users: int, per_user: int, photos: list[tuple[Path, str]], timeout_s: float,
-                chromium: str, all_open=lambda: None) -> tuple[list[UserResult], float]:
+async def drive(
+    url: str,
+    users: int,
+    per_user: int,
+    photos: list[tuple[Path, str]],
+    timeout_s: float,
+    chromium: str,
+    all_open=lambda: None,
+) -> tuple[list[UserResult], float]:
     """Open every user's page, then have all of them predict at once; returns results and the wall time."""
     from playwright.async_api import async_playwright
+
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         results = [UserResult(u) for u in range(users)]
@@ -159,8 +199,13 @@ async def drive(url: str, users: int, per_user: int, photos: list[tuple[Path, st
         work = [[photos[(u * per_user + i) % len(photos)] for i in range(per_user)] for u in range(users)]
         all_open()
         start = time.perf_counter()
-        await asyncio.gather(*(predict_one_by_one(page, r, work[r.user], timeout_s)
-                               for page, r in zip(pages, results) if page is not None))
+        await asyncio.gather(
+            *(
+                predict_one_by_one(page, r, work[r.user], timeout_s)
+                for page, r in zip(pages, results)
+                if page is not None
+            )
+        )
         wall = time.perf_counter() - start
         await browser.close()
     return results, wall
@@ -191,8 +236,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def run_load(data: Path, users: int, per_user: int, size: int | None = None, timeout_s: float = 120,
-             keras_home: Path | None = None) -> dict:
+def run_load(
+    data: Path,
+    users: int,
+    per_user: int,
+    size: int | None = None,
+    timeout_s: float = 120,
+    keras_home: Path | None = None,
+) -> dict:
     """Set up, load the app, and return the summary (also printed)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
@@ -201,39 +252,54 @@ def run_load(data: Path, users: int, per_user: int, size: int | None = None, tim
         tmp = Path(tmp)
         home = tmp / "keras_home"
         shutil.copytree(keras_home or SHARED / "keras_home", home, dirs_exist_ok=True)
-        env = {**os.environ, "TL_HOME": str(tmp / "workspace"), "KERAS_HOME": str(home),
-               "TF_CPP_MIN_LOG_LEVEL": "2", "TL_WORKER_IDLE_EXIT": "5"}
+        env = {
+            **os.environ,
+            "TL_HOME": str(tmp / "workspace"),
+            "KERAS_HOME": str(home),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TL_WORKER_IDLE_EXIT": "5",
+        }
         env.pop("TL_PASSWORD", None)
         t0 = time.perf_counter()
         prepare_model(env, data, size)
         print(f"model trained in {time.perf_counter() - t0:.1f}s", flush=True)
         photos = val_photos(data)
         with app_server(env, tmp / "app.log") as (url, server):
-            cpu_at = []   # server CPU when every page is open and the model loaded, to count predictions only
+            cpu_at = []  # server CPU when every page is open and the model loaded, to count predictions only
 
             def all_open() -> None:
                 print(f"server idle after {wait_until_idle(server.pid):.1f} s (model loaded)", flush=True)
                 cpu_at.append(cpu_seconds(server.pid))
+
             results, wall = asyncio.run(drive(url, users, per_user, photos, timeout_s, chromium, all_open=all_open))
             server_cpu = cpu_seconds(server.pid) - cpu_at[0]
         if any(r.errors for r in results):
             print("server log (last lines):\n" + (tmp / "app.log").read_text()[-4000:])
     latencies = [x for r in results for x in r.latencies]
     for r in results:
-        print(f"user {r.user:2d}: page open {r.open_s:.1f}s, {len(r.latencies)} predictions, "
-              f"median {statistics.median(r.latencies or [0]):.2f}s, {r.right} right, errors: {r.errors or 'none'}")
-    summary = {"users": users, "images_per_user": per_user, "requests": users * per_user,
-               "completed": len(latencies), "errors": sum(len(r.errors) for r in results),
-               "page_open_max_s": round(max((r.open_s for r in results), default=float("nan")), 2),
-               "wall_s": round(wall, 2), "throughput_rps": round(len(latencies) / wall, 2),
-               "p50_s": round(percentile(latencies, 0.50), 3), "p95_s": round(percentile(latencies, 0.95), 3),
-               "max_s": round(max(latencies, default=float("nan")), 3),
-               # the first upload is each page's first drawing of answers: apart, it tells the p95's tail
-               "p50_first_s": round(percentile([r.latencies[0] for r in results if r.latencies], 0.50), 3),
-               "p50_later_s": round(percentile([x for r in results for x in r.latencies[1:]], 0.50), 3),
-               "labels_right": sum(r.right for r in results),
-               # what the server itself spent per prediction: its capacity if the browsers ran elsewhere
-               "server_cpu_s_per_request": round(server_cpu / max(1, len(latencies)), 3)}
+        print(
+            f"user {r.user:2d}: page open {r.open_s:.1f}s, {len(r.latencies)} predictions, "
+            f"median {statistics.median(r.latencies or [0]):.2f}s, {r.right} right, errors: {r.errors or 'none'}"
+        )
+    summary = {
+        "users": users,
+        "images_per_user": per_user,
+        "requests": users * per_user,
+        "completed": len(latencies),
+        "errors": sum(len(r.errors) for r in results),
+        "page_open_max_s": round(max((r.open_s for r in results), default=float("nan")), 2),
+        "wall_s": round(wall, 2),
+        "throughput_rps": round(len(latencies) / wall, 2),
+        "p50_s": round(percentile(latencies, 0.50), 3),
+        "p95_s": round(percentile(latencies, 0.95), 3),
+        "max_s": round(max(latencies, default=float("nan")), 3),
+        # the first upload is each page's first drawing of answers: apart, it tells the p95's tail
+        "p50_first_s": round(percentile([r.latencies[0] for r in results if r.latencies], 0.50), 3),
+        "p50_later_s": round(percentile([x for r in results for x in r.latencies[1:]], 0.50), 3),
+        "labels_right": sum(r.right for r in results),
+        # what the server itself spent per prediction: its capacity if the browsers ran elsewhere
+        "server_cpu_s_per_request": round(server_cpu / max(1, len(latencies)), 3),
+    }
     for key, value in summary.items():
         print(f"{key}={value}")
     return summary

@@ -9,6 +9,7 @@ validation photos of the run's dataset in turn. Prints one JSON object: requests
 p95, and how many forward passes the server made for them (requests batched together share one).
 Bounded: every request has a timeout, and the whole test stops after ``--deadline`` seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,19 @@ SHARED = Path(os.environ.get("TL_SHARED", REPO.parent / "shared"))
 LOOPBACK = "127.0.0.1"
 
 
-async def load_test(url: str, model: str, photos: list[tuple[str, bytes]], clients: int, per_client: int,
-                    token: str | None = None, timeout_s: float = 60, deadline_s: float = 600) -> dict:
+async def load_test(
+    url: str,
+    model: str,
+    photos: list[tuple[str, bytes]],
+    clients: int,
+    per_client: int,
+    token: str | None = None,
+    timeout_s: float = 60,
+    deadline_s: float = 600,
+) -> dict:
     """``clients`` concurrent clients, each posting ``per_client`` single-image requests to ``model:classify``."""
     import httpx
+
     assert url.startswith(f"http://{LOOPBACK}:"), "load tests target this machine only"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     latencies: list[float] = []
@@ -41,8 +51,12 @@ async def load_test(url: str, model: str, photos: list[tuple[str, bytes]], clien
             name, data = photos[(index * per_client + step) % len(photos)]
             start = time.perf_counter()
             try:
-                reply = await session.post(f"{url}/v1/models/{model}:classify", files=[("files", (name, data))],
-                                           headers=headers, timeout=timeout_s)
+                reply = await session.post(
+                    f"{url}/v1/models/{model}:classify",
+                    files=[("files", (name, data))],
+                    headers=headers,
+                    timeout=timeout_s,
+                )
                 if reply.status_code != 200:
                     errors.append(f"{reply.status_code}: {reply.text[:200]}")
                     continue
@@ -60,19 +74,30 @@ async def load_test(url: str, model: str, photos: list[tuple[str, bytes]], clien
 
     def pct(q: float) -> float | None:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4) if ordered else None
-    return {"clients": clients, "images_per_client": per_client, "requests": clients * per_client,
-            "ok": len(latencies), "errors": len(errors), "first_errors": errors[:3], "seconds": round(elapsed, 2),
-            "throughput_req_s": round(len(latencies) / elapsed, 2), "p50_s": pct(0.5), "p95_s": pct(0.95)}
+
+    return {
+        "clients": clients,
+        "images_per_client": per_client,
+        "requests": clients * per_client,
+        "ok": len(latencies),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "seconds": round(elapsed, 2),
+        "throughput_req_s": round(len(latencies) / elapsed, 2),
+        "p50_s": pct(0.5),
+        "p95_s": pct(0.95),
+    }
 
 
 def validation_photos(run_dir: Path, limit: int = 200) -> list[tuple[str, bytes]]:
     """The run's own validation photos (as files a client would send)."""
     sys.path.insert(0, str(REPO))
-    from tl_core.datasets import load_dataset
-    from tl_core.runs import get_run
+    from tl_core.data.datasets import load_dataset
+    from tl_core.runs.store import get_run
+
     run = get_run(run_dir)
     dataset = load_dataset(run.config.data)
-    files = run.artifacts.interpretation().files[:limit]
+    files = run.interpretation().files[:limit]
     return [(Path(f).name, (dataset.root / f).read_bytes()) for f in files]
 
 
@@ -84,6 +109,7 @@ def free_port() -> int:
 
 def wait_ready(url: str, server: subprocess.Popen, limit_s: float = 180) -> None:
     import httpx
+
     end = time.time() + limit_s
     while time.time() < end:
         if server.poll() is not None:
@@ -99,8 +125,14 @@ def wait_ready(url: str, server: subprocess.Popen, limit_s: float = 180) -> None
 
 def train_run(env: dict) -> str:
     data = SHARED / "datasets" / "hymenoptera_data"
-    out = subprocess.run([sys.executable, "-m", "tl_core", "train", "--data", str(data), "--alpha", "0.35"],
-                         cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "tl_core", "train", "--data", str(data), "--alpha", "0.35"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])["run_dir"]
 
 
@@ -124,17 +156,21 @@ def main() -> None:
     photos = validation_photos(run_dir)
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "tl_core", "serve", "--run", str(run_dir), "--port", str(port)],
-                              cwd=REPO, env=env)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tl_core", "serve", "--run", str(run_dir), "--port", str(port)], cwd=REPO, env=env
+    )
     try:
         wait_ready(url, server)
         import httpx
+
         model = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer load-test-token"}).json()
         name = model["models"][0]["model_spec"]["name"]
-        result = asyncio.run(load_test(url, name, photos, args.clients, args.images, token="load-test-token",
-                                       deadline_s=args.deadline))
-        stats = httpx.get(f"{url}/v1/models/{name}/metadata",
-                          headers={"Authorization": "Bearer load-test-token"}).json()["serving"]
+        result = asyncio.run(
+            load_test(url, name, photos, args.clients, args.images, token="load-test-token", deadline_s=args.deadline)
+        )
+        stats = httpx.get(
+            f"{url}/v1/models/{name}/metadata", headers={"Authorization": "Bearer load-test-token"}
+        ).json()["serving"]
         result.update(forward_passes=stats["forward_passes"], images_served=stats["images"])
         print(json.dumps(result))
     finally:

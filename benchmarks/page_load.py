@@ -8,6 +8,7 @@ each) and of the run's small files, so listings have real sizes. Then opens ever
 Streamlit's AppTest (a fresh session each time, warm caches as on a running server) and prints the
 median seconds per page over 5 opens, as ``page_<name>_s=...`` lines, and ``worst_page_s``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,11 @@ PAGES = ["home", "data", "train", "results", "predict"]
 
 def build_workspace(n_datasets: int, n_runs: int, n_images: int) -> None:
     sys.path.insert(0, str(REPO))
-    from tl_core import datasets
-    from tl_core.config import TrainConfig
-    from tl_core.training import train
+    from tl_core.data import datasets
+    from tl_core.models.config import TrainConfig
+    from tl_core.training.runner import train
     from tl_core.workspace import datasets_dir, runs_dir
+
     hymenoptera = SHARED / "datasets" / "hymenoptera_data"
     real = datasets.add_folder(hymenoptera, "real")
     run, _ = train(TrainConfig(data="real", base="MobileNetV2", alpha=0.35, size=64, epochs=2))
@@ -40,10 +42,14 @@ def build_workspace(n_datasets: int, n_runs: int, n_images: int) -> None:
         folder = datasets_dir() / f"copy{i:03d}"
         folder.mkdir()
         (folder / "images").symlink_to(real.root / "images")
-        (folder / "dataset.json").write_text(json.dumps({**manifest, "name": folder.name, "items": items,
-                                                         "num_images": len(items)}))
-    small = [p for p in run.root.iterdir() if p.is_file() and p.suffix in (".json", ".csv", ".txt")
-             and p.name not in ("model_info.json",)]
+        (folder / "dataset.json").write_text(
+            json.dumps({**manifest, "name": folder.name, "items": items, "num_images": len(items)})
+        )
+    small = [
+        p
+        for p in run.root.iterdir()
+        if p.is_file() and p.suffix in (".json", ".csv", ".txt") and p.name not in ("model_info.json",)
+    ]
     for i in range(n_runs - 1):
         copy = runs_dir() / f"20200101-000000-copy-{i:04d}"
         copy.mkdir()
@@ -59,11 +65,12 @@ def time_pages(repeats: int = 5) -> dict:
     from streamlit.testing.v1 import AppTest
 
     from tl_app.streamlit_internals import run_app_tests_as_a_server_past_its_first_request
+
     run_app_tests_as_a_server_past_its_first_request()
     results = {}
     for page in PAGES:
         times = []
-        for _ in range(repeats + 1):   # the first open warms caches (model load, base description)
+        for _ in range(repeats + 1):  # the first open warms caches (model load, base description)
             at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=300).run()
             start = time.perf_counter()
             at.switch_page(f"pages/{page}.py").run()

@@ -8,6 +8,7 @@ one) and opens ``--sessions`` fresh sessions on the Predict page (Streamlit's Ap
 process's resident memory after each round, how many loaded models are still alive at the end, and
 ``rss_growth_last_half_mb`` (memory added over the second half of the rounds: near 0 when bounded).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,13 +46,15 @@ def main(argv=None) -> int:
 
     from tl_app import models
     from tl_app.streamlit_internals import run_app_tests_as_a_server_past_its_first_request
-    from tl_core import datasets
-    from tl_core.config import TrainConfig
-    from tl_core.training import train
+    from tl_core.data import datasets
+    from tl_core.models.config import TrainConfig
+    from tl_core.training.runner import train
+
     run_app_tests_as_a_server_past_its_first_request()
     datasets.add_folder(SHARED / "datasets" / "hymenoptera_data", "bugs")
-    runs = [train(TrainConfig(data="bugs", base="MobileNetV2", alpha=0.35, size=64, epochs=1, seed=s))[0]
-            for s in (1, 2)]
+    runs = [
+        train(TrainConfig(data="bugs", base="MobileNetV2", alpha=0.35, size=64, epochs=1, seed=s))[0] for s in (1, 2)
+    ]
     refs, rss = [], []
     for round_ in range(args.rounds):
         predictor = models._load_predictor(str(runs[round_ % 2].root), 1000.0 + round_)

@@ -1,4 +1,5 @@
 """Data: add datasets (zip, folder, class by class, server folder) and browse them."""
+
 import os
 import uuid
 from pathlib import Path
@@ -8,8 +9,8 @@ import streamlit as st
 
 from tl_app import charts, shell, streamlit_internals
 from tl_app.auth import current_user
-from tl_core import datasets, uploads
-from tl_core.workspace import TLError
+from tl_core.data import datasets, uploads
+from tl_core.errors import TLError
 
 shell.guard()
 
@@ -27,54 +28,75 @@ def _import(make, uploads=()):
     try:
         dataset = make(_progress_bar())
     except TLError as exc:
-        st.error(str(exc))   # the uploads stay, so the user can fix the name and try again
+        st.error(str(exc))  # the uploads stay, so the user can fix the name and try again
         return None
     streamlit_internals.release_uploads(uploads)
-    st.session_state["data_upload_round"] = upload_round + 1   # fresh, empty upload widgets next run
+    st.session_state["data_upload_round"] = upload_round + 1  # fresh, empty upload widgets next run
     m = dataset.manifest
-    st.success(f"Imported {dataset.name!r}: {m['num_images']} images in {len(m['classes'])} classes; "
-               f"{len(m['skipped'])} file(s) skipped.")
+    st.success(
+        f"Imported {dataset.name!r}: {m['num_images']} images in {len(m['classes'])} classes; "
+        f"{len(m['skipped'])} file(s) skipped."
+    )
     if m["skipped"]:
         st.dataframe(pd.DataFrame(m["skipped"]), hide_index=True)
     imbalance = datasets.imbalance_warning(dataset)
     if imbalance:
         st.warning(imbalance)
     if m.get("low_detail"):
-        st.warning(f"{len(m['low_detail'])} image(s) have very few colours (blank, placeholder, sketch or icon). "
-                   "They were kept and are flagged under Suspects: exclude them there if they are not real examples.")
+        st.warning(
+            f"{len(m['low_detail'])} image(s) have very few colours (blank, placeholder, sketch or icon). "
+            "They were kept and are flagged under Suspects: exclude them there if they are not real examples."
+        )
     return dataset
 
 
 upload_round = st.session_state.get("data_upload_round", 0)
 uploads.clean_stale()
 with add_tab:
-    source = st.radio("Source", ["Zip of class folders", "Folder upload", "Class by class", "Folder on the server"],
-                      horizontal=True, key="data_source")
+    source = st.radio(
+        "Source",
+        ["Zip of class folders", "Folder upload", "Class by class", "Folder on the server"],
+        horizontal=True,
+        key="data_source",
+    )
     if source == "Zip of class folders":
-        upload = st.file_uploader("Zip with one folder per class (optionally train/ and val/ folders)",
-                                  type=["zip"], key=f"data_zip_{upload_round}")
+        upload = st.file_uploader(
+            "Zip with one folder per class (optionally train/ and val/ folders)",
+            type=["zip"],
+            key=f"data_zip_{upload_round}",
+        )
         name = st.text_input("Dataset name", value=Path(upload.name).stem if upload else "", key="data_zip_name")
         if st.button("Import zip", disabled=not (upload and name), type="primary", key="data_zip_go"):
             staged = uploads.Staging()
-            try:   # on disk in chunks: no second copy of the zip in memory
+            try:  # on disk in chunks: no second copy of the zip in memory
                 path = staged.save(upload.name, upload)
                 _import(lambda progress: datasets.add_zip(path, name, progress=progress), [upload])
             finally:
                 staged.discard()
     elif source == "Folder upload":
-        files = st.file_uploader("A folder with one sub-folder per class", accept_multiple_files="directory",
-                                 key=f"data_folder_{upload_round}")
+        files = st.file_uploader(
+            "A folder with one sub-folder per class",
+            accept_multiple_files="directory",
+            key=f"data_folder_{upload_round}",
+        )
         name = st.text_input("Dataset name", key="data_folder_name")
         if st.button("Import folder", disabled=not (files and name), type="primary", key="data_folder_go"):
-            _import(lambda progress: datasets.add_uploaded_folder(   # each file read when its turn comes
-                [(f.name, f.getvalue) for f in files], name, progress=progress), files)
+            _import(
+                lambda progress: datasets.add_uploaded_folder(  # each file read when its turn comes
+                    [(f.name, f.getvalue) for f in files], name, progress=progress
+                ),
+                files,
+            )
     elif source == "Class by class":
         staged = uploads.Staging(st.session_state.setdefault("data_pending_key", uuid.uuid4().hex))
         with st.form("data_class_form", clear_on_submit=True):
             class_name = st.text_input("Class name", key="data_class_name")
-            images = st.file_uploader("Images of this class", accept_multiple_files=True,
-                                      type=["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"],
-                                      key="data_class_images")
+            images = st.file_uploader(
+                "Images of this class",
+                accept_multiple_files=True,
+                type=["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"],
+                key="data_class_images",
+            )
             if st.form_submit_button("Add class") and class_name and images:
                 # waiting on disk, not in this session's memory
                 staged.add_to_class(class_name, [(image.name, image) for image in images])
@@ -93,8 +115,10 @@ with add_tab:
     else:
         roots = [r for r in os.environ.get("TL_IMPORT_ROOTS", "").split(os.pathsep) if r]
         if not roots:
-            st.info("Importing from server folders is off. An admin enables it by setting TL_IMPORT_ROOTS to the "
-                    "folders users may import from (separated by ':').")
+            st.info(
+                "Importing from server folders is off. An admin enables it by setting TL_IMPORT_ROOTS to the "
+                "folders users may import from (separated by ':')."
+            )
         else:
             st.caption("Allowed folders: " + ", ".join(f"`{r}`" for r in roots))
             folder = st.text_input("Folder on the server", key="data_server_path")
@@ -117,10 +141,11 @@ with browse_tab:
     cols[3].metric("Skipped files", len(m["skipped"]))
     st.plotly_chart(charts.class_counts(m), key="data_counts_chart")
     w, h = m["image_size"]["width"], m["image_size"]["height"]
-    st.caption(f"Image sizes: width {w['min']}–{w['max']} (median {w['median']}), height {h['min']}–{h['max']} "
-               f"(median {h['median']}). Source: {m['source']}. "
-               + ("Split folders kept." if m["predefined_split"] else "Stratified split, seed "
-                  f"{m['split_rule']['seed']}."))
+    st.caption(
+        f"Image sizes: width {w['min']}–{w['max']} (median {w['median']}), height {h['min']}–{h['max']} "
+        f"(median {h['median']}). Source: {m['source']}. "
+        + ("Split folders kept." if m["predefined_split"] else f"Stratified split, seed {m['split_rule']['seed']}.")
+    )
     st.subheader("Samples")
     for class_name, paths in datasets.iter_class_examples(dataset, per_class=6):
         st.markdown(f"**{class_name}**")
@@ -136,8 +161,9 @@ with browse_tab:
                 st.rerun()
             except TLError as exc:
                 st.error(str(exc))
-        confirm = st.checkbox(f"Yes, delete {chosen!r} and its images (runs trained on it are kept)",
-                              key="data_delete_confirm")
+        confirm = st.checkbox(
+            f"Yes, delete {chosen!r} and its images (runs trained on it are kept)", key="data_delete_confirm"
+        )
         if st.button("Delete dataset", disabled=not confirm, type="secondary", key="data_delete_go"):
             datasets.delete_dataset(chosen, user=current_user())
             st.session_state.pop("data_browse_name", None)

@@ -1,15 +1,20 @@
 """Home: what the studio does and the next step for this workspace."""
+
 import streamlit as st
 
 from tl_app import shell
-from tl_core import architectures, audit, datasets
-from tl_core.runs import list_runs
+from tl_core import audit
+from tl_core.data import datasets
+from tl_core.models import architectures
+from tl_core.runs.store import list_runs
 
 shell.guard()
 
 st.title("Transfer Learning Studio")
-st.write("Turn a pretrained image model into your own classifier: add images per class, pick a base model, "
-         "train, read the results, and try predictions — no code.")
+st.write(
+    "Turn a pretrained image model into your own classifier: add images per class, pick a base model, "
+    "train, read the results, and try predictions — no code."
+)
 
 all_datasets, all_runs = datasets.list_datasets(), list_runs()
 finished = [r for r in all_runs if r.listed_state == "finished"]
@@ -32,13 +37,23 @@ else:
     st.page_link("pages/results.py", label="Results")
     st.page_link("pages/predict.py", label="Predict")
 
-st.caption("Base models with ImageNet weights on this server: " + (", ".join(offline) if offline else
-           "none yet — they download on first use, or copy them into $KERAS_HOME/models."))
+st.caption(
+    "Base models with ImageNet weights on this server: "
+    + (
+        ", ".join(offline)
+        if offline
+        else "none yet — they download on first use, or copy them into $KERAS_HOME/models."
+    )
+)
 
 with st.expander("Recent deletions and cancellations (audit log)"):
     entries = audit.recent(20)
     if entries:
-        st.dataframe(entries, hide_index=True, key="home_audit",
-                     column_order=["time", "user", "action", "target", "owner", "images"])
+        st.dataframe(
+            entries,
+            hide_index=True,
+            key="home_audit",
+            column_order=["time", "user", "action", "target", "owner", "images"],
+        )
     else:
         st.caption("Nothing deleted or cancelled yet.")

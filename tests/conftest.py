@@ -1,4 +1,5 @@
 """Shared fixtures: a fresh workspace per test, the offline weights folder, small synthetic images."""
+
 from __future__ import annotations
 
 import io
@@ -81,6 +82,7 @@ def stop_worker():
     """Kill the workspace's background worker (if a test started one) when the test ends."""
     yield
     from tl_core.backends.local import worker_pid
+
     pid = worker_pid()
     if pid:
         try:
@@ -93,6 +95,7 @@ def stop_worker():
 def server_past_pages_folder_mode():
     """AppTest runs like a server past its first request (see streamlit_internals for why)."""
     from tl_app.streamlit_internals import run_app_tests_as_a_server_past_its_first_request
+
     undo = run_app_tests_as_a_server_past_its_first_request()
     yield
     undo()

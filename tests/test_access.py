@@ -1,14 +1,16 @@
 """Who may do what: with OpenID Connect only a run's owner or an admin cancels it; deletions and
 cancellations are recorded in the audit log and shown in the app."""
+
 import os
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tl_core import audit, datasets
-from tl_core.config import TrainConfig
+from tl_core import audit
+from tl_core.data import datasets
 from tl_core.device import process_start_time
-from tl_core.runs import new_run
+from tl_core.models.config import TrainConfig
+from tl_core.runs.store import new_run
 
 from .conftest import REPO, make_class_folders
 from .test_gate import OIDC
@@ -20,9 +22,10 @@ SECRETS = {**OIDC, "access": {"allowed_domains": ["example.com"], "admins": ["ro
 @pytest.fixture
 def anas_running_run(tmp_path):
     datasets.add_folder(make_class_folders(tmp_path / "src", per_class=4), "colors")
-    run = new_run(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64).resolved(),
-                  user="ana@example.com")
-    run.set_status("running", pid=os.getpid(), pid_start=process_start_time(os.getpid()))   # alive: this process
+    run = new_run(
+        TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64).resolved(), user="ana@example.com"
+    )
+    run.set_status("running", pid=os.getpid(), pid_start=process_start_time(os.getpid()))  # alive: this process
     return run
 
 
@@ -44,8 +47,12 @@ def test_only_the_owner_or_an_admin_can_cancel_a_run(anas_running_run):
     next(b for b in admin.button if b.label == "Cancel").click().run()
     assert not admin.exception and run.cancel_requested()
     entry = audit.recent(1)[0]
-    assert (entry["action"], entry["target"], entry["user"], entry["owner"]) == \
-        ("cancel run", run.id, "root@example.com", "ana@example.com")
+    assert (entry["action"], entry["target"], entry["user"], entry["owner"]) == (
+        "cancel run",
+        run.id,
+        "root@example.com",
+        "ana@example.com",
+    )
 
     assert [b.label for b in train_page_as("ana@example.com").button if b.label == "Cancel"] == ["Cancel"]
 
@@ -61,8 +68,12 @@ def test_deleting_a_dataset_is_audited_and_shown_on_home(tmp_path):
     at.button(key="data_delete_go").click().run()
     assert not at.exception and datasets.list_datasets() == []
     entry = audit.recent(1)[0]
-    assert (entry["action"], entry["target"], entry["user"], entry["images"]) == \
-        ("delete dataset", "doomed", "ana@example.com", 8)
+    assert (entry["action"], entry["target"], entry["user"], entry["images"]) == (
+        "delete dataset",
+        "doomed",
+        "ana@example.com",
+        8,
+    )
     home = at.switch_page("pages/home.py").run()
     table = home.dataframe[-1].value
     assert list(table["action"]) == ["delete dataset"] and list(table["user"]) == ["ana@example.com"]

@@ -1,21 +1,21 @@
 """Every page through the router with Streamlit's AppTest: empty workspace, seeded workspace, live job."""
+
 import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tl_app.widgets import md_escape
-from tl_core import datasets
-from tl_core.config import TrainConfig
-from tl_core.runs import get_run
-from tl_core.training import train
+from tl_core.data import datasets
+from tl_core.models.config import TrainConfig
+from tl_core.runs.store import get_run
+from tl_core.training.runner import train
 
 from .conftest import REPO, make_class_folders
 
 pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
 
-PAGES = ["pages/home.py", "pages/data.py", "pages/inspect.py", "pages/train.py", "pages/results.py",
-         "pages/predict.py"]
+PAGES = ["pages/home.py", "pages/data.py", "pages/inspect.py", "pages/train.py", "pages/results.py", "pages/predict.py"]
 
 
 def open_page(page: str) -> AppTest:
@@ -29,8 +29,11 @@ def open_page(page: str) -> AppTest:
 
 
 def texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "info", "success", "warning", "error", "title", "subheader")
-             for e in at.get(kind)]
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "info", "success", "warning", "error", "title", "subheader")
+        for e in at.get(kind)
+    ]
     return "\n".join(str(p) for p in parts)
 
 
@@ -94,7 +97,7 @@ def test_start_from_train_page_runs_in_background_and_survives_reload(seeded, st
     at.selectbox(key="train_base").set_value("MobileNetV2").run()
     at.select_slider(key="train_alpha_MobileNetV2").set_value(0.35).run()
     at.number_input(key="train_size_MobileNetV2").set_value(64).run()
-    at.slider(key="train_depth_MobileNetV2").set_value(120).run()   # plain path: base partly trainable
+    at.slider(key="train_depth_MobileNetV2").set_value(120).run()  # plain path: base partly trainable
     at.number_input(key="train_epochs").set_value(3).run()
     at.button(key="train_start").click().run()
     assert not at.exception
@@ -119,6 +122,7 @@ def test_start_from_train_page_runs_in_background_and_survives_reload(seeded, st
 
 def test_data_page_imports_an_uploaded_zip_and_reports_skipped_files(tmp_path):
     from .conftest import zip_folder
+
     src = make_class_folders(tmp_path / "src", per_class=4)
     (src / "red" / "broken.png").write_bytes(b"\x89PNG not really")
     archive = zip_folder(src, tmp_path / "colors.zip")
@@ -133,11 +137,12 @@ def test_data_page_imports_an_uploaded_zip_and_reports_skipped_files(tmp_path):
 
 def test_predict_page_labels_uploaded_images_and_offers_csv(seeded, tmp_path, monkeypatch):
     import keras
+
     clears = []
     monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: clears.append(1))
     dataset, run = seeded
     at = open_page("pages/predict.py")
-    clears.clear()   # the home page ran first, with no model loaded yet: Streamlit cleared Keras then
+    clears.clear()  # the home page ran first, with no model loaded yet: Streamlit cleared Keras then
     uploader = at.get("file_uploader")[0]
     names = [item["path"].split("/")[-1] for item in dataset.items[:3]]
     for name, item in zip(names, dataset.items):
@@ -165,6 +170,7 @@ def test_predict_page_makes_a_thumbnail_once_per_upload(seeded, monkeypatch):
     """Every rerun shows all uploads again (each new upload reruns them, for every user): the thumbnails
     are looked up by upload, not hashed and made again."""
     from tl_app import widgets
+
     made, real = [], widgets.thumbnail
     monkeypatch.setattr(widgets, "thumbnail", lambda data: made.append(data) or real(data))
     dataset, _ = seeded
@@ -175,16 +181,17 @@ def test_predict_page_makes_a_thumbnail_once_per_upload(seeded, monkeypatch):
     at.slider(key="predict_topk").set_value(1).run()
     at.slider(key="predict_threshold").set_value(0.2).run()
     assert len(at.get("image")[0].captions) == 2
-    assert made == photos[:2]   # shown on three runs, made once each
+    assert made == photos[:2]  # shown on three runs, made once each
     at.get("file_uploader")[0].set_value(("three.png", photos[2], "image/png")).run()
     assert made == photos and len(at.get("image")[0].captions) == 1
-    assert len(at.session_state["predict_thumbnails"]) == 1   # removed uploads are forgotten
+    assert len(at.session_state["predict_thumbnails"]) == 1  # removed uploads are forgotten
 
 
 def test_real_photos_end_to_end_server_import_train_results_predict(stop_worker, monkeypatch):
     """The issue's check: hymenoptera imported, trained from the Train page with defaults while the page
     reloads, Results shows curves, confusion matrix and per-class table, Predict labels held-back photos."""
     from .conftest import HYMENOPTERA, require_shared
+
     require_shared(HYMENOPTERA)
     monkeypatch.setenv("TL_IMPORT_ROOTS", str(HYMENOPTERA.parent))
     monkeypatch.setenv("TL_WORKER_IDLE_EXIT", "20")
@@ -194,10 +201,10 @@ def test_real_photos_end_to_end_server_import_train_results_predict(stop_worker,
     data.text_input(key="data_server_name").set_value("hymenoptera").run()
     data.button(key="data_server_go").click().run()
     assert "Imported 'hymenoptera': 398 images in 2 classes; 0 file(s) skipped." in texts(data)
-    assert "1 image(s) have very few colours" in texts(data)   # the placeholder gif: kept, flagged
+    assert "1 image(s) have very few colours" in texts(data)  # the placeholder gif: kept, flagged
 
     train_page = open_page("pages/train.py")
-    assert train_page.selectbox(key="train_base").value == "MobileNetV2"       # offline weights listed first
+    assert train_page.selectbox(key="train_base").value == "MobileNetV2"  # offline weights listed first
     assert train_page.select_slider(key="train_alpha_MobileNetV2").value == 0.35
     train_page.button(key="train_start").click().run()
     run = get_run(train_page.session_state["train_last_run"])

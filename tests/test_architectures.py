@@ -1,12 +1,28 @@
 import numpy as np
 import pytest
 
-from tl_core import architectures, freeze
-from tl_core.workspace import TLError
+from tl_core.errors import TLError
+from tl_core.models import architectures, freeze
 
-REQUIRED = ["MobileNetV2", "MobileNet", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "EfficientNetB1",
-            "EfficientNetB2", "EfficientNetB3", "EfficientNetV2B0", "ResNet50", "ResNet50V2", "VGG16", "VGG19",
-            "InceptionV3", "Xception", "DenseNet121", "ConvNeXtTiny"]
+REQUIRED = [
+    "MobileNetV2",
+    "MobileNet",
+    "MobileNetV3Small",
+    "MobileNetV3Large",
+    "EfficientNetB0",
+    "EfficientNetB1",
+    "EfficientNetB2",
+    "EfficientNetB3",
+    "EfficientNetV2B0",
+    "ResNet50",
+    "ResNet50V2",
+    "VGG16",
+    "VGG19",
+    "InceptionV3",
+    "Xception",
+    "DenseNet121",
+    "ConvNeXtTiny",
+]
 
 
 def test_registry_has_required_bases_case_insensitive():
@@ -41,6 +57,7 @@ def test_weights_file_names_match_what_keras_asks_for(monkeypatch, tmp_path):
     """Ask Keras itself which file it wants (get_file intercepted, nothing downloaded)."""
     import keras
     from keras.src.utils import file_utils
+
     asked = []
 
     def fake_get_file(fname=None, origin=None, **kwargs):
@@ -48,8 +65,13 @@ def test_weights_file_names_match_what_keras_asks_for(monkeypatch, tmp_path):
         raise RuntimeError("no network in tests")
 
     monkeypatch.setattr(file_utils, "get_file", fake_get_file)
-    for name, alpha in [("MobileNetV3Small", 1.0), ("EfficientNetB0", None), ("ConvNeXtTiny", None),
-                        ("DenseNet121", None), ("MobileNet", 0.5)]:
+    for name, alpha in [
+        ("MobileNetV3Small", 1.0),
+        ("EfficientNetB0", None),
+        ("ConvNeXtTiny", None),
+        ("DenseNet121", None),
+        ("MobileNet", 0.5),
+    ]:
         arch = architectures.get(name)
         kwargs = arch.constructor_kwargs(alpha)
         with pytest.raises(RuntimeError):
@@ -59,24 +81,27 @@ def test_weights_file_names_match_what_keras_asks_for(monkeypatch, tmp_path):
 
 def test_missing_weights_error_names_the_file_and_folder(monkeypatch, tmp_path):
     from keras.src.utils import file_utils
-    from tl_core import modeling
+
+    from tl_core.models import bases
+
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras_home"))
 
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure: network unreachable")
 
     monkeypatch.setattr(file_utils, "get_file", offline)
-    with pytest.raises(modeling.WeightsUnavailable) as err:
-        modeling.build_base("MobileNetV2", 0.35, 96)
+    with pytest.raises(bases.WeightsUnavailable) as err:
+        bases.build_base("MobileNetV2", 0.35, 96)
     message = str(err.value)
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5" in message
     assert str(tmp_path / "empty_keras_home" / "models") in message
 
 
 def test_real_weights_load_offline_from_keras_home():
-    from tl_core import modeling
-    base = modeling.build_base("MobileNetV2", 0.35, 224)
-    random = modeling.build_base("MobileNetV2", 0.35, 224, weights=None)
+    from tl_core.models import bases
+
+    base = bases.build_base("MobileNetV2", 0.35, 224)
+    random = bases.build_base("MobileNetV2", 0.35, 224, weights=None)
     assert base.count_params() == 410_208
     first = base.get_layer("Conv1").get_weights()[0]
     assert not np.allclose(first, random.get_layer("Conv1").get_weights()[0])

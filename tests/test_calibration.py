@@ -1,12 +1,18 @@
 """Temperature scaling: fitted on validation, it lowers the calibration error of an overconfident model and
 never changes a prediction; the coverage curve prices a "not sure" threshold."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tl_core.calibration import (apply_temperature, calibrate, coverage_curve, expected_calibration_error,
-                                 fit_temperature)
+from tl_core.training.calibration import (
+    apply_temperature,
+    calibrate,
+    coverage_curve,
+    expected_calibration_error,
+    fit_temperature,
+)
 
 
 def _overconfident(n=600, classes=3, seed=0):
@@ -16,7 +22,7 @@ def _overconfident(n=600, classes=3, seed=0):
     logits = rng.normal(0, 1, (n, classes))
     logits[np.arange(n), labels] += 1.5
     truth = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    drawn = np.array([rng.choice(classes, p=row) for row in truth])   # labels drawn from the true probabilities
+    drawn = np.array([rng.choice(classes, p=row) for row in truth])  # labels drawn from the true probabilities
     sharp = np.exp(3 * logits) / np.exp(3 * logits).sum(1, keepdims=True)
     return sharp, drawn
 
@@ -37,21 +43,22 @@ def test_coverage_curve_trades_answered_images_for_accuracy():
     curve = coverage_curve(apply_temperature(probs, 3.0), labels)
     assert curve[0]["coverage"] == 1 and curve[-1]["coverage"] <= 0.05
     answered = [row for row in curve if row["coverage"] > 0.1]
-    assert answered[-1]["accuracy"] > answered[0]["accuracy"] + 0.1   # surer answers are right more often
+    assert answered[-1]["accuracy"] > answered[0]["accuracy"] + 0.1  # surer answers are right more often
 
 
 def test_a_trained_run_records_its_temperature_and_predictions_use_it(tmp_path):
-    from tl_core import datasets
-    from tl_core.config import TrainConfig
-    from tl_core.predict import Predictor
-    from tl_core.training import train
+    from tl_core.data import datasets
+    from tl_core.inference.predict import Predictor
+    from tl_core.models.config import TrainConfig
+    from tl_core.training.runner import train
 
     from .conftest import make_class_folders
+
     colors = datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue"), per_class=8), "colors")
     run, metrics = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=3))
     assert {"temperature", "ece_before", "ece_after"} <= set(metrics) and metrics["temperature"] > 0
     image = colors.root / colors.items[0]["path"]
-    raw = Predictor(run.artifacts.load()).predict([image], 2)[0]
+    raw = Predictor(run.load_model()).predict([image], 2)[0]
     calibrated = Predictor.from_run(run).predict([image], 2)[0]
     assert calibrated[0]["label"] == raw[0]["label"]
     expected = apply_temperature(np.array([[p["probability"] for p in raw]]), metrics["temperature"])[0]
@@ -60,12 +67,13 @@ def test_a_trained_run_records_its_temperature_and_predictions_use_it(tmp_path):
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
 def test_predict_page_says_not_sure_below_the_threshold_and_shows_its_cost(tmp_path):
-    from tl_core import datasets
-    from tl_core.config import TrainConfig
-    from tl_core.training import train
+    from tl_core.data import datasets
+    from tl_core.models.config import TrainConfig
+    from tl_core.training.runner import train
 
     from .conftest import make_class_folders
     from .test_app import open_page
+
     colors = datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue"), per_class=8), "colors")
     train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2))
     page = open_page("pages/predict.py")

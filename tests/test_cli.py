@@ -1,4 +1,5 @@
 """The CLI as users script it: real subprocesses, exit codes and output."""
+
 import json
 import os
 import subprocess
@@ -11,8 +12,14 @@ from .conftest import HYMENOPTERA, OXFORD, REPO, make_class_folders, require_sha
 
 def cli(*args, env_extra=None, timeout=600):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "tl_core", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tl_core", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_models_lists_registry_with_offline_marks():
@@ -30,18 +37,26 @@ def test_a_job_process_imports_tensorflow_without_full_collections(tmp_path):
     """A training job's process (``execute``, as the worker and Ray start it) imports Keras with the collector
     paused and freezes what it made; with the collector running, six full collections walked the growing
     heap while importing (~1 s of every job's start)."""
-    probe = ("import gc, sys\n"
-             "full = []\n"
-             "gc.callbacks.append(lambda phase, info: full.append(1) if phase == 'stop' and info['generation'] == 2 else None)\n"
-             "from tl_core.cli import main\n"
-             f"code = main(['execute', {str(tmp_path / 'no-such-run')!r}])\n"
-             "print(code, len(full), gc.get_freeze_count(), gc.isenabled(), 'keras' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TL_HOME": str(tmp_path / "ws")})
+    probe = (
+        "import gc, sys\n"
+        "full = []\n"
+        "gc.callbacks.append(lambda phase, info: full.append(1) if phase == 'stop' and info['generation'] == 2 else None)\n"
+        "from tl_core.cli import main\n"
+        f"code = main(['execute', {str(tmp_path / 'no-such-run')!r}])\n"
+        "print(code, len(full), gc.get_freeze_count(), gc.isenabled(), 'keras' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TL_HOME": str(tmp_path / "ws")},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     code, full, frozen, enabled, keras_loaded = out.stdout.split()
-    assert (code, full, enabled, keras_loaded) == ("2", "0", "True", "True")   # 2: no such run, said on stderr
-    assert int(frozen) > 100_000   # TensorFlow's and Keras' objects, out of the collector's sight
+    assert (code, full, enabled, keras_loaded) == ("2", "0", "True", "True")  # 2: no such run, said on stderr
+    assert int(frozen) > 100_000  # TensorFlow's and Keras' objects, out of the collector's sight
     assert "no-such-run" in out.stderr
 
 
@@ -64,8 +79,21 @@ def test_datasets_add_reports_and_rejects_bad_input(tmp_path):
 def test_train_then_predict_from_the_command_line(tmp_path):
     src = make_class_folders(tmp_path / "src", per_class=6)
     run_dir = tmp_path / "run"
-    out = cli("train", "--data", src, "--base", "mobilenetv2", "--alpha", "0.35", "--size", "64", "--epochs", "2",
-              "--run-dir", run_dir)
+    out = cli(
+        "train",
+        "--data",
+        src,
+        "--base",
+        "mobilenetv2",
+        "--alpha",
+        "0.35",
+        "--size",
+        "64",
+        "--epochs",
+        "2",
+        "--run-dir",
+        run_dir,
+    )
     assert out.returncode == 0, out.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"val_accuracy", "confusion_matrix"} <= set(metrics)
@@ -85,8 +113,9 @@ def test_default_settings_reach_the_accuracy_targets_on_real_photos(tmp_path, da
     """The issue's acceptance check, as written: real ImageNet weights, every other setting default."""
     require_shared(dataset)
     run_dir = tmp_path / "run"
-    out = cli("train", "--data", dataset, "--base", "MobileNetV2", "--alpha", "0.35", "--size", "224",
-              "--run-dir", run_dir)
+    out = cli(
+        "train", "--data", dataset, "--base", "MobileNetV2", "--alpha", "0.35", "--size", "224", "--run-dir", run_dir
+    )
     assert out.returncode == 0, out.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"{dataset.name}: val_accuracy={metrics['val_accuracy']:.4f} in {metrics['duration_s']}s")

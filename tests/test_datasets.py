@@ -5,9 +5,9 @@ import zipfile
 import pytest
 from PIL import Image, ImageDraw
 
-from tl_core import datasets
-from tl_core.images import DEFAULT_MIN_COLORS
-from tl_core.workspace import TLError
+from tl_core.data import datasets
+from tl_core.data.images import DEFAULT_MIN_COLORS
+from tl_core.errors import TLError
 
 from .conftest import HYMENOPTERA, make_class_folders, noisy_image, require_shared, zip_folder
 
@@ -73,6 +73,7 @@ def test_real_placeholder_gif_is_kept_and_flagged_low_detail():
     flagged = [it["path"] for it in ds.items if it.get("low_detail")]
     assert len(flagged) == 1 and "imageNotFound" in flagged[0] and ds.manifest["low_detail"] == flagged
     assert "low-detail (kept, flagged" in datasets.format_report(ds)
+
     # drawings are datasets too: a set of few-colour images imports whole instead of "no usable images"
     def sketch(seed):
         image = Image.new("RGB", (64, 64), "white")
@@ -80,12 +81,26 @@ def test_real_placeholder_gif_is_kept_and_flagged_low_detail():
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
         return buffer.getvalue()
-    drawings = datasets.add_items([(cls, f"{cls}{i}.png", sketch(i * 7 + (0 if cls == "cat" else 3))) for cls in ("cat", "dog")
-                                   for i in range(6)], "sketches")
+
+    drawings = datasets.add_items(
+        [
+            (cls, f"{cls}{i}.png", sketch(i * 7 + (0 if cls == "cat" else 3)))
+            for cls in ("cat", "dog")
+            for i in range(6)
+        ],
+        "sketches",
+    )
     assert drawings.manifest["num_images"] == 12 and len(drawings.manifest["low_detail"]) == 12
-    with pytest.raises(TLError, match="No usable images"):   # what the old default did to such a set
-        datasets.add_items([(cls, f"{cls}{i}.png", sketch(i * 7 + (0 if cls == "cat" else 3))) for cls in ("cat", "dog")
-                            for i in range(6)], "strict", min_colors=DEFAULT_MIN_COLORS)
+    with pytest.raises(TLError, match="No usable images"):  # what the old default did to such a set
+        datasets.add_items(
+            [
+                (cls, f"{cls}{i}.png", sketch(i * 7 + (0 if cls == "cat" else 3)))
+                for cls in ("cat", "dog")
+                for i in range(6)
+            ],
+            "strict",
+            min_colors=DEFAULT_MIN_COLORS,
+        )
 
 
 def test_error_no_images(tmp_path):

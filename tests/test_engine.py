@@ -1,4 +1,5 @@
 """The frozen-part engine (LiteRT on CPU hosts), the array feature store and reduced-scale decoding."""
+
 import io
 import multiprocessing
 import os
@@ -9,21 +10,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tl_core import device, images, modeling
-from tl_core import engine as engines
-from tl_core.config import TrainConfig
-from tl_core.features import FeatureCache, FeatureStore
-from tl_core.training import train
-from tl_core.workspace import TLError, cache_dir
+from tl_core import device
+from tl_core.data import images
+from tl_core.errors import TLError
+from tl_core.models import bases, modeling, preprocessing
+from tl_core.models import engine as engines
+from tl_core.models.config import TrainConfig
+from tl_core.models.features import FeatureCache, FeatureStore
+from tl_core.training.runner import train
+from tl_core.workspace import cache_dir
 
 from .conftest import make_class_folders
 
 
 def extractor(size=64, weights="imagenet"):
     import keras
-    base = modeling.build_base("MobileNetV2", 0.35, size, weights)
+
+    base = bases.build_base("MobileNetV2", 0.35, size, weights)
     pixels = keras.Input((size, size, 3), name="pixels")
-    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(base(modeling.Preprocess("tf")(pixels), training=False))
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(
+        base(preprocessing.Preprocess("tf")(pixels), training=False)
+    )
     return keras.Model(pixels, pooled, name="extractor")
 
 
@@ -41,34 +48,37 @@ def test_litert_runs_the_frozen_base_as_tensorflow_does_and_converts_once(monkey
 
     def no_second_conversion(_):
         raise AssertionError("converted again")
+
     monkeypatch.setattr(engines, "convert", no_second_conversion)
-    again = engines.engine_for(extractor())            # same layers and weights: same conversion
+    again = engines.engine_for(extractor())  # same layers and weights: same conversion
     # XNNPACK's threads may sum in another order: equal to float32 rounding, not bit for bit
     np.testing.assert_allclose(again(random_pixels(2)), first(random_pixels(2)), rtol=1e-4, atol=1e-4)
-    assert engines.digest(extractor(weights=None)) != engines.digest(model)   # other weights, other conversion
+    assert engines.digest(extractor(weights=None)) != engines.digest(model)  # other weights, other conversion
 
 
 def test_batches_run_on_one_single_threaded_lane_per_core_and_give_what_single_images_give():
     import threading
+
     model = extractor()
     path = engines.conversion_path(engines.digest(model))
-    engines.engine_for(model)                       # converts
+    engines.engine_for(model)  # converts
     engine = engines.LiteRTEngine(path, threads=2)
     pixels = random_pixels(5)
-    one_by_one = np.concatenate([engine(pixels[i:i + 1]) for i in range(5)])
-    assert engine._lanes is None                    # single images use the interpreter with every core
+    one_by_one = np.concatenate([engine(pixels[i : i + 1]) for i in range(5)])
+    assert engine._lanes is None  # single images use the interpreter with every core
     np.testing.assert_allclose(engine(pixels), one_by_one, rtol=1e-4, atol=1e-4)
-    assert engine._lanes.qsize() == 2               # a batch: one lane per core, all returned after use
+    assert engine._lanes.qsize() == 2  # a batch: one lane per core, all returned after use
     results = [None] * 4
 
     def call(slot):
         results[slot] = engine(pixels)
+
     callers = [threading.Thread(target=call, args=(slot,)) for slot in range(4)]
     for caller in callers:
         caller.start()
     for caller in callers:
         caller.join(60)
-    for got in results:                             # callers at once share the lanes, each gets its own rows
+    for got in results:  # callers at once share the lanes, each gets its own rows
         np.testing.assert_allclose(got, one_by_one, rtol=1e-4, atol=1e-4)
     assert engine._lanes.qsize() == 2
 
@@ -84,6 +94,7 @@ def test_a_frozen_prefix_runs_on_litert_as_on_tensorflow():
 def test_a_model_that_does_not_convert_runs_on_tensorflow_and_says_why(monkeypatch):
     def refuse(model):
         raise ValueError("op not supported: FancyOp")
+
     monkeypatch.setattr(engines, "convert", refuse)
     heard = []
     model = extractor()
@@ -103,8 +114,9 @@ def test_engine_setting_is_checked_and_honoured(monkeypatch):
 
 
 def test_runs_record_their_engine_and_its_agreement_and_predict_through_it(tmp_path):
-    from tl_core import datasets
-    from tl_core.predict import Predictor
+    from tl_core.data import datasets
+    from tl_core.inference.predict import Predictor
+
     src = make_class_folders(tmp_path / "src", classes=("red", "blue"), per_class=8, size=48)
     datasets.add_folder(src, "colors")
     run, metrics = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2, batch_size=8))
@@ -116,6 +128,7 @@ def test_runs_record_their_engine_and_its_agreement_and_predict_through_it(tmp_p
 
 
 # ------------------------------------------------------------------ the feature store
+
 
 def test_store_appends_rows_and_reads_them_back_after_reopening(tmp_path):
     store = FeatureStore(tmp_path / "key")
@@ -130,7 +143,7 @@ def test_store_appends_rows_and_reads_them_back_after_reopening(tmp_path):
 def test_store_ignores_what_a_crash_tore_and_appends_cleanly_after_it(tmp_path):
     store = FeatureStore(tmp_path / "key")
     store.append(["a.v0"], np.array([[1, 2]], np.float32))
-    with open(store.rows_path, "ab") as rows:          # a crash mid-append: half a row, half an index line
+    with open(store.rows_path, "ab") as rows:  # a crash mid-append: half a row, half an index line
         rows.write(np.float32(9).tobytes())
     with open(store.index_path, "a") as index:
         index.write("b.v0\t1")
@@ -175,9 +188,9 @@ def test_feature_cache_keeps_a_dataset_in_two_files_and_reuses_every_row(tmp_pat
     assert features.shape == (20, 2, model.output_shape[-1]) and first.computed == 40
     second = FeatureCache(cfg, model)
     np.testing.assert_array_equal(second.features(paths[::-1], shas[::-1], views=2), features[::-1])
-    assert second.computed == 0 and second.reused == 40 and second._engine is None   # no engine built
+    assert second.computed == 0 and second.reused == 40 and second._engine is None  # no engine built
     store_files = [p for p in (cache_dir() / "features").rglob("*") if p.is_file()]
-    assert len(store_files) == 4    # rows, index, meta, lock: not one file per image and view
+    assert len(store_files) == 4  # rows, index, meta, lock: not one file per image and view
     expected = model(np.stack([images.load_array(p, 64) for p in paths[:3]]).astype(np.float32)).numpy()
     np.testing.assert_allclose(features[:3, 0], expected, rtol=1e-4, atol=1e-4)
 
@@ -191,7 +204,7 @@ def test_feature_pass_on_a_batched_engine_matches_the_lanes_and_stops_when_asked
     lanes = FeatureCache(cfg, model, batch_size=3)
     assert lanes.engine.lane_count == 2
     on_lanes = lanes.features(paths, shas)
-    monkeypatch.setenv("TL_ENGINE", "tensorflow")   # the GPU host's path: one batched engine, decode beside it
+    monkeypatch.setenv("TL_ENGINE", "tensorflow")  # the GPU host's path: one batched engine, decode beside it
     monkeypatch.setenv("TL_HOME", str(tmp_path / "other_home"))
     batched = FeatureCache(cfg, model, batch_size=3)
     assert batched.engine.lane_count == 1
@@ -202,8 +215,12 @@ def test_feature_pass_on_a_batched_engine_matches_the_lanes_and_stops_when_asked
         monkeypatch.setenv("TL_HOME", str(tmp_path / f"cancel_{engine_name}"))
         cache, seen = FeatureCache(cfg, model, batch_size=2), []
         with pytest.raises(InterruptedError, match="cancelled"):
-            cache.features(paths, shas, progress=lambda done, total: seen.append(done),
-                           should_stop=lambda: len(seen) > 2)
+            cache.features(
+                paths,
+                shas,
+                progress=lambda done, total, seen=seen: seen.append(done),
+                should_stop=lambda seen=seen: len(seen) > 2,
+            )
         assert 0 < cache.computed < len(paths) and len(cache.store.index) == cache.computed
 
 
@@ -217,14 +234,15 @@ def test_lanes_and_decoding_threads_follow_the_cores_this_process_may_use(tmp_pa
     shas = [f"{i:064x}" for i in range(len(paths))]
     cfg = TrainConfig(data="x", base="MobileNetV2", alpha=0.35, size=64).resolved()
     model = extractor()
-    monkeypatch.setenv("TL_ENGINE", "tensorflow")   # one batched engine: the GPU host's path
+    monkeypatch.setenv("TL_ENGINE", "tensorflow")  # one batched engine: the GPU host's path
     batched, decoders = FeatureCache(cfg, model, batch_size=1), set()
     decode = batched._pixels
 
-    def slow_decode(*args):   # long enough that no thread is free again before all have started
+    def slow_decode(*args):  # long enough that no thread is free again before all have started
         decoders.add(threading.get_ident())
         time.sleep(0.05)
         return decode(*args)
+
     monkeypatch.setattr(batched, "_pixels", slow_decode)
     assert batched.features(paths, shas).shape[0] == len(paths)
     assert len(decoders) == 6
@@ -234,11 +252,18 @@ def test_lanes_and_decoding_threads_follow_the_cores_this_process_may_use(tmp_pa
 
 # ------------------------------------------------------------------ decoding
 
+
 def jpeg(width, height):
     x = np.linspace(0, 255, width)[None, :, None]
     y = np.linspace(0, 255, height)[:, None, None]
-    array = np.concatenate([np.broadcast_to(x, (height, width, 1)), np.broadcast_to(y, (height, width, 1)),
-                            np.full((height, width, 1), 128.0)], axis=2).astype(np.uint8)
+    array = np.concatenate(
+        [
+            np.broadcast_to(x, (height, width, 1)),
+            np.broadcast_to(y, (height, width, 1)),
+            np.full((height, width, 1), 128.0),
+        ],
+        axis=2,
+    ).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, "JPEG", quality=95)
     return buffer.getvalue()
@@ -246,10 +271,10 @@ def jpeg(width, height):
 
 def test_exif_orientation_turns_the_pixels_upright_without_touching_a_callers_image():
     array = np.zeros((40, 60, 3), np.uint8)
-    array[:, :30] = (250, 10, 10)                      # left half red, right half blue, as stored
+    array[:, :30] = (250, 10, 10)  # left half red, right half blue, as stored
     array[:, 30:] = (10, 10, 250)
     exif = Image.Exif()
-    exif[0x0112] = 6                                    # viewed turned 90 degrees clockwise: red on top
+    exif[0x0112] = 6  # viewed turned 90 degrees clockwise: red on top
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, "PNG", exif=exif.tobytes())
     upright = np.asarray(images.load_rgb(buffer.getvalue()))
@@ -261,14 +286,14 @@ def test_exif_orientation_turns_the_pixels_upright_without_touching_a_callers_im
 
 def test_thumbnails_decode_only_as_large_as_shown_and_look_like_full_decodes():
     big = jpeg(2000, 1200)
-    assert images._thumbnail_side(big, (200, 800)) == 120      # shown 200x120: 1/8 scale (250x150) suffices
+    assert images._thumbnail_side(big, (200, 800)) == 120  # shown 200x120: 1/8 scale (250x150) suffices
     thumb = Image.open(io.BytesIO(images.thumbnail_jpeg(big, (200, 800))))
     assert thumb.size == (200, 120)
     reference = Image.open(io.BytesIO(big)).convert("RGB")
     reference.thumbnail((200, 800))
     assert np.abs(np.asarray(thumb, float) - np.asarray(reference, float)).mean() < 3.0
     exif = Image.Exif()
-    exif[0x0112] = 6                                            # stored 600x400, shown 400x600
+    exif[0x0112] = 6  # stored 600x400, shown 400x600
     buffer = io.BytesIO()
     Image.open(io.BytesIO(jpeg(600, 400))).save(buffer, "JPEG", exif=exif.tobytes())
     assert images._thumbnail_side(buffer.getvalue(), (200, 800)) == 200
@@ -278,7 +303,7 @@ def test_thumbnails_decode_only_as_large_as_shown_and_look_like_full_decodes():
 def test_large_jpegs_decode_at_a_reduced_scale_still_twice_the_input_and_look_the_same():
     big = jpeg(2000, 1200)
     drafted = images.load_rgb(big, draft_size=images.DRAFT_FACTOR * 224)
-    assert drafted.size == (1000, 600)                  # 1/2: the next step, 1/4, would be under 448 px
+    assert drafted.size == (1000, 600)  # 1/2: the next step, 1/4, would be under 448 px
     assert images.load_rgb(jpeg(500, 375), draft_size=images.DRAFT_FACTOR * 224).size == (500, 375)
     full = images.to_array(images.load_rgb(big), 224).astype(float)
     assert np.abs(images.load_array(big, 224).astype(float) - full).mean() < 1.0

@@ -1,5 +1,6 @@
 """Grad-CAM: on a constructed case the map lies on the object; every registered base gives a map; the CLI
 writes the overlay and the box; linear heads work and an SVM head says it cannot."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tl_core.config import TrainConfig
+from tl_core.models.config import TrainConfig
 
 from .conftest import SHARED, require_shared
 
@@ -45,16 +46,21 @@ def pasted_run(tmp_path_factory, keras_home_copy):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TL_HOME", str(root / "home"))
         patch.setenv("KERAS_HOME", str(keras_home_copy))
-        from tl_core.training import train
-        run, metrics = train(TrainConfig(data=str(root / "photos"), base="MobileNetV2", alpha=0.35, size=CANVAS,
-                                         epochs=15, learning_rate=3e-3))
+        from tl_core.training.runner import train
+
+        run, metrics = train(
+            TrainConfig(
+                data=str(root / "photos"), base="MobileNetV2", alpha=0.35, size=CANVAS, epochs=15, learning_rate=3e-3
+            )
+        )
     assert metrics["val_accuracy"] == 1.0
     return root, run.id
 
 
 @pytest.fixture
 def loaded_run(pasted_run, monkeypatch):
-    from tl_core.runs import get_run
+    from tl_core.runs.store import get_run
+
     root, run_id = pasted_run
     monkeypatch.setenv("TL_HOME", str(root / "home"))
     return get_run(run_id)
@@ -62,13 +68,14 @@ def loaded_run(pasted_run, monkeypatch):
 
 def test_the_map_lies_on_the_object_and_the_cli_writes_the_overlay(loaded_run, tmp_path, capsys):
     from tl_core import cli
-    from tl_core.explain import explain
-    loaded = loaded_run.artifacts.load()
+    from tl_core.inference.explain import explain
+
+    loaded = loaded_run.load_model()
     for name, (left, top) in (("cat_720p", (CANVAS - OBJECT, 0)), ("hot_dog", (0, CANVAS - OBJECT))):
         image = _pasted(_photo(name), left, top)
         result = explain(loaded, image)
         assert result.class_name == name.split("_")[0]
-        on_object = result.heat[top:top + OBJECT, left:left + OBJECT].sum() / result.heat.sum()
+        on_object = result.heat[top : top + OBJECT, left : left + OBJECT].sum() / result.heat.sum()
         assert on_object > 0.6, (name, on_object)
         box_left, box_top, box_right, box_bottom = result.bbox
         assert left - 16 <= box_left and box_right <= left + OBJECT + 16, result.bbox
@@ -76,7 +83,7 @@ def test_the_map_lies_on_the_object_and_the_cli_writes_the_overlay(loaded_run, t
 
     # the CLI, on a photo larger than the model's input: the box is in the photo's own pixels
     photo = Image.new("RGB", (480, 320), GREY)
-    photo.paste(_photo("cat_720p").resize((192, 192)), (288, 64))   # right edge, inside the centre crop
+    photo.paste(_photo("cat_720p").resize((192, 192)), (288, 64))  # right edge, inside the centre crop
     photo.save(tmp_path / "wide.jpg", quality=95)
     out = tmp_path / "maps" / "cat.png"
     assert cli.main(["explain", "--run", loaded_run.id, str(tmp_path / "wide.jpg"), "--out", str(out)]) == 0
@@ -84,11 +91,15 @@ def test_the_map_lies_on_the_object_and_the_cli_writes_the_overlay(loaded_run, t
     assert answer["class"] == "cat" and Image.open(out).size == (480, 320)
     left, top, right, bottom = answer["bbox"]
     assert 288 - 40 <= left and right <= 480 and 64 - 40 <= top and bottom <= 256 + 40, answer["bbox"]
-    assert cli.main(["explain", "--run", loaded_run.id, str(tmp_path / "wide.jpg"), "--class", "hot",
-                     "--out", str(out)]) == 0
+    assert (
+        cli.main(["explain", "--run", loaded_run.id, str(tmp_path / "wide.jpg"), "--class", "hot", "--out", str(out)])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["class"] == "hot"
-    assert cli.main(["explain", "--run", loaded_run.id, str(tmp_path / "wide.jpg"), "--class", "dog",
-                     "--out", str(out)]) == 2
+    assert (
+        cli.main(["explain", "--run", loaded_run.id, str(tmp_path / "wide.jpg"), "--class", "dog", "--out", str(out)])
+        == 2
+    )
     assert "'dog' is not one of this run's classes" in capsys.readouterr().err
 
 
@@ -98,19 +109,24 @@ def test_a_logistic_regression_head_explains_through_its_class_directions(loaded
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from tl_core.explain import explain
-    from tl_core.model_handle import LoadedModel
-    keras_head = loaded_run.artifacts.load()
-    images = [_pasted(_photo(name), int(x), int(y)) for name in ("cat_720p", "hot_dog")
-              for x, y in np.random.default_rng(1).integers(0, CANVAS - OBJECT, (8, 2))]
+    from tl_core.inference.explain import explain
+    from tl_core.runs.loaded_model import LoadedModel
+
+    keras_head = loaded_run.load_model()
+    images = [
+        _pasted(_photo(name), int(x), int(y))
+        for name in ("cat_720p", "hot_dog")
+        for x, y in np.random.default_rng(1).integers(0, CANVAS - OBJECT, (8, 2))
+    ]
     features = keras_head.features(np.stack([np.asarray(i) for i in images]))
     head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(features, [0] * 8 + [1] * 8)
     import keras
-    extractor = keras.Model(keras_head.model.inputs, keras_head.model.get_layer("pool").output)   # as saved for it
+
+    extractor = keras.Model(keras_head.model.inputs, keras_head.model.get_layer("pool").output)  # as saved for it
     linear = LoadedModel(extractor, keras_head.class_names, CANVAS, "crop", "logreg", head)
     result = explain(linear, _pasted(_photo("hot_dog"), 0, CANVAS - OBJECT))
     assert result.class_name == "hot"
-    assert result.heat[CANVAS - OBJECT:, :OBJECT].sum() / result.heat.sum() > 0.6
+    assert result.heat[CANVAS - OBJECT :, :OBJECT].sum() / result.heat.sum() > 0.6
 
 
 def test_an_svm_head_says_grad_cam_is_not_defined():
@@ -119,11 +135,13 @@ def test_an_svm_head_says_grad_cam_is_not_defined():
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    from tl_core.explain import linear_head
-    from tl_core.workspace import TLError
+    from tl_core.errors import TLError
+    from tl_core.inference.explain import linear_head
+
     rng = np.random.default_rng(0)
-    head = make_pipeline(StandardScaler(), CalibratedClassifierCV(SVC(), cv=2)).fit(rng.normal(size=(20, 4)),
-                                                                                  [0, 1] * 10)
+    head = make_pipeline(StandardScaler(), CalibratedClassifierCV(SVC(), cv=2)).fit(
+        rng.normal(size=(20, 4)), [0, 1] * 10
+    )
     with pytest.raises(TLError, match="not defined for this run's head: an SVM"):
         linear_head(SimpleNamespace(sklearn_head=head, class_names=["a", "b"]))
 
@@ -133,11 +151,12 @@ def test_every_registered_base_gives_a_map_at_its_default_size():
     spatial map and the class gradient reaches it, for every base. ``grad_cam`` directly: ``explain`` would
     first predict, tracing a TensorFlow function per base (50 of this test's 130 s); the tests above run
     ``explain`` itself."""
-    from tl_core import architectures
-    from tl_core.explain import grad_cam, to_image_frame
-    from tl_core.images import to_array
-    from tl_core.model_handle import LoadedModel
-    from tl_core.modeling import build_classifier
+    from tl_core.data.images import to_array
+    from tl_core.inference.explain import grad_cam, to_image_frame
+    from tl_core.models import architectures
+    from tl_core.models.modeling import build_classifier
+    from tl_core.runs.loaded_model import LoadedModel
+
     image = _pasted(_photo("cat_720p"), 20, 30)
     for name in architectures.names():
         arch = architectures.get(name)
@@ -145,7 +164,7 @@ def test_every_registered_base_gives_a_map_at_its_default_size():
         built = build_classifier(cfg, 2, with_augmentation=False)
         loaded = LoadedModel(built.model, ["a", "b"], cfg.size, "crop")
         cam = grad_cam(loaded, to_array(image, cfg.size).astype(np.float32), class_index=1)
-        assert cam.ndim == 2 and cam.shape[0] < cfg.size, (arch.name, cam.shape)   # a feature map, not the input
+        assert cam.ndim == 2 and cam.shape[0] < cfg.size, (arch.name, cam.shape)  # a feature map, not the input
         heat = to_image_frame(cam, image.size, cfg.size, "crop")
         assert heat.shape == (CANVAS, CANVAS) and np.isfinite(heat).all(), arch.name
         assert cam.max() == pytest.approx(1.0) or cam.max() == 0, arch.name
@@ -157,6 +176,7 @@ def test_predict_and_results_pages_show_the_map_beside_the_image(loaded_run):
     import io
 
     from .test_app import open_page
+
     predict = open_page("pages/predict.py")
     buffer = io.BytesIO()
     _pasted(_photo("hot_dog"), 0, CANVAS - OBJECT).save(buffer, "PNG")

@@ -3,6 +3,7 @@
 One run is trained once for the module, on real photos (a hymenoptera subset) with the real ImageNet
 weights of MobileNetV2 alpha 0.35, at 96 px to keep the suite quick.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,17 +35,22 @@ def trained_home(tmp_path_factory, keras_home_copy):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TL_HOME", str(root / "home"))
         patch.setenv("KERAS_HOME", str(keras_home_copy))
-        from tl_core.config import TrainConfig
-        from tl_core.training import train
-        run, metrics = train(TrainConfig(data=str(root / "photos"), base="MobileNetV2", alpha=0.35, size=96,
-                                         epochs=12, learning_rate=3e-3))
+        from tl_core.models.config import TrainConfig
+        from tl_core.training.runner import train
+
+        run, metrics = train(
+            TrainConfig(
+                data=str(root / "photos"), base="MobileNetV2", alpha=0.35, size=96, epochs=12, learning_rate=3e-3
+            )
+        )
     assert metrics["val_accuracy"] > 0.6, metrics["val_accuracy"]
     return root / "home", run.id
 
 
 @pytest.fixture
 def trained_run(trained_home, monkeypatch):
-    from tl_core.runs import get_run
+    from tl_core.runs.store import get_run
+
     home, run_id = trained_home
     monkeypatch.setenv("TL_HOME", str(home))
     return get_run(run_id)
@@ -52,7 +58,8 @@ def trained_run(trained_home, monkeypatch):
 
 def test_every_format_takes_pixels_and_agrees_in_its_own_runtime(trained_run, capsys):
     from tl_core import cli
-    from tl_core.export import FORMATS
+    from tl_core.deploy.formats import FORMATS
+
     for fmt in FORMATS:
         assert cli.main(["export", "--run", trained_run.id, "--format", fmt]) == 0, fmt
         result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -68,7 +75,7 @@ def test_every_format_takes_pixels_and_agrees_in_its_own_runtime(trained_run, ca
     assert set(parity) == set(FORMATS)
     for fmt, entry in parity.items():
         assert entry["images"] == 32 and entry["runtime"] == FORMATS[fmt].runtime
-        if fmt == "tflite-int8":   # states its agreement and drop; no threshold
+        if fmt == "tflite-int8":  # states its agreement and drop; no threshold
             assert entry["passed"] is None and 0.5 <= entry["agreement"] <= 1 and "accuracy_drop" in entry
             assert entry["file_bytes"] < parity["tflite"]["file_bytes"] / 2
         else:
@@ -81,6 +88,7 @@ def test_every_format_takes_pixels_and_agrees_in_its_own_runtime(trained_run, ca
         assert "tl_core" not in archive.read("config.json").decode()
     # the int8 file takes uint8 pixels
     from ai_edge_litert.interpreter import Interpreter
+
     interpreter = Interpreter(model_path=str(trained_run.artifacts.export_dir("tflite-int8") / "model_int8.tflite"))
     assert interpreter.get_input_details()[0]["dtype"] == np.uint8
     assert {"keras", "onnx"} <= set(trained_run.artifacts.exported_formats())
@@ -91,10 +99,12 @@ def test_every_format_takes_pixels_and_agrees_in_its_own_runtime(trained_run, ca
 def test_export_to_another_folder_and_refusals(trained_run, tmp_path, monkeypatch, capsys):
     import dataclasses
 
-    from tl_core import cli, export
-    from tl_core.export import export_run
-    from tl_core.runs import new_run
-    from tl_core.workspace import TLError
+    from tl_core import cli
+    from tl_core.deploy import formats
+    from tl_core.deploy.export import export_run
+    from tl_core.errors import TLError
+    from tl_core.runs.store import new_run
+
     out = tmp_path / "deploy"
     result = export_run(trained_run, "onnx", out, check=False)
     assert (out / "model.onnx").exists() and "parity" not in result
@@ -103,7 +113,8 @@ def test_export_to_another_folder_and_refusals(trained_run, tmp_path, monkeypatc
     def broken_converter(model, target, run):
         target.write_bytes(b"half a model")
         raise RuntimeError("converter crashed")
-    monkeypatch.setitem(export.FORMATS, "onnx", dataclasses.replace(export.FORMATS["onnx"], write=broken_converter))
+
+    monkeypatch.setitem(formats.FORMATS, "onnx", dataclasses.replace(formats.FORMATS["onnx"], write=broken_converter))
     with pytest.raises(RuntimeError, match="converter crashed"):
         export_run(trained_run, "onnx", out, check=False)
     assert (out / "model.onnx").read_bytes() == saved and not list(out.glob(".partial*"))
@@ -131,9 +142,9 @@ def test_logistic_regression_head_bakes_into_a_softmax_layer(classes, fitted_on)
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from tl_core.export import baked_head
-    from tl_core.head_fit import dense_softmax
-    from tl_core.modeling import probabilities_by_class
+    from tl_core.models.head_fit import dense_softmax
+    from tl_core.models.modeling import probabilities_by_class
+
     features, labels = _features_and_labels(classes)
     if fitted_on:
         keep = np.isin(labels, fitted_on)
@@ -141,7 +152,7 @@ def test_logistic_regression_head_bakes_into_a_softmax_layer(classes, fitted_on)
     head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(features, labels)
     loaded = SimpleNamespace(sklearn_head=head, class_names=[f"c{i}" for i in range(classes)])
     expected = probabilities_by_class(head, features, classes)
-    np.testing.assert_allclose(dense_softmax(features, *baked_head(loaded)), expected, atol=1e-5)
+    np.testing.assert_allclose(dense_softmax(features, *loaded.linear_head()), expected, atol=1e-5)
 
 
 def test_an_svm_head_names_the_formats_that_cannot_hold_it():
@@ -150,21 +161,24 @@ def test_an_svm_head_names_the_formats_that_cannot_hold_it():
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    from tl_core.export import baked_head
-    from tl_core.workspace import TLError
+    from tl_core.errors import TLError
+    from tl_core.runs.loaded_model import LoadedModel
+
     features, labels = _features_and_labels(2)
     head = make_pipeline(StandardScaler(), CalibratedClassifierCV(SVC(), cv=2)).fit(features, labels)
     with pytest.raises(TLError, match="SVM .*keras, saved_model, tflite, tflite-int8 and onnx"):
-        baked_head(SimpleNamespace(sklearn_head=head, class_names=["a", "b"]))
+        LoadedModel.linear_head(SimpleNamespace(sklearn_head=head, class_names=["a", "b"]))
 
 
 # ---------------------------------------------------------------- serving
+
 
 @pytest.fixture
 def client(trained_run):
     from fastapi.testclient import TestClient
 
-    from tl_core.serving import create_app
+    from tl_core.deploy.serving import create_app
+
     app = create_app([trained_run], token="s3cret", max_bytes=2_000_000, max_images=4)
     return TestClient(app), trained_run.id
 
@@ -173,17 +187,23 @@ AUTH = {"Authorization": "Bearer s3cret"}
 
 
 def test_rest_predict_speaks_tf_serving_and_matches_the_app(client, trained_run):
-    from tl_core.images import load_array
+    from tl_core.data.images import load_array
+
     http, name = client
     cat = (SHARED / "samples" / "cat_720p.jpg").read_bytes()
     pixels = load_array(cat, 96, "crop")
     reply = http.post(f"/v1/models/{name}:predict", json={"instances": [pixels.tolist()]}, headers=AUTH)
     assert reply.status_code == 200
-    expected = trained_run.artifacts.load().probabilities(pixels[None])
+    expected = trained_run.load_model().probabilities(pixels[None])
     np.testing.assert_allclose(reply.json()["predictions"], expected, atol=1e-5)
     assert http.get(f"/v1/models/{name}", headers=AUTH).json()["model_version_status"][0]["state"] == "AVAILABLE"
     meta = http.get(f"/v1/models/{name}/metadata", headers=AUTH).json()
-    assert meta["metadata"]["class_names"] == ["ants", "bees"] and meta["metadata"]["input"]["shape"] == [None, 96, 96, 3]
+    assert meta["metadata"]["class_names"] == ["ants", "bees"] and meta["metadata"]["input"]["shape"] == [
+        None,
+        96,
+        96,
+        3,
+    ]
     assert "/v1/models/{name}:classify" in http.get("/openapi.json").json()["paths"]
     assert http.get("/docs").status_code == 200 and http.get("/healthz").json() == {"status": "ok"}
 
@@ -207,8 +227,11 @@ def test_rest_classify_takes_files_and_bad_input_gets_a_reason(client):
         reply = http.post(f"/v1/models/{name}:classify", headers=AUTH, **request)
         assert reply.status_code == status and reason in reply.json()["error"], (reply.status_code, reply.text)
     predict = f"/v1/models/{name}:predict"
-    for body, reason in (({"instances": [[[1, 2, 3]]]}, "shape [96, 96, 3]"), ({"rows": []}, '"instances"'),
-                         ({"instances": [np.full((96, 96, 3), 300).tolist()]}, "between 0 and 255")):
+    for body, reason in (
+        ({"instances": [[[1, 2, 3]]]}, "shape [96, 96, 3]"),
+        ({"rows": []}, '"instances"'),
+        ({"instances": [np.full((96, 96, 3), 300).tolist()]}, "between 0 and 255"),
+    ):
         reply = http.post(predict, json=body, headers=AUTH)
         assert reply.status_code == 400 and reason in reply.json()["error"], reply.text
     reply = http.post(predict, content=b"{nope", headers={**AUTH, "content-type": "application/json"})
@@ -221,8 +244,10 @@ def test_rest_wants_the_bearer_token(client):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
         reply = http.get("/v1/models", headers=headers)
         assert reply.status_code == 401 and reply.headers["www-authenticate"] == "Bearer"
-        assert http.post(f"/v1/models/{name}:classify", headers=headers,
-                         files=[("files", ("a.jpg", b"x"))]).status_code == 401
+        assert (
+            http.post(f"/v1/models/{name}:classify", headers=headers, files=[("files", ("a.jpg", b"x"))]).status_code
+            == 401
+        )
     assert http.get("/v1/models", headers=AUTH).status_code == 200
 
 
@@ -231,7 +256,8 @@ def test_concurrent_requests_share_forward_passes_over_real_http(trained_run):
     import uvicorn
 
     from benchmarks.load_serve import load_test, validation_photos
-    from tl_core.serving import create_app
+    from tl_core.deploy.serving import create_app
+
     app = create_app([trained_run], token="t")
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -241,20 +267,29 @@ def test_concurrent_requests_share_forward_passes_over_real_http(trained_run):
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        result = asyncio.run(load_test(f"http://127.0.0.1:{port}", trained_run.id,
-                                       validation_photos(trained_run.root), clients=8, per_client=3, token="t",
-                                       deadline_s=120))
+        result = asyncio.run(
+            load_test(
+                f"http://127.0.0.1:{port}",
+                trained_run.id,
+                validation_photos(trained_run.root),
+                clients=8,
+                per_client=3,
+                token="t",
+                deadline_s=120,
+            )
+        )
     finally:
         server.should_exit = True
         thread.join(30)
     assert result["errors"] == 0 and result["ok"] == 24, result
     batcher = app.state.models[trained_run.id].batcher
-    assert batcher.images == 24 and batcher.passes < 24   # some requests were answered together
+    assert batcher.images == 24 and batcher.passes < 24  # some requests were answered together
 
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
 def test_results_page_builds_an_export_when_asked_and_shows_its_parity(trained_run):
     from .test_app import open_page, texts
+
     results = open_page("pages/results.py")
     assert results.selectbox(key="results_run").value == trained_run.id
     results.selectbox(key="results_export_format").set_value("keras").run()
@@ -271,8 +306,8 @@ def test_results_page_builds_an_export_when_asked_and_shows_its_parity(trained_r
 @pytest.mark.parametrize("mode", ["tf", "torch", "caffe", "builtin"])
 def test_the_exported_pixel_affine_computes_what_the_preprocess_layer_does(mode):
     """Every base's preprocessing survives export: the built-in Dense(3) gives the Preprocess layer's numbers."""
-    from tl_core.export import pixel_affine
-    from tl_core.modeling import Preprocess
+    from tl_core.models.preprocessing import Preprocess, pixel_affine
+
     pixels = np.random.default_rng(1).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
     expected = np.asarray(Preprocess(mode)(pixels))
     affine = pixel_affine(mode)

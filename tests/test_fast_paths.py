@@ -1,4 +1,5 @@
 """The fast paths train like the plain ones, never use stale cache entries, and stay off the page's path."""
+
 import json
 import os
 import shutil
@@ -9,11 +10,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from tl_core import datasets
-from tl_core.config import TrainConfig
-from tl_core.evaluate import Interpretation
-from tl_core.images import load_array
-from tl_core.training import train
+from tl_core.data import datasets
+from tl_core.data.images import load_array
+from tl_core.models.config import TrainConfig
+from tl_core.runs.evaluate import Interpretation
+from tl_core.training.runner import train
 
 from .conftest import REPO, make_class_folders, noisy_image
 
@@ -25,8 +26,16 @@ def colors(tmp_path):
 
 
 def cfg(**kw):
-    base = dict(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=3, batch_size=8, augment=False,
-                early_stopping=False)
+    base = dict(
+        data="colors",
+        base="MobileNetV2",
+        alpha=0.35,
+        size=64,
+        epochs=3,
+        batch_size=8,
+        augment=False,
+        early_stopping=False,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -41,9 +50,14 @@ def test_cached_features_and_plain_path_train_the_same_head(colors, tmp_path):
     assert fast["training_path"] == "cached-features" and slow["training_path"] == "plain"
     np.testing.assert_allclose(val_probs(fast_run, fast), val_probs(slow_run, slow), atol=2e-4)
     # the saved end-to-end model reproduces what the cached-feature head predicted
-    again = fast_run.artifacts.load().probabilities(
-        np.stack([load_array(colors.root / f, 64)
-                  for f in Interpretation.load(fast_run.path("predictions.csv"), fast["class_names"]).files]))
+    again = fast_run.load_model().probabilities(
+        np.stack(
+            [
+                load_array(colors.root / f, 64)
+                for f in Interpretation.load(fast_run.path("predictions.csv"), fast["class_names"]).files
+            ]
+        )
+    )
     np.testing.assert_allclose(again, val_probs(fast_run, fast), atol=1e-5)
 
 
@@ -94,6 +108,7 @@ def test_stale_cache_entries_are_never_used(colors, tmp_path, keras_home_copy, m
     shutil.copytree(keras_home_copy, other_home)
     weights = next((other_home / "models").glob("mobilenet_v2*"))
     import h5py
+
     with h5py.File(weights, "r+") as handle:
         handle.attrs["edited_by_test"] = "yes"
     monkeypatch.setenv("KERAS_HOME", str(other_home))
@@ -103,12 +118,19 @@ def test_stale_cache_entries_are_never_used(colors, tmp_path, keras_home_copy, m
 
 def _python(code: str, env_extra=None, timeout=300):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_pages_paint_without_importing_tensorflow(colors):
-    from tl_core import freeze
+    from tl_core.models import freeze
+
     freeze.describe("MobileNetV2", 0.35, 224)  # the Train page's default base, described once per install
     out = _python("""
         import sys
@@ -128,13 +150,13 @@ def test_mirrored_strategy_trains_with_two_replicas_on_cpu(colors, tmp_path):
         import json, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from tl_core.config import TrainConfig
-        from tl_core.predict import Predictor
-        from tl_core.training import train
+        from tl_core.models.config import TrainConfig
+        from tl_core.inference.predict import Predictor
+        from tl_core.training.runner import train
         cfg = TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2, batch_size=8,
                           freeze_depth=116, distribute="mirrored")
-        run, metrics = train(cfg, {str(tmp_path / 'mirrored')!r})
-        top = Predictor.from_run(run).predict([{str(colors.root / colors.items[0]['path'])!r}], 1)[0]
+        run, metrics = train(cfg, {str(tmp_path / "mirrored")!r})
+        top = Predictor.from_run(run).predict([{str(colors.root / colors.items[0]["path"])!r}], 1)[0]
         print(json.dumps({{"replicas": metrics["replicas"], "epochs": len(run.history()), "label": top[0]["label"]}}))
     """)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -143,11 +165,12 @@ def test_mirrored_strategy_trains_with_two_replicas_on_cpu(colors, tmp_path):
 
 
 def test_predictor_builds_its_engine_once_for_any_batch_size(colors, tmp_path):
-    from tl_core.predict import Predictor
+    from tl_core.inference.predict import Predictor
     from tl_core.workspace import cache_dir
+
     run, _ = train(cfg(epochs=1), tmp_path / "run")
     predictor = Predictor.from_run(run)
-    engine = predictor.loaded.engine     # built at load, from training's own conversion of the base
+    engine = predictor.loaded.engine  # built at load, from training's own conversion of the base
     conversions = sorted((cache_dir() / "engines").iterdir())
     paths = [colors.root / item["path"] for item in colors.items[:5]]
     first = predictor.predict(paths[:1])
@@ -158,7 +181,8 @@ def test_predictor_builds_its_engine_once_for_any_batch_size(colors, tmp_path):
 
 
 def test_predictor_remembers_images_it_has_seen_and_computes_only_new_ones(colors, tmp_path):
-    from tl_core.predict import Predictor
+    from tl_core.inference.predict import Predictor
+
     run, _ = train(cfg(epochs=1), tmp_path / "run")
     predictor = Predictor.from_run(run)
     photos = [(colors.root / item["path"]).read_bytes() for item in colors.items[:4]]
@@ -167,34 +191,39 @@ def test_predictor_remembers_images_it_has_seen_and_computes_only_new_ones(color
     predictor.probabilities = lambda pixels, **kw: computed.append(len(pixels)) or real(pixels, **kw)
 
     first = predictor.predict_each(photos[:3], top_k=2)
-    again = predictor.predict_each(photos[:3] + [b"not an image", photos[3]], top_k=2)   # a rerun adding two files
+    again = predictor.predict_each(photos[:3] + [b"not an image", photos[3]], top_k=2)  # a rerun adding two files
     assert computed == [3, 1]
     assert again[:3] == first and "error" in again[3] and len(again[4]["top_k"]) == 2
     assert again[4] == Predictor.from_run(run).predict_each([photos[3]], top_k=2)[0]
 
     predictor.remembered = 2
     predictor.predict_each([(colors.root / item["path"]).read_bytes() for item in colors.items[4:7]], top_k=1)
-    assert len(predictor._seen) == 2   # bounded memory
+    assert len(predictor._seen) == 2  # bounded memory
 
 
 PREFETCH_NOTE = "feature pass started beside the model build"
 
 
 def test_with_its_conversion_cached_the_feature_pass_runs_beside_the_model_build(colors, tmp_path):
-    from tl_core.engine import conversion_path
-    from tl_core.predict import Predictor
+    from tl_core.inference.predict import Predictor
+    from tl_core.models.engine import conversion_path
+
     _, first = train(cfg(), tmp_path / "a")
-    assert not any(PREFETCH_NOTE in note for note in first["notes"])   # nothing converted yet: needs the model
+    assert not any(PREFETCH_NOTE in note for note in first["notes"])  # nothing converted yet: needs the model
     conversions = sorted(conversion_path("any").parent.iterdir())
-    other = datasets.add_folder(make_class_folders(tmp_path / "src2", classes=("red", "blue", "green"), per_class=8,
-                                                   size=48, seed=500), "colors-other")
+    other = datasets.add_folder(
+        make_class_folders(tmp_path / "src2", classes=("red", "blue", "green"), per_class=8, size=48, seed=500),
+        "colors-other",
+    )
     for head in ("keras", "logreg"):
         run, metrics = train(cfg(data=other.name, head=head), tmp_path / f"b-{head}")
         assert any(PREFETCH_NOTE in note for note in metrics["notes"]), head
         assert metrics["engine"]["used"] == ({"features": "litert-xnnpack"} if head == "keras" else {})  # all reused
         assert metrics["engine"]["max_rel_diff"] < 1e-4 and metrics["engine"]["top1_agreement"] == 1.0
         # the new images' features were computed by the first run's prefetch, once
-        assert ("24 forward passes, 0 reused" if head == "keras" else "0 forward passes, 24 reused") in _cache_note(metrics)
+        assert ("24 forward passes, 0 reused" if head == "keras" else "0 forward passes, 24 reused") in _cache_note(
+            metrics
+        )
         # the saved model runs on that same conversion, also when loaded later: nothing new is converted
         predictor = Predictor.from_run(run)
         top = predictor.predict([other.root / other.items[0]["path"]], 1)[0][0]
@@ -207,11 +236,14 @@ def test_with_its_conversion_cached_the_feature_pass_runs_beside_the_model_build
 
 def test_a_failed_model_build_stops_the_feature_pass_it_started(colors, tmp_path, monkeypatch):
     import threading
+
     from tl_core.training import runner
-    train(cfg(), tmp_path / "a")                        # converts the base
+
+    train(cfg(), tmp_path / "a")  # converts the base
 
     def broken(*args, **kwargs):
         raise RuntimeError("build failed on purpose")
+
     monkeypatch.setattr(runner, "build_classifier", broken)
     with pytest.raises(RuntimeError, match="on purpose"):
         train(cfg(seed=7), tmp_path / "b")
@@ -219,11 +251,14 @@ def test_a_failed_model_build_stops_the_feature_pass_it_started(colors, tmp_path
 
 
 def test_a_cancel_during_the_feature_pass_beside_the_build_cancels_the_run(colors, tmp_path):
-    from tl_core.runs import new_run
-    from tl_core.training import execute
-    train(cfg(), tmp_path / "a")                        # converts the base
-    many = datasets.add_folder(make_class_folders(tmp_path / "src3", classes=("red", "blue", "green"), per_class=40,
-                                                  size=48, seed=900), "colors-many")
+    from tl_core.runs.store import new_run
+    from tl_core.training.runner import execute
+
+    train(cfg(), tmp_path / "a")  # converts the base
+    many = datasets.add_folder(
+        make_class_folders(tmp_path / "src3", classes=("red", "blue", "green"), per_class=40, size=48, seed=900),
+        "colors-many",
+    )
     run = new_run(cfg(data=many.name).resolved(), tmp_path / "b")
 
     def cancel_at_first_features(event):

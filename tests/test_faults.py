@@ -1,4 +1,5 @@
 """Faults: a training process killed mid-run, a whole restart, two users at once; runs record who started them."""
+
 import json
 import os
 import signal
@@ -8,11 +9,11 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tl_core import datasets
 from tl_core.backends import local
-from tl_core.config import TrainConfig
+from tl_core.data import datasets
 from tl_core.device import process_start_time
-from tl_core.workspace import TLError
+from tl_core.errors import TLError
+from tl_core.models.config import TrainConfig
 
 from .conftest import REPO, make_class_folders
 
@@ -30,8 +31,17 @@ backend = local.LocalBackend()
 
 
 def slow_cfg(**kw):
-    base = dict(data="colors", base="MobileNetV2", alpha=0.35, size=96, batch_size=4, freeze_depth=116,
-                augment=True, epochs=6, early_stopping=False)
+    base = dict(
+        data="colors",
+        base="MobileNetV2",
+        alpha=0.35,
+        size=96,
+        batch_size=4,
+        freeze_depth=116,
+        augment=True,
+        epochs=6,
+        early_stopping=False,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -55,7 +65,7 @@ def test_killed_training_process_is_marked_interrupted_keeps_history_and_resumes
     kept = victim.history()
     assert len(kept) >= 2 and victim.path("checkpoint.weights.h5").exists()
     assert not victim.artifacts.model_path.exists(), "an interrupted run must not look finished"
-    wait_for(lambda: follower.state == "finished", what="the next queued job")   # the queue moves on
+    wait_for(lambda: follower.state == "finished", what="the next queued job")  # the queue moves on
 
     checkpoint_epoch = json.loads(victim.path("checkpoint.json").read_text())["epoch"]
     backend.resume(victim)
@@ -76,7 +86,7 @@ def test_restart_mid_job_marks_it_interrupted_and_a_new_worker_takes_the_queue(c
     wait_for(lambda: not local.worker_running(), what="worker gone")
     wait_for(lambda: process_start_time(victim.status()["pid"]) is None, what="training child gone")
     assert waiting.state == "queued"
-    states = {run.id: run.state for run in backend.refresh()}   # what the app does on every page load
+    states = {run.id: run.state for run in backend.refresh()}  # what the app does on every page load
     assert states[victim.id] == "interrupted"
     assert victim.history(), "history so far is kept"
     backend.ensure_running()
@@ -119,12 +129,12 @@ from .test_gate import OIDC  # noqa: E402
 
 def test_openid_connect_gates_pages_with_st_login_and_runs_record_who_started_them(colors, monkeypatch):
     monkeypatch.setenv("TL_PASSWORD", "ignored when OpenID Connect is configured")
-    monkeypatch.setattr(local, "start_worker", lambda: False)   # the queued run is what this test reads
+    monkeypatch.setattr(local, "start_worker", lambda: False)  # the queued run is what this test reads
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)
     at.secrets.update(OIDC)
     at.user.update({"is_logged_in": False})
     at.run()
-    assert [b.label for b in at.button] == ["Log in"] and not at.text_input   # st.login, not the password
+    assert [b.label for b in at.button] == ["Log in"] and not at.text_input  # st.login, not the password
     assert not at.subheader and not at.sidebar.caption
 
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)

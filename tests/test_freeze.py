@@ -1,18 +1,19 @@
 """Freeze depth: one module parses, applies, previews and checks it, and owns the private Keras graph access."""
+
 import keras
 import numpy as np
 import pytest
 
-from tl_core import freeze, modeling
 from tl_core.backends.local import LocalBackend
-from tl_core.config import TrainConfig
-from tl_core.runs import list_runs
-from tl_core.workspace import TLError
+from tl_core.errors import TLError
+from tl_core.models import bases, freeze
+from tl_core.models.config import TrainConfig
+from tl_core.runs.store import list_runs
 
 
 @pytest.fixture(scope="module")
 def base():
-    return modeling.build_base("MobileNetV2", 0.35, 64, weights=None)
+    return bases.build_base("MobileNetV2", 0.35, 64, weights=None)
 
 
 def test_keras_graph_internals_freeze_relies_on_are_still_there(base):
@@ -27,8 +28,8 @@ def test_keras_graph_internals_freeze_relies_on_are_still_there(base):
 
 def test_clean_cuts_split_the_base_and_replay_it_exactly(base):
     cuts = freeze.clean_cuts(base)
-    assert len(cuts) >= 10, cuts           # between MobileNetV2's inverted-residual blocks
-    assert 100 not in cuts                  # inside a residual block: two tensors cross
+    assert len(cuts) >= 10, cuts  # between MobileNetV2's inverted-residual blocks
+    assert 100 not in cuts  # inside a residual block: two tensors cross
     x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
     for depth in (cuts[0], cuts[len(cuts) // 2], cuts[-1]):
         prefix, cut = freeze.split_base(base, depth)
@@ -52,8 +53,14 @@ def test_preview_matches_what_apply_does(base):
 
 @pytest.mark.parametrize("field, value", [("freeze_depth", 999), ("freeze_depth", "deep"), ("fine_tune_depth", 500)])
 def test_a_bad_depth_is_refused_when_the_run_is_submitted(field, value):
-    cfg = TrainConfig(data="anything", base="MobileNetV2", alpha=0.35, size=64, **{field: value},
-                      **({"fine_tune_epochs": 2} if field == "fine_tune_depth" else {}))
+    cfg = TrainConfig(
+        data="anything",
+        base="MobileNetV2",
+        alpha=0.35,
+        size=64,
+        **{field: value},
+        **({"fine_tune_epochs": 2} if field == "fine_tune_depth" else {}),
+    )
     with pytest.raises(TLError, match=repr(value)):
         LocalBackend().submit(cfg, start_worker=False)
     assert list_runs() == [], "nothing queued for the worker to fail on"

@@ -2,6 +2,7 @@
 
 (The same in a real browser on a fresh server: tests/e2e/test_gate_browser.py.)
 """
+
 import ast
 import time
 
@@ -14,9 +15,15 @@ from .conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
 
-OIDC = {"auth": {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "not-a-real-secret",
-                 "client_id": "studio", "client_secret": "not-a-real-secret",
-                 "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration"}}
+OIDC = {
+    "auth": {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": "not-a-real-secret",
+        "client_id": "studio",
+        "client_secret": "not-a-real-secret",
+        "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration",
+    }
+}
 
 
 def router(secrets: dict | None = None, user: dict | None = None) -> AppTest:
@@ -37,7 +44,7 @@ def assert_only_the_gate(at: AppTest) -> None:
 
 def submit_password(at: AppTest, text: str) -> AppTest:
     at.text_input(key="login_password").set_value(text)
-    return at.button[0].click().run()   # the form's "Log in" button
+    return at.button[0].click().run()  # the form's "Log in" button
 
 
 def test_password_gate_shows_only_the_login_until_the_right_password(monkeypatch):
@@ -56,7 +63,7 @@ def test_password_gate_shows_only_the_login_until_the_right_password(monkeypatch
 def test_non_ascii_passwords_give_a_message_and_can_log_in(monkeypatch):
     monkeypatch.setenv("TL_PASSWORD", "Grüße, 東京")
     at = router()
-    submit_password(at, "パスワード")           # non-ASCII and wrong: a message, never a traceback
+    submit_password(at, "パスワード")  # non-ASCII and wrong: a message, never a traceback
     assert [e.value for e in at.error] == ["Wrong password."] and not at.exception
     submit_password(at, "Grüße, 東京")
     assert not at.exception and "Next step" in [s.value for s in at.subheader]
@@ -89,7 +96,7 @@ def test_openid_connect_logged_out_sees_only_log_in(monkeypatch):
     monkeypatch.setenv("TL_PASSWORD", "ignored when OpenID Connect is configured")
     at = router(OIDC, {"is_logged_in": False})
     assert_only_the_gate(at)
-    assert [b.label for b in at.button] == ["Log in"] and not at.text_input   # st.login, not the password
+    assert [b.label for b in at.button] == ["Log in"] and not at.text_input  # st.login, not the password
 
 
 def test_openid_connect_allow_list_admits_listed_accounts_and_domains_only():
@@ -107,6 +114,7 @@ def test_a_broken_secrets_file_closes_the_app_with_what_to_fix(tmp_path, monkeyp
     broken = tmp_path / "secrets.toml"
     broken.write_text('password = "unterminated\n', encoding="utf-8")
     from streamlit import config
+
     real = config.get_option
     monkeypatch.setattr(config, "get_option", lambda key: [str(broken)] if key == "secrets.files" else real(key))
     at = router()
@@ -127,9 +135,12 @@ def test_pages_folder_holds_only_page_scripts_each_guarded_first():
     files = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "pages").glob("*.py"))
     assert files == sorted(path for path, _, _ in shell.PAGES)
     for name in files:
-        body = [node for node in ast.parse((REPO / name).read_text()).body
-                if not isinstance(node, (ast.Import, ast.ImportFrom))
-                and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+        body = [
+            node
+            for node in ast.parse((REPO / name).read_text()).body
+            if not isinstance(node, (ast.Import, ast.ImportFrom))
+            and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+        ]
         assert ast.unparse(body[0]) == "shell.guard()", name
 
 

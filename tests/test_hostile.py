@@ -3,6 +3,7 @@
 Each case says whether the file must be imported or reported; the test asserts no crash, every bad
 file reported with a reason, every good file imported, and nothing written outside the workspace.
 """
+
 import io
 import os
 import struct
@@ -13,12 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tl_core import datasets
-from tl_core.images import load_rgb
-from tl_core.workspace import TLError
+from tl_core.data import datasets
+from tl_core.data.images import load_rgb
+from tl_core.errors import TLError
 
 from .conftest import noisy_image
-
 
 # The process's own peak memory. Not ru_maxrss: a child started from this (TensorFlow-sized) test process
 # inherits its high-water mark through fork and exec; VmHWM starts afresh with the new program.
@@ -37,8 +37,12 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def png_bomb() -> bytes:
     """A few hundred bytes claiming 30000 x 30000 pixels."""
     header = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def encode(image: Image.Image, fmt: str, **kw) -> bytes:
@@ -117,12 +121,13 @@ def image_items(cls: str):
 def check(dataset, cases, prefix=""):
     reported = {s["file"].split("/")[-1]: s["reason"] for s in dataset.manifest["skipped"]}
     stored = {it["path"].split("/")[-1].rsplit(".", 1)[0] for it in dataset.items}
-    for cls, name, _, expected in cases:
+    for _cls, name, _, expected in cases:
         stem = name.rsplit(".", 1)[0]
         if expected is None:
             assert stem in stored, f"{name} should have been imported"
         else:
             import re
+
             assert name in reported, f"{name} should have been reported"
             assert re.search(expected, reported[name]), f"{name}: {reported[name]!r} !~ {expected!r}"
     return len(cases)
@@ -149,7 +154,7 @@ def hostile_zip(path, workspace_marker):
         archive.writestr("/abs/escape.png", noisy_image((1, 2, 3), seed=2))
         archive.writestr(f"top/ants/..//../{workspace_marker}", noisy_image((1, 2, 3), seed=3))
         link = zipfile.ZipInfo("top/ants/link.png")
-        link.external_attr = (0o120777 << 16)
+        link.external_attr = 0o120777 << 16
         archive.writestr(link, "/etc/passwd")
         archive.writestr("top/bees/secret.png", noisy_image((5, 5, 5), seed=4))
         archive.writestr("top/bees/inner.zip", b"PK\x05\x06" + b"\0" * 18)
@@ -166,8 +171,8 @@ def mark_encrypted(path, name: str) -> None:
     data = bytearray(path.read_bytes())
     start = 0
     while (start := data.find(b"PK\x01\x02", start)) != -1:
-        name_len = struct.unpack("<H", data[start + 28:start + 30])[0]
-        if data[start + 46:start + 46 + name_len].decode() == name:
+        name_len = struct.unpack("<H", data[start + 28 : start + 30])[0]
+        if data[start + 46 : start + 46 + name_len].decode() == name:
             data[start + 8] |= 0x1
         start += 4
     path.write_bytes(bytes(data))
@@ -179,10 +184,16 @@ def test_hostile_zip_reports_every_bad_entry_and_writes_nothing_outside(tmp_path
     good = hostile_zip(archive, "escaped_marker.png")
     dataset = datasets.add_zip(archive, "zip_fuzz")
     reasons = {s["file"]: s["reason"] for s in dataset.manifest["skipped"]}
-    expect = {"../../escape.png": "unsafe path", "/abs/escape.png": "unsafe path",
-              "top/ants/..//../escaped_marker.png": "unsafe path", "top/ants/link.png": "symbolic link",
-              "top/bees/secret.png": "encrypted", "top/bees/inner.zip": "nested archive",
-              "top/bees/zeros.png": "compression ratio", "top/readme.txt": "not inside a class folder"}
+    expect = {
+        "../../escape.png": "unsafe path",
+        "/abs/escape.png": "unsafe path",
+        "top/ants/..//../escaped_marker.png": "unsafe path",
+        "top/ants/link.png": "symbolic link",
+        "top/bees/secret.png": "encrypted",
+        "top/bees/inner.zip": "nested archive",
+        "top/bees/zeros.png": "compression ratio",
+        "top/readme.txt": "not inside a class folder",
+    }
     for name, reason in expect.items():
         assert reason in reasons.get(name, ""), (name, reasons.get(name))
     assert dataset.manifest["num_images"] == len(good)
@@ -193,10 +204,13 @@ def test_hostile_zip_reports_every_bad_entry_and_writes_nothing_outside(tmp_path
         print(f"hostile zip entries tried: {len(expect) + len(good) + 2}")
 
 
-@pytest.mark.parametrize("limits, message", [
-    (datasets.ZipLimits(max_total_bytes=10_000), "zip bomb guard"),
-    (datasets.ZipLimits(max_files=3), "the limit is 3"),
-])
+@pytest.mark.parametrize(
+    "limits, message",
+    [
+        (datasets.ZipLimits(max_total_bytes=10_000), "zip bomb guard"),
+        (datasets.ZipLimits(max_files=3), "the limit is 3"),
+    ],
+)
 def test_zip_caps_refuse_with_a_clear_message_and_leave_nothing(tmp_path, workspace, limits, message):
     archive = tmp_path / "big.zip"
     hostile_zip(archive, "m.png")
@@ -208,8 +222,12 @@ def test_zip_caps_refuse_with_a_clear_message_and_leave_nothing(tmp_path, worksp
 
 def test_thousands_of_tiny_files_are_reported_quickly(tmp_path):
     items = [("a" if i % 2 else "b", f"t{i}.png", encode(photo(i, (3, 3)), "PNG")) for i in range(2000)]
-    items += [("a", "ok1.png", noisy_image((200, 0, 0), seed=1)), ("a", "ok2.png", noisy_image((200, 0, 0), seed=2)),
-              ("b", "ok3.png", noisy_image((0, 0, 200), seed=3)), ("b", "ok4.png", noisy_image((0, 0, 200), seed=4))]
+    items += [
+        ("a", "ok1.png", noisy_image((200, 0, 0), seed=1)),
+        ("a", "ok2.png", noisy_image((200, 0, 0), seed=2)),
+        ("b", "ok3.png", noisy_image((0, 0, 200), seed=3)),
+        ("b", "ok4.png", noisy_image((0, 0, 200), seed=4)),
+    ]
     dataset = datasets.add_items(items, "tiny_files")
     assert dataset.manifest["num_images"] == 4 and len(dataset.manifest["skipped"]) == 2000
 
@@ -231,9 +249,13 @@ def test_folder_import_does_not_follow_symlinks_out_of_the_folder(tmp_path):
 
 
 def test_folder_upload_paths_with_dot_dot_are_refused():
-    files = [("set/a/1.png", noisy_image((200, 0, 0), seed=1)), ("set/a/2.png", noisy_image((200, 0, 0), seed=2)),
-             ("set/b/1.png", noisy_image((0, 0, 200), seed=3)), ("set/b/2.png", noisy_image((0, 0, 200), seed=4)),
-             ("set/../../etc/x.png", noisy_image((0, 200, 0), seed=5))]
+    files = [
+        ("set/a/1.png", noisy_image((200, 0, 0), seed=1)),
+        ("set/a/2.png", noisy_image((200, 0, 0), seed=2)),
+        ("set/b/1.png", noisy_image((0, 0, 200), seed=3)),
+        ("set/b/2.png", noisy_image((0, 0, 200), seed=4)),
+        ("set/../../etc/x.png", noisy_image((0, 200, 0), seed=5)),
+    ]
     dataset = datasets.add_uploaded_folder(files, "uploaded")
     assert dataset.classes == ["a", "b"]
     assert any("unsafe" in s["reason"] for s in dataset.manifest["skipped"])
@@ -242,6 +264,7 @@ def test_folder_upload_paths_with_dot_dot_are_refused():
 def test_disk_full_during_import_gives_a_clear_error_and_leaves_nothing(tmp_path, workspace, monkeypatch):
     import errno
     from pathlib import Path
+
     src = tmp_path / "src"
     for cls in ("a", "b"):
         (src / cls).mkdir(parents=True)
@@ -272,16 +295,16 @@ def patch_entry(path, name: str, *, method: int | None = None, corrupt: bool = F
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(name)
     local = info.header_offset
-    name_len, extra_len = struct.unpack("<HH", data[local + 26:local + 30])
+    name_len, extra_len = struct.unpack("<HH", data[local + 26 : local + 30])
     if corrupt:
         data[local + 30 + name_len + extra_len + 5] ^= 0xFF
     if method is not None:
-        data[local + 8:local + 10] = struct.pack("<H", method)
+        data[local + 8 : local + 10] = struct.pack("<H", method)
         start = 0
         while (start := data.find(b"PK\x01\x02", start)) != -1:
-            n = struct.unpack("<H", data[start + 28:start + 30])[0]
-            if data[start + 46:start + 46 + n].decode() == name:
-                data[start + 10:start + 12] = struct.pack("<H", method)
+            n = struct.unpack("<H", data[start + 28 : start + 30])[0]
+            if data[start + 46 : start + 46 + n].decode() == name:
+                data[start + 10 : start + 12] = struct.pack("<H", method)
             start += 4
     path.write_bytes(bytes(data))
 
@@ -297,7 +320,7 @@ def awkward_zip(path):
         archive.writestr("set/ants/bad_crc.png", encode(photo(43), "PNG"))
         archive.writestr("set/bees/ppmd.png", encode(photo(44), "PNG"))
     patch_entry(path, "set/ants/bad_crc.png", corrupt=True)
-    patch_entry(path, "set/bees/ppmd.png", method=98)   # PPMd: zipfile cannot decompress it
+    patch_entry(path, "set/bees/ppmd.png", method=98)  # PPMd: zipfile cannot decompress it
     return path
 
 
@@ -306,14 +329,18 @@ def test_bad_crc_unsupported_compression_and_odd_names_are_reported_not_fatal(tm
     reasons = {s["file"]: s["reason"] for s in dataset.manifest["skipped"]}
     assert "corrupt zip entry" in reasons["set/ants/bad_crc.png"], reasons
     assert "compression method" in reasons["set/bees/ppmd.png"], reasons
-    assert dataset.manifest["num_images"] == 8, reasons   # 6 photos + the two with unusable names
+    assert dataset.manifest["num_images"] == 8, reasons  # 6 photos + the two with unusable names
     names = sorted(it["path"].split("/")[-1] for it in dataset.items)
-    assert sum(n.startswith("image-") for n in names) == 2, names   # named by content hash instead
+    assert sum(n.startswith("image-") for n in names) == 2, names  # named by content hash instead
 
 
 def test_class_folders_that_would_merge_are_refused_naming_both(tmp_path):
-    items = [("cat?", "1.png", noisy_image((200, 0, 0), seed=1)), ("cat?", "2.png", noisy_image((200, 0, 0), seed=2)),
-             ("cat!", "3.png", noisy_image((0, 0, 200), seed=3)), ("cat!", "4.png", noisy_image((0, 0, 200), seed=4))]
+    items = [
+        ("cat?", "1.png", noisy_image((200, 0, 0), seed=1)),
+        ("cat?", "2.png", noisy_image((200, 0, 0), seed=2)),
+        ("cat!", "3.png", noisy_image((0, 0, 200), seed=3)),
+        ("cat!", "4.png", noisy_image((0, 0, 200), seed=4)),
+    ]
     with pytest.raises(TLError, match=r"'cat\?' and 'cat!' would both become class 'cat_'"):
         datasets.add_items(items, "merged")
     with pytest.raises(TLError, match=r"'\?\?\?' has no letters or digits"):
@@ -321,10 +348,16 @@ def test_class_folders_that_would_merge_are_refused_naming_both(tmp_path):
     assert datasets.list_datasets() == []
 
 
-@pytest.mark.parametrize("layout, message", [
-    ({"train/a": 3, "train/b": 3, "val/a": 1, "val/b": 1, "val/c": 2}, r"\['c'\] have images only in the validation"),
-    ({"test/a": 3, "test/b": 3}, r"No training images: every image is in the 'test/' folder"),
-])
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        (
+            {"train/a": 3, "train/b": 3, "val/a": 1, "val/b": 1, "val/c": 2},
+            r"\['c'\] have images only in the validation",
+        ),
+        ({"test/a": 3, "test/b": 3}, r"No training images: every image is in the 'test/' folder"),
+    ],
+)
 def test_splits_that_cannot_train_are_refused_at_import(tmp_path, layout, message):
     archive = tmp_path / "split.zip"
     with zipfile.ZipFile(archive, "w") as z:
@@ -344,6 +377,7 @@ def test_an_oversized_entry_is_skipped_unread_and_memory_stays_bounded(tmp_path)
     import textwrap
 
     from .conftest import REPO
+
     archive = tmp_path / "inflating.zip"
     rng = np.random.default_rng(0)
     block = np.zeros(1 << 20, dtype=np.uint8)
@@ -366,10 +400,12 @@ def test_an_oversized_entry_is_skipped_unread_and_memory_stays_bounded(tmp_path)
         print(json.dumps({{"growth_mb": peak_rss_mb() - before, "images": ds.manifest["num_images"],
                           "skipped": ds.manifest["skipped"]}}))
     """)
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                         env={**os.environ})
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ}
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     import json
+
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["growth_mb"] < 100, result
     assert result["images"] == 6
@@ -381,12 +417,19 @@ def test_hostile_zip_through_the_command_line_gives_a_report_never_a_traceback(t
     import sys
 
     from .conftest import REPO
+
     good = hostile_zip(tmp_path / "hostile.zip", "m.png")
     awkward = awkward_zip(tmp_path / "awkward.zip")
     env = {**os.environ, "TL_HOME": str(workspace)}
     for archive, name, images in ((tmp_path / "hostile.zip", "cli_hostile", len(good)), (awkward, "cli_awkward", 8)):
-        out = subprocess.run([sys.executable, "-m", "tl_core", "datasets", "add", str(archive), "--name", name],
-                             cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+        out = subprocess.run(
+            [sys.executable, "-m", "tl_core", "datasets", "add", str(archive), "--name", name],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
         assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
         assert f"{images} images" in out.stdout and "skipped:" in out.stdout
     refused = tmp_path / "only_test.zip"
@@ -394,8 +437,14 @@ def test_hostile_zip_through_the_command_line_gives_a_report_never_a_traceback(t
         for cls in ("a", "b"):
             for i in range(2):
                 z.writestr(f"test/{cls}/{i}.png", noisy_image((20, 120, 220), seed=ord(cls) * 10 + i))
-    out = subprocess.run([sys.executable, "-m", "tl_core", "datasets", "add", str(refused)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "tl_core", "datasets", "add", str(refused)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert out.returncode == 2 and "error: No training images" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -409,14 +458,18 @@ def everything_zip(path):
             for _, name, data, expected in image_items(cls):
                 archive.writestr(f"all/{cls}/{name}", data)
                 cases[f"all/{cls}/{name}"] = expected
-        unsafe = {"../../escape.png": "unsafe path", "/abs/escape.png": "unsafe path",
-                  "all/ants/..//../escaped.png": "unsafe path", "all/bees/inner.zip": "nested archive",
-                  "all/readme.txt": "not inside a class folder"}
+        unsafe = {
+            "../../escape.png": "unsafe path",
+            "/abs/escape.png": "unsafe path",
+            "all/ants/..//../escaped.png": "unsafe path",
+            "all/bees/inner.zip": "nested archive",
+            "all/readme.txt": "not inside a class folder",
+        }
         for name in unsafe:
             archive.writestr(name, noisy_image((1, 2, 3), seed=len(name)))
         cases.update(unsafe)
         link = zipfile.ZipInfo("all/ants/link.png")
-        link.external_attr = (0o120777 << 16)
+        link.external_attr = 0o120777 << 16
         archive.writestr(link, "/etc/passwd")
         cases["all/ants/link.png"] = "symbolic link"
         archive.writestr("all/ants/😀.jpg", encode(photo(141), "JPEG"))
@@ -424,8 +477,15 @@ def everything_zip(path):
         archive.writestr("all/ants/bad_crc.png", encode(photo(143), "PNG"))
         archive.writestr("all/bees/ppmd.png", encode(photo(144), "PNG"))
         archive.writestr("all/bees/secret.png", noisy_image((5, 5, 5), seed=4))
-        cases.update({"all/ants/😀.jpg": None, "all/bees/!!!.png": None, "all/ants/bad_crc.png": "corrupt zip entry",
-                      "all/bees/ppmd.png": "compression method", "all/bees/secret.png": "encrypted"})
+        cases.update(
+            {
+                "all/ants/😀.jpg": None,
+                "all/bees/!!!.png": None,
+                "all/ants/bad_crc.png": "corrupt zip entry",
+                "all/bees/ppmd.png": "compression method",
+                "all/bees/secret.png": "encrypted",
+            }
+        )
     patch_entry(path, "all/ants/bad_crc.png", corrupt=True)
     patch_entry(path, "all/bees/ppmd.png", method=98)
     mark_encrypted(path, "all/bees/secret.png")
@@ -434,6 +494,7 @@ def everything_zip(path):
 
 def check_everything(dataset, cases) -> None:
     import re
+
     reported = {s["file"]: s["reason"] for s in dataset.manifest["skipped"]}
     for name, expected in cases.items():
         if expected is None:
@@ -452,13 +513,22 @@ def test_every_hostile_case_through_the_command_line(tmp_path, workspace, capsys
     import sys
 
     from .conftest import REPO
+
     archive = tmp_path / "everything.zip"
     cases = everything_zip(archive)
     before = files_outside(tmp_path.parent, workspace)
-    code = f"import sys\n{PEAK_RSS_MB}\nfrom tl_core.cli import main\ncode = main(sys.argv[1:])\n" \
-           "print('peak_rss_mb', peak_rss_mb())\nsys.exit(code)"
-    out = subprocess.run([sys.executable, "-c", code, "datasets", "add", str(archive), "--name", "everything"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "TL_HOME": str(workspace)})
+    code = (
+        f"import sys\n{PEAK_RSS_MB}\nfrom tl_core.cli import main\ncode = main(sys.argv[1:])\n"
+        "print('peak_rss_mb', peak_rss_mb())\nsys.exit(code)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, "datasets", "add", str(archive), "--name", "everything"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TL_HOME": str(workspace)},
+    )
     assert out.returncode == 0 and "Traceback" not in out.stderr + out.stdout, out.stderr[-3000:]
     check_everything(datasets.load_dataset("everything"), cases)
     assert files_outside(tmp_path.parent, workspace) - before == set()
@@ -472,6 +542,7 @@ def test_every_hostile_case_through_the_upload_page(tmp_path, workspace, server_
     from streamlit.testing.v1 import AppTest
 
     from .conftest import REPO
+
     archive = tmp_path / "everything.zip"
     cases = everything_zip(archive)
     before = files_outside(tmp_path.parent, workspace)

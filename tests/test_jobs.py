@@ -1,18 +1,19 @@
 """Jobs on the local backend: process identity, cancel of a dead run, the workspace handed to workers,
 a queued run whose dataset was deleted, run ids from URLs, early stopping across a resume."""
+
 import os
 
 import numpy as np
 import pytest
 
-from tl_core import datasets
 from tl_core.backends import local
-from tl_core.config import TrainConfig
+from tl_core.data import datasets
 from tl_core.device import process_start_time
-from tl_core.runs import new_run
-from tl_core.training import execute
+from tl_core.errors import TLError
+from tl_core.models.config import TrainConfig
+from tl_core.runs.store import new_run
 from tl_core.training.callbacks import ResumableEarlyStopping
-from tl_core.workspace import TLError
+from tl_core.training.runner import execute
 
 from .conftest import make_class_folders
 
@@ -34,21 +35,22 @@ def test_a_reused_pid_does_not_keep_a_dead_run_running():
     """After a reboot the recorded PID may belong to another process: the start time tells them apart.
     A real process stands in for the one that now has the number."""
     import subprocess
+
     other = subprocess.Popen(["sleep", "60"])
     try:
         alive = running_run(other.pid, process_start_time(other.pid))
-        reused = running_run(other.pid, process_start_time(other.pid) - 1000)   # the number, not the process
+        reused = running_run(other.pid, process_start_time(other.pid) - 1000)  # the number, not the process
         assert backend.check_alive(alive) == "running"
         assert backend.check_alive(reused) == "interrupted"
         other.kill()
         other.wait()
-        assert backend.check_alive(alive) == "interrupted"   # and once it is gone, the first one too
+        assert backend.check_alive(alive) == "interrupted"  # and once it is gone, the first one too
     finally:
         other.kill()
 
 
 def test_cancel_ends_a_run_whose_process_is_gone():
-    run = running_run(2**22 + 12345, 1)    # no such process
+    run = running_run(2**22 + 12345, 1)  # no such process
     backend.cancel(run, user="ana@example.com")
     assert run.state == "cancelled"
     assert "cancel requested by ana@example.com" in run.log_text()
@@ -68,7 +70,7 @@ def test_workers_get_the_workspace_as_an_absolute_path(tmp_path, monkeypatch):
 def test_a_queued_run_whose_dataset_was_deleted_fails_saying_so(colors, tmp_path, monkeypatch):
     run = backend.submit(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64), start_worker=False)
     datasets.delete_dataset("colors")
-    monkeypatch.chdir(tmp_path)   # a folder named like the dataset must not be imported in its place
+    monkeypatch.chdir(tmp_path)  # a folder named like the dataset must not be imported in its place
     make_class_folders(tmp_path / "colors", per_class=4)
     with pytest.raises(TLError, match="dataset deleted"):
         execute(run)
@@ -84,12 +86,13 @@ def test_submitting_for_an_unknown_dataset_is_refused_before_queueing():
 
 def test_resumed_early_stopping_keeps_the_checkpoint_as_best():
     import keras
+
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     checkpoint_weights = [w.copy() for w in model.get_weights()]
     stopper = ResumableEarlyStopping(0.25, monitor="val_loss", patience=2, restore_best_weights=True)
     stopper.set_model(model)
     stopper.on_train_begin()
-    for epoch, val_loss in enumerate([0.4, 0.5]):          # both worse than the checkpoint's 0.25
+    for epoch, val_loss in enumerate([0.4, 0.5]):  # both worse than the checkpoint's 0.25
         model.set_weights([w + 1.0 for w in model.get_weights()])
         stopper.on_epoch_end(epoch + 5, {"val_loss": val_loss})
     assert model.stop_training and stopper.best == 0.25
@@ -104,6 +107,7 @@ def test_gpu_memory_is_shared_by_growth_on_every_gpu(monkeypatch):
     import tensorflow as tf
 
     from tl_core import device
+
     monkeypatch.setattr(device, "gpu_names", lambda: ())
     assert device.share_gpu_memory() == []
     grown = []
@@ -123,6 +127,7 @@ def test_gpu_memory_is_shared_by_growth_on_every_gpu(monkeypatch):
 
 def test_a_relative_workspace_is_resolved_once(tmp_path, monkeypatch):
     from tl_core.workspace import home
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TL_HOME", "ws_resolved_once")
     first = home()

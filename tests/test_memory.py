@@ -1,15 +1,15 @@
 """Long-running server memory: models evicted from the cache and ended sessions do not pile up."""
+
 import gc
 import weakref
 
 import pytest
 
-from tl_core import datasets
-from tl_core.config import TrainConfig
-from tl_core.training import train
+from tl_core.data import datasets
+from tl_core.models.config import TrainConfig
+from tl_core.training.runner import train
 
 from .conftest import make_class_folders
-
 
 
 @pytest.fixture
@@ -25,21 +25,22 @@ def test_evicted_models_and_ended_sessions_do_not_stay_in_memory(two_runs):
     alive when a model loaded (so frozen with everything else) and then ended is cyclic garbage the
     collector cannot see: the next model load must free it."""
     from tl_app import models
+
     models._load_predictor.clear()
 
     class SessionLike:
         pass
 
     session = SessionLike()
-    session.self = session                  # a reference cycle, as Streamlit's session objects have
+    session.self = session  # a reference cycle, as Streamlit's session objects have
     session_ref = weakref.ref(session)
     refs = []
     for i in range(6):
-        predictor = models._load_predictor(str(two_runs[i % 2].root), 1000.0 + i)   # a new key: a new load
+        predictor = models._load_predictor(str(two_runs[i % 2].root), 1000.0 + i)  # a new key: a new load
         refs.append(weakref.ref(predictor.loaded.model))
         del predictor
         if i == 0:
-            del session                     # ended after the first load froze it
+            del session  # ended after the first load froze it
     gc.collect()
     alive = [i for i, ref in enumerate(refs) if ref() is not None]
     # the 4 cached models, and the one evicted by the last load (freed at the next load)

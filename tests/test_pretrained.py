@@ -1,5 +1,6 @@
 """Pretrained classifiers as they are: the shared TFLite ImageNet classifiers on real photos, label files as
 they come, and clear errors for what is missing."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,15 @@ def test_every_shared_classifier_sees_the_cat(capsys):
     models = sorted(require_shared(TFLITE).glob("*.tflite"))
     assert len(models) >= 5
     for model in models:
-        rows = _classify(capsys, "--tflite", str(model), "--labels", str(TFLITE / "imagenet_labels.txt"), str(CAT),
-                         str(SHARED / "samples" / "parrot.jpg"))
+        rows = _classify(
+            capsys,
+            "--tflite",
+            str(model),
+            "--labels",
+            str(TFLITE / "imagenet_labels.txt"),
+            str(CAT),
+            str(SHARED / "samples" / "parrot.jpg"),
+        )
         cat, parrot = rows
         assert cat["image"] == str(CAT) and len(cat["top_k"]) == 3
         assert any("cat" in guess["label"] for guess in cat["top_k"]), (model.name, cat)
@@ -35,36 +43,42 @@ def test_every_shared_classifier_sees_the_cat(capsys):
 def test_label_files_as_they_come_and_mistakes_explained(tmp_path, capsys):
     model = TFLITE / "mobilenet_v2_1.0_224_quant.tflite"
     labels = (TFLITE / "imagenet_labels.txt").read_text().splitlines()
-    (tmp_path / "no_background.txt").write_text("\n".join(labels[1:]))   # 1000 names for 1001 outputs
-    rows = _classify(capsys, "--tflite", str(model), "--labels", str(tmp_path / "no_background.txt"), str(CAT),
-                     "--top-k", "1")
+    (tmp_path / "no_background.txt").write_text("\n".join(labels[1:]))  # 1000 names for 1001 outputs
+    rows = _classify(
+        capsys, "--tflite", str(model), "--labels", str(tmp_path / "no_background.txt"), str(CAT), "--top-k", "1"
+    )
     assert "cat" in rows[0]["top_k"][0]["label"]
     (tmp_path / "short.txt").write_text("\n".join(labels[:10]))
     assert cli.main(["classify", "--tflite", str(model), "--labels", str(tmp_path / "short.txt"), str(CAT)]) == 2
     assert "has 10 labels but the model has 1001 outputs" in capsys.readouterr().err
     (tmp_path / "not.tflite").write_bytes(b"nope")
-    assert cli.main(["classify", "--tflite", str(tmp_path / "not.tflite"), "--labels", str(tmp_path / "short.txt"),
-                     str(CAT)]) == 2
+    assert (
+        cli.main(
+            ["classify", "--tflite", str(tmp_path / "not.tflite"), "--labels", str(tmp_path / "short.txt"), str(CAT)]
+        )
+        == 2
+    )
     assert "Not a TFLite model" in capsys.readouterr().err
-    rows = _classify(capsys, "--tflite", str(model), "--labels", str(TFLITE / "imagenet_labels.txt"),
-                     str(tmp_path / "short.txt"))
+    rows = _classify(
+        capsys, "--tflite", str(model), "--labels", str(TFLITE / "imagenet_labels.txt"), str(tmp_path / "short.txt")
+    )
     assert "error" in rows[0]
 
 
-def test_a_keras_application_without_its_label_index_or_weights_says_which_file(keras_home_copy, capsys,
-                                                                               monkeypatch):
+def test_a_keras_application_without_its_label_index_or_weights_says_which_file(keras_home_copy, capsys, monkeypatch):
     import urllib.error
     import urllib.request
 
-    def offline(*args, **kwargs):   # what a download meets here, at once rather than after a network timeout
+    def offline(*args, **kwargs):  # what a download meets here, at once rather than after a network timeout
         raise urllib.error.URLError("no network")
+
     monkeypatch.setattr(urllib.request, "urlretrieve", offline)
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     assert cli.main(["classify", "--base", "MobileNetV2", "--alpha", "0.35", str(CAT)]) == 2
     assert "put 'imagenet_class_index.json' in" in capsys.readouterr().err
     index = {str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}
     (keras_home_copy / "models" / "imagenet_class_index.json").write_text(json.dumps(index))
-    try:   # the shared folder has only headless weights: the top's file is named, not silently downloaded
+    try:  # the shared folder has only headless weights: the top's file is named, not silently downloaded
         assert cli.main(["classify", "--base", "MobileNetV2", "--alpha", "0.35", str(CAT)]) == 2
         assert "weights with the classification top for MobileNetV2 are not on disk" in capsys.readouterr().err
     finally:
@@ -76,14 +90,17 @@ def test_a_keras_application_without_its_label_index_or_weights_says_which_file(
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
 def test_predict_page_runs_a_pretrained_tflite_classifier_without_training():
     from .test_app import open_page
-    page = open_page("pages/predict.py")   # an empty workspace: no run needed for this
+
+    page = open_page("pages/predict.py")  # an empty workspace: no run needed for this
     page.radio(key="predict_source").set_value("Pretrained, no training").run()
     page.radio(key="predict_pretrained_kind").set_value("TFLite classifier").run()
     uploaders = {u.proto.label: u for u in page.get("file_uploader")}
-    uploaders["TFLite model"].upload("m.tflite", (TFLITE / "mobilenet_v1_0.25_128_quant.tflite").read_bytes(),
-                                     "application/octet-stream")
-    uploaders["Its labels (one per line)"].upload("labels.txt", (TFLITE / "imagenet_labels.txt").read_bytes(),
-                                                  "text/plain")
+    uploaders["TFLite model"].upload(
+        "m.tflite", (TFLITE / "mobilenet_v1_0.25_128_quant.tflite").read_bytes(), "application/octet-stream"
+    )
+    uploaders["Its labels (one per line)"].upload(
+        "labels.txt", (TFLITE / "imagenet_labels.txt").read_bytes(), "text/plain"
+    )
     page.run()
     page.toggle(key="predict_as_table").set_value(True).run()
     images = next(u for u in page.get("file_uploader") if u.proto.label == "Images")

@@ -3,6 +3,7 @@
 Runs go through the Jobs API exactly as on a cluster: one from the app's backend, one from the CLI;
 one cancelled mid-run; one whose training process is killed, shown interrupted and resumed.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tl_core import datasets
-from tl_core.config import TrainConfig
+from tl_core.data import datasets
+from tl_core.models.config import TrainConfig
 
 from .conftest import REPO, make_class_folders
 
@@ -31,19 +32,43 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_head():
-    temp = tempfile.mkdtemp(prefix="tlray", dir="/tmp")   # short: Ray's socket paths live under it
+    temp = tempfile.mkdtemp(prefix="tlray", dir="/tmp")  # short: Ray's socket paths live under it
     port, dashboard = _free_port(), _free_port()
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
-    subprocess.run(ray + ["start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                          "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "true",
-                          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-                          "--disable-usage-stats", "--temp-dir", temp],
-                   check=True, capture_output=True, timeout=180, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    subprocess.run(
+        ray
+        + [
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--num-gpus",
+            "0",
+            "--include-dashboard",
+            "true",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dashboard),
+            "--disable-usage-stats",
+            "--temp-dir",
+            temp,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )
     address = f"http://127.0.0.1:{dashboard}"
     try:
         from tl_core.backends.ray_jobs import RayBackend
+
         deadline = time.time() + 90
-        while True:   # ready: the Jobs API answers and the cluster reports its CPUs
+        while True:  # ready: the Jobs API answers and the cluster reports its CPUs
             try:
                 RayBackend(address).client.list_jobs()
                 if RayBackend(address).resources().get("CPU"):
@@ -62,6 +87,7 @@ def ray_backend(ray_head, monkeypatch, tmp_path):
     monkeypatch.setenv("TL_RAY_ADDRESS", ray_head)
     datasets.add_folder(make_class_folders(tmp_path / "src", per_class=8, size=48), "colors")
     from tl_core.backends import get_backend
+
     backend = get_backend()
     assert backend.name == "ray"
     return backend
@@ -88,7 +114,8 @@ SLOW = dict(freeze_depth="none", epochs=60, early_stopping=False, augment=False)
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
 def test_runs_from_the_app_and_the_cli_finish_on_the_cluster(ray_backend, capsys):
     from tl_core import cli
-    from tl_core.runs import get_run
+    from tl_core.runs.store import get_run
+
     from_app = ray_backend.submit(_config(), user="alice")
     assert cli.main(["submit", "--data", "colors", "--alpha", "0.35", "--size", "64", "--epochs", "3"]) == 0
     from_cli = get_run(capsys.readouterr().out.strip().splitlines()[-1])
@@ -107,7 +134,7 @@ def test_runs_from_the_app_and_the_cli_finish_on_the_cluster(ray_backend, capsys
     for run in (from_app, from_cli):
         assert run.artifacts.metrics()["num_val_images"] > 0
         assert run.status()["ray_job"] == f"tl-{run.id}-1"
-        deadline = time.time() + 60   # the run folder says finished a moment before its process has exited
+        deadline = time.time() + 60  # the run folder says finished a moment before its process has exited
         while ray_backend.job_status(run) == "RUNNING" and time.time() < deadline:
             time.sleep(0.5)
         assert ray_backend.job_status(run) == "SUCCEEDED"
@@ -121,7 +148,7 @@ def test_cancel_stops_a_job_mid_run_and_a_killed_process_shows_interrupted_and_r
     _wait(ray_backend, cancelled, {"running"}, until=lambda: cancelled.progress().get("epoch"))
     ray_backend.cancel(cancelled, user="bob")
     assert cancelled.state == "cancelled"
-    assert ray_backend.job_status(cancelled) in ("STOPPED", "SUCCEEDED")   # stopped, or it read the request first
+    assert ray_backend.job_status(cancelled) in ("STOPPED", "SUCCEEDED")  # stopped, or it read the request first
     assert not ray_backend.is_alive(cancelled)
 
     _wait(ray_backend, killed, {"running"}, until=lambda: killed.artifacts.checkpoint() is not None)
@@ -132,19 +159,22 @@ def test_cancel_stops_a_job_mid_run_and_a_killed_process_shows_interrupted_and_r
     assert killed.status()["ray_job"] == f"tl-{killed.id}-2"
     assert _wait(ray_backend, killed, {"finished", "failed"}) == "finished", ray_backend.logs(killed)
     epochs = [row["epoch"] for row in killed.history()]
-    assert epochs == sorted(epochs) and epochs[-1] == 5   # continued from the checkpoint, not from epoch 1
+    assert epochs == sorted(epochs) and epochs[-1] == 5  # continued from the checkpoint, not from epoch 1
 
 
 def test_without_the_address_nothing_changes(monkeypatch):
     from tl_core.backends import get_backend
+
     monkeypatch.delenv("TL_RAY_ADDRESS", raising=False)
     assert get_backend().name == "local"
     monkeypatch.setenv("TL_RAY_ADDRESS", f"http://127.0.0.1:{_free_port()}")
-    from tl_core.workspace import TLError
+    from tl_core.errors import TLError
+
     with pytest.raises(TLError, match="No Ray cluster answers at TL_RAY_ADDRESS=.*unset TL_RAY_ADDRESS"):
         get_backend().submit(_config())
     # a head that stops answering interrupts nothing: its runs stay as they were, the sidebar says so
-    from tl_core.runs import new_run
+    from tl_core.runs.store import new_run
+
     run = new_run(_config().resolved())
     run.set_status("running", ray_job=f"tl-{run.id}-1")
     backend = get_backend()

@@ -1,4 +1,5 @@
 """Streamlit's private API, touched only in tl_app/streamlit_internals.py: fails loudly when an upgrade moves it."""
+
 import streamlit
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import script_runner
@@ -23,9 +24,15 @@ def test_the_hook_that_clears_keras_after_each_run_is_where_we_replace_it():
 
 
 def test_no_other_module_touches_streamlit_private_api():
-    sources = [REPO / "streamlit_app.py"] + [p for folder in ("tl_app", "pages", "tl_core") for p in (REPO / folder).rglob("*.py")]
-    offenders = [str(p.relative_to(REPO)) for p in sources if p.name != "streamlit_internals.py"
-                 and any(s in p.read_text() for s in ("streamlit.runtime", "_clean_problem_modules", "PagesManager"))]
+    sources = [REPO / "streamlit_app.py"] + [
+        p for folder in ("tl_app", "pages", "tl_core") for p in (REPO / folder).rglob("*.py")
+    ]
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in sources
+        if p.name != "streamlit_internals.py"
+        and any(s in p.read_text() for s in ("streamlit.runtime", "_clean_problem_modules", "PagesManager"))
+    ]
     assert offenders == []
 
 
@@ -36,14 +43,17 @@ def test_the_upload_endpoint_still_asks_is_active_session_before_reading_the_bod
 
     from streamlit.runtime import Runtime
     from streamlit.web.server.starlette import starlette_routes
+
     source = inspect.getsource(starlette_routes)
     assert hasattr(Runtime, "is_active_session"), streamlit.__version__
-    assert source.index("runtime.is_active_session(session_id)") < source.index("await limited_request.form()"), \
+    assert source.index("runtime.is_active_session(session_id)") < source.index("await limited_request.form()"), (
         streamlit.__version__
+    )
 
 
 def test_uploaded_files_can_still_be_released_from_the_session():
-    from streamlit.runtime.scriptrunner_utils.script_run_context import ScriptRunContext
     from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    from streamlit.runtime.scriptrunner_utils.script_run_context import ScriptRunContext
+
     assert callable(getattr(MemoryUploadedFileManager, "remove_file", None)), streamlit.__version__
     assert "uploaded_file_mgr" in ScriptRunContext.__dataclass_fields__, streamlit.__version__

@@ -1,4 +1,5 @@
 """Suspects on real photos: flipped labels are found with their true class, a leaked image is a duplicate."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,8 @@ import shutil
 
 from PIL import Image
 
-from tl_core import cli, datasets
+from tl_core import cli
+from tl_core.data import datasets
 
 from .conftest import HYMENOPTERA, require_shared
 
@@ -20,14 +22,15 @@ def test_flipped_labels_and_a_leaked_image_are_suspects(tmp_path, capsys):
     train = sorted((data / "train").glob("*/*.jpg"))
     flipped = random.Random(0).sample(train, round(0.05 * len(train)))
     truth = {}
-    for photo in flipped:   # 5% of the training images move to the other class's folder
+    for photo in flipped:  # 5% of the training images move to the other class's folder
         other = "bees" if photo.parent.name == "ants" else "ants"
         truth[photo.stem] = photo.parent.name
         photo.rename(data / "train" / other / photo.name)
     leaked = sorted((data / "train" / "bees").glob("*.jpg"))[0]
-    with Image.open(leaked) as photo:   # re-encoded and resized: not byte-identical, so the import keeps it
+    with Image.open(leaked) as photo:  # re-encoded and resized: not byte-identical, so the import keeps it
         photo.resize((photo.width * 9 // 10, photo.height * 9 // 10)).save(
-            data / "val" / "bees" / f"copy_of_{leaked.name}", quality=80)
+            data / "val" / "bees" / f"copy_of_{leaked.name}", quality=80
+        )
     datasets.add_folder(data, "flipped")
 
     top = 2 * len(truth)
@@ -50,10 +53,13 @@ def test_embedding_projections_keep_clusters_apart():
     import numpy as np
     import pytest
 
-    from tl_core.embedding import project
-    from tl_core.workspace import TLError
+    from tl_core.errors import TLError
+    from tl_core.inspection.embedding import project
+
     rng = np.random.default_rng(0)
-    features = np.vstack([rng.normal(0, 0.1, (30, 16)) + 3 * np.eye(16)[0], rng.normal(0, 0.1, (30, 16)) + 3 * np.eye(16)[1]])
+    features = np.vstack(
+        [rng.normal(0, 0.1, (30, 16)) + 3 * np.eye(16)[0], rng.normal(0, 0.1, (30, 16)) + 3 * np.eye(16)[1]]
+    )
     for method in ("PCA", "t-SNE"):
         points = project(features, method)
         assert points.shape == (60, 2)

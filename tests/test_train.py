@@ -1,16 +1,18 @@
 """Training runs on a tiny synthetic dataset with the real MobileNetV2 alpha 0.35 weights at 64 px."""
+
 import json
 
 import numpy as np
 import pytest
 
-from tl_core import datasets, freeze, modeling
-from tl_core.config import TrainConfig
-from tl_core.evaluate import Interpretation
-from tl_core.predict import Predictor
-from tl_core.runs import Run, new_run
-from tl_core.training import execute, train
-from tl_core.workspace import TLError
+from tl_core.data import datasets
+from tl_core.errors import TLError
+from tl_core.inference.predict import Predictor
+from tl_core.models import bases, freeze
+from tl_core.models.config import TrainConfig
+from tl_core.runs.evaluate import Interpretation
+from tl_core.runs.store import Run, new_run
+from tl_core.training.runner import execute, train
 
 from .conftest import make_class_folders
 
@@ -28,25 +30,31 @@ def small(**kw):
 
 
 def reference_base():
-    return modeling.build_base("MobileNetV2", 0.35, 64)
+    return bases.build_base("MobileNetV2", 0.35, 64)
 
 
 def class_probabilities(predictor, files, names):
     """Each file's probabilities in class order (all classes: top_k is the class count)."""
-    return np.array([[p["probability"] for p in sorted(top, key=lambda p: names.index(p["label"]))]
-                     for top in predictor.predict(files, top_k=len(names))])
+    return np.array(
+        [
+            [p["probability"] for p in sorted(top, key=lambda p: names.index(p["label"]))]
+            for top in predictor.predict(files, top_k=len(names))
+        ]
+    )
 
 
 def _base_of(run):
     import keras
+
     model = keras.models.load_model(run.artifacts.model_path, safe_mode=True)
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
 def test_partly_frozen_plain_path_changes_only_unfrozen_layers(colors, tmp_path):
     events = []
-    run, metrics = train(small(freeze_depth=120, augment=False, early_stopping=False), tmp_path / "run",
-                         progress=events.append)
+    run, metrics = train(
+        small(freeze_depth=120, augment=False, early_stopping=False), tmp_path / "run", progress=events.append
+    )
     assert metrics["training_path"] == "plain" and metrics["frozen_layers"] == 120
     trained, original = _base_of(run), reference_base()
     changed = {}
@@ -64,8 +72,10 @@ def test_partly_frozen_plain_path_changes_only_unfrozen_layers(colors, tmp_path)
 
 
 def test_fine_tune_phase_trains_only_what_it_unfroze(colors, tmp_path):
-    run, metrics = train(small(freeze_depth="all", fine_tune_depth=140, fine_tune_epochs=2, early_stopping=False,
-                               augment=False), tmp_path / "ft")
+    run, metrics = train(
+        small(freeze_depth="all", fine_tune_depth=140, fine_tune_epochs=2, early_stopping=False, augment=False),
+        tmp_path / "ft",
+    )
     history = run.history()
     assert [r["phase"] for r in history] == ["head", "head", "fine-tune", "fine-tune"]
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
@@ -86,19 +96,22 @@ def test_saved_run_reloads_and_predicts_the_same_probabilities(colors, tmp_path)
     run, metrics = train(small(), tmp_path / "run")
     assert metrics["training_path"] == "cached-features"
     saved = Interpretation.load(run.path("predictions.csv"), run.artifacts.class_names())
-    predictor = Predictor(Run(run.root).artifacts.load())   # as trained: temperature 1
+    predictor = Predictor(Run(run.root).load_model())  # as trained: temperature 1
     files = [colors.root / f for f in saved.files]
     again = class_probabilities(predictor, files, run.artifacts.class_names())
     np.testing.assert_allclose(again, saved.probs, atol=1e-5)
     from PIL import Image
+
     by_bytes = predictor.predict([files[0].read_bytes()], 3)[0]
     by_pil = predictor.predict([Image.open(files[0])], 3)[0]
     assert by_bytes == by_pil
     stored = json.loads(run.path("metrics.json").read_text())
     assert stored["val_accuracy"] == pytest.approx(saved.accuracy())
     assert np.array(stored["confusion_matrix"]).sum() == len(saved.files)
-    assert set(run.path(name).exists() for name in
-               ("config.json", "history.csv", "model.keras", "metrics.json", "class_names.json", "status.json")) == {True}
+    assert set(
+        run.path(name).exists()
+        for name in ("config.json", "history.csv", "model.keras", "metrics.json", "class_names.json", "status.json")
+    ) == {True}
     assert run.state == "finished"
 
 
@@ -107,12 +120,25 @@ def test_a_gpu_hosts_path_runs_here_mixed_precision_on_one_batched_engine(colors
     frozen prefix goes through that engine) runs on this CPU too: no GPU was lent for the figures, but
     the code that takes them is exercised."""
     import keras
+
     monkeypatch.setenv("TL_ENGINE", "tensorflow")
-    run, metrics = train(small(mixed_precision="on", freeze_depth="all", fine_tune_depth=143, fine_tune_epochs=1,
-                               early_stopping=False, augment=False), tmp_path / "mixed")
+    run, metrics = train(
+        small(
+            mixed_precision="on",
+            freeze_depth="all",
+            fine_tune_depth=143,
+            fine_tune_epochs=1,
+            early_stopping=False,
+            augment=False,
+        ),
+        tmp_path / "mixed",
+    )
     assert metrics["precision"] == "mixed_float16" and keras.mixed_precision.global_policy().name == "float32"
-    assert metrics["engine"]["used"] == {"features": "tensorflow", "train activations": "tensorflow",
-                                         "validation activations": "tensorflow"}   # the prefix ran once, batched
+    assert metrics["engine"]["used"] == {
+        "features": "tensorflow",
+        "train activations": "tensorflow",
+        "validation activations": "tensorflow",
+    }  # the prefix ran once, batched
     # float16 keeps ~3 significant digits: agreement is looser than LiteRT's float32, the answers the same
     assert metrics["engine"]["max_rel_diff"] < 0.05 and metrics["engine"]["top1_agreement"] == 1.0
     history = run.history()
@@ -120,8 +146,8 @@ def test_a_gpu_hosts_path_runs_here_mixed_precision_on_one_batched_engine(colors
     assert all(np.isfinite(r["loss"]) and np.isfinite(r["val_loss"]) for r in history)
     names = run.artifacts.class_names()
     saved = Interpretation.load(run.path("predictions.csv"), names)
-    again = class_probabilities(Predictor(run.artifacts.load()), [colors.root / f for f in saved.files], names)
-    np.testing.assert_allclose(again.sum(axis=1), 1.0, atol=1e-3)   # the softmax stays float32
+    again = class_probabilities(Predictor(run.load_model()), [colors.root / f for f in saved.files], names)
+    np.testing.assert_allclose(again.sum(axis=1), 1.0, atol=1e-3)  # the softmax stays float32
     np.testing.assert_allclose(again, saved.probs, atol=1e-2)
 
 
@@ -174,9 +200,14 @@ def test_config_errors_quote_the_bad_value():
         TrainConfig(data="x", learning_rate=-1).resolved()
 
 
-@pytest.mark.parametrize("settings", [dict(freeze_depth=120, augment=False, epochs=1),   # prefix activations
-                                      dict(freeze_depth=100, augment=True, epochs=1),    # pixels, whole model
-                                      dict(epochs=2)])                                   # cached features
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(freeze_depth=120, augment=False, epochs=1),  # prefix activations
+        dict(freeze_depth=100, augment=True, epochs=1),  # pixels, whole model
+        dict(epochs=2),
+    ],
+)  # cached features
 def test_training_never_hands_tensorflow_a_whole_copy_of_the_data(colors, tmp_path, monkeypatch, settings):
     """The decoded pixels (or activations, or features) are the one copy: batches are sliced from them
     as needed, never copied whole into a tf.data constant or a full shuffle buffer."""

@@ -1,5 +1,6 @@
 """Test-time augmentation: the views are what they claim, averaging works through the predictor, and the
 evaluate CLI reports accuracy with and without it."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from tl_core import tta
-from tl_core.workspace import TLError
+from tl_core.errors import TLError
+from tl_core.inference import tta
 
 
 def test_views_are_the_image_its_mirror_and_zoomed_crops():
@@ -26,11 +27,13 @@ def test_views_are_the_image_its_mirror_and_zoomed_crops():
 
 
 def test_evaluate_and_predict_take_tta(tmp_path, capsys):
-    from tl_core import cli, datasets
-    from tl_core.config import TrainConfig
-    from tl_core.training import train
+    from tl_core import cli
+    from tl_core.data import datasets
+    from tl_core.models.config import TrainConfig
+    from tl_core.training.runner import train
 
     from .conftest import make_class_folders
+
     colors = datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue"), per_class=8), "colors")
     run, metrics = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2))
     assert cli.main(["evaluate", "--run", run.id, "--tta", "flip+crops"]) == 0

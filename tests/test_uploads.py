@@ -1,8 +1,9 @@
 """Uploads on the Data page: staged on disk, never kept in the session, let go of once imported."""
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tl_core import datasets, uploads
+from tl_core.data import datasets, uploads
 
 from .conftest import REPO, make_class_folders, noisy_image, zip_folder
 
@@ -26,7 +27,7 @@ def test_class_by_class_uploads_wait_on_disk_not_in_the_session():
         uploader = at.get("file_uploader")[0]
         for i in range(3):
             uploader.upload(f"{cls}{i}.png", noisy_image(color, seed=hash(cls) % 97 + i), "image/png")
-        at.button[0].click().run()   # the form's "Add class"
+        at.button[0].click().run()  # the form's "Add class"
     assert not at.exception, [e.value for e in at.exception]
     assert len([p for p in staged_files() if p.suffix == ".png"]) == 6
 
@@ -73,9 +74,18 @@ def test_a_failed_import_keeps_the_upload_so_the_user_can_fix_the_name(tmp_path)
 
 def test_folder_upload_files_are_read_one_at_a_time_when_the_importer_gets_to_them(tmp_path):
     reads = []
-    files = [(f"set/{cls}/{i}.png", (lambda cls=cls, i=i: reads.append((cls, i)) or
-                                     noisy_image((200, 0, 0) if cls == "a" else (0, 0, 200), seed=i + ord(cls))))
-             for cls in ("a", "b") for i in range(3)]
+    files = [
+        (
+            f"set/{cls}/{i}.png",
+            (
+                lambda cls=cls, i=i: (
+                    reads.append((cls, i)) or noisy_image((200, 0, 0) if cls == "a" else (0, 0, 200), seed=i + ord(cls))
+                )
+            ),
+        )
+        for cls in ("a", "b")
+        for i in range(3)
+    ]
     seen_before_import = list(reads)
     dataset = datasets.add_uploaded_folder(files, "lazy")
     assert seen_before_import == [] and len(reads) == 6 and dataset.manifest["num_images"] == 6
@@ -84,6 +94,7 @@ def test_folder_upload_files_are_read_one_at_a_time_when_the_importer_gets_to_th
 def test_stale_staging_folders_are_cleaned(tmp_path):
     import os
     import time
+
     staged = uploads.Staging()
     staged.add_to_class("a", [("x.png", __import__("io").BytesIO(b"data"))])
     old = time.time() - uploads.STALE_AFTER_S - 10

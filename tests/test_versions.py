@@ -1,18 +1,20 @@
 """Dataset versions: fixes saved as a new version; the old one and the runs trained on it stay intact."""
+
 from __future__ import annotations
 
 import pytest
 
-from tl_core import datasets, versions
-from tl_core.config import TrainConfig
-from tl_core.workspace import TLError
+from tl_core.data import datasets, versions
+from tl_core.errors import TLError
+from tl_core.models.config import TrainConfig
 
 from .conftest import make_class_folders
 
 
 def test_moves_and_exclusions_make_a_new_version_and_runs_keep_theirs(tmp_path, workspace):
-    from tl_core.features import FeatureCache
-    from tl_core.training import train
+    from tl_core.models.features import FeatureCache
+    from tl_core.training.runner import train
+
     dataset = datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue", "green"), per_class=8), "c")
     first, _ = train(TrainConfig(data="c", base="MobileNetV2", alpha=0.35, size=64, epochs=2))
     assert first.artifacts.metrics()["dataset_version"] == 1
@@ -27,9 +29,9 @@ def test_moves_and_exclusions_make_a_new_version_and_runs_keep_theirs(tmp_path, 
     assert saved.manifest["num_images"] == dataset.manifest["num_images"] - 1
     assert saved.fingerprint != dataset.fingerprint
 
-    old = datasets.load_dataset("c@v1")   # the version the first run used, intact
+    old = datasets.load_dataset("c@v1")  # the version the first run used, intact
     assert old.version == 1 and old.fingerprint == dataset.fingerprint and len(old.items) == len(dataset.items)
-    assert all((old.root / it["path"]).exists() for it in old.items)   # excluded files are kept on disk
+    assert all((old.root / it["path"]).exists() for it in old.items)  # excluded files are kept on disk
     rows = versions.list_versions(saved)
     assert [(r["version"], r["note"], r["user"]) for r in rows] == [(1, "imported", None), (2, "fix a red", "ann")]
 
@@ -40,7 +42,9 @@ def test_moves_and_exclusions_make_a_new_version_and_runs_keep_theirs(tmp_path, 
         out = original(self, *args, **kwargs)
         events.append((self.computed, self.reused))
         return out
+
     import unittest.mock
+
     with unittest.mock.patch.object(FeatureCache, "features", counting):
         second, metrics = train(TrainConfig(data="c", base="MobileNetV2", alpha=0.35, size=64, epochs=2))
     assert metrics["dataset_version"] == 2 and metrics["dataset_fingerprint"] == saved.fingerprint
@@ -52,9 +56,12 @@ def test_moves_and_exclusions_make_a_new_version_and_runs_keep_theirs(tmp_path, 
 def test_bad_fixes_are_refused_and_change_nothing(tmp_path):
     dataset = datasets.add_folder(make_class_folders(tmp_path / "src", per_class=6), "d")
     path = dataset.items[0]["path"]
-    cases = [({}, (), "Nothing to save"), ({"images/nope.png": "red"}, (), "not in dataset 'd'"),
-             ({path: "purple"}, (), "Unknown class(es) ['purple']"),
-             ({}, [it["path"] for it in dataset.items if it["class"] == "blue"], "only ['red'] would be left")]
+    cases = [
+        ({}, (), "Nothing to save"),
+        ({"images/nope.png": "red"}, (), "not in dataset 'd'"),
+        ({path: "purple"}, (), "Unknown class(es) ['purple']"),
+        ({}, [it["path"] for it in dataset.items if it["class"] == "blue"], "only ['red'] would be left"),
+    ]
     for moves, exclude, message in cases:
         with pytest.raises(TLError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
             versions.save_version("d", moves=moves, exclude=exclude)
@@ -66,9 +73,10 @@ def test_bad_fixes_are_refused_and_change_nothing(tmp_path):
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
 def test_inspect_page_shows_suspects_and_map_and_saves_a_fix_as_a_version(tmp_path):
     from .test_app import open_page, texts
+
     src = make_class_folders(tmp_path / "src", ("red", "blue"), per_class=10, size=48)
     wrong = sorted((src / "red").iterdir())[0]
-    wrong.rename(src / "blue" / "mislabelled_red.png")   # a red image filed under blue
+    wrong.rename(src / "blue" / "mislabelled_red.png")  # a red image filed under blue
     dataset = datasets.add_folder(src, "colors")
     page = open_page("pages/inspect.py")
     assert "Turn the switch on" in texts(page)
@@ -92,9 +100,10 @@ def test_inspect_page_shows_suspects_and_map_and_saves_a_fix_as_a_version(tmp_pa
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
 def test_results_confusion_cell_lists_its_images_and_fixes_them(tmp_path):
-    from tl_core.training import train
+    from tl_core.training.runner import train
 
     from .test_app import open_page, texts
+
     datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue"), per_class=8, size=48), "colors")
     run, metrics = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2))
     matrix = metrics["confusion_matrix"]
@@ -103,7 +112,9 @@ def test_results_confusion_cell_lists_its_images_and_fixes_them(tmp_path):
     page = open_page("pages/results.py")
     page.selectbox(key="results_cell_true").set_value(names[true]).run()
     page.selectbox(key="results_cell_pred").set_value(names[predicted]).run()
-    assert f"{matrix[true][predicted]} image(s) shown (true {names[true]}, predicted {names[predicted]})." in texts(page)
+    assert f"{matrix[true][predicted]} image(s) shown (true {names[true]}, predicted {names[predicted]})." in texts(
+        page
+    )
     page.selectbox(key="results_cell_fix_0").set_value("exclude").run()
     page.button(key="results_cell_fixes_save").click().run()
     assert not page.exception, [e.value for e in page.exception]

@@ -10,6 +10,7 @@ Three set-ups, read from ``.streamlit/secrets.toml`` (and ``TL_PASSWORD``):
 A secrets file that exists but does not parse closes the app with a message saying what to fix:
 a typo must never open it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,7 +38,7 @@ class Gate:
     allowed_emails: list[str] = field(default_factory=list)
     allowed_domains: list[str] = field(default_factory=list)
     admins: list[str] = field(default_factory=list)
-    problem: Optional[str] = None    # set when the configuration is broken: nobody gets in
+    problem: Optional[str] = None  # set when the configuration is broken: nobody gets in
 
     @property
     def open(self) -> bool:
@@ -48,6 +49,7 @@ def _broken_secrets_file() -> Optional[str]:
     """A message naming the first secrets file that exists but is not valid TOML, else None. The gate asks
     several times per page run: files are parsed again only when one changed."""
     from streamlit import config
+
     files = []
     for name in config.get_option("secrets.files"):
         try:
@@ -81,10 +83,13 @@ def gate() -> Gate:
         secrets = {}
     access = secrets.get("access", {}) or {}
     password = secrets.get("password") or os.environ.get("TL_PASSWORD") or None
-    return Gate(oidc="auth" in secrets, password=str(password) if password else None,
-                allowed_emails=[e.lower() for e in access.get("allowed_emails", [])],
-                allowed_domains=[d.lower().lstrip("@") for d in access.get("allowed_domains", [])],
-                admins=[e.lower() for e in access.get("admins", [])])
+    return Gate(
+        oidc="auth" in secrets,
+        password=str(password) if password else None,
+        allowed_emails=[e.lower() for e in access.get("allowed_emails", [])],
+        allowed_domains=[d.lower().lstrip("@") for d in access.get("allowed_domains", [])],
+        admins=[e.lower() for e in access.get("admins", [])],
+    )
 
 
 def _account_allowed(g: Gate) -> bool:
@@ -120,8 +125,10 @@ def _check_gate() -> bool:
 
 def _same_password(typed: str, expected: str) -> bool:
     """Constant-time comparison of the UTF-8 bytes (str comparison refuses non-ASCII text)."""
+
     def normal(text: str) -> bytes:
         return unicodedata.normalize("NFC", text).encode("utf-8")
+
     return hmac.compare_digest(normal(typed), normal(expected))
 
 
@@ -140,8 +147,10 @@ def login_page() -> None:
         return
     if g.oidc:
         if st.user.is_logged_in:  # authenticated by the provider, but not on the allow-list
-            st.error(f"The account {st.user.get('email') or st.user.get('name')!r} may not use this server. "
-                     "Ask an admin to add it, or log in with another account.")
+            st.error(
+                f"The account {st.user.get('email') or st.user.get('name')!r} may not use this server. "
+                "Ask an admin to add it, or log in with another account."
+            )
             st.button("Log out", on_click=st.logout, key="login_logout")
             return
         st.button("Log in", on_click=st.login, key="login_button", type="primary")

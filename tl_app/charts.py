@@ -1,4 +1,5 @@
 """Plotly figures for the pages: drawn from saved run data, never computed here."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,16 +15,23 @@ def learning_curves(history: list[dict], title: str = "") -> go.Figure:
         for prefix, name, dash in (("", "train", "solid"), ("val_", "validation", "dot")):
             values = [row.get(prefix + metric) for row in history]
             if any(isinstance(v, float) for v in values):
-                fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=f"{name} {metric}",
-                                         line={"dash": dash}), row=1, col=col)
-    starts = [row["epoch"] for i, row in enumerate(history)
-              if row.get("phase") == "fine-tune" and (i == 0 or history[i - 1].get("phase") != "fine-tune")]
+                fig.add_trace(
+                    go.Scatter(x=epochs, y=values, mode="lines+markers", name=f"{name} {metric}", line={"dash": dash}),
+                    row=1,
+                    col=col,
+                )
+    starts = [
+        row["epoch"]
+        for i, row in enumerate(history)
+        if row.get("phase") == "fine-tune" and (i == 0 or history[i - 1].get("phase") != "fine-tune")
+    ]
     for epoch in starts:
         for col in (1, 2):
             fig.add_vline(x=epoch - 0.5, line_dash="dash", line_color="gray", row=1, col=col)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(height=360, margin={"t": 40, "b": 10}, title=title or None,
-                      legend={"orientation": "h", "y": -0.3})
+    fig.update_layout(
+        height=360, margin={"t": 40, "b": 10}, title=title or None, legend={"orientation": "h", "y": -0.3}
+    )
     return fig
 
 
@@ -31,18 +39,36 @@ def confusion_heatmap(matrix, class_names: list[str], normalized: bool) -> go.Fi
     """Counts, or rows already normalised by ``Interpretation.confusion_matrix(normalize=True)``."""
     matrix = np.asarray(matrix, dtype=float)
     text = [[f"{v:.2f}" if normalized else f"{int(v)}" for v in row] for row in matrix]
-    fig = go.Figure(go.Heatmap(z=matrix, x=class_names, y=class_names, text=text, texttemplate="%{text}",
-                               colorscale="Blues", hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
-    fig.update_layout(xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
-                      height=max(320, 40 * len(class_names) + 120), margin={"t": 20})
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=class_names,
+            y=class_names,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        xaxis_title="predicted",
+        yaxis_title="true",
+        yaxis_autorange="reversed",
+        height=max(320, 40 * len(class_names) + 120),
+        margin={"t": 20},
+    )
     return fig
 
 
 def class_counts(manifest: dict) -> go.Figure:
     classes = manifest["classes"]
     splits = sorted({s for counts in manifest["class_counts"].values() for s in counts})
-    fig = go.Figure([go.Bar(name=split, x=classes, y=[manifest["class_counts"][c].get(split, 0) for c in classes])
-                     for split in splits])
+    fig = go.Figure(
+        [
+            go.Bar(name=split, x=classes, y=[manifest["class_counts"][c].get(split, 0) for c in classes])
+            for split in splits
+        ]
+    )
     fig.update_layout(barmode="stack", height=300, margin={"t": 20}, yaxis_title="images")
     return fig
 
@@ -50,31 +76,54 @@ def class_counts(manifest: dict) -> go.Figure:
 def compare_curves(series: dict[str, list[dict]], metric: str = "val_accuracy") -> go.Figure:
     fig = go.Figure()
     for name, history in series.items():
-        fig.add_trace(go.Scatter(x=[r["epoch"] for r in history], y=[r.get(metric) for r in history],
-                                 mode="lines+markers", name=name))
+        fig.add_trace(
+            go.Scatter(
+                x=[r["epoch"] for r in history], y=[r.get(metric) for r in history], mode="lines+markers", name=name
+            )
+        )
     fig.update_layout(height=340, xaxis_title="epoch", yaxis_title=metric.replace("_", " "), margin={"t": 20})
     return fig
-
 
 
 def embedding_map(points) -> go.Figure:
     """A scatter of the 2-D embedding (a DataFrame with x, y, class, split, file, flag), one colour per class;
     images flagged (misclassified in the chosen run) are drawn as crosses."""
     import plotly.express as px
-    fig = px.scatter(points, x="x", y="y", color="class", symbol="flag", hover_data={"file": True, "split": True,
-                     "x": False, "y": False, "flag": False}, custom_data=["file"],
-                     symbol_map={"": "circle", "misclassified": "x"})
-    fig.update_layout(height=520, legend_title_text="class", xaxis_title=None, yaxis_title=None,
-                      margin={"l": 10, "r": 10, "t": 10, "b": 10})
+
+    fig = px.scatter(
+        points,
+        x="x",
+        y="y",
+        color="class",
+        symbol="flag",
+        hover_data={"file": True, "split": True, "x": False, "y": False, "flag": False},
+        custom_data=["file"],
+        symbol_map={"": "circle", "misclassified": "x"},
+    )
+    fig.update_layout(
+        height=520,
+        legend_title_text="class",
+        xaxis_title=None,
+        yaxis_title=None,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+    )
     return fig
 
 
 def coverage(curve: list[dict], threshold: float) -> go.Figure:
     """Validation accuracy and the share of images answered, against the "not sure" threshold."""
     x = [row["threshold"] for row in curve]
-    fig = go.Figure([go.Scatter(x=x, y=[row["accuracy"] for row in curve], name="accuracy when answered"),
-                     go.Scatter(x=x, y=[row["coverage"] for row in curve], name="share answered", line={"dash": "dot"})])
+    fig = go.Figure(
+        [
+            go.Scatter(x=x, y=[row["accuracy"] for row in curve], name="accuracy when answered"),
+            go.Scatter(x=x, y=[row["coverage"] for row in curve], name="share answered", line={"dash": "dot"}),
+        ]
+    )
     fig.add_vline(x=threshold, line_dash="dash", annotation_text=f"threshold {threshold:.2f}")
-    fig.update_layout(height=300, xaxis_title="not sure below this probability", yaxis_range=[0, 1.02],
-                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    fig.update_layout(
+        height=300,
+        xaxis_title="not sure below this probability",
+        yaxis_range=[0, 1.02],
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    )
     return fig

@@ -1,13 +1,15 @@
 """Choosing a base from the pages: the Train page's quick scan and 'one run per base', and the Results
 page's leaderboard."""
+
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from tl_core import compare, datasets
-from tl_core.config import TrainConfig
-from tl_core.workspace import TLError
+from tl_core.data import datasets
+from tl_core.errors import TLError
+from tl_core.models.config import TrainConfig
+from tl_core.training import compare
 
 from .auth import current_user
 
@@ -18,21 +20,28 @@ LEADERBOARD_COLUMNS = {
     "training_s": st.column_config.NumberColumn("training (s)", format="%.1f"),
     "model_mb": st.column_config.NumberColumn("size (MB)", format="%.2f"),
     "params": st.column_config.NumberColumn("parameters", format="%d"),
-    "latency_ms": st.column_config.NumberColumn("1-image latency (ms)", format="%.1f")}
+    "latency_ms": st.column_config.NumberColumn("1-image latency (ms)", format="%.1f"),
+}
 
 
 def compare_panel(config: TrainConfig, jobs, layers: int) -> None:
     offline = compare.offline_bases()
     names = [name for name, _ in offline]
-    chosen = st.multiselect("Bases", [row["name"] for row in compare.architectures.availability()], default=names,
-                            key="train_compare_bases", help="Default: every base whose weights are on disk")
+    chosen = st.multiselect(
+        "Bases",
+        [row["name"] for row in compare.architectures.availability()],
+        default=names,
+        key="train_compare_bases",
+        help="Default: every base whose weights are on disk",
+    )
     bases = compare.parse_bases(",".join(chosen)) if chosen else []
     left, right = st.columns(2)
     if left.button("Quick scan (linear probe, seconds per base)", key="train_compare_scan", disabled=not bases):
         try:
             with st.spinner("Probing each base's frozen features…"):
                 st.session_state["train_compare_scan_result"] = compare.quick_scan(
-                    datasets.load_dataset(config.data), bases)
+                    datasets.load_dataset(config.data), bases
+                )
         except TLError as exc:
             st.error(str(exc))
     scan = st.session_state.get("train_compare_scan_result")
@@ -60,6 +69,10 @@ def leaderboard(runs: list, dataset: str) -> None:
             for run in unmeasured:
                 compare.measure_latency(run)
     table = pd.DataFrame([compare.leaderboard_row(r) for r in same]).drop(columns=["run_dir"])
-    st.dataframe(table.sort_values("val_accuracy", ascending=False), hide_index=True, key="results_board",
-                 column_config=LEADERBOARD_COLUMNS)
+    st.dataframe(
+        table.sort_values("val_accuracy", ascending=False),
+        hide_index=True,
+        key="results_board",
+        column_config=LEADERBOARD_COLUMNS,
+    )
     st.caption("Click a column to sort. Latency: one image, raw pixels to probabilities, on this server.")

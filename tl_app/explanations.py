@@ -3,6 +3,7 @@
 Maps are computed on the shared loaded model when a user asks for one, and remembered by image content
 and class, so a rerun redraws without recomputing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,15 +12,16 @@ from pathlib import Path
 
 import streamlit as st
 
-from tl_core.runs import Run
-from tl_core.workspace import TLError
+from tl_core.errors import TLError
+from tl_core.runs.store import Run
 
 from .models import predictor_for
 
 
 @st.cache_data(max_entries=256, show_spinner="Computing Grad-CAM…")
 def _overlay(run_path: str, model_mtime: float, digest: str, class_name: str, _image: bytes) -> tuple[bytes, dict]:
-    from tl_core.explain import explain
+    from tl_core.inference.explain import explain
+
     run = Run(Path(run_path))
     result = explain(predictor_for(run).loaded, _image, class_name)
     buffer = io.BytesIO()
@@ -30,19 +32,29 @@ def _overlay(run_path: str, model_mtime: float, digest: str, class_name: str, _i
 def gradcam_view(run: Run, image: bytes, default_class: str, key: str) -> None:
     """The image, and where the model found evidence for a class the user picks (default: ``default_class``)."""
     if run.config.head == "svm":
-        st.caption("Grad-CAM is not defined for an SVM head (RBF kernel): it has no per-class direction over "
-                   "the features. Keras and logistic-regression heads have one.")
+        st.caption(
+            "Grad-CAM is not defined for an SVM head (RBF kernel): it has no per-class direction over "
+            "the features. Keras and logistic-regression heads have one."
+        )
         return
     classes = run.artifacts.class_names()
-    chosen = st.selectbox("Class to explain", classes, index=classes.index(default_class) if default_class in classes
-                          else 0, key=f"{key}_class")
+    chosen = st.selectbox(
+        "Class to explain",
+        classes,
+        index=classes.index(default_class) if default_class in classes else 0,
+        key=f"{key}_class",
+    )
     try:
-        png, summary = _overlay(str(run.root), run.artifacts.model_path.stat().st_mtime,
-                                hashlib.sha256(image).hexdigest(), chosen, image)
+        png, summary = _overlay(
+            str(run.root), run.artifacts.model_path.stat().st_mtime, hashlib.sha256(image).hexdigest(), chosen, image
+        )
     except TLError as exc:
         st.error(str(exc))
         return
     left, right = st.columns(2)
     left.image(image, caption="image", width="stretch")
-    right.image(png, width="stretch",
-                caption=f"Grad-CAM for {chosen} (p={summary['probability']:.2f}); box: the map's top 20% of mass")
+    right.image(
+        png,
+        width="stretch",
+        caption=f"Grad-CAM for {chosen} (p={summary['probability']:.2f}); box: the map's top 20% of mass",
+    )

@@ -1,11 +1,12 @@
 """Fixing a dataset from the pages: per-image choices (keep, exclude, move to a class) collected per user
-and dataset, then saved together as a new dataset version (``tl_core.versions``)."""
+and dataset, then saved together as a new dataset version (``tl_core.data.versions``)."""
+
 from __future__ import annotations
 
 import streamlit as st
 
-from tl_core import versions
-from tl_core.workspace import TLError
+from tl_core.data import versions
+from tl_core.errors import TLError
 
 from .auth import current_user
 
@@ -31,10 +32,20 @@ def fix_select(dataset: str, path: str, label: str, classes: list[str], key: str
     fixes = pending(dataset)
     others = sorted((c for c in classes if c != label), key=lambda c: c != suggested)
     options = ["keep", "exclude"] + [f"move to {c}" for c in others]
-    current = "exclude" if path in fixes["exclude"] else \
-        (f"move to {fixes['move'][path]}" if path in fixes["move"] else "keep")
-    st.selectbox("Fix", options, index=options.index(current) if current in options else 0, key=key,
-                 label_visibility="collapsed", on_change=_apply, args=(dataset, path, key))
+    current = (
+        "exclude"
+        if path in fixes["exclude"]
+        else (f"move to {fixes['move'][path]}" if path in fixes["move"] else "keep")
+    )
+    st.selectbox(
+        "Fix",
+        options,
+        index=options.index(current) if current in options else 0,
+        key=key,
+        label_visibility="collapsed",
+        on_change=_apply,
+        args=(dataset, path, key),
+    )
 
 
 def save_bar(dataset: str, key: str) -> None:
@@ -42,11 +53,14 @@ def save_bar(dataset: str, key: str) -> None:
     fixes = pending(dataset)
     count = len(fixes["move"]) + len(fixes["exclude"])
     if not count:
-        st.caption("No fixes pending. Choose 'exclude' or 'move to …' beside an image, then save them as a new "
-                   "version of the dataset (the current version and its runs stay as they are).")
+        st.caption(
+            "No fixes pending. Choose 'exclude' or 'move to …' beside an image, then save them as a new "
+            "version of the dataset (the current version and its runs stay as they are)."
+        )
         return
-    st.info(f"{count} fix(es) pending for {dataset!r}: {len(fixes['move'])} to move, {len(fixes['exclude'])} "
-            "to exclude.")
+    st.info(
+        f"{count} fix(es) pending for {dataset!r}: {len(fixes['move'])} to move, {len(fixes['exclude'])} to exclude."
+    )
     note = st.text_input("Note for the new version", key=f"{key}_note")
     if st.button("Save as a new version", type="primary", key=f"{key}_save"):
         try:
@@ -55,5 +69,7 @@ def save_bar(dataset: str, key: str) -> None:
             st.error(str(exc))
             return
         st.session_state["dataset_fixes"].pop(dataset, None)
-        st.success(f"Saved {dataset!r} version {saved.version} ({saved.manifest['num_images']} images). Runs "
-                   "trained from now on use it; earlier runs keep theirs.")
+        st.success(
+            f"Saved {dataset!r} version {saved.version} ({saved.manifest['num_images']} images). Runs "
+            "trained from now on use it; earlier runs keep theirs."
+        )

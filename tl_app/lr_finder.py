@@ -1,5 +1,6 @@
 """The Train page's learning-rate finder: run the range test for the settings on the page, draw loss against
 learning rate, and set the suggested value with one click."""
+
 from __future__ import annotations
 
 import math
@@ -7,26 +8,30 @@ import math
 import plotly.graph_objects as go
 import streamlit as st
 
-from tl_core.config import TrainConfig
-from tl_core.workspace import TLError
+from tl_core.errors import TLError
+from tl_core.models.config import TrainConfig
 
-LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]   # the page's learning-rate choices
+LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]  # the page's learning-rate choices
 
 
 def nearest_choice(lr: float) -> float:
     return min(LEARNING_RATES, key=lambda choice: abs(math.log10(choice) - math.log10(lr)))
 
 
-def _use(lr: float) -> None:   # a callback: it runs before the next script run, when the slider may be set
+def _use(lr: float) -> None:  # a callback: it runs before the next script run, when the slider may be set
     st.session_state["train_lr"] = nearest_choice(lr)
 
 
 def curve(result: dict) -> go.Figure:
     fig = go.Figure(go.Scatter(x=result["lrs"], y=result["losses"], mode="lines", name="loss (smoothed)"))
-    fig.add_vline(x=result["suggested_lr"], line_dash="dot",
-                  annotation_text=f"suggested {result['suggested_lr']:.2g}")
-    fig.update_layout(xaxis_type="log", xaxis_title="learning rate", yaxis_title="training loss", height=320,
-                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    fig.add_vline(x=result["suggested_lr"], line_dash="dot", annotation_text=f"suggested {result['suggested_lr']:.2g}")
+    fig.update_layout(
+        xaxis_type="log",
+        xaxis_title="learning rate",
+        yaxis_title="training loss",
+        height=320,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    )
     return fig
 
 
@@ -34,7 +39,8 @@ def lr_finder_panel(config: TrainConfig) -> None:
     key = repr(sorted(config.__dict__.items()))
     found = st.session_state.get("train_lr_found")
     if st.button("Find a learning rate", key="train_lr_find"):
-        from tl_core.lr_find import lr_find
+        from tl_core.training.lr_find import lr_find
+
         try:
             with st.spinner("Range test: a few dozen mini-batches at growing learning rates…"):
                 found = {"key": key, "result": lr_find(config)}
@@ -43,12 +49,18 @@ def lr_finder_panel(config: TrainConfig) -> None:
             return
         st.session_state["train_lr_found"] = found
     if not found:
-        st.caption("Trains the part of the model these settings would train for a few dozen mini-batches while the "
-                   "learning rate grows, and suggests one. Nothing is saved or changed.")
+        st.caption(
+            "Trains the part of the model these settings would train for a few dozen mini-batches while the "
+            "learning rate grows, and suggests one. Nothing is saved or changed."
+        )
         return
     if found["key"] != key:
         st.caption("The settings changed since this curve was made; run it again for a current suggestion.")
     suggested = found["result"]["suggested_lr"]
     st.plotly_chart(curve(found["result"]), key="train_lr_curve")
-    st.button(f"Use {nearest_choice(suggested):g} (suggested {suggested:.2g})", on_click=_use, args=(suggested,),
-              key="train_lr_use")
+    st.button(
+        f"Use {nearest_choice(suggested):g} (suggested {suggested:.2g})",
+        on_click=_use,
+        args=(suggested,),
+        key="train_lr_use",
+    )

@@ -1,11 +1,12 @@
 """Loaded models, shared by every user of this server."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import streamlit as st
 
-from tl_core.runs import Run
+from tl_core.runs.store import Run
 
 from .streamlit_internals import keep_tensorflow_warm_between_reruns
 
@@ -15,7 +16,8 @@ def _load_predictor(run_path: str, model_mtime: float):
     """One loaded model per run, kept across requests and users (mtime in the key: a retrain reloads)."""
     import gc
 
-    from tl_core.predict import Predictor
+    from tl_core.inference.predict import Predictor
+
     keep_tensorflow_warm_between_reruns()
     predictor = Predictor.from_run(Run(Path(run_path)))
     # A full collection (Python's own, or Streamlit's after every script run where runner.postScriptGC is
@@ -37,23 +39,30 @@ def predictor_for(run: Run):
 @st.cache_resource(max_entries=2, show_spinner="Loading the pretrained classifier…")
 def pretrained_keras(base: str, alpha: float | None):
     """A Keras application with its top and ImageNet labels (raises TLError naming a missing file)."""
-    from tl_core.pretrained import KerasApplicationClassifier
+    from tl_core.inference.pretrained import KerasApplicationClassifier
+
     keep_tensorflow_warm_between_reruns()
     return KerasApplicationClassifier(base, alpha)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the TFLite classifier…")
 def pretrained_tflite(model: bytes, labels: bytes):
-    from tl_core.pretrained import TFLiteClassifier
+    from tl_core.inference.pretrained import TFLiteClassifier
+
     return TFLiteClassifier(model, labels)
 
 
 def pick_pretrained():
     """The Predict page's choice of a pretrained classifier used as it is; stops the page until there is one."""
-    from tl_core import architectures
-    from tl_core.workspace import TLError
-    kind = st.radio("Pretrained classifier", ["Keras application (ImageNet)", "TFLite classifier"], horizontal=True,
-                    key="predict_pretrained_kind")
+    from tl_core.errors import TLError
+    from tl_core.models import architectures
+
+    kind = st.radio(
+        "Pretrained classifier",
+        ["Keras application (ImageNet)", "TFLite classifier"],
+        horizontal=True,
+        key="predict_pretrained_kind",
+    )
     try:
         if kind == "TFLite classifier":
             left, right = st.columns(2)
@@ -65,8 +74,16 @@ def pick_pretrained():
             return pretrained_tflite(model_file.getvalue(), labels_file.getvalue())
         base = st.selectbox("Base", architectures.names(), key="predict_pretrained_base")
         arch = architectures.get(base)
-        alpha = st.selectbox("Width (alpha)", arch.alphas, index=arch.alphas.index(arch.default_alpha),
-                             key=f"predict_pretrained_alpha_{base}") if arch.alphas else None
+        alpha = (
+            st.selectbox(
+                "Width (alpha)",
+                arch.alphas,
+                index=arch.alphas.index(arch.default_alpha),
+                key=f"predict_pretrained_alpha_{base}",
+            )
+            if arch.alphas
+            else None
+        )
         return pretrained_keras(base, alpha)
     except TLError as exc:
         st.error(str(exc))

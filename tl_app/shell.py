@@ -6,22 +6,28 @@ can still be run directly, by Streamlit's pages-folder mode on a fresh server (o
 in ``pages/``); ``guard()``, each page's first statement, checks the gate itself and sends such a run
 back through the router before anything of the page exists.
 """
+
 from __future__ import annotations
 
 import streamlit as st
 
 from . import auth, streamlit_internals
 
-PAGES = [("pages/home.py", "Home", ":material/home:"), ("pages/data.py", "Data", ":material/photo_library:"),
-         ("pages/inspect.py", "Inspect", ":material/troubleshoot:"),
-         ("pages/train.py", "Train", ":material/model_training:"),
-         ("pages/results.py", "Results", ":material/insights:"), ("pages/predict.py", "Predict", ":material/label:")]
+PAGES = [
+    ("pages/home.py", "Home", ":material/home:"),
+    ("pages/data.py", "Data", ":material/photo_library:"),
+    ("pages/inspect.py", "Inspect", ":material/troubleshoot:"),
+    ("pages/train.py", "Train", ":material/model_training:"),
+    ("pages/results.py", "Results", ":material/insights:"),
+    ("pages/predict.py", "Predict", ":material/label:"),
+]
 
 
 def app_pages() -> list:
     """The app's pages, in navigation order (for a visitor who passed the gate)."""
-    return [st.Page(path, title=title, icon=icon, default=index == 0)
-            for index, (path, title, icon) in enumerate(PAGES)]
+    return [
+        st.Page(path, title=title, icon=icon, default=index == 0) for index, (path, title, icon) in enumerate(PAGES)
+    ]
 
 
 def login_pages() -> list:

@@ -1,9 +1,10 @@
 """Every use of Streamlit's private API, in one place. ``tests/test_streamlit_internals.py`` fails
 loudly when an upgrade moves what these rely on."""
+
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 def in_pages_folder_mode() -> bool:
@@ -14,6 +15,7 @@ def in_pages_folder_mode() -> bool:
     ``st.navigation`` anywhere on the server turns the mode off for good.
     """
     from streamlit.runtime.pages_manager import PagesManager
+
     return bool(PagesManager.uses_pages_directory)
 
 
@@ -26,6 +28,7 @@ def keep_tensorflow_warm_between_reruns() -> None:
     Measured with the load test (benchmarks/load_predict.py). Pyplot figures are still closed.
     """
     from streamlit.runtime.scriptrunner import script_runner
+
     current = getattr(script_runner, "_clean_problem_modules", None)
     if current is None or getattr(current, "keeps_keras", False):
         return
@@ -41,6 +44,7 @@ def keep_tensorflow_warm_between_reruns() -> None:
 
 def current_session_id() -> str | None:
     from streamlit.runtime.scriptrunner import get_script_run_ctx
+
     ctx = get_script_run_ctx()
     return ctx.session_id if ctx else None
 
@@ -53,6 +57,7 @@ def accept_uploads_only_from(allowed: Callable[[str], bool]) -> None:
     does, so that question gets our answer too. Idempotent; a no-op outside a running server (AppTest).
     """
     from streamlit.runtime import Runtime
+
     if not Runtime.exists():
         return
     runtime = Runtime.instance()
@@ -71,6 +76,7 @@ def release_uploads(files) -> None:
     """Drop uploaded files from Streamlit's memory now that they are imported (it keeps them for the
     session's lifetime otherwise, even after the widget is gone)."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
+
     ctx = get_script_run_ctx()
     if ctx is None or ctx.uploaded_file_mgr is None:
         return
@@ -86,6 +92,7 @@ def run_app_tests_as_a_server_past_its_first_request() -> Callable[[], None]:
     once (which in AppTest would drop every button click). Fresh servers are tested in a real browser.
     """
     from streamlit.runtime.pages_manager import PagesManager
+
     original = PagesManager.__init__
 
     def init(self, *args, **kwargs):

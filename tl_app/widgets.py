@@ -1,12 +1,14 @@
 """Pieces several pages draw: the sidebar status, the live job panel, guard-clause helpers."""
+
 from __future__ import annotations
 
 import re
 
 import streamlit as st
 
-from tl_core.backends import ExecutionBackend, get_backend
-from tl_core.runs import ACTIVE, Run
+from tl_core.backends import get_backend
+from tl_core.backends.base import ExecutionBackend
+from tl_core.runs.store import ACTIVE, Run
 from tl_core.workspace import home
 
 from . import auth, charts
@@ -30,7 +32,7 @@ def sidebar_status() -> None:
 def _sidebar_status_body() -> None:
     jobs = backend()
     about = jobs.describe()
-    if "cluster" in about:   # Ray: the cluster's CPUs and GPUs, and the runs waiting for them
+    if "cluster" in about:  # Ray: the cluster's CPUs and GPUs, and the runs waiting for them
         st.caption(f"Cluster: **{about['cluster']}**")
     else:
         st.caption(f"Device: **{about['device']}**")
@@ -38,14 +40,16 @@ def _sidebar_status_body() -> None:
     st.caption(f"Runs on: {about['backend']}")
     if about.get("waiting"):
         st.caption(f"Waiting for cluster resources: {about['waiting']} run(s)")
-    runs = jobs.refresh()   # one listing for the whole panel
+    runs = jobs.refresh()  # one listing for the whole panel
     running, waiting = jobs.active(runs), jobs.queue(runs)
     for run in running:
         progress = run.progress()
         if progress.get("epoch"):
             where = f"epoch {progress['epoch']}/{progress.get('total_epochs', '…')}"
         else:
-            where = progress.get("stage") or (f"computing {progress['what']} features" if progress.get("what") else "starting")
+            where = progress.get("stage") or (
+                f"computing {progress['what']} features" if progress.get("what") else "starting"
+            )
         st.caption(f"Training: **{run.id}** — {where}")
     if waiting:
         st.caption(f"Queued: {len(waiting)} job(s)")
@@ -71,8 +75,9 @@ def _progress_line(event: dict) -> tuple[float, str]:
     total, epoch = event.get("total_epochs") or 0, event.get("epoch") or 0
     batches, batch = event.get("batches") or 0, event.get("batch") or 0
     if event.get("kind") == "features":
-        return event["done"] / max(1, event["total"]), f"Computing base features ({event['what']}): " \
-                                                         f"{event['done']}/{event['total']}"
+        return event["done"] / max(
+            1, event["total"]
+        ), f"Computing base features ({event['what']}): {event['done']}/{event['total']}"
     if total:
         in_batch = event.get("kind") == "batch"
         fraction = min(1.0, ((epoch - 1) + (batch / batches if batches and in_batch else 1)) / total)
@@ -105,8 +110,10 @@ def job_progress(run: Run, key: str) -> None:
     elif state in ("cancelled", "interrupted"):
         st.warning(status.get("message") or state)
     elif state == "finished":
-        st.success(f"Finished: validation accuracy {run.artifacts.metrics().get('val_accuracy', 0):.3f}. "
-                   "See the Results page for curves, confusion matrix and mistakes.")
+        st.success(
+            f"Finished: validation accuracy {run.artifacts.metrics().get('val_accuracy', 0):.3f}. "
+            "See the Results page for curves, confusion matrix and mistakes."
+        )
     history = run.history()
     if history:
         st.plotly_chart(charts.learning_curves(history), key=f"{key}_curves_{run.id}")
@@ -121,8 +128,9 @@ def job_progress(run: Run, key: str) -> None:
 
 def validation_coverage(run: Run) -> list[dict]:
     """The run's accuracy-against-coverage curve on its validation images, with its calibration applied."""
-    from tl_core.calibration import apply_temperature, coverage_curve
-    interp = run.artifacts.interpretation()
+    from tl_core.training.calibration import apply_temperature, coverage_curve
+
+    interp = run.interpretation()
     if interp is None:
         return []
     probs = apply_temperature(interp.probs, run.artifacts.metrics().get("temperature", 1.0))
@@ -136,7 +144,8 @@ THUMBNAIL_WIDTH = 200
 def thumbnail(data: bytes) -> bytes:
     """A small JPEG of an uploaded image, made once per image for every user: Streamlit would otherwise decode
     and shrink the full photo on every rerun that shows it (call it for images that decoded)."""
-    from tl_core.images import thumbnail_jpeg
+    from tl_core.data.images import thumbnail_jpeg
+
     return thumbnail_jpeg(data, (THUMBNAIL_WIDTH, 4 * THUMBNAIL_WIDTH))
 
 

@@ -1,27 +1,26 @@
-"""Transfer Learning Studio core: datasets, model zoo, training runs, evaluation and prediction.
+"""Transfer Learning Studio's engine: datasets, models, training runs, inference and deployment.
 
-Modules, one per stage (none imports streamlit; only modeling, freeze's graph helpers, features,
-training, model_handle and predict import Keras):
-- ``workspace``: the ``$TL_HOME`` folder and atomic writes
-- ``images``: decoding bytes to upright RGB pixels, the same everywhere
-- ``datasets``: building checked, split datasets from candidate files; listing, loading, deleting
-- ``sources`` / ``archives``: where candidate files come from; zip entries read with bounded memory
-- ``uploads``: browser uploads staged on disk until imported
-- ``audit``: the log of deletions and cancellations
-- ``architectures``: the registry of keras.applications bases and their weights files
-- ``freeze``: freeze depth: parsing, applying, previewing, checking, clean cuts (private Keras graph access)
-- ``config``: ``TrainConfig`` (saved as JSON in each run), the head kinds and optimizers
-- ``modeling``: building the end-to-end model: preprocessing inside, base, new head
-- ``features``: the cache of frozen-base features
-- ``training``: running a config into a run folder, one unit per training path
-- ``evaluate``: the ``Interpretation`` of validation predictions
-- ``runs``: run folders and their lifecycle; ``artifacts``: every file training produces
-- ``model_handle``: ``LoadedModel``, a trained run's model and its parts, for either head kind
-- ``predict``: classifying images with a loaded model
-- ``backends``: the seam between the app and what executes jobs (``local``: a worker on this host)
-- ``device``: accelerator, precision and distribution policy, process identity
+Stage subpackages in pipeline order, each importing only from the ones before it (``LAYERS``; the
+rule is enforced by ``tests/test_layers.py``, counting imports inside functions too). None imports
+streamlit. ``docs/architecture.md`` says what each module owns.
 """
-from .workspace import TLError
 
-__all__ = ["TLError"]
+from tl_core.errors import TLError
+
+# Lowest first. A module may import from its own layer (without cycles) and from layers listed before it.
+LAYERS = (
+    ("errors", "clock"),  # the foundation: exceptions, time-zone-aware timestamps
+    ("workspace", "device", "audit"),  # the $TL_HOME folder, the host's cores and accelerators, the audit log
+    ("data",),  # images, archives, sources, uploads, datasets, versions
+    ("models",),  # architectures, preprocessing, settings, freeze depth, model building, engines, features
+    ("runs",),  # run folders, their artifacts, the evaluation, the loaded model
+    ("training",),  # running a config into a run, and the tools that choose its settings
+    ("inference",),  # predicting with a run's model, pretrained classifiers, explanations
+    ("inspection",),  # data quality: suspects, the embedding map
+    ("deploy",),  # exports, their parity checks, model cards, the REST server
+    ("backends",),  # where jobs run: this host or a Ray cluster
+    ("cli", "__main__"),  # python -m tl_core
+)
+
+__all__ = ["LAYERS", "TLError"]
 __version__ = "0.1.0"

@@ -3,21 +3,21 @@
 One JSON object per line, appended with a single write (``O_APPEND``), so lines from several
 processes never interleave. Readers skip a line they cannot parse.
 """
+
 from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Optional
 
-from .workspace import home
+from tl_core.clock import now_iso
+from tl_core.workspace import home
 
 FILE = "audit.jsonl"
 
 
 def record(action: str, target: str, user: Optional[str], **details) -> None:
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "user": user or "anonymous", "action": action,
-             "target": target, **details}
+    entry = {"time": now_iso(), "user": user or "anonymous", "action": action, "target": target, **details}
     line = (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8")
     fd = os.open(home() / FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:

@@ -1,5 +1,6 @@
 """Command line: ``python -m tl_core models | datasets | train | compare | lr-find | submit | wait | predict | evaluate | classify | explain | suspects |
 runs | export | serve | worker``."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,11 +11,12 @@ import os
 import sys
 from pathlib import Path
 
-from . import architectures, datasets
-from .config import CLASS_WEIGHTS, HEADS, OPTIMIZERS
-from .images import DEFAULT_MIN_COLORS
-from .tta import MODES as TTA_MODES
-from .workspace import TLError
+from tl_core.data import datasets
+from tl_core.data.images import DEFAULT_MIN_COLORS
+from tl_core.errors import TLError
+from tl_core.inference.tta import MODES as TTA_MODES
+from tl_core.models import architectures
+from tl_core.models.config import CLASS_WEIGHTS, HEADS, OPTIMIZERS
 
 
 def _quiet_tensorflow() -> None:
@@ -28,7 +30,7 @@ def _load_tensorflow() -> None:
     of CPU at the start of every such command and of every training job (each runs in its own process). Module
     objects live as long as the process: freezing them loses nothing."""
     _quiet_tensorflow()
-    if "keras" in sys.modules:   # an earlier command in this process imported it: nothing left to save
+    if "keras" in sys.modules:  # an earlier command in this process imported it: nothing left to save
         return
     collecting = gc.isenabled()
     gc.disable()
@@ -48,13 +50,19 @@ def cmd_models(args) -> int:
     print(f"Weights folder: {architectures.weights_dir()}")
     print(f"{'name':<18} {'size':>4}  {'preprocess':<10} {'offline weights':<22} alphas")
     for row in rows:
-        offline = ("yes" + (f" (alpha {', '.join(map(str, row['offline_alphas']))})" if row["alphas"] else "")) \
-            if row["weights_offline"] else "no (download)"
-        print(f"{row['name']:<18} {row['default_size']:>4}  {row['preprocessing']:<10} {offline:<22} "
-              f"{', '.join(map(str, row['alphas'])) or '-'}")
+        offline = (
+            ("yes" + (f" (alpha {', '.join(map(str, row['offline_alphas']))})" if row["alphas"] else ""))
+            if row["weights_offline"]
+            else "no (download)"
+        )
+        print(
+            f"{row['name']:<18} {row['default_size']:>4}  {row['preprocessing']:<10} {offline:<22} "
+            f"{', '.join(map(str, row['alphas'])) or '-'}"
+        )
     if args.details:
         _load_tensorflow()
-        from .freeze import describe as describe_base
+        from tl_core.models.freeze import describe as describe_base
+
         for row in rows:
             d = describe_base(row["name"])
             print(f"{row['name']}: {d['num_layers']} layers, {d['params']:,} parameters, features {d['feature_dim']}")
@@ -63,12 +71,19 @@ def cmd_models(args) -> int:
 
 def cmd_datasets(args) -> int:
     if args.action == "add":
+
         def progress(done, total):
             if done == total or done % 200 == 0:
                 print(f"  checked {done}/{total} files", file=sys.stderr)
-        ds = datasets.add_source(args.source, args.name, val_fraction=args.val_fraction, seed=args.seed,
-                                 min_colors=DEFAULT_MIN_COLORS if args.drop_low_detail else 0,
-                                 progress=progress)
+
+        ds = datasets.add_source(
+            args.source,
+            args.name,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            min_colors=DEFAULT_MIN_COLORS if args.drop_low_detail else 0,
+            progress=progress,
+        )
         print(datasets.format_report(ds))
     elif args.action == "list":
         for ds in datasets.list_datasets():
@@ -83,12 +98,30 @@ def cmd_datasets(args) -> int:
 
 
 def _config_from_args(args):
-    from .config import TrainConfig
-    fields = dict(data=args.data, base=getattr(args, "base", "MobileNetV2"), alpha=args.alpha, size=args.size, head=args.head,
-                  freeze_depth=args.freeze_depth, fine_tune_depth=args.fine_tune_depth,
-                  fine_tune_epochs=args.fine_tune_epochs or 0, fine_tune_lr=args.fine_tune_lr, seed=args.seed)
-    for name in ("learning_rate", "epochs", "batch_size", "optimizer", "dropout", "aug_views", "patience",
-                 "class_weights"):
+    from tl_core.models.config import TrainConfig
+
+    fields = dict(
+        data=args.data,
+        base=getattr(args, "base", "MobileNetV2"),
+        alpha=args.alpha,
+        size=args.size,
+        head=args.head,
+        freeze_depth=args.freeze_depth,
+        fine_tune_depth=args.fine_tune_depth,
+        fine_tune_epochs=args.fine_tune_epochs or 0,
+        fine_tune_lr=args.fine_tune_lr,
+        seed=args.seed,
+    )
+    for name in (
+        "learning_rate",
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "dropout",
+        "aug_views",
+        "patience",
+        "class_weights",
+    ):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
@@ -103,13 +136,16 @@ def _config_from_args(args):
 
 def cmd_train(args) -> int:
     _load_tensorflow()
-    from .training import train
+    from tl_core.training.runner import train
 
     def progress(event):
         if event["kind"] == "epoch":
             parts = [f"{k}={event[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in event]
-            print(f"[{event.get('phase')}] epoch {event['epoch']}/{event['total_epochs']} " + " ".join(parts),
-                  file=sys.stderr, flush=True)
+            print(
+                f"[{event.get('phase')}] epoch {event['epoch']}/{event['total_epochs']} " + " ".join(parts),
+                file=sys.stderr,
+                flush=True,
+            )
         elif event["kind"] == "stage":
             print(f"... {event['stage']}", file=sys.stderr, flush=True)
         elif event["kind"] == "features" and (event["done"] == event["total"]):
@@ -120,29 +156,45 @@ def cmd_train(args) -> int:
     if not metrics:
         print(f"run {run.root} was cancelled", file=sys.stderr)
         return 1
-    print(json.dumps({"run_dir": str(run.root), "val_accuracy": metrics["val_accuracy"],
-                      "training_path": metrics["training_path"], "duration_s": metrics["duration_s"],
-                      "class_names": metrics["class_names"], "confusion_matrix": metrics["confusion_matrix"]}))
+    print(
+        json.dumps(
+            {
+                "run_dir": str(run.root),
+                "val_accuracy": metrics["val_accuracy"],
+                "training_path": metrics["training_path"],
+                "duration_s": metrics["duration_s"],
+                "class_names": metrics["class_names"],
+                "confusion_matrix": metrics["confusion_matrix"],
+            }
+        )
+    )
     return 0
 
 
 def cmd_compare(args) -> int:
     _load_tensorflow()
-    from . import compare
+    from tl_core.training import compare
+
     template = _config_from_args(args)
     template.data = datasets.resolve_dataset(template.data).ref
     bases = compare.parse_bases(args.bases)
     if not bases:
-        raise TLError("No base has its ImageNet weights on disk; name bases with --bases A,B (they download) or put "
-                      f"weights in {str(compare.architectures.weights_dir())!r}.")
+        raise TLError(
+            "No base has its ImageNet weights on disk; name bases with --bases A,B (they download) or put "
+            f"weights in {str(compare.architectures.weights_dir())!r}."
+        )
     if args.quick:
-        scan = compare.quick_scan(datasets.load_dataset(template.data), bases,
-                                  progress=lambda name: print(f"... probing {name}", file=sys.stderr, flush=True))
+        scan = compare.quick_scan(
+            datasets.load_dataset(template.data),
+            bases,
+            progress=lambda name: print(f"... probing {name}", file=sys.stderr, flush=True),
+        )
         for row in scan["ranking"]:
             print(json.dumps(row))
         print(scan["why"], file=sys.stderr)
         return 0
-    from .training import train
+    from tl_core.training.runner import train
+
     rows = []
     for cfg in compare.configs_for(template, bases):
         print(f"... training {cfg.base}", file=sys.stderr, flush=True)
@@ -157,7 +209,8 @@ def cmd_compare(args) -> int:
 
 def cmd_lr_find(args) -> int:
     _load_tensorflow()
-    from .lr_find import lr_find
+    from tl_core.training.lr_find import lr_find
+
     cfg = _config_from_args(args)
     cfg.data = datasets.resolve_dataset(cfg.data).ref
     print(json.dumps(lr_find(cfg, args.start_lr, args.end_lr, args.steps)))
@@ -170,9 +223,10 @@ def cmd_evaluate(args) -> int:
 
     import numpy as np
 
-    from .parity import validation_pixels
-    from .predict import Predictor
-    from .runs import get_run
+    from tl_core.deploy.parity import validation_pixels
+    from tl_core.inference.predict import Predictor
+    from tl_core.runs.store import get_run
+
     run = get_run(args.run)
     predictor = Predictor.from_run(run)
     pixels, labels = validation_pixels(run, predictor.loaded)
@@ -188,8 +242,9 @@ def cmd_evaluate(args) -> int:
 
 def cmd_classify(args) -> int:
     _load_tensorflow()
-    from .images import ImageRejected
-    from .pretrained import KerasApplicationClassifier, TFLiteClassifier
+    from tl_core.data.images import ImageRejected
+    from tl_core.inference.pretrained import KerasApplicationClassifier, TFLiteClassifier
+
     if bool(args.tflite) == bool(args.base):
         raise TLError("Name one classifier: --tflite MODEL --labels LABELS, or --base NAME (a Keras application).")
     if args.tflite:
@@ -212,11 +267,12 @@ def cmd_classify(args) -> int:
 
 def cmd_explain(args) -> int:
     _load_tensorflow()
-    from .explain import explain
-    from .runs import get_run
+    from tl_core.inference.explain import explain
+    from tl_core.runs.store import get_run
+
     if not Path(args.image).is_file():
         raise TLError(f"Image file not found: {args.image!r}")
-    result = explain(get_run(args.run).artifacts.load(), args.image, args.class_name)
+    result = explain(get_run(args.run).load_model(), args.image, args.class_name)
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise TLError(f"--out must name a .png file; got {args.out!r}")
@@ -228,18 +284,20 @@ def cmd_explain(args) -> int:
 
 def cmd_suspects(args) -> int:
     _load_tensorflow()
-    from .suspects import suspects_of
+    from tl_core.inspection.suspects import suspects_of
+
     name = datasets.resolve_dataset(args.data).ref
     rows = suspects_of(name, args.base, args.alpha, args.size)
-    for row in rows[:args.top] if args.top else rows:
+    for row in rows[: args.top] if args.top else rows:
         print(json.dumps(row))
     return 0
 
 
 def cmd_submit(args) -> int:
-    from .backends import get_backend
+    from tl_core.backends import get_backend
+
     cfg = _config_from_args(args)
-    cfg.data = datasets.resolve_dataset(cfg.data).ref   # a folder or zip is imported here, once
+    cfg.data = datasets.resolve_dataset(cfg.data).ref  # a folder or zip is imported here, once
     backend = get_backend()
     run = backend.submit(cfg, user=f"cli:{getpass.getuser()}")
     print(f"queued on the {backend.name} backend; follow it with: python -m tl_core wait {run.id}", file=sys.stderr)
@@ -250,8 +308,9 @@ def cmd_submit(args) -> int:
 def cmd_wait(args) -> int:
     import time
 
-    from .backends import get_backend
-    from .runs import DONE, get_run
+    from tl_core.backends import get_backend
+    from tl_core.runs.store import DONE, get_run
+
     backend, run = get_backend(), get_run(args.run)
     deadline = None if args.timeout is None else time.time() + args.timeout
     while (state := backend.check_alive(run)) not in DONE:
@@ -265,12 +324,14 @@ def cmd_wait(args) -> int:
 
 def cmd_predict(args) -> int:
     _load_tensorflow()
-    from .predict import Predictor
+    from tl_core.inference.predict import Predictor
+
     predictor = Predictor.from_run(args.run)
     missing = [f for f in args.images if not Path(f).is_file()]
     if missing:
         raise TLError(f"Image file(s) not found: {missing}")
-    from .images import ImageRejected
+    from tl_core.data.images import ImageRejected
+
     for image in args.images:
         try:
             top = predictor.predict([image], args.top_k, tta=args.tta)[0]
@@ -281,21 +342,21 @@ def cmd_predict(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from .backends import get_backend
+    from tl_core.backends import get_backend
+
     for run in get_backend().refresh():
         row = run.summary()
         acc = row["final_val_accuracy"]
-        print(f"{row['run']}\t{row['state']}\t{row['dataset']}\t{row['base']}\t"
-              f"{'' if acc is None else f'{acc:.4f}'}")
+        print(f"{row['run']}\t{row['state']}\t{row['dataset']}\t{row['base']}\t{'' if acc is None else f'{acc:.4f}'}")
     return 0
 
 
 def cmd_export(args) -> int:
     _load_tensorflow()
-    from .export import export_run
-    from .runs import get_run
-    result = export_run(get_run(args.run), args.format, Path(args.out) if args.out else None,
-                        check=not args.no_check)
+    from tl_core.deploy.export import export_run
+    from tl_core.runs.store import get_run
+
+    result = export_run(get_run(args.run), args.format, Path(args.out) if args.out else None, check=not args.no_check)
     print(json.dumps(result))
     parity = result.get("parity") or {}
     return 1 if parity.get("passed") is False else 0
@@ -303,22 +364,25 @@ def cmd_export(args) -> int:
 
 def cmd_serve(args) -> int:
     _load_tensorflow()
-    from .serving import serve
+    from tl_core.deploy.serving import serve
+
     serve(args.run or [], all_runs=args.all, host=args.host, port=args.port)
     return 0
 
 
 def cmd_worker(args) -> int:
-    _quiet_tensorflow()   # for the job processes it starts; it imports no TensorFlow itself
-    from .backends.local import worker_loop
+    _quiet_tensorflow()  # for the job processes it starts; it imports no TensorFlow itself
+    from tl_core.backends.local import worker_loop
+
     worker_loop(idle_exit_s=args.idle_exit)
     return 0
 
 
 def cmd_execute(args) -> int:
     _load_tensorflow()
-    from .runs import get_run
-    from .training import execute
+    from tl_core.runs.store import get_run
+    from tl_core.training.runner import execute
+
     run = get_run(args.run)
     if run.state != "queued":
         raise TLError(f"Run {run.id!r} is {run.state}, not queued.")
@@ -343,8 +407,11 @@ def _train_options(p: argparse.ArgumentParser, with_base: bool = True) -> None:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--no-early-stopping", action="store_true")
     p.add_argument("--head", default="keras", choices=list(HEADS))
-    p.add_argument("--class-weights", choices=CLASS_WEIGHTS,
-                   help="weight classes by rarity: auto (default) when the largest has 3x the smallest's images")
+    p.add_argument(
+        "--class-weights",
+        choices=CLASS_WEIGHTS,
+        help="weight classes by rarity: auto (default) when the largest has 3x the smallest's images",
+    )
     p.add_argument("--fine-tune-depth")
     p.add_argument("--fine-tune-epochs", type=int)
     p.add_argument("--fine-tune-lr", type=float)
@@ -368,8 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name")
     add.add_argument("--val-fraction", type=float, default=0.2)
     add.add_argument("--seed", type=int, default=42)
-    add.add_argument("--drop-low-detail", action="store_true",
-                     help="skip images with very few colours (by default they are kept and flagged)")
+    add.add_argument(
+        "--drop-low-detail",
+        action="store_true",
+        help="skip images with very few colours (by default they are kept and flagged)",
+    )
     dsub.add_parser("list")
     show = dsub.add_parser("show")
     show.add_argument("name")
@@ -382,8 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("submit", help="queue a training run on the configured backend (TL_RAY_ADDRESS: Ray); "
-                                      "prints the run id last")
+    p = sub.add_parser(
+        "submit", help="queue a training run on the configured backend (TL_RAY_ADDRESS: Ray); prints the run id last"
+    )
     _train_options(p)
     p.set_defaults(func=cmd_submit)
 
@@ -400,29 +471,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="a finished run's accuracy on its validation images, with and without "
-                                        "test-time augmentation; one JSON object")
+    p = sub.add_parser(
+        "evaluate",
+        help="a finished run's accuracy on its validation images, with and without "
+        "test-time augmentation; one JSON object",
+    )
     p.add_argument("--run", required=True, help="run folder or run id")
     p.add_argument("--tta", default="flip", choices=list(TTA_MODES))
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("compare", help="train the same settings on several bases; one JSON line per base, best "
-                                       "first (leaderboard columns)")
+    p = sub.add_parser(
+        "compare",
+        help="train the same settings on several bases; one JSON line per base, best first (leaderboard columns)",
+    )
     _train_options(p, with_base=False)
     p.add_argument("--bases", help="comma-separated bases (default: every base whose weights are on disk)")
     p.add_argument("--quick", action="store_true", help="only rank the bases by a linear probe on cached features")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("lr-find", help="learning-rate range test for these train options; prints "
-                                       "{suggested_lr, lrs, losses}")
+    p = sub.add_parser(
+        "lr-find", help="learning-rate range test for these train options; prints {suggested_lr, lrs, losses}"
+    )
     _train_options(p)
     p.add_argument("--start-lr", type=float, default=1e-6)
     p.add_argument("--end-lr", type=float, default=1.0)
     p.add_argument("--steps", type=int, default=80)
     p.set_defaults(func=cmd_lr_find)
 
-    p = sub.add_parser("classify", help="a pretrained classifier as it is (ImageNet labels, no training); one "
-                                        "JSON line per image")
+    p = sub.add_parser(
+        "classify", help="a pretrained classifier as it is (ImageNet labels, no training); one JSON line per image"
+    )
     p.add_argument("--tflite", help="a TFLite image classifier")
     p.add_argument("--labels", help="its labels file, one per line")
     p.add_argument("--base", help="a Keras application with its top, e.g. MobileNetV2")
@@ -438,8 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file to write the overlay to")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("suspects", help="likely mislabelled, leaked, outlying or blank images; JSON lines, "
-                                        "most suspect first")
+    p = sub.add_parser(
+        "suspects", help="likely mislabelled, leaked, outlying or blank images; JSON lines, most suspect first"
+    )
     p.add_argument("--data", required=True, help="dataset name, or a folder / zip to import")
     p.add_argument("--base", default="MobileNetV2")
     p.add_argument("--alpha", type=float)
@@ -450,7 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list training runs")
     p.set_defaults(func=cmd_runs)
 
-    from .export import FORMATS
+    from tl_core.deploy.formats import FORMATS
+
     p = sub.add_parser("export", help="write a finished run in a deployable format and check it in its runtime")
     p.add_argument("--run", required=True, help="run folder or run id")
     p.add_argument("--format", required=True, choices=list(FORMATS))

@@ -1,5 +1,6 @@
 """Device policy: which accelerator training uses, its precision and distribution strategy, and which
 process is which. GPUs are found without importing TensorFlow (so pages paint fast)."""
+
 from __future__ import annotations
 
 import functools
@@ -14,8 +15,13 @@ def gpu_names() -> tuple[str, ...]:
     if not shutil.which("nvidia-smi"):
         return ()
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
     return tuple(line.strip() for line in out.splitlines() if line.strip())
@@ -26,7 +32,7 @@ def cpu_cores() -> int:
     the host has): one engine lane each, and the decoding threads beside a GPU."""
     try:
         return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):   # no affinity on this platform
+    except (AttributeError, OSError):  # no affinity on this platform
         return os.cpu_count() or 1
 
 
@@ -46,6 +52,7 @@ def share_gpu_memory() -> list[str]:
     if not gpus_named:
         return []
     import tensorflow as tf
+
     applied = []
     for gpu in tf.config.list_physical_devices("GPU"):
         try:
@@ -66,6 +73,7 @@ def precision_policy(setting: str) -> str:
 def strategy(setting: str):
     """MirroredStrategy over all GPUs (setting 'auto' with several, or 'mirrored'), else the default one."""
     import tensorflow as tf
+
     gpus = tf.config.list_logical_devices("GPU")
     if setting == "mirrored" or (setting == "auto" and len(gpus) > 1):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]

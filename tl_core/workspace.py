@@ -4,6 +4,7 @@ Everything the app makes lives under one folder, ``$TL_HOME`` (default ``./works
 ``datasets/``, ``runs/`` and ``cache/``. Every write goes to a temporary name in the same folder
 and is renamed into place, so a crash never leaves a half-written file behind.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,9 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from tl_core.errors import TLError
+
 _NAME_RE = re.compile(r"[^\w.\- ]+", re.UNICODE)
-
-
-class TLError(Exception):
-    """An error the user can fix; its message says what to fix."""
 
 
 _RESOLVED: dict[str, Path] = {}

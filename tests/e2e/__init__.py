@@ -1,4 +1,5 @@
 """Tests in a real browser: Debian's Chromium driven by Playwright."""
+
 import os
 import shutil
 

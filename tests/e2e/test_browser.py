@@ -5,6 +5,7 @@ zip of hymenoptera photos, trains (reloading the page mid-run), reads Results an
 any Python exception shown in the page and on JavaScript console errors. Screenshots of every page
 visited go to artifacts/screenshots/ in the working tree.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,15 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.load_predict import CHROMIUM_ARGS as BROWSER_ARGS, app_server
+from benchmarks.load_predict import CHROMIUM_ARGS as BROWSER_ARGS
+from benchmarks.load_predict import app_server
 
-from . import CHROMIUM, require_chromium
 from ..conftest import HYMENOPTERA, REPO, require_shared
+from . import CHROMIUM, require_chromium
 
 SHOTS = REPO / "artifacts" / "screenshots"
 # Streamlit probes /<page>/_stcore/{health,host-config} before the root ones when a sub-page URL is
 # loaded directly (a reload); those 404s are its known behaviour (streamlit/streamlit#7074), nothing else is.
-STREAMLIT_DEEP_LINK_PROBE = re.compile(r"status of 404 .* at http://127\.0\.0\.1:\d+/[\w-]+/_stcore/(health|host-config)$")
+STREAMLIT_DEEP_LINK_PROBE = re.compile(
+    r"status of 404 .* at http://127\.0\.0\.1:\d+/[\w-]+/_stcore/(health|host-config)$"
+)
 
 require_chromium()
 playwright = pytest.importorskip("playwright.sync_api")
@@ -30,10 +34,15 @@ playwright = pytest.importorskip("playwright.sync_api")
 
 @pytest.fixture
 def app_url(tmp_path, keras_home_copy):
-    env = {**os.environ, "TL_HOME": str(tmp_path / "workspace"), "KERAS_HOME": str(keras_home_copy),
-           "TL_WORKER_IDLE_EXIT": "20", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "TL_HOME": str(tmp_path / "workspace"),
+        "KERAS_HOME": str(keras_home_copy),
+        "TL_WORKER_IDLE_EXIT": "20",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     env.pop("TL_PASSWORD", None)
-    with app_server(env, tmp_path / "app.log") as (url, _):   # README's app command on a free loopback port
+    with app_server(env, tmp_path / "app.log") as (url, _):  # README's app command on a free loopback port
         yield url
     worker = tmp_path / "workspace" / "worker.pid"
     if worker.exists():
@@ -60,8 +69,12 @@ def test_user_flow_in_chromium(app_url, small_zip):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 2000})
-        page.on("console", lambda msg: console_errors.append(f"{msg.text} at {msg.location.get('url')}")
-                if msg.type == "error" else None)
+        page.on(
+            "console",
+            lambda msg: (
+                console_errors.append(f"{msg.text} at {msg.location.get('url')}") if msg.type == "error" else None
+            ),
+        )
         page.on("pageerror", lambda err: page_errors.append(str(err)))
 
         def visit(link: str, ready_text: str, shot: str):
@@ -74,8 +87,9 @@ def test_user_flow_in_chromium(app_url, small_zip):
 
         def settle(shot: str):
             page.wait_for_timeout(1500)
-            assert page.locator('[data-testid="stException"]').count() == 0, \
-                page.locator('[data-testid="stException"]').first.inner_text()
+            assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
+                '[data-testid="stException"]'
+            ).first.inner_text()
             page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
 
         visit("", "Next step", "01-home-empty")
@@ -104,7 +118,7 @@ def test_user_flow_in_chromium(app_url, small_zip):
         page.wait_for_url(re.compile(r"[?&]run="), timeout=60_000)
         page.locator("text=/— (running|queued)/").first.wait_for(timeout=60_000)
         settle("05-train-running")
-        page.reload()                                   # a refresh mid-run still shows the job
+        page.reload()  # a refresh mid-run still shows the job
         page.locator("text=/running|Finished/").first.wait_for(timeout=60_000)
         settle("06-train-after-reload")
         page.get_by_text("Finished: validation accuracy").wait_for(timeout=300_000)

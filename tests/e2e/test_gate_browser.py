@@ -4,6 +4,7 @@ A fresh server matters: until some session reaches st.navigation, Streamlit runs
 script directly (its pages-folder mode), which is how pages leaked before. So each test starts the
 README's app command anew, and its very first request is a deep link.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,9 @@ import pytest
 
 from benchmarks.load_predict import CHROMIUM_ARGS, app_server
 
-from . import CHROMIUM, require_chromium
 from ..conftest import REPO
 from ..test_gate import OIDC
+from . import CHROMIUM, require_chromium
 
 require_chromium()
 playwright = pytest.importorskip("playwright.sync_api")
@@ -26,8 +27,12 @@ PAGE_URLS = [p.stem for p in sorted((REPO / "pages").glob("*.py"))] + ["charts",
 
 
 def server_env(tmp_path: Path, keras_home: Path, password: str | None) -> dict:
-    env = {**os.environ, "TL_HOME": str(tmp_path / "workspace"), "KERAS_HOME": str(keras_home),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "TL_HOME": str(tmp_path / "workspace"),
+        "KERAS_HOME": str(keras_home),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     env.pop("TL_PASSWORD", None)
     if password:
         env["TL_PASSWORD"] = password
@@ -40,8 +45,11 @@ def assert_only_the_gate(page, gate_text: str, path: str) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0, (path, page.content()[:2000])
     assert page.locator('[data-testid="stSidebar"]').count() == 0, f"/{path}: a sidebar before the gate"
     assert page.locator('[data-testid="stFileUploader"]').count() == 0, f"/{path}: an upload before the gate"
-    links = [href for href in page.locator("a[href]").evaluate_all("els => els.map(e => e.getAttribute('href'))")
-             if not href.startswith("#")]
+    links = [
+        href
+        for href in page.locator("a[href]").evaluate_all("els => els.map(e => e.getAttribute('href'))")
+        if not href.startswith("#")
+    ]
     assert links == [], f"/{path}: links before the gate: {links}"
     main = page.locator('[data-testid="stMain"]').inner_text()
     for word in ("Data", "Train", "Results", "Predict", "Next step", "Add a dataset", "Upload"):
@@ -57,7 +65,7 @@ def test_password_gate_on_a_fresh_server(tmp_path, keras_home_copy):
     env = server_env(tmp_path, keras_home_copy, "s3cret Grüße")
     with app_server(env, tmp_path / "app.log") as (url, _), playwright.sync_playwright() as p:
         chromium = browser(p)
-        for index, path in enumerate(["data"] + PAGE_URLS):   # the fresh server's first request: a deep link
+        for index, path in enumerate(["data"] + PAGE_URLS):  # the fresh server's first request: a deep link
             page = chromium.new_page()
             page.goto(f"{url}/{path}")
             assert_only_the_gate(page, "Password", path)
@@ -68,7 +76,7 @@ def test_password_gate_on_a_fresh_server(tmp_path, keras_home_copy):
         page = chromium.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
         field = page.get_by_label("Password", exact=True)
-        for wrong in ("wrong", "пароль 東京"):                 # ASCII and non-ASCII: a message, no traceback
+        for wrong in ("wrong", "пароль 東京"):  # ASCII and non-ASCII: a message, no traceback
             field.fill(wrong)
             field.press("Enter")
             page.get_by_text("Wrong password.").wait_for(timeout=30_000)
@@ -77,8 +85,12 @@ def test_password_gate_on_a_fresh_server(tmp_path, keras_home_copy):
         field.fill("s3cret Grüße")
         field.press("Enter")
         page.get_by_text("Next step").wait_for(timeout=60_000)
-        for title, ready in (("Data", "Add a dataset"), ("Train", "Add a dataset on the Data page first"),
-                             ("Results", "No training runs yet"), ("Predict", "No trained model yet")):
+        for title, ready in (
+            ("Data", "Add a dataset"),
+            ("Train", "Add a dataset on the Data page first"),
+            ("Results", "No training runs yet"),
+            ("Predict", "No trained model yet"),
+        ):
             page.get_by_role("link", name=title, exact=True).click()
             page.get_by_text(ready).first.wait_for(timeout=60_000)
             assert page.locator('[data-testid="stException"]').count() == 0, title
@@ -91,8 +103,10 @@ def test_openid_connect_gate_on_a_fresh_server(tmp_path, keras_home_copy):
     secrets = tmp_path / "secrets.toml"
     secrets.write_text("[auth]\n" + "".join(f'{key} = "{value}"\n' for key, value in OIDC["auth"].items()))
     env = server_env(tmp_path, keras_home_copy, "ignored with OpenID Connect")
-    with app_server(env, tmp_path / "app.log", ("--secrets.files", str(secrets))) as (url, _), \
-            playwright.sync_playwright() as p:
+    with (
+        app_server(env, tmp_path / "app.log", ("--secrets.files", str(secrets))) as (url, _),
+        playwright.sync_playwright() as p,
+    ):
         chromium = browser(p)
         for path in ["predict"] + PAGE_URLS:
             page = chromium.new_page()
@@ -106,6 +120,7 @@ def test_openid_connect_gate_on_a_fresh_server(tmp_path, keras_home_copy):
 def session_id_of(page) -> list:
     """Collects the Streamlit session id of a page from its websocket (the new-session message)."""
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
     found = []
 
     def on_frame(payload):
@@ -125,10 +140,11 @@ def session_id_of(page) -> list:
 def put_upload(page, url: str, session_id: str) -> int:
     """An upload request for a session, as the file uploader sends it (XSRF cookie echoed in the header)."""
     cookies = {c["name"]: c["value"] for c in page.context.cookies()}
-    response = page.request.put(f"{url}/_stcore/upload_file/{session_id}/probe-file",
-                                headers={"X-Xsrftoken": cookies.get("_streamlit_xsrf", "")},
-                                multipart={"file": {"name": "probe.png", "mimeType": "image/png",
-                                                    "buffer": b"\x89PNG" + b"\0" * 2048}})
+    response = page.request.put(
+        f"{url}/_stcore/upload_file/{session_id}/probe-file",
+        headers={"X-Xsrftoken": cookies.get("_streamlit_xsrf", "")},
+        multipart={"file": {"name": "probe.png", "mimeType": "image/png", "buffer": b"\x89PNG" + b"\0" * 2048}},
+    )
     return response.status
 
 

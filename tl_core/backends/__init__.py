@@ -8,105 +8,23 @@ workspace, so pages read runs the same way whoever trained them.
   its own child process, ``TL_MAX_JOBS`` at a time.
 - ``ray_jobs.RayBackend``, when ``TL_RAY_ADDRESS`` is set: each run is a job on a Ray cluster.
 """
+
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
-from typing import Optional
 
-from ..config import TrainConfig
-from ..runs import ACTIVE, Run, list_runs, new_run
-
-
-class ExecutionBackend(ABC):
-    name = ""
-
-    @abstractmethod
-    def submit(self, cfg: TrainConfig, user: Optional[str] = None) -> Run:
-        """Check the config, write a queued run folder, see that something will train it."""
-
-    @abstractmethod
-    def cancel(self, run: Run, user: Optional[str] = None) -> None:
-        """Stop a queued or running run (a running one stops after its current batch)."""
-
-    @abstractmethod
-    def resume(self, run: Run) -> None:
-        """Queue an interrupted, failed or cancelled run again; it continues from its best checkpoint."""
-
-    @abstractmethod
-    def is_alive(self, run: Run) -> bool:
-        """Whether the process training a 'running' run still exists."""
-
-    @abstractmethod
-    def logs(self, run: Run) -> str:
-        """The run's log and whatever its process wrote."""
-
-    @abstractmethod
-    def ensure_running(self) -> None:
-        """After a server restart, queued runs need something to train them again."""
-
-    @abstractmethod
-    def describe(self) -> dict:
-        """What the sidebar shows of the backend: its name and resources."""
-
-    # ---------------------------------------------------------------- shared steps of every backend
-    @staticmethod
-    def queued_run(cfg: TrainConfig, user: Optional[str] = None) -> Run:
-        """Check a config (freeze depth, a dataset of this workspace) and write its queued run folder."""
-        from .. import datasets, freeze
-        cfg = cfg.resolved()
-        freeze.check_config(cfg)
-        datasets.load_dataset(cfg.data)   # a dataset of this workspace, by name
-        run = new_run(cfg, user=user)
-        run.log(f"queued by {user or 'anonymous'}")
-        return run
-
-    @staticmethod
-    def request_cancel(run: Run, user: Optional[str] = None) -> None:
-        """Audit the cancel and leave the request where the training process reads it."""
-        from .. import audit
-        audit.record("cancel run", run.id, user, owner=run.status().get("user"), state=run.state)
-        run.request_cancel()
-        run.log(f"cancel requested by {user or 'anonymous'}")
-
-    # ---------------------------------------------------------------- shared queries
-    def refresh(self) -> list[Run]:
-        """All runs, newest first, with 'running' runs whose process is gone marked interrupted. Each
-        run's ``listed`` status is current; pass the list to ``queue``/``active`` to read nothing twice."""
-        runs = list_runs()
-        for run in runs:
-            if run.listed_state == "running" and self.check_alive(run) != "running":
-                run.listed = run.status()
-        return runs
-
-    def check_alive(self, run: Run) -> str:
-        """The run's state, after marking it interrupted if it claims to run but its process is gone."""
-        state = run.state
-        if state == "running" and not self.is_alive(run):
-            run.set_status("interrupted", message="The training process stopped unexpectedly "
-                           "(server restart or crash). History so far is kept.")
-            run.log("interrupted: training process no longer running")
-            return "interrupted"
-        return state
-
-    def queue(self, runs: Optional[list[Run]] = None) -> list[Run]:
-        """Queued runs in the order they will train (from ``runs`` if given, else a fresh listing)."""
-        runs = list_runs() if runs is None else runs
-        return sorted((r for r in runs if r.listed_state == "queued"), key=lambda r: r.listed.get("queued_at", 0))
-
-    def active(self, runs: Optional[list[Run]] = None) -> list[Run]:
-        """Runs training now, oldest first (from ``runs`` if given, else a fresh, refreshed listing)."""
-        runs = self.refresh() if runs is None else runs
-        return [r for r in reversed(runs) if r.listed_state == "running"]
+from tl_core.backends.base import ExecutionBackend
 
 
 def get_backend() -> ExecutionBackend:
     """The backend this server uses: a Ray cluster when ``TL_RAY_ADDRESS`` is set, else this host."""
     address = os.environ.get("TL_RAY_ADDRESS", "").strip()
     if address:
-        from .ray_jobs import RayBackend
+        from tl_core.backends.ray_jobs import RayBackend
+
         return RayBackend(address)
-    from .local import LocalBackend
+    from tl_core.backends.local import LocalBackend
+
     return LocalBackend()
 
 

@@ -8,6 +8,7 @@ each on its own GPU where there are several). A file lock in the workspace makes
 owns the queue. A run's process is identified by its PID and start time, so a PID reused after a
 reboot does not keep a dead run 'running'.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -19,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..config import TrainConfig
-from ..device import describe as describe_device, gpu_names, process_start_time
-from ..runs import ACTIVE, PROCESS_LOG, Run
-from ..workspace import TLError, home
-from . import ExecutionBackend
+from tl_core.backends.base import ExecutionBackend
+from tl_core.device import describe as describe_device
+from tl_core.device import gpu_names, process_start_time
+from tl_core.errors import TLError
+from tl_core.models.config import TrainConfig
+from tl_core.runs.store import ACTIVE, PROCESS_LOG, Run
+from tl_core.workspace import home
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,8 +39,10 @@ def max_jobs() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise TLError(f"TL_MAX_JOBS={raw!r} is not a whole number of at least 1. Set it to 1 (one job at a time) "
-                      "or to the number of GPUs on this host.")
+        raise TLError(
+            f"TL_MAX_JOBS={raw!r} is not a whole number of at least 1. Set it to 1 (one job at a time) "
+            "or to the number of GPUs on this host."
+        )
     return value
 
 
@@ -120,9 +125,15 @@ def start_worker() -> bool:
         return False
     idle_exit = os.environ.get("TL_WORKER_IDLE_EXIT", "600")
     with open(home() / "worker.log", "a") as log:
-        subprocess.Popen([sys.executable, "-m", "tl_core", "worker", "--idle-exit", idle_exit],
-                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                         cwd=str(REPO_ROOT), env=_process_env())
+        subprocess.Popen(
+            [sys.executable, "-m", "tl_core", "worker", "--idle-exit", idle_exit],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(REPO_ROOT),
+            env=_process_env(),
+        )
     return True
 
 
@@ -145,9 +156,14 @@ def _slot_env(slot: int, slots: int) -> dict:
 
 def _start_child(run: Run, slot: int, slots: int) -> _Child:
     with open(run.path(PROCESS_LOG), "ab") as err:  # the child keeps its own copy of the handle
-        process = subprocess.Popen([sys.executable, "-m", "tl_core", "execute", str(run.root)],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                   cwd=str(REPO_ROOT), env=_slot_env(slot, slots))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tl_core", "execute", str(run.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=str(REPO_ROOT),
+            env=_slot_env(slot, slots),
+        )
     return _Child(run, process, slot)
 
 
@@ -159,8 +175,10 @@ def _finish_child(child: _Child) -> None:
             tail = run.path(PROCESS_LOG).read_text(errors="replace").strip().splitlines()[-3:]
         except OSError:
             tail = []
-        run.set_status("failed" if code > 0 else "interrupted",
-                       message=f"training process exited with code {code}: " + " | ".join(tail))
+        run.set_status(
+            "failed" if code > 0 else "interrupted",
+            message=f"training process exited with code {code}: " + " | ".join(tail),
+        )
         run.log(f"training process exited with code {code}")
 
 

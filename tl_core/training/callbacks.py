@@ -4,21 +4,19 @@ A ``Reporter`` sends progress events to the caller and (throttled) to the run's 
 nothing here draws anything: pages read the run folder. A ``cancel`` file in the run folder stops
 training at the next batch.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import keras
 import numpy as np
 
-from ..runs import Run
+from tl_core.runs.store import Run
 
 ProgressFn = Optional[Callable[[dict], None]]
-
-
-class Cancelled(Exception):
-    pass
 
 
 class Reporter:
@@ -45,8 +43,14 @@ class PhaseProgress:
     """Epoch and batch events of one training phase, a checkpoint hook on improvement, and cancellation.
     Plain Python: the NumPy head fit (``head_fit.py``) calls it directly, Keras' ``fit`` through ``KerasProgress``."""
 
-    def __init__(self, reporter: Reporter, phase: str, total_epochs: int, steps: int,
-                 on_improved: Optional[Callable[[int, str], None]] = None):
+    def __init__(
+        self,
+        reporter: Reporter,
+        phase: str,
+        total_epochs: int,
+        steps: int,
+        on_improved: Optional[Callable[[int, str], None]] = None,
+    ):
         self.reporter, self.phase, self.total_epochs, self.steps = reporter, phase, total_epochs, steps
         self.on_improved = on_improved
         self.best = np.inf
@@ -60,10 +64,19 @@ class PhaseProgress:
 
     def batch_end(self, batch: int, logs: dict, learning_rate: float) -> bool:
         """Report a batch; True when the run was asked to stop."""
-        self.reporter({"kind": "batch", "phase": self.phase, "epoch": self.epoch_index + 1,
-                       "total_epochs": self.total_epochs, "batch": batch + 1, "batches": self.steps,
-                       "loss": float(logs.get("loss", np.nan)), "accuracy": float(logs.get("accuracy", np.nan)),
-                       "learning_rate": learning_rate})
+        self.reporter(
+            {
+                "kind": "batch",
+                "phase": self.phase,
+                "epoch": self.epoch_index + 1,
+                "total_epochs": self.total_epochs,
+                "batch": batch + 1,
+                "batches": self.steps,
+                "loss": float(logs.get("loss", np.nan)),
+                "accuracy": float(logs.get("accuracy", np.nan)),
+                "learning_rate": learning_rate,
+            }
+        )
         self.cancelled = self.cancelled or self.reporter.should_stop()
         return self.cancelled
 
@@ -71,9 +84,13 @@ class PhaseProgress:
         """Record the epoch's history row, checkpoint on improvement; True when the run was asked to stop."""
         if self.cancelled:
             return True  # a partial epoch: not a history row
-        row = {"epoch": epoch + 1, "phase": self.phase, "seconds": round(time.time() - self.epoch_start, 3),
-               "learning_rate": learning_rate,
-               **{k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs}}
+        row = {
+            "epoch": epoch + 1,
+            "phase": self.phase,
+            "seconds": round(time.time() - self.epoch_start, 3),
+            "learning_rate": learning_rate,
+            **{k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs},
+        }
         self.reporter.run.append_history(row)
         self.reporter({"kind": "epoch", "total_epochs": self.total_epochs, **row})
         monitored = row.get("val_loss", row.get("loss", np.inf))
@@ -118,12 +135,13 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         super().on_train_begin(logs)
         if self.resumed_best is not None and np.isfinite(self.resumed_best):
             self.best = self.resumed_best
-            self.best_weights = self.model.get_weights()   # just restored from the checkpoint
+            self.best_weights = self.model.get_weights()  # just restored from the checkpoint
 
 
 def with_early_stopping(cfg, progress: KerasProgress, resumed_best: Optional[float] = None) -> list:
     callbacks = [progress]
     if cfg.early_stopping:
-        callbacks.append(ResumableEarlyStopping(resumed_best, monitor="val_loss", patience=cfg.patience,
-                                                restore_best_weights=True))
+        callbacks.append(
+            ResumableEarlyStopping(resumed_best, monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
+        )
     return callbacks

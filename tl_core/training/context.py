@@ -4,6 +4,7 @@
 base features, computes frozen-prefix activations, builds tf.data pipelines, and knows where a
 resumed run picks up. Training paths (``paths.py``) take what they need from it.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -14,18 +15,17 @@ from typing import Optional
 import keras
 import numpy as np
 
-from .. import datasets as datasets_mod
-from ..features import FeatureCache
-from ..head_fit import epoch_order
-from ..images import load_batch
-from .. import engine as engines
-from ..runs import Run
-from ..workspace import TLError
-from .callbacks import Cancelled, ProgressFn, Reporter
+from tl_core.data import datasets as datasets_mod
+from tl_core.data.images import load_batch
+from tl_core.errors import Cancelled, TLError
+from tl_core.models import engine as engines
+from tl_core.models.features import FeatureCache
+from tl_core.models.head_fit import epoch_order
+from tl_core.runs.store import Run
+from tl_core.training.callbacks import ProgressFn, Reporter
 
-
-AUTO_VIEWS = 2                   # cached augmented views chosen for data that gains from them
-AUGMENT_BELOW_PER_CLASS = 40     # fewer training images than this in a class: augment
+AUTO_VIEWS = 2  # cached augmented views chosen for data that gains from them
+AUGMENT_BELOW_PER_CLASS = 40  # fewer training images than this in a class: augment
 
 
 class TrainingContext:
@@ -36,7 +36,7 @@ class TrainingContext:
         self.notes: list[str] = []
         self._pixel_memo: dict[str, np.ndarray] = {}
         self.resume_from: Optional[dict] = None
-        self.engines_used: dict[str, str] = {}   # what ran each frozen part: recorded with the run's metrics
+        self.engines_used: dict[str, str] = {}  # what ran each frozen part: recorded with the run's metrics
         self._prefetch: Optional[FeaturePrefetch] = None
 
     def note(self, message: str) -> None:
@@ -65,12 +65,15 @@ class TrainingContext:
         self.run.artifacts.write_class_names(self.class_names)
         self.class_weight = self._class_weight()
         self.aug_views = self._augmentation_views()
-        self.note(f"dataset {self.dataset.name!r} v{self.dataset.version} ({self.dataset.fingerprint[:12]}): {len(self.train_items)} train, "
-                  f"{len(self.val_items)} validation ({val_split}) images, {len(self.class_names)} classes")
+        self.note(
+            f"dataset {self.dataset.name!r} v{self.dataset.version} ({self.dataset.fingerprint[:12]}): {len(self.train_items)} train, "
+            f"{len(self.val_items)} validation ({val_split}) images, {len(self.class_names)} classes"
+        )
 
     def _class_weight(self):
         """{class index: weight} ('balanced': n / (classes x count)) when the config or the imbalance asks, else None."""
-        from ..config import IMBALANCE_RATIO
+        from tl_core.data.datasets import IMBALANCE_RATIO
+
         counts = np.bincount(self.y_train, minlength=len(self.class_names))
         ratio = counts.max() / max(counts.min(), 1)
         wanted = self.cfg.class_weights == "on" or (self.cfg.class_weights == "auto" and ratio >= IMBALANCE_RATIO)
@@ -80,8 +83,10 @@ class TrainingContext:
             return None
         weights = {i: float(len(self.y_train) / (len(counts) * max(c, 1))) for i, c in enumerate(counts)}
         rare, common = self.class_names[int(counts.argmin())], self.class_names[int(counts.argmax())]
-        self.note(f"class weights on ({self.cfg.class_weights}): classes differ {ratio:.1f}:1 ({common!r} "
-                  f"{counts.max()} vs {rare!r} {counts.min()} training images); each class counts as much as the others")
+        self.note(
+            f"class weights on ({self.cfg.class_weights}): classes differ {ratio:.1f}:1 ({common!r} "
+            f"{counts.max()} vs {rare!r} {counts.min()} training images); each class counts as much as the others"
+        )
         return weights
 
     @property
@@ -100,8 +105,10 @@ class TrainingContext:
         smallest = int(np.bincount(self.y_train, minlength=len(self.class_names)).min())
         upscaled, few = short < cfg.size, smallest < AUGMENT_BELOW_PER_CLASS
         views = AUTO_VIEWS if (upscaled or few) else 0
-        why = [f"images {short} px on the short side vs a {cfg.size} px input" + (" (upscaled)" if upscaled else ""),
-               f"{smallest} training images in the smallest class" + (" (few)" if few else "")]
+        why = [
+            f"images {short} px on the short side vs a {cfg.size} px input" + (" (upscaled)" if upscaled else ""),
+            f"{smallest} training images in the smallest class" + (" (few)" if few else ""),
+        ]
         self.note(f"augmentation: {views} cached view(s) per training image, chosen from the data: {'; '.join(why)}")
         return views
 
@@ -133,8 +140,14 @@ class TrainingContext:
     def features(self, cache: FeatureCache, items, views: int, what: str, should_stop=None) -> np.ndarray:
         def report(done, total):
             self.reporter({"kind": "features", "what": what, "done": done, "total": total})
-        out = cache.features(self.image_paths(items), [it["sha256"] for it in items], views=views,
-                             progress=report, should_stop=should_stop or self.should_stop)
+
+        out = cache.features(
+            self.image_paths(items),
+            [it["sha256"] for it in items],
+            views=views,
+            progress=report,
+            should_stop=should_stop or self.should_stop,
+        )
         if cache.computed:
             self.engines_used["features"] = cache.engine.name
         return out
@@ -158,9 +171,11 @@ class TrainingContext:
         views = self.train_views
         if views == 1:  # one pass over both splits: no second ramp-up
             both = self.features(cache, self.train_items + self.val_items, 1, "train + validation", should_stop)
-            return both[:len(self.train_items)], both[len(self.train_items):, 0]
-        return (self.features(cache, self.train_items, views, "train", should_stop),
-                self.features(cache, self.val_items, 1, "validation", should_stop)[:, 0])
+            return both[: len(self.train_items)], both[len(self.train_items) :, 0]
+        return (
+            self.features(cache, self.train_items, views, "train", should_stop),
+            self.features(cache, self.val_items, 1, "validation", should_stop)[:, 0],
+        )
 
     def start_feature_prefetch(self) -> bool:
         """Start the feature pass in a thread, before the Keras model is built, when the run certainly trains
@@ -199,9 +214,15 @@ class TrainingContext:
         for start in range(0, len(pixels), 64):
             if self.should_stop():
                 raise Cancelled()
-            out[start:start + 64] = forward(pixels[start:start + 64]).reshape((-1,) + shape[1:])
-            self.reporter({"kind": "features", "what": f"{split} activations", "done": min(start + 64, len(pixels)),
-                           "total": len(pixels)})
+            out[start : start + 64] = forward(pixels[start : start + 64]).reshape((-1,) + shape[1:])
+            self.reporter(
+                {
+                    "kind": "features",
+                    "what": f"{split} activations",
+                    "done": min(start + 64, len(pixels)),
+                    "total": len(pixels),
+                }
+            )
         return out
 
     # ------------------------------------------------------------ pipelines
@@ -213,6 +234,7 @@ class TrainingContext:
         """Row numbers in each epoch's ``head_fit.epoch_order``: one NumPy call per epoch (Keras iterates a
         pipeline anew each epoch), so the plain path draws batches as the head on cached features does."""
         import tensorflow as tf
+
         epochs = itertools.count()
 
         def order(_):
@@ -229,6 +251,7 @@ class TrainingContext:
         needed: the data is never copied whole into TensorFlow (``from_tensor_slices`` plus a full
         shuffle buffer held it twice more)."""
         import tensorflow as tf
+
         y = self.targets(y)
         index = self._shuffled_rows(len(x)) if shuffle else tf.data.Dataset.range(len(x))
 
@@ -253,8 +276,9 @@ class TrainingContext:
             self.note("resume requested but no checkpoint was saved: training from the start")
             self.run.reset_history([])
             return None
-        kept = [row for row in self.run.history()
-                if row.get("phase") != point["phase"] or row["epoch"] <= point["epoch"]]
+        kept = [
+            row for row in self.run.history() if row.get("phase") != point["phase"] or row["epoch"] <= point["epoch"]
+        ]
         if point["phase"] == "head":
             kept = [row for row in kept if row.get("phase") == "head"]
         self.run.reset_history(kept)
@@ -279,7 +303,7 @@ class FeaturePrefetch:
         def work():
             try:
                 self._result = ctx.compute_feature_splits(cache, lambda: self._abandoned or ctx.should_stop())
-            except BaseException as exc:   # handed to the thread that takes the result
+            except BaseException as exc:  # handed to the thread that takes the result
                 self._error = exc
 
         self._thread = threading.Thread(target=work, name="feature-prefetch", daemon=True)

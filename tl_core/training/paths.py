@@ -12,6 +12,7 @@ The first path in ``PATHS`` whose rule holds trains the run's first phase:
 ``fine_tune`` is the optional second phase: unfreeze down to a second depth, recompile, continue at a
 lower learning rate. Every path leaves ``built.model`` holding the trained weights.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,12 +21,12 @@ from typing import Optional
 
 import numpy as np
 
-from .. import freeze
-from ..features import FeatureCache
-from ..head_fit import HeadFit, fit_head
-from ..modeling import Built, compile_classifier, probabilities_by_class, suffix_model
-from .callbacks import KerasProgress, PhaseProgress, with_early_stopping
-from .context import TrainingContext
+from tl_core.models import freeze
+from tl_core.models.features import FeatureCache
+from tl_core.models.head_fit import HeadFit, fit_head
+from tl_core.models.modeling import Built, compile_classifier, probabilities_by_class, suffix_model
+from tl_core.training.callbacks import KerasProgress, PhaseProgress, with_early_stopping
+from tl_core.training.context import TrainingContext
 
 
 @dataclass
@@ -73,25 +74,41 @@ class SklearnHead(TrainingPath):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import SVC
+
         cfg, views = ctx.cfg, ctx.train_views
         cache = ctx.feature_cache(built.extractor)
         x_train, x_val = ctx.feature_splits(cache)
         start = time.time()
         if cfg.head == "logreg":
-            classifier = LogisticRegression(C=cfg.classifier_c, max_iter=5000, random_state=cfg.seed,
-                                            class_weight="balanced" if ctx.class_weight else None)
+            classifier = LogisticRegression(
+                C=cfg.classifier_c,
+                max_iter=5000,
+                random_state=cfg.seed,
+                class_weight="balanced" if ctx.class_weight else None,
+            )
         else:
             # Platt-calibrated probabilities, as SVC(probability=True) gave (deprecated in scikit-learn 1.9).
             folds = max(2, min(5, int(np.bincount(ctx.y_train).min())))
-            classifier = CalibratedClassifierCV(SVC(C=cfg.classifier_c, kernel="rbf", random_state=cfg.seed,
-                                                    class_weight="balanced" if ctx.class_weight else None),
-                                                cv=folds, ensemble=False)
+            classifier = CalibratedClassifierCV(
+                SVC(
+                    C=cfg.classifier_c,
+                    kernel="rbf",
+                    random_state=cfg.seed,
+                    class_weight="balanced" if ctx.class_weight else None,
+                ),
+                cv=folds,
+                ensemble=False,
+            )
         pipeline = make_pipeline(StandardScaler(), classifier)
         pipeline.fit(x_train.reshape(-1, x_train.shape[-1]), np.repeat(ctx.y_train, views))
         val_probs = probabilities_by_class(pipeline, x_val, ctx.num_classes)
-        row = {"epoch": 1, "phase": cfg.head, "seconds": round(time.time() - start, 3),
-               "accuracy": float(pipeline.score(x_train[:, 0], ctx.y_train)),
-               "val_accuracy": float((val_probs.argmax(axis=1) == ctx.y_val).mean())}
+        row = {
+            "epoch": 1,
+            "phase": cfg.head,
+            "seconds": round(time.time() - start, 3),
+            "accuracy": float(pipeline.score(x_train[:, 0], ctx.y_train)),
+            "val_accuracy": float((val_probs.argmax(axis=1) == ctx.y_val).mean()),
+        }
         ctx.run.append_history(row)
         ctx.reporter({"kind": "epoch", "total_epochs": 1, **row})
         return Outcome(val_probs=val_probs, cache=cache, sklearn_head=pipeline)
@@ -123,18 +140,33 @@ class CachedFeatures(TrainingPath):
         steps = int(np.ceil(len(x_flat) / cfg.batch_size))
         progress = PhaseProgress(ctx.reporter, "head", cfg.epochs, steps, on_improved=checkpoint)
         progress.best = best
-        fit_head(head, x_flat, np.repeat(ctx.y_train, views), x_val, ctx.y_val, optimizer=cfg.optimizer,
-                 learning_rate=cfg.learning_rate, epochs=cfg.epochs, batch_size=cfg.batch_size, dropout=cfg.dropout,
-                 label_smoothing=cfg.label_smoothing, class_weight=ctx.class_weight, seed=cfg.seed,
-                 patience=cfg.patience if cfg.early_stopping else None, initial_epoch=initial_epoch, best=best,
-                 progress=progress)
+        fit_head(
+            head,
+            x_flat,
+            np.repeat(ctx.y_train, views),
+            x_val,
+            ctx.y_val,
+            optimizer=cfg.optimizer,
+            learning_rate=cfg.learning_rate,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            dropout=cfg.dropout,
+            label_smoothing=cfg.label_smoothing,
+            class_weight=ctx.class_weight,
+            seed=cfg.seed,
+            patience=cfg.patience if cfg.early_stopping else None,
+            initial_epoch=initial_epoch,
+            best=best,
+            progress=progress,
+        )
         built.model.get_layer("predictions").set_weights([head.kernel, head.bias])
         # the head on cached features computes exactly what the whole model would (tests check they agree)
         return Outcome(head.cancelled, head.probabilities(x_val), cache)
 
 
-def fit_plain(ctx: TrainingContext, built: Built, phase: str, epochs: int, initial_epoch: int, lr: float,
-              frozen: int) -> KerasProgress:
+def fit_plain(
+    ctx: TrainingContext, built: Built, phase: str, epochs: int, initial_epoch: int, lr: float, frozen: int
+) -> KerasProgress:
     """Fit the whole model (or, past a clean cut with augmentation off, the part above a prefix computed once)."""
     cfg, n = ctx.cfg, ctx.num_classes
     split = _prefix_split(ctx, built, frozen)
@@ -158,10 +190,16 @@ def fit_plain(ctx: TrainingContext, built: Built, phase: str, epochs: int, initi
     progress = KerasProgress(ctx.reporter, phase, initial_epoch + epochs, steps, on_improved=checkpoint)
     progress.best = best
     if start < initial_epoch + epochs:
-        model.fit(ctx.pipeline(x_train, ctx.y_train, shuffle=True),
-                  validation_data=ctx.pipeline(x_val, ctx.y_val, shuffle=False),
-                  epochs=initial_epoch + epochs, initial_epoch=start, class_weight=ctx.class_weight,
-                  callbacks=with_early_stopping(cfg, progress, best), verbose=0, shuffle=False)  # tf.data shuffles
+        model.fit(
+            ctx.pipeline(x_train, ctx.y_train, shuffle=True),
+            validation_data=ctx.pipeline(x_val, ctx.y_val, shuffle=False),
+            epochs=initial_epoch + epochs,
+            initial_epoch=start,
+            class_weight=ctx.class_weight,
+            callbacks=with_early_stopping(cfg, progress, best),
+            verbose=0,
+            shuffle=False,
+        )  # tf.data shuffles
     return progress
 
 
@@ -174,8 +212,9 @@ def _prefix_split(ctx: TrainingContext, built: Built, frozen: int):
         return None
     split = suffix_model(built, frozen)
     if split is None:
-        ctx.note(f"no clean cut after {frozen} base layers (inside a residual block?): "
-                 "training the whole model each epoch")
+        ctx.note(
+            f"no clean cut after {frozen} base layers (inside a residual block?): training the whole model each epoch"
+        )
     return split
 
 

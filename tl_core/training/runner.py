@@ -3,6 +3,7 @@
 ``execute`` is what the worker's child process calls; ``train`` makes a run folder and executes it
 here (the CLI's ``train``). The run's status ends finished, failed or cancelled.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,46 +14,53 @@ from typing import Optional
 
 import keras
 
-from .. import datasets, device, freeze
-from .. import engine as engines
-from ..calibration import calibrate
-from ..config import TrainConfig
-from ..evaluate import evaluate
-from ..model_handle import LoadedModel
-from ..modeling import build_classifier, parameter_counts
-from ..runs import Run, new_run, now
-from ..workspace import TLError
-from . import paths
-from .callbacks import Cancelled, ProgressFn
-from .context import TrainingContext
+from tl_core import device
+from tl_core.clock import now_iso
+from tl_core.data import datasets
+from tl_core.errors import Cancelled, TLError
+from tl_core.models import engine as engines
+from tl_core.models import freeze
+from tl_core.models.config import TrainConfig
+from tl_core.models.modeling import build_classifier, parameter_counts
+from tl_core.runs.evaluate import evaluate
+from tl_core.runs.loaded_model import LoadedModel
+from tl_core.runs.store import Run, new_run
+from tl_core.training import paths
+from tl_core.training.calibration import calibrate
+from tl_core.training.callbacks import ProgressFn
+from tl_core.training.context import TrainingContext
 
 
 def _train(ctx: TrainingContext) -> dict:
     cfg = ctx.cfg
     started = time.time()
-    device.share_gpu_memory()   # several training processes (TL_MAX_JOBS) and the app share a GPU
+    device.share_gpu_memory()  # several training processes (TL_MAX_JOBS) and the app share a GPU
     ctx.load_data()
     policy = device.precision_policy(cfg.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     strategy = device.strategy(cfg.distribute)
     prefetching = ctx.start_feature_prefetch()
-    reference = None   # TensorFlow's features of the engine check's images, while the prefetch runs
+    reference = None  # TensorFlow's features of the engine check's images, while the prefetch runs
     try:
         with strategy.scope():
             ctx.reporter({"kind": "stage", "stage": "building model"})
             built = build_classifier(cfg, ctx.num_classes)
-            if prefetching and cfg.fine_tune_depth is None:   # the base stays as built: check it now
+            if prefetching and cfg.fine_tune_depth is None:  # the base stays as built: check it now
                 reference = engines.reference_outputs(built.extractor, ctx.first_pixels("validation", AGREEMENT_IMAGES))
             num_layers = len(built.base.layers)
-            ctx.note(f"base {cfg.base} alpha={cfg.alpha} size={cfg.size}: {num_layers} layers, "
-                     f"{built.frozen_layers} frozen; precision policy {policy}; "
-                     f"{strategy.num_replicas_in_sync} replica(s) in sync")
+            ctx.note(
+                f"base {cfg.base} alpha={cfg.alpha} size={cfg.size}: {num_layers} layers, "
+                f"{built.frozen_layers} frozen; precision policy {policy}; "
+                f"{strategy.num_replicas_in_sync} replica(s) in sync"
+            )
             ctx.find_resume_point()
             path = paths.choose(ctx, built)
             outcome = path.fit(ctx, built)
             if outcome.cache is not None:
-                ctx.note(f"feature cache {outcome.cache.key}: {outcome.cache.computed} forward passes, "
-                         f"{outcome.cache.reused} reused")
+                ctx.note(
+                    f"feature cache {outcome.cache.key}: {outcome.cache.computed} forward passes, "
+                    f"{outcome.cache.reused} reused"
+                )
             ctx.note(f"training path: {path.name}")
             params, params_ft = parameter_counts(built.model), None
             cancelled = outcome.cancelled
@@ -70,26 +78,49 @@ def _train(ctx: TrainingContext) -> dict:
     artifacts = ctx.run.artifacts
     # a base that training left untouched runs on the feature cache's conversion, also when loaded later
     engine_key = outcome.cache.engine_key if outcome.cache is not None and cfg.fine_tune_depth is None else None
-    artifacts.save_model(built.model if cfg.head == "keras" else built.extractor, cfg.head, cfg.size, cfg.resize,
-                         ctx.class_names, sklearn_head=outcome.sklearn_head, engine_key=engine_key)
+    artifacts.save_model(
+        built.model if cfg.head == "keras" else built.extractor,
+        cfg.head,
+        cfg.size,
+        cfg.resize,
+        ctx.class_names,
+        sklearn_head=outcome.sklearn_head,
+        engine_key=engine_key,
+    )
     # heads on cached features already computed what the saved model gives; otherwise ask the saved model
     val_probs = outcome.val_probs if cfg.fine_tune_depth is None else None
-    loaded = LoadedModel(built.model if cfg.head == "keras" else built.extractor, ctx.class_names, cfg.size,
-                         cfg.resize, cfg.head, outcome.sklearn_head, engine_key)
+    loaded = LoadedModel(
+        built.model if cfg.head == "keras" else built.extractor,
+        ctx.class_names,
+        cfg.size,
+        cfg.resize,
+        cfg.head,
+        outcome.sklearn_head,
+        engine_key,
+    )
     if val_probs is None:
         val_probs = loaded.probabilities(ctx.pixels("validation"))
     engine_check = _engine_agreement(ctx, loaded, reference)
-    metrics = {**evaluate(artifacts, ctx.class_names, ctx.y_val, val_probs, [it["path"] for it in ctx.val_items]),
-               **calibrate(val_probs, ctx.y_val),
-               "duration_s": round(time.time() - started, 2), "training_path": path.name,
-               "params": params, "params_fine_tune": params_ft,
-               "first_trainable_layer": freeze.first_trainable_layer(built.base),
-               "frozen_layers": built.frozen_layers, "num_base_layers": num_layers,
-               "dataset": ctx.dataset.name, "dataset_version": ctx.dataset.version,
-               "dataset_fingerprint": ctx.dataset.fingerprint,
-               "device": ", ".join(device.gpu_names()) or "CPU", "precision": policy,
-               "replicas": strategy.num_replicas_in_sync, "notes": ctx.notes,
-               "model_bytes": artifacts.model_bytes(), "engine": engine_check}
+    metrics = {
+        **evaluate(artifacts, ctx.class_names, ctx.y_val, val_probs, [it["path"] for it in ctx.val_items]),
+        **calibrate(val_probs, ctx.y_val),
+        "duration_s": round(time.time() - started, 2),
+        "training_path": path.name,
+        "params": params,
+        "params_fine_tune": params_ft,
+        "first_trainable_layer": freeze.first_trainable_layer(built.base),
+        "frozen_layers": built.frozen_layers,
+        "num_base_layers": num_layers,
+        "dataset": ctx.dataset.name,
+        "dataset_version": ctx.dataset.version,
+        "dataset_fingerprint": ctx.dataset.fingerprint,
+        "device": ", ".join(device.gpu_names()) or "CPU",
+        "precision": policy,
+        "replicas": strategy.num_replicas_in_sync,
+        "notes": ctx.notes,
+        "model_bytes": artifacts.model_bytes(),
+        "engine": engine_check,
+    }
     artifacts.write_metrics(metrics)
     return metrics
 
@@ -102,15 +133,18 @@ def _engine_agreement(ctx: TrainingContext, loaded: LoadedModel, reference=None)
     (``reference``: TensorFlow's features of them, if already computed)."""
     check = loaded.agreement(ctx.first_pixels("validation", AGREEMENT_IMAGES), reference)
     check["used"] = ctx.engines_used
-    ctx.note(f"engine {check['engine']}: largest feature difference {check['max_rel_diff']:.1e} of TensorFlow's "
-             f"(relative), top-1 agreement {check['top1_agreement']:.0%} on {check['images']} validation images")
+    ctx.note(
+        f"engine {check['engine']}: largest feature difference {check['max_rel_diff']:.1e} of TensorFlow's "
+        f"(relative), top-1 agreement {check['top1_agreement']:.0%} on {check['images']} validation images"
+    )
     return check
 
 
 def execute(run: Run, progress: ProgressFn = None) -> dict:
     """Train a queued run in this process; its status ends finished, failed or cancelled."""
-    run.set_status("running", pid=os.getpid(), pid_start=device.process_start_time(os.getpid()),
-                   started=now(), message=None)
+    run.set_status(
+        "running", pid=os.getpid(), pid_start=device.process_start_time(os.getpid()), started=now_iso(), message=None
+    )
     run.log(f"started in process {os.getpid()}")
     try:
         metrics = _train(TrainingContext(run, progress))
@@ -139,6 +173,6 @@ def train(cfg: TrainConfig, run_dir: Optional[Path] = None, progress: ProgressFn
     """Create a run folder for ``cfg`` and train it here; returns the run and its metrics."""
     cfg = cfg.resolved()
     freeze.check_config(cfg)
-    cfg.data = datasets.resolve_dataset(cfg.data).ref   # a folder or zip is imported first
+    cfg.data = datasets.resolve_dataset(cfg.data).ref  # a folder or zip is imported first
     run = new_run(cfg, run_dir)
     return run, execute(run, progress)

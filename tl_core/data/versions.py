@@ -1,0 +1,99 @@
+"""Dataset versions: fixes to a dataset's labels (move an image to another class, exclude it) saved as a
+new version, with every earlier version kept readable.
+
+A dataset folder's ``dataset.json`` is its latest version; ``versions/vN.json`` holds each saved version's
+manifest. Image files are never moved or deleted by a fix (an excluded image just leaves the item list), so
+a run trained on an older version stays reproducible (``load_dataset("name@vN")``), and the feature cache,
+keyed by image content, serves the new version without recomputing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Optional
+
+from tl_core import audit
+from tl_core.clock import now_iso
+from tl_core.data.datasets import MANIFEST, VERSIONS, Dataset, check_splits, load_dataset, manifest_for
+from tl_core.errors import TLError
+from tl_core.workspace import read_json, write_json
+
+
+def list_versions(dataset: Dataset) -> list[dict]:
+    """Every version, oldest first: number, date, image count, what changed, who saved it."""
+    folder = dataset.root / VERSIONS
+    saved = {int(p.stem[1:]): p for p in folder.glob("v*.json") if p.stem[1:].isdigit()} if folder.is_dir() else {}
+    rows = []
+    for number in sorted(set(saved) | {dataset.version}):
+        manifest = dataset.manifest if number == dataset.version else read_json(saved[number], {})
+        rows.append(
+            {
+                "version": number,
+                "created": manifest.get("created"),
+                "images": manifest.get("num_images"),
+                "classes": len(manifest.get("classes", [])),
+                "note": manifest.get("note", "imported"),
+                "user": manifest.get("saved_by"),
+                "fingerprint": manifest.get("fingerprint", "")[:12],
+            }
+        )
+    return rows
+
+
+def save_version(
+    name: str, moves: Optional[Mapping[str, str]] = None, exclude=(), note: str = "", user: Optional[str] = None
+) -> Dataset:
+    """A new latest version of dataset ``name`` with images moved to other classes (``moves``: path -> class)
+    and images left out (``exclude``: paths). The current version stays readable as ``name@vN``."""
+    moves, exclude = dict(moves or {}), set(exclude)
+    if not moves and not exclude:
+        raise TLError("Nothing to save: move or exclude at least one image first.")
+    current = load_dataset(name)
+    known = {item["path"] for item in current.items}
+    unknown = sorted((set(moves) | exclude) - known)
+    if unknown:
+        raise TLError(
+            f"These files are not in dataset {name!r} (version {current.version}): {unknown[:5]}. "
+            "Reload the page: the dataset may have changed since."
+        )
+    bad = sorted({cls for cls in moves.values() if cls not in current.classes})
+    if bad:
+        raise TLError(f"Unknown class(es) {bad} for dataset {name!r}; move images to one of {current.classes}.")
+    items = [
+        {**item, "class": moves.get(item["path"], item["class"])}
+        for item in current.items
+        if item["path"] not in exclude
+    ]
+    classes = [cls for cls in current.classes if any(item["class"] == cls for item in items)]
+    if len(classes) < 2:
+        raise TLError(f"After these changes only {classes} would be left; a classifier needs two classes.")
+    check_splits(items, classes)
+    old = current.manifest
+    rule = old.get("split_rule") or {}
+    manifest = manifest_for(
+        name,
+        old.get("source"),
+        items,
+        classes,
+        old.get("skipped", []),
+        old.get("predefined_split"),
+        rule.get("val_fraction", 0.2),
+        rule.get("seed", 42),
+    )
+    number = current.version + 1
+    manifest.update(
+        version=number,
+        parent=current.version,
+        note=note or f"{len(moves)} moved, {len(exclude)} excluded",
+        saved_by=user,
+        changes={"moved": moves, "excluded": sorted(exclude)},
+        created=now_iso(),
+    )
+    folder = current.root / VERSIONS
+    folder.mkdir(exist_ok=True)
+    if not (folder / f"v{current.version}.json").exists():  # the imported version, kept before it is replaced
+        write_json(folder / f"v{current.version}.json", {**old, "version": current.version})
+    write_json(folder / f"v{number}.json", manifest)
+    write_json(current.root / MANIFEST, manifest)
+    audit.record("save dataset version", f"{name}@v{number}", user, moved=len(moves), excluded=len(exclude))
+    return Dataset(name, current.root, manifest)

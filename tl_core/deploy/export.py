@@ -1,0 +1,84 @@
+"""Export: a finished run's model in the formats teams deploy, each one raw RGB pixels in, probabilities out.
+
+Every format is written from one *inference model* built here from the loaded-model handle: a per-pixel
+affine layer that does the base's preprocessing (a plain ``Dense(3)``, so the file loads with stock Keras
+and converts to any runtime), the base, global pooling and a softmax ``Dense`` head. A logistic-regression
+head is baked into that dense layer (its scaler folded in); a kernel SVM cannot be a layer, so such a run
+exports in no format. Beside each model: ``labels.txt`` and the model card. ``parity.py`` then checks the
+export in its own runtime.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+from tl_core.deploy import model_card
+from tl_core.deploy.formats import get_format
+from tl_core.deploy.parity import check_export
+from tl_core.errors import TLError
+from tl_core.models.preprocessing import pixel_affine
+from tl_core.runs.artifacts import EXPORT_LABELS
+
+if TYPE_CHECKING:
+    import keras
+
+    from tl_core.runs.loaded_model import LoadedModel
+    from tl_core.runs.store import Run
+
+# ---------------------------------------------------------------- the inference model
+
+
+def inference_model(loaded: LoadedModel) -> keras.Model:
+    """Raw RGB pixels (float32, 0-255, size x size x 3) -> class probabilities, in built-in layers only."""
+    import keras
+
+    kernel, bias = loaded.linear_head()
+    size = loaded.input_size
+    inputs = keras.Input(shape=(size, size, 3), dtype="float32", name="pixels")
+    x = inputs
+    affine = pixel_affine(loaded.preprocess.mode)
+    if affine is not None:
+        layer = keras.layers.Dense(3, name="preprocess_pixels")
+        x = layer(x)
+        layer.set_weights([affine[0].astype(np.float32), affine[1].astype(np.float32)])
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(loaded.base(x, training=False))
+    head = keras.layers.Dense(len(loaded.class_names), activation="softmax", dtype="float32", name="predictions")
+    outputs = head(x)
+    head.set_weights([kernel, bias])
+    return keras.Model(inputs, outputs, name=f"{loaded.base.name}_export")
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def export_run(run: Run, fmt: str, out: Optional[Path] = None, check: bool = True) -> dict:
+    """Write ``fmt`` for a finished run into ``out`` (default: the run's ``export/<fmt>``), with labels and
+    model card; then, unless ``check`` is off, its parity. Returns what was written."""
+    spec = get_format(fmt)
+    if run.state != "finished" or not run.artifacts.has_model():
+        raise TLError(f"Run {run.id!r} is {run.state}; only a finished run can be exported.")
+    with run.artifacts.export_lock():
+        loaded = run.load_model()
+        model = inference_model(loaded)
+        folder = Path(out) if out else run.artifacts.export_dir(fmt)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / spec.filename
+        staging = folder / f".partial-{spec.filename}"  # keeps the extension Keras checks
+        _remove(staging)
+        try:
+            spec.write(model, staging, run)
+            _remove(target)
+            staging.rename(target)  # a failed conversion leaves the previous export in place
+        finally:
+            _remove(staging)
+        (folder / EXPORT_LABELS).write_text("\n".join(loaded.class_names) + "\n", encoding="utf-8")
+        result = {"run": run.id, "format": fmt, "path": str(target), "folder": str(folder)}
+        if check:
+            result["parity"] = check_export(run, spec, target, loaded)
+        model_card.write(run, folder, fmt, spec.description, loaded, result.get("parity"))
+    return result

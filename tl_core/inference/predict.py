@@ -1,0 +1,89 @@
+"""Prediction: load a finished run once, then classify files, bytes or PIL images in batches.
+
+Images are decoded exactly as in training (``images.py``); preprocessing is inside the saved model.
+One compiled forward function per loaded model is reused for every call, so a single image costs
+one graph execution, not a fresh ``model.predict`` set-up. A loaded predictor is shared by every
+user of the app, so it remembers the probabilities of the last images it saw (by content): a page
+rerun that shows the same uploads again, or adds one, computes only what is new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from tl_core.data.images import ImageRejected, ImageSource, load_array, load_batch
+from tl_core.runs.loaded_model import LoadedModel
+from tl_core.runs.store import Run, get_run
+from tl_core.training.calibration import apply_temperature
+
+
+class Predictor:
+    remembered = 4096  # images whose probabilities are kept (a few floats each)
+
+    def __init__(self, loaded: LoadedModel, temperature: float = 1.0):
+        self.loaded = loaded
+        self.temperature = temperature  # fitted on the validation split (calibration.py); 1.0: as trained
+        self.class_names = loaded.class_names
+        self.input_size = loaded.input_size
+        self.resize = loaded.resize
+        loaded.warm_up()
+        self._seen: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._seen_lock = threading.Lock()  # many Streamlit sessions share one predictor
+
+    @classmethod
+    def from_run(cls, run) -> Predictor:
+        run = run if isinstance(run, Run) else get_run(run)
+        return cls(run.load_model(), run.artifacts.metrics().get("temperature", 1.0))
+
+    def probabilities(self, pixels: np.ndarray, tta: str = "none") -> np.ndarray:
+        """(N, size, size, 3) raw pixels -> (N, classes) calibrated probabilities (averaged over test-time
+        augmentation views when ``tta`` asks)."""
+        from tl_core.inference import tta as test_time
+
+        probs = test_time.averaged(self.loaded.probabilities, pixels, tta)
+        return probs if self.temperature == 1.0 else apply_temperature(probs, self.temperature)
+
+    def _top(self, row: np.ndarray, top_k: int) -> list[dict]:
+        k = max(1, min(top_k, len(self.class_names)))
+        return [{"label": self.class_names[i], "probability": float(row[i])} for i in np.argsort(-row)[:k]]
+
+    def predict(self, sources: Sequence[ImageSource], top_k: int = 3, tta: str = "none") -> list[list[dict]]:
+        """Top-k labels with probabilities for each image (raises ImageRejected on a bad image)."""
+        probs = self.probabilities(load_batch(sources, self.input_size, resize=self.resize), tta=tta)
+        return [self._top(row, top_k) for row in probs]
+
+    def predict_each(self, sources: Sequence[ImageSource], top_k: int = 3, tta: str = "none") -> list[dict]:
+        """Like ``predict`` but one bad image does not sink the batch: each result has top_k or error."""
+        results: list[dict] = [{} for _ in sources]
+        keys = [
+            f"{tta}:{hashlib.sha256(s).hexdigest()}" if isinstance(s, (bytes, bytearray)) else None for s in sources
+        ]
+        with self._seen_lock:
+            known = {i: self._seen[k] for i, k in enumerate(keys) if k in self._seen}
+        pixels, new = [], []
+        for index, source in enumerate(sources):
+            if index in known:
+                continue
+            try:
+                pixels.append(load_array(source, self.input_size, self.resize))
+                new.append(index)
+            except ImageRejected as exc:
+                results[index] = {"error": str(exc)}
+        if new:
+            rows = self.probabilities(np.stack(pixels), tta=tta)
+            with self._seen_lock:
+                for index, row in zip(new, rows):
+                    known[index] = row
+                    if keys[index] is not None:
+                        self._seen[keys[index]] = row
+                        self._seen.move_to_end(keys[index])
+                while len(self._seen) > self.remembered:
+                    self._seen.popitem(last=False)
+        for index, row in known.items():
+            results[index] = {"top_k": self._top(row, top_k)}
+        return results

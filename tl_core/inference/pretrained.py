@@ -1,0 +1,133 @@
+"""Pretrained classifiers used as they are, with their own ImageNet labels: no training.
+
+Two kinds, one interface (``top_k(pixels_by_image)``): a ``keras.applications`` model with its top (weights
+from ``$KERAS_HOME/models`` or downloaded; label names from ``imagenet_class_index.json`` beside them), or
+a TFLite classifier with its labels file, run by LiteRT. A labels file one line longer than the model's
+outputs, or a 1001-line file whose line 0 is "background" for a 1001-output model, works as it comes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from tl_core.data.images import ImageSource, load_array
+from tl_core.device import cpu_cores
+from tl_core.errors import TLError
+from tl_core.models import architectures
+
+CLASS_INDEX = "imagenet_class_index.json"
+
+
+def _softmax_if_logits(scores: np.ndarray) -> np.ndarray:
+    """Probabilities as they come (renormalised: 8-bit outputs lose the mass of their smallest values), or
+    softmax of logits."""
+    sums = scores.sum(axis=1, keepdims=True)
+    if np.all(scores >= 0) and np.all(scores <= 1) and np.all((sums > 0.75) & (sums < 1.25)):
+        return scores / sums
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class PretrainedClassifier:
+    labels: list[str]
+    input_size: int
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def top_k(self, sources: Sequence[ImageSource], k: int = 3) -> list[list[dict]]:
+        """Top-k labels for each image (raises ImageRejected on a bad one)."""
+        probs = self.probabilities(np.stack([load_array(s, self.input_size, "crop") for s in sources]))
+        return [
+            [{"label": self.labels[i], "probability": float(row[i])} for i in np.argsort(-row)[:k]] for row in probs
+        ]
+
+
+class TFLiteClassifier(PretrainedClassifier):
+    def __init__(self, model: str | Path | bytes, labels: str | Path | bytes):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = (
+                Interpreter(model_content=model, num_threads=cpu_cores())
+                if isinstance(model, bytes)
+                else Interpreter(model_path=str(model), num_threads=cpu_cores())
+            )
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise TLError(f"Not a TFLite model LiteRT can load: {str(exc)[:200]}") from None
+        self.source, self.sink = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        shape = self.source["shape"]
+        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
+            raise TLError(
+                f"This TFLite model takes input of shape {list(shape)}; an image classifier taking "
+                "square RGB images (1 x size x size x 3) is needed."
+            )
+        self.input_size = int(shape[1])
+        text = labels.decode("utf-8", "replace") if isinstance(labels, bytes) else Path(labels).read_text("utf-8")
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+        outputs = int(self.sink["shape"][-1])
+        if len(names) == outputs + 1 and names[0].lower() == "background":
+            names = names[1:]  # a background line the model has no output for
+        if len(names) == outputs - 1:
+            names = ["background"] + names  # the model's output 0 is background, the file lists 1000 classes
+        if len(names) != outputs:
+            raise TLError(
+                f"The labels file has {len(names)} labels but the model has {outputs} outputs; use the "
+                "labels file that came with the model (one label per line)."
+            )
+        self.labels = names
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        rows = []
+        for image in pixels:
+            if self.source["dtype"] == np.float32:  # float MobileNet-style models take [-1, 1]
+                data = (image.astype(np.float32) / 127.5 - 1.0)[None]
+            else:  # quantized models take the pixels as they are; their own scale maps them
+                data = image.astype(self.source["dtype"])[None]
+            self.interpreter.set_tensor(self.source["index"], data)
+            self.interpreter.invoke()
+            out = self.interpreter.get_tensor(self.sink["index"]).astype(np.float64)
+            if self.sink["dtype"] != np.float32:
+                scale, zero = self.sink["quantization"]
+                out = (out - zero) * scale
+            rows.append(out[0])
+        return _softmax_if_logits(np.array(rows))
+
+
+class KerasApplicationClassifier(PretrainedClassifier):
+    def __init__(self, base: str, alpha: Optional[float] = None):
+        import keras
+
+        arch = architectures.get(base)
+        index_file = architectures.weights_dir() / CLASS_INDEX
+        if not index_file.is_file():
+            raise TLError(
+                f"ImageNet label names are not on disk: put {CLASS_INDEX!r} in "
+                f"{str(index_file.parent)!r} (beside the weights; set KERAS_HOME to use another folder)."
+            )
+        index = json.loads(index_file.read_text())
+        self.labels = [index[str(i)][1] for i in range(len(index))]
+        kwargs = dict(arch.constructor_kwargs(arch.check_alpha(alpha)), include_top=True, weights="imagenet")
+        try:  # Keras looks in $KERAS_HOME/models first and downloads only what is missing
+            self.model = getattr(keras.applications, arch.constructor)(**kwargs)
+        except Exception as exc:
+            raise TLError(
+                f"ImageNet weights with the classification top for {arch.name} are not on disk and could "
+                f"not be downloaded ({type(exc).__name__}: {str(exc)[:200]}). Put the file Keras names "
+                f"there in {str(architectures.weights_dir())!r}, or use a TFLite classifier."
+            ) from None
+        self.input_size = int(self.model.input_shape[1])
+        from tl_core.models.preprocessing import Preprocess
+
+        self.preprocess = Preprocess(arch.preprocessing)
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        return _softmax_if_logits(
+            np.asarray(self.model(self.preprocess(pixels.astype(np.float32)), training=False), dtype=np.float64)
+        )

@@ -1,0 +1,95 @@
+"""Learning-rate finder: fastai's range test, on the part of the model a run would train.
+
+The base is cut at the config's freeze depth; its frozen part runs once over a sample of training images,
+and the trainable rest is trained for a few dozen mini-batches while the learning rate grows exponentially.
+The loss (smoothed) against the learning rate gives the suggestion (fastai's 'valley' rule). It builds its own model and seeds its own generators, so nothing a run trains afterwards changes,
+and the same seed gives the same suggestion.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Optional
+
+import numpy as np
+
+from tl_core.errors import TLError
+from tl_core.models.config import TrainConfig
+
+
+def suggest(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """fastai's 'valley': the longest stretch over which the loss keeps falling, and a point two thirds of
+    the way down it (robust to the noisy start where the steepest-slope rule picks a tiny rate)."""
+    n = len(losses)
+    if n < 3:
+        return float(lrs[0]) if n else 1e-3
+    longest = [1] * n
+    start, end = 0, 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and longest[i] < longest[j] + 1:
+                longest[i] = longest[j] + 1
+        if longest[end] < longest[i]:
+            end, start = i, i - longest[i]
+    third = (end - start) / 3
+    return float(lrs[min(n - 1, start + int(third) + int(third / 2))])
+
+
+def lr_find(
+    cfg: TrainConfig,
+    start_lr: float = 1e-6,
+    end_lr: float = 1.0,
+    steps: int = 80,
+    max_images: int = 256,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> dict:
+    """{"suggested_lr", "lrs", "losses"} for ``cfg`` (its dataset, base, size, freeze depth and optimizer)."""
+    import keras
+
+    from tl_core.data.datasets import load_dataset
+    from tl_core.data.images import load_batch
+    from tl_core.models.modeling import build_classifier, make_optimizer, suffix_model
+
+    cfg = cfg.resolved()
+    if not 0 < start_lr < end_lr:
+        raise TLError(f"The range must grow: start {start_lr!r} < end {end_lr!r}.")
+    state = random.getstate(), np.random.get_state()
+    try:
+        dataset = load_dataset(cfg.data)
+        classes = dataset.classes
+        items = dataset.split_items("train")
+        rng = np.random.default_rng(cfg.seed)
+        sample = [items[i] for i in sorted(rng.choice(len(items), min(max_images, len(items)), replace=False))]
+        labels = np.array([classes.index(it["class"]) for it in sample])
+        built = build_classifier(cfg, len(classes), with_augmentation=False)
+        parts = suffix_model(built, built.frozen_layers)
+        pixels = load_batch([dataset.root / it["path"] for it in sample], cfg.size, resize=cfg.resize)
+        if parts is None:  # no clean cut: the whole model trains on pixels
+            inputs, trainable = pixels.astype(np.float32), built.model
+        else:
+            prefix, trainable = parts
+            inputs = prefix.predict(pixels.astype(np.float32), batch_size=32, verbose=0)
+        optimizer = make_optimizer(cfg.optimizer, start_lr)
+        trainable.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy())
+        batch = min(cfg.batch_size, len(labels))
+        factor = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
+        lrs, losses, average, best = [], [], 0.0, np.inf
+        for step in range(steps):
+            lr = start_lr * factor**step
+            optimizer.learning_rate.assign(lr)
+            chosen = rng.choice(len(labels), batch, replace=False)
+            loss = float(np.asarray(trainable.train_on_batch(inputs[chosen], labels[chosen])).ravel()[0])
+            average = 0.9 * average + 0.1 * loss
+            smoothed = average / (1 - 0.9 ** (step + 1))
+            if not np.isfinite(smoothed) or smoothed > 4 * best:
+                break  # diverged: the curve past here says nothing
+            best = min(best, smoothed)
+            lrs.append(lr)
+            losses.append(smoothed)
+            if progress:
+                progress(step + 1, steps)
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+    return {"suggested_lr": suggest(np.array(lrs), np.array(losses)), "lrs": lrs, "losses": losses}
