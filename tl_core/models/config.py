@@ -10,9 +10,10 @@ from typing import Optional, Union
 
 from tl_core.errors import TLError
 from tl_core.models import architectures
+from tl_core.models.heads import HEAD_KINDS, head_kind
 
 # The head kinds and optimizers a run can use, with the words pages and the CLI show for them.
-HEADS = {"keras": "Keras head (dense)", "logreg": "Logistic regression on embeddings", "svm": "SVM on embeddings"}
+HEADS = {name: kind.label for name, kind in HEAD_KINDS.items()}  # the words pages and the CLI show
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 CLASS_WEIGHTS = ("auto", "on", "off")
 Depth = Union[int, float, str]  # freeze depth: base layers from the input, 'all', 'none' or a fraction
@@ -71,8 +72,7 @@ class TrainConfig:
             raise TLError(f"Cached augmented views must be between 0 and 16 (or automatic); got {cfg.aug_views!r}.")
         if cfg.class_weights not in CLASS_WEIGHTS:
             raise TLError(f"Class weights must be one of {CLASS_WEIGHTS}; got {cfg.class_weights!r}.")
-        if cfg.head not in HEADS:
-            raise TLError(f"Unknown head {cfg.head!r}; choose one of {tuple(HEADS)}.")
+        head = head_kind(cfg.head)
         if cfg.optimizer.lower() not in OPTIMIZERS:
             raise TLError(f"Unknown optimizer {cfg.optimizer!r}; choose one of {OPTIMIZERS}.")
         cfg.optimizer = cfg.optimizer.lower()
@@ -92,7 +92,7 @@ class TrainConfig:
             raise TLError("A fine-tune phase needs --fine-tune-depth (how many base layers stay frozen in it).")
         if cfg.fine_tune_depth is not None and cfg.fine_tune_epochs < 1:
             raise TLError("A fine-tune depth needs --fine-tune-epochs of at least 1.")
-        if cfg.fine_tune_depth is not None and cfg.head != "keras":
+        if cfg.fine_tune_depth is not None and not head.fine_tunes:
             raise TLError(f"Fine-tuning needs the Keras head; the {cfg.head!r} head uses frozen features only.")
         if cfg.fine_tune_lr is None and cfg.fine_tune_depth is not None:
             cfg.fine_tune_lr = cfg.learning_rate / 10
