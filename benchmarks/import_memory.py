@@ -50,7 +50,7 @@ def build_zip(path: Path, gigabytes: float) -> int:
 
 IMPORT = """
 import json, sys, time
-from tl_core import datasets
+from tl_core.data import datasets
 
 
 def peak_rss_mb():   # VmHWM: this program's own peak (ru_maxrss would include the parent's, through fork)

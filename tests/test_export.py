@@ -144,6 +144,7 @@ def test_logistic_regression_head_bakes_into_a_softmax_layer(classes, fitted_on)
 
     from tl_core.models.head_fit import dense_softmax
     from tl_core.models.modeling import probabilities_by_class
+    from tl_core.runs.loaded_model import LoadedModel
 
     features, labels = _features_and_labels(classes)
     if fitted_on:
@@ -152,7 +153,7 @@ def test_logistic_regression_head_bakes_into_a_softmax_layer(classes, fitted_on)
     head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(features, labels)
     loaded = SimpleNamespace(sklearn_head=head, class_names=[f"c{i}" for i in range(classes)])
     expected = probabilities_by_class(head, features, classes)
-    np.testing.assert_allclose(dense_softmax(features, *loaded.linear_head()), expected, atol=1e-5)
+    np.testing.assert_allclose(dense_softmax(features, *LoadedModel.linear_head(loaded)), expected, atol=1e-5)
 
 
 def test_an_svm_head_names_the_formats_that_cannot_hold_it():

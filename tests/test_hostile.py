@@ -394,7 +394,7 @@ def test_an_oversized_entry_is_skipped_unread_and_memory_stays_bounded(tmp_path)
     assert 100 < info.file_size / info.compress_size < 200, "under the ratio guard, like the reported bomb"
     code = PEAK_RSS_MB + textwrap.dedent(f"""
         import json
-        from tl_core import datasets
+        from tl_core.data import datasets
         before = peak_rss_mb()
         ds = datasets.add_zip({str(archive)!r}, "inflating")
         print(json.dumps({{"growth_mb": peak_rss_mb() - before, "images": ds.manifest["num_images"],
