@@ -21,8 +21,8 @@ def _load_predictor(run_path: str, model_mtime: float):
     keep_tensorflow_warm_between_reruns()
     predictor = Predictor.from_run(Run(Path(run_path)))
     # A full collection (Python's own, or Streamlit's after every script run where runner.postScriptGC is
-    # on) walks every live object: with TensorFlow loaded ~0.3 s of CPU each. TensorFlow and the models
-    # live long, so move them out of the collector's sight (measured: 0.27 s -> 4 us per collection).
+    # on) walks every live object, costly with TensorFlow loaded. TensorFlow and the models live long, so
+    # move them out of the collector's sight (the saving is in docs/performance.md).
     # Frozen objects are never collected, though: first unfreeze and collect, so models evicted from this
     # cache and sessions that ended since the last load are freed (one full collection per model load, not
     # per rerun).

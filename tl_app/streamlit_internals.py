@@ -24,8 +24,8 @@ def keep_tensorflow_warm_between_reruns() -> None:
 
     Streamlit does that (script_runner._clean_problem_modules) for apps that build Keras models in the
     page. Ours only load them, and clearing drops TensorFlow's kernel cache: the next prediction then
-    costs ~280 ms instead of ~10 ms, for every user after every rerun (sidebar refreshes included).
-    Measured with the load test (benchmarks/load_predict.py). Pyplot figures are still closed.
+    costs many times more, for every user after every rerun (sidebar refreshes included; the figures from
+    benchmarks/load_predict.py are in docs/performance.md). Pyplot figures are still closed.
     """
     from streamlit.runtime.scriptrunner import script_runner
 

@@ -23,8 +23,8 @@ IDLE_POLL_S = 60
 
 def sidebar_status() -> None:
     """Backend, device, workspace and jobs; refreshed every 3 s while a job is queued or running, else every
-    IDLE_POLL_S (every open tab reruns this, ~10 ms of server CPU each time: with 20 users idle at 15 s it was a
-    fifth of the server's work under the Predict load test; any click on the page refreshes it anyway)."""
+    IDLE_POLL_S (every open tab reruns this, each time costing server CPU: docs/performance.md; any click on
+    the page refreshes it anyway)."""
     busy = any(run.listed_state in ACTIVE for run in backend().refresh())
     st.fragment(_sidebar_status_body, run_every=3 if busy else IDLE_POLL_S)()
 

@@ -62,7 +62,8 @@ def safe_name(raw: str, what: str = "name") -> str:
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     """Write to a temporary name, then rename. ``durable=False`` skips fsync: for cache entries, where a
-    torn file after a power cut is detected on read and recomputed (fsync per entry cost ~1 s/400 images)."""
+    torn file after a power cut is detected on read and recomputed (an fsync per entry slowed the feature
+    cache down too much: docs/performance.md)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -34,7 +34,7 @@ class ImageRejected(ValueError):
 
 def _open(data: bytes, draft_size: int | None = None) -> Image.Image:
     """Decode fully; a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale still at least
-    ``draft_size`` on both sides (a 5-megapixel photo decodes about 8x faster for a 224 px input)."""
+    ``draft_size`` on both sides, so a large photo decodes far fewer pixels."""
     if not data:
         raise ImageRejected("empty file (0 bytes)")
     with warnings.catch_warnings():
@@ -138,8 +138,8 @@ def _thumbnail_side(data: bytes, box: tuple[int, int]) -> int:
 RESIZE_MODES = ("crop", "squash")
 # How model inputs are decoded (part of the feature cache's key): a JPEG at least DRAFT_FACTOR times the
 # input on both sides decodes at a reduced DCT scale (1/2..1/8) still that large, so the final resize
-# always shrinks it at least 2x. Drafting right down to the input size cost accuracy on hymenoptera
-# (0.893 vs 0.900, mean of 3 seeds); at 2x it changes nothing measurable (README, "Decoding").
+# always shrinks it at least 2x. Drafting right down to the input size cost accuracy; at 2x it changes
+# nothing measurable (docs/performance.md).
 DRAFT_FACTOR = 2
 DECODING = f"draft-{DRAFT_FACTOR}x-v1"
 
@@ -147,8 +147,8 @@ DECODING = f"draft-{DRAFT_FACTOR}x-v1"
 def to_array(image: Image.Image, size: int, resize: str = "crop") -> np.ndarray:
     """A (size, size, 3) uint8 array: the model's raw-pixel input.
 
-    'crop' scales the short side to ``size`` and keeps the centre square (aspect ratio kept; measured
-    +0.01-0.02 validation accuracy on hymenoptera over 'squash', which stretches the whole image).
+    'crop' scales the short side to ``size`` and keeps the centre square (aspect ratio kept; more accurate
+    than 'squash', which stretches the whole image: docs/performance.md).
     """
     if image.size != (size, size):
         if resize == "crop":
@@ -167,8 +167,8 @@ def load_array(source: ImageSource, size: int, resize: str = "crop") -> np.ndarr
 
 def decode_threads() -> int:
     """Threads that decode beside a batched engine: one per core (Pillow releases the GIL while it decodes
-    and resizes, so they run in parallel), at least 4. At ~3 ms per photo, a fixed 4 would hold a GPU to
-    about 1,300 images/s."""
+    and resizes, so they run in parallel), at least 4: a fixed 4 would hold a fast GPU to what 4 cores
+    decode."""
     return max(4, cpu_cores())
 
 

@@ -51,7 +51,7 @@ def build_base(name: str, alpha: Optional[float], size: int, weights: Optional[s
 
 def _with_local_weights(constructor, kwargs: dict, local: Path):
     """The base with a weights file's values, set from a NumPy copy of them cached per file, base and Keras
-    version (0.07 s for MobileNetV2 0.35; Keras' h5 loader took 0.3-0.4 s), made on first use."""
+    version (faster than Keras' h5 loader), made on first use."""
     key = hashlib.sha256(
         json.dumps([_file_hash(local), constructor.__name__, repr(sorted(kwargs.items())), keras.__version__]).encode()
     ).hexdigest()[:20]

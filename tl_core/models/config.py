@@ -21,7 +21,7 @@ Depth = Union[int, float, str]  # freeze depth: base layers from the input, 'all
 
 @dataclass
 class TrainConfig:
-    """Defaults are the ones the README's accuracy figures were measured with."""
+    """Defaults are the ones docs/performance.md's accuracy figures were measured with."""
 
     data: str = ""
     base: str = "MobileNetV2"

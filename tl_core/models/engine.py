@@ -42,7 +42,7 @@ def setting() -> str:
 
 
 def wanted() -> str:
-    """The engine this host should use: LiteRT on CPU hosts (about 5-10x TensorFlow there), TensorFlow on GPUs."""
+    """The engine this host should use: LiteRT on CPU hosts (much faster than TensorFlow there), TensorFlow on GPUs."""
     choice = setting()
     if choice == "auto":
         return "tensorflow" if device.gpu_names() else "litert"
@@ -95,9 +95,9 @@ class LiteRTEngine:
     """A single image runs on one interpreter using every core (lowest latency: Predict, the REST server).
     Batches run on *lanes*, one single-threaded interpreter per core, each taking its own images: XNNPACK's
     thread pool splits every layer between the cores and waits for both at each one, so a decoding thread
-    on either core stalls every layer; beside decoding (the feature pass) the lanes ran 15-30% faster, alone
-    the same. Many app sessions share a loaded model: the interpreter is locked and a lane serves one
-    caller at a time."""
+    on either core stalls every layer; beside decoding (the feature pass) the lanes are faster, alone the
+    same (docs/performance.md). Many app sessions share a loaded model: the interpreter is locked and a lane
+    serves one caller at a time."""
 
     name = "litert-xnnpack"
 
@@ -155,7 +155,7 @@ def digest(model) -> str:
 
 def convert(model) -> bytes:
     """A LiteRT flatbuffer of ``model`` (raw float pixels of any batch size in). Variables are frozen to
-    constants first: converting the traced function directly took 15 s, this 3 s."""
+    constants first: converting the traced function directly was several times slower and lost the weights."""
     import tensorflow as tf
 
     # TensorFlow's private module, used here only; test_engine fails (LiteRT expected) if an upgrade moves it

@@ -1,9 +1,8 @@
 """The softmax head in NumPy: what it computes (``dense_softmax``), and training it on cached feature
 vectors with Keras' own rules. Imports neither Keras nor TensorFlow.
 
-The head on cached features is one dense softmax layer with dropout on its inputs. Its training takes
-tens of milliseconds; Keras' ``fit`` first traced its train step, about 1.3 s of a 6 s run on 2 cores.
-So it trains here: the update rules are Keras' optimizers' (Adam, AdamW, SGD with momentum 0.9 and
+The head on cached features is one dense softmax layer with dropout on its inputs. Its training is a small
+fraction of what Keras' ``fit`` spends first tracing its train step (docs/performance.md). So it trains here: the update rules are Keras' optimizers' (Adam, AdamW, SGD with momentum 0.9 and
 RMSprop, at their Keras defaults), the loss is Keras' crossentropy on probabilities with class weights
 (``sum_over_batch_size``) and label smoothing, metrics are tracked as ``fit`` tracks them, and early
 stopping on ``val_loss`` restores the best epoch's weights as ``keras.callbacks.EarlyStopping`` does.

@@ -83,7 +83,7 @@ class LoadedModel:
         features = np.asarray(features, dtype=np.float32)
         if self.sklearn_head is not None:
             return modeling.probabilities_by_class(self.sklearn_head, features, len(self.class_names))
-        if self._dense is None:  # read once: each read copies the variables out of TensorFlow (~1 ms)
+        if self._dense is None:  # read once: each read copies the variables out of TensorFlow
             self._dense = self.model.get_layer("predictions").get_weights()
         return dense_softmax(features, *self._dense)
 

@@ -95,8 +95,8 @@ class TrainingContext:
 
     def _augmentation_views(self) -> int:
         """Cached augmented views per training image: as configured, or chosen from the data. Upscaled
-        images (smaller than the input) and small classes gain from augmentation (measured: 128 px flowers
-        +0.02 with 2 views); large photos at plenty per class gain ~0.007 for 1.5x the time, so they get none."""
+        images (smaller than the input) and small classes gain from augmentation; large photos at plenty per
+        class gain too little for the extra forward passes, so they get none (docs/performance.md)."""
         cfg = self.cfg
         if cfg.aug_views is not None or not cfg.augment:
             return cfg.aug_views or 0
@@ -180,8 +180,8 @@ class TrainingContext:
     def start_feature_prefetch(self) -> bool:
         """Start the feature pass in a thread, before the Keras model is built, when the run certainly trains
         on cached features of the untouched base and the base's conversion is cached (the pass then needs no
-        Keras model). Building the model is ~1-2 s of Python that the pass's decode and LiteRT threads run
-        beside. True if started."""
+        Keras model). Building the model is mostly single-threaded Python that the pass's decode and LiteRT
+        threads run beside. True if started."""
         cfg = self.cfg
         on_features = cfg.head != "keras" or (cfg.use_feature_cache and str(cfg.freeze_depth) == "all")
         if not on_features or self.run.status().get("resume"):

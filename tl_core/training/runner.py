@@ -161,7 +161,7 @@ def execute(run: Run, progress: ProgressFn = None) -> dict:
         run.log("failed:\n" + traceback.format_exc())
         raise
     finally:
-        # Keras' global state goes; its full gc.collect() (~0.3 s with TensorFlow loaded) is left to
+        # Keras' global state goes; its full gc.collect() (costly with TensorFlow loaded) is left to
         # Python's own collector: the worker runs every job in a fresh process anyway
         keras.backend.clear_session(free_memory=False)
     run.set_status("finished", message=None, val_accuracy=metrics["val_accuracy"])
