@@ -26,7 +26,6 @@ from tl_core.models.heads import HEAD_KINDS, head_kind
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 CLASS_WEIGHTS = ("auto", "on", "off")
 Depth = Union[int, float, str]  # freeze depth: base layers from the input, 'all', 'none' or a fraction
-LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # the Train page's learning-rate choices
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,9 @@ _KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number", 
 
 
 def _number(value: Optional[float]) -> str:
-    return str(int(value)) if value is not None and float(value).is_integer() else f"{value:g}"
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _is_depth(value: Any) -> bool:
@@ -188,7 +189,7 @@ class TrainConfig:
         low_open=True,
         high_open=True,
         flags=("--lr", "--learning-rate"),
-        widget={"options": LEARNING_RATES},
+        widget={"options": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)},
     )
     optimizer: str = setting("adam", "Optimizer", "optimizer", choices=OPTIMIZERS, lower=True)
     epochs: int = setting(20, "Epochs", "training epochs of the head", low=1, widget={"max_value": 500})
