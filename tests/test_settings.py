@@ -177,3 +177,15 @@ def test_the_train_page_widgets_show_the_schemas_defaults(tmp_path, monkeypatch)
     assert head.options == ["Keras head (dense)", "Logistic regression on embeddings", "SVM on embeddings"]
     head.set_value("svm").run()
     assert at.toggle(key="train_ft").disabled, "an SVM head cannot fine-tune (its registry entry says so)"
+
+
+def test_the_form_values_become_a_config_with_fine_tuning_only_where_the_head_allows_it():
+    form = {"data": "colors", "size": 96.0, "epochs": 3.0, "aug_views": "auto", "fine_tune_depth": 100}
+    form |= {"fine_tune_epochs": 5, "fine_tune_lr": 1e-4}
+    keras = TrainConfig.from_form(form | {"head": "keras"}, fine_tune=True)
+    assert (keras.size, keras.epochs, keras.aug_views) == (96, 3, None)
+    assert (keras.fine_tune_depth, keras.fine_tune_epochs, keras.fine_tune_lr) == (100, 5, 1e-4)
+    for head, fine_tune in (("svm", True), ("keras", False)):
+        cfg = TrainConfig.from_form(form | {"head": head}, fine_tune=fine_tune)
+        assert (cfg.fine_tune_depth, cfg.fine_tune_epochs, cfg.fine_tune_lr) == (None, 0, None)
+        cfg.resolved()

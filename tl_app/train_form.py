@@ -36,15 +36,15 @@ def _bounds(name: str, **given) -> dict:
     return {k: _kind(name, v) if k in ("min_value", "max_value", "value") else v for k, v in hints.items()}
 
 
-def number_input(place, name: str, key: str, **given):
+def _number_input(place, name: str, key: str, **given):
     return place.number_input(_label(name), key=key, help=SETTINGS[name].help, **_bounds(name, **given))
 
 
-def slider(place, name: str, key: str, **given):
+def _slider(place, name: str, key: str, **given):
     return place.slider(_label(name), key=key, help=SETTINGS[name].help, **_bounds(name, **given))
 
 
-def select_slider(place, name: str, key: str, **given):
+def _select_slider(place, name: str, key: str, **given):
     spec = SETTINGS[name]
     value = given.pop("value", spec.widget.get("value", spec.default))
     options = given.pop("options", spec.widget.get("options"))
@@ -53,14 +53,14 @@ def select_slider(place, name: str, key: str, **given):
     )
 
 
-def selectbox(place, name: str, key: str, **given):
+def _selectbox(place, name: str, key: str, **given):
     spec = SETTINGS[name]
     options = list(spec.widget.get("options") or spec.choice_words())
     default = spec.none_word if spec.default is None else spec.default
     return place.selectbox(_label(name), options, index=options.index(default), key=key, help=spec.help, **given)
 
 
-def toggle(place, name: str, key: str, **given):
+def _toggle(place, name: str, key: str, **given):
     return place.toggle(_label(name), value=SETTINGS[name].default, key=key, help=SETTINGS[name].help, **given)
 
 
@@ -91,7 +91,7 @@ def base_choice(models: dict[str, dict]) -> dict:
     alpha = None
     if arch.alphas:
         offline = models[base]["offline_alphas"]
-        alpha = select_slider(
+        alpha = _select_slider(
             st,
             "alpha",
             f"train_alpha_{base}",
@@ -99,7 +99,7 @@ def base_choice(models: dict[str, dict]) -> dict:
             value=offline[0] if offline else arch.default_alpha,
             help="Weights on disk for: " + (", ".join(map(str, offline)) or "none"),
         )
-    size = number_input(st, "size", f"train_size_{base}", min_value=arch.min_size, value=arch.default_size)
+    size = _number_input(st, "size", f"train_size_{base}", min_value=arch.min_size, value=arch.default_size)
     return {"base": base, "alpha": alpha, "size": int(size)}
 
 
@@ -119,7 +119,7 @@ def freeze_choice(base: str, alpha, size: int, head: str) -> tuple[dict, int]:
     with st.spinner("Reading the base's layers…"):
         description = freeze.describe(base, alpha, size)
     n_layers = description["num_layers"]
-    depth = slider(
+    depth = _slider(
         st,
         "freeze_depth",
         f"train_depth_{base}",
@@ -140,28 +140,28 @@ def freeze_choice(base: str, alpha, size: int, head: str) -> tuple[dict, int]:
 def optimisation_settings() -> dict:
     cols = st.columns(4)
     values = {
-        "learning_rate": select_slider(cols[0], "learning_rate", "train_lr"),
-        "optimizer": selectbox(cols[1], "optimizer", "train_optimizer"),
-        "epochs": number_input(cols[2], "epochs", "train_epochs"),
-        "batch_size": select_slider(cols[3], "batch_size", "train_batch"),
+        "learning_rate": _select_slider(cols[0], "learning_rate", "train_lr"),
+        "optimizer": _selectbox(cols[1], "optimizer", "train_optimizer"),
+        "epochs": _number_input(cols[2], "epochs", "train_epochs"),
+        "batch_size": _select_slider(cols[3], "batch_size", "train_batch"),
     }
     cols = st.columns(4)
-    values["early_stopping"] = toggle(cols[0], "early_stopping", "train_early")
-    values["patience"] = number_input(cols[1], "patience", "train_patience", disabled=not values["early_stopping"])
-    values["dropout"] = slider(cols[2], "dropout", "train_dropout")
-    values["class_weights"] = selectbox(cols[3], "class_weights", "train_class_weights")
+    values["early_stopping"] = _toggle(cols[0], "early_stopping", "train_early")
+    values["patience"] = _number_input(cols[1], "patience", "train_patience", disabled=not values["early_stopping"])
+    values["dropout"] = _slider(cols[2], "dropout", "train_dropout")
+    values["class_weights"] = _selectbox(cols[3], "class_weights", "train_class_weights")
     return values
 
 
 def augmentation_settings() -> dict:
     cols = st.columns(5)
-    augment = toggle(cols[0], "augment", "train_augment")
+    augment = _toggle(cols[0], "augment", "train_augment")
     return {
         "augment": augment,
-        "flip": toggle(cols[1], "flip", "train_flip", disabled=not augment),
-        "rotation": slider(cols[2], "rotation", "train_rotation", disabled=not augment),
-        "zoom": slider(cols[3], "zoom", "train_zoom", disabled=not augment),
-        "aug_views": selectbox(cols[4], "aug_views", "train_views", disabled=not augment),
+        "flip": _toggle(cols[1], "flip", "train_flip", disabled=not augment),
+        "rotation": _slider(cols[2], "rotation", "train_rotation", disabled=not augment),
+        "zoom": _slider(cols[3], "zoom", "train_zoom", disabled=not augment),
+        "aug_views": _selectbox(cols[4], "aug_views", "train_views", disabled=not augment),
     }
 
 
@@ -174,7 +174,7 @@ def fine_tune_settings(description: dict, base: str, head: str) -> tuple[bool, d
         disabled=not head_kind(head).fine_tunes,
     )
     n_layers = description["num_layers"]
-    depth = slider(
+    depth = _slider(
         st,
         "fine_tune_depth",
         f"train_ft_depth_{base}",
@@ -198,8 +198,8 @@ def fine_tune_settings(description: dict, base: str, head: str) -> tuple[bool, d
     cols = st.columns(2)
     values = {
         "fine_tune_depth": depth,
-        "fine_tune_lr": select_slider(cols[0], "fine_tune_lr", "train_ft_lr", disabled=not on),
-        "fine_tune_epochs": number_input(cols[1], "fine_tune_epochs", "train_ft_epochs", disabled=not on),
+        "fine_tune_lr": _select_slider(cols[0], "fine_tune_lr", "train_ft_lr", disabled=not on),
+        "fine_tune_epochs": _number_input(cols[1], "fine_tune_epochs", "train_ft_epochs", disabled=not on),
     }
     return on, values
 
