@@ -106,6 +106,17 @@ def test_train_then_predict_from_the_command_line(tmp_path):
     assert line["image"] == str(image) and [p["label"] for p in line["top_k"]] and len(line["top_k"]) == 2
     bad = cli("train", "--data", src, "--base", "AlexNet", "--run-dir", tmp_path / "bad")
     assert bad.returncode == 2 and "Unknown base model 'AlexNet'" in bad.stderr
+    # the same settings again from the run's config.json, with flags on top (new fields included)
+    again = cli(
+        "train", "--config", run_dir / "config.json", "--epochs", "1", "--no-flip", "--run-dir", tmp_path / "again"
+    )
+    assert again.returncode == 0, again.stderr
+    first = json.loads((run_dir / "config.json").read_text())
+    second = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert second == {**first, "epochs": 1, "flip": False}
+    assert json.loads(again.stdout)["run_dir"] == str(tmp_path / "again")
+    missing = cli("train", "--epochs", "1")
+    assert missing.returncode == 2 and "the following arguments are required: --data" in missing.stderr
 
 
 @pytest.mark.parametrize("dataset, target", [(HYMENOPTERA, 0.90), (OXFORD, 0.95)])

@@ -9,9 +9,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tl_core.errors import TLError
-from tl_core.models.config import TrainConfig
+from tl_core.models.config import SETTINGS, TrainConfig
 
-LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]  # the page's learning-rate choices
+LEARNING_RATES = SETTINGS["learning_rate"].widget["options"]  # the Train page's learning-rate choices
 
 
 def nearest_choice(lr: float) -> float:

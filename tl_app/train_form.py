@@ -1,0 +1,240 @@
+"""The Train page's sections. Each widget takes its label, default, range, choices and help from the settings'
+schema (``tl_core.models.config.SETTINGS``); each section returns the values it sets, keyed by ``TrainConfig``
+field, for ``TrainConfig.from_form``. Widget keys are ``train_*`` (tests and the browser checks use them)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from tl_core.data import datasets
+from tl_core.errors import TLError
+from tl_core.models import architectures, freeze
+from tl_core.models.config import SETTINGS, TrainConfig
+from tl_core.models.heads import HEAD_KINDS, head_kind
+from tl_core.runs.store import run_by_id
+
+from . import widgets
+from .auth import current_user
+
+
+def _kind(name: str, value):
+    """``value`` as the field's number type: Streamlit refuses mixed int and float bounds."""
+    kind = SETTINGS[name].kind
+    return kind(value) if value is not None and kind in (int, float) else value
+
+
+def _label(name: str) -> str:
+    return SETTINGS[name].widget.get("label", SETTINGS[name].label)
+
+
+def _bounds(name: str, **given) -> dict:
+    """Range and default: the field's, narrowed by its widget hints, then by ``given``."""
+    spec = SETTINGS[name]
+    hints = {"min_value": spec.low, "max_value": spec.high, "value": spec.default, **spec.widget, **given}
+    for other in ("options", "fraction", "label"):
+        hints.pop(other, None)
+    return {k: _kind(name, v) if k in ("min_value", "max_value", "value") else v for k, v in hints.items()}
+
+
+def _number_input(place, name: str, key: str, **given):
+    return place.number_input(_label(name), key=key, help=SETTINGS[name].help, **_bounds(name, **given))
+
+
+def _slider(place, name: str, key: str, **given):
+    return place.slider(_label(name), key=key, help=SETTINGS[name].help, **_bounds(name, **given))
+
+
+def _select_slider(place, name: str, key: str, **given):
+    spec = SETTINGS[name]
+    value = given.pop("value", spec.widget.get("value", spec.default))
+    options = given.pop("options", spec.widget.get("options"))
+    return place.select_slider(
+        _label(name), options, value=value, key=key, help=given.pop("help", spec.help), format_func=_short, **given
+    )
+
+
+def _selectbox(place, name: str, key: str, **given):
+    spec = SETTINGS[name]
+    options = list(spec.widget.get("options") or spec.choice_words())
+    default = spec.none_word if spec.default is None else spec.default
+    return place.selectbox(_label(name), options, index=options.index(default), key=key, help=spec.help, **given)
+
+
+def _toggle(place, name: str, key: str, **given):
+    return place.toggle(_label(name), value=SETTINGS[name].default, key=key, help=SETTINGS[name].help, **given)
+
+
+def _short(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def dataset_choice(names: list[str]) -> str:
+    """The dataset, with its class-imbalance warning."""
+    data = st.selectbox(_label("data"), names, key="train_data")
+    imbalance = datasets.imbalance_warning(datasets.load_dataset(data))
+    if imbalance:
+        st.warning(imbalance)
+    return data
+
+
+def base_choice(models: dict[str, dict]) -> dict:
+    """Base model (those with weights on disk first), its width multiplier and input size."""
+
+    def label(name: str) -> str:
+        row = models[name]
+        weights = "weights offline ✓" if row["weights_offline"] else "weights download on first use"
+        return f"{name} — {row['params'] / 1e6:.1f}M params, {row['default_size']} px, {weights}"
+
+    offline_first = sorted(models, key=lambda n: (not models[n]["weights_offline"], list(models).index(n)))
+    base = st.selectbox(_label("base"), offline_first, format_func=label, key="train_base")
+    arch = architectures.get(base)
+    alpha = None
+    if arch.alphas:
+        offline = models[base]["offline_alphas"]
+        alpha = _select_slider(
+            st,
+            "alpha",
+            f"train_alpha_{base}",
+            options=list(arch.alphas),
+            value=offline[0] if offline else arch.default_alpha,
+            help="Weights on disk for: " + (", ".join(map(str, offline)) or "none"),
+        )
+    size = _number_input(st, "size", f"train_size_{base}", min_value=arch.min_size, value=arch.default_size)
+    return {"base": base, "alpha": alpha, "size": int(size)}
+
+
+def head_choice() -> str:
+    return st.radio(
+        _label("head"),
+        list(HEAD_KINDS),
+        horizontal=True,
+        key="train_head",
+        format_func=lambda name: head_kind(name).label,
+        help=SETTINGS["head"].help,
+    )
+
+
+def freeze_choice(base: str, alpha, size: int, head: str) -> tuple[dict, int]:
+    """The freeze depth slider and where it cuts the base; returns the base's layer description and the depth."""
+    with st.spinner("Reading the base's layers…"):
+        description = freeze.describe(base, alpha, size)
+    n_layers = description["num_layers"]
+    depth = _slider(
+        st,
+        "freeze_depth",
+        f"train_depth_{base}",
+        min_value=0,
+        max_value=n_layers,
+        value=freeze.parse_depth(SETTINGS["freeze_depth"].default, n_layers),
+        disabled=not head_kind(head).fine_tunes,
+    )
+    summary = freeze.preview(description, depth)
+    st.caption(
+        f"Cut: first trainable layer **{summary['first_trainable_layer'] or '— (whole base frozen)'}**. "
+        f"Base parameters trainable **{summary['base_trainable_params']:,}**, frozen "
+        f"**{summary['base_frozen_params']:,}**. BatchNorm layers always stay frozen."
+    )
+    return description, depth
+
+
+def optimisation_settings() -> dict:
+    cols = st.columns(4)
+    values = {
+        "learning_rate": _select_slider(cols[0], "learning_rate", "train_lr"),
+        "optimizer": _selectbox(cols[1], "optimizer", "train_optimizer"),
+        "epochs": _number_input(cols[2], "epochs", "train_epochs"),
+        "batch_size": _select_slider(cols[3], "batch_size", "train_batch"),
+    }
+    cols = st.columns(4)
+    values["early_stopping"] = _toggle(cols[0], "early_stopping", "train_early")
+    values["patience"] = _number_input(cols[1], "patience", "train_patience", disabled=not values["early_stopping"])
+    values["dropout"] = _slider(cols[2], "dropout", "train_dropout")
+    values["class_weights"] = _selectbox(cols[3], "class_weights", "train_class_weights")
+    return values
+
+
+def augmentation_settings() -> dict:
+    cols = st.columns(5)
+    augment = _toggle(cols[0], "augment", "train_augment")
+    return {
+        "augment": augment,
+        "flip": _toggle(cols[1], "flip", "train_flip", disabled=not augment),
+        "rotation": _slider(cols[2], "rotation", "train_rotation", disabled=not augment),
+        "zoom": _slider(cols[3], "zoom", "train_zoom", disabled=not augment),
+        "aug_views": _selectbox(cols[4], "aug_views", "train_views", disabled=not augment),
+    }
+
+
+def fine_tune_settings(description: dict, base: str, head: str) -> tuple[bool, dict]:
+    """Whether to fine-tune after the head is trained (only a head that fine-tunes can), and the phase's depth,
+    learning rate and epochs."""
+    on = st.toggle(
+        "Unfreeze the top of the base and continue at a lower learning rate",
+        key="train_ft",
+        disabled=not head_kind(head).fine_tunes,
+    )
+    n_layers = description["num_layers"]
+    depth = _slider(
+        st,
+        "fine_tune_depth",
+        f"train_ft_depth_{base}",
+        min_value=0,
+        max_value=n_layers,
+        value=int(n_layers * SETTINGS["fine_tune_depth"].widget["fraction"]),
+        disabled=not on,
+    )
+    summary = freeze.preview(description, depth)
+    st.caption(
+        f"Unfreezes from **{summary['first_trainable_layer']}**: "
+        f"{summary['base_trainable_params']:,} base parameters train."
+    )
+    if summary["clean_cut"]:
+        st.caption("Clean cut between blocks: with augmentation off, the frozen part runs once, not every epoch.")
+    else:
+        below, above = summary["nearest_clean_cuts"]
+        st.caption(
+            f"This depth is inside a block, so every epoch runs the whole base. Nearest clean cuts: {below} and {above}."
+        )
+    cols = st.columns(2)
+    values = {
+        "fine_tune_depth": depth,
+        "fine_tune_lr": _select_slider(cols[0], "fine_tune_lr", "train_ft_lr", disabled=not on),
+        "fine_tune_epochs": _number_input(cols[1], "fine_tune_epochs", "train_ft_epochs", disabled=not on),
+    }
+    return on, values
+
+
+def start_button(config: TrainConfig, jobs) -> None:
+    """Queue ``config``; the run id goes to the session and the URL, so a reload keeps showing this job."""
+    if st.button("Start training", type="primary", key="train_start"):
+        try:
+            run = jobs.submit(config, user=current_user())
+            st.session_state["train_last_run"] = run.id
+            st.query_params["run"] = run.id
+            st.toast(f"Queued {run.id}")
+        except TLError as exc:
+            st.error(str(exc))
+
+
+@st.fragment(run_every=2)
+def live_jobs(jobs) -> None:
+    """Running and queued jobs (and this session's last one), refreshed every 2 s."""
+    runs = jobs.refresh()  # one listing for the whole panel
+    running, waiting = jobs.active(runs), jobs.queue(runs)
+    mine = st.session_state.get("train_last_run") or st.query_params.get("run")
+    shown = running + waiting
+    if mine and mine not in [r.id for r in shown]:
+        try:
+            shown.append(run_by_id(mine))  # from the URL: a run id of this workspace, never a path
+        except TLError:
+            pass
+    if not shown:
+        latest = runs[:1]
+        if not latest:
+            st.caption("No job running or queued.")
+            return
+        st.caption("No job running or queued. Last run:")
+        shown = latest
+    for run in shown:
+        with st.container(border=True):
+            widgets.job_progress(run, key="train")

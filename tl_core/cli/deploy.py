@@ -1,0 +1,46 @@
+"""Commands that ship a finished run: ``export`` (a deployable format, checked in its runtime), ``serve`` (REST)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tl_core.cli.common import load_tensorflow
+from tl_core.deploy.formats import FORMATS
+
+
+def cmd_export(args) -> int:
+    load_tensorflow()
+    from tl_core.deploy.export import export_run
+    from tl_core.runs.store import get_run
+
+    result = export_run(get_run(args.run), args.format, Path(args.out) if args.out else None, check=not args.no_check)
+    print(json.dumps(result))
+    parity = result.get("parity") or {}
+    return 1 if parity.get("passed") is False else 0
+
+
+def cmd_serve(args) -> int:
+    load_tensorflow()
+    from tl_core.deploy.serving import serve
+
+    serve(args.run or [], all_runs=args.all, host=args.host, port=args.port)
+    return 0
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a finished run in a deployable format and check it in its runtime")
+    p.add_argument("--run", required=True, help="run folder or run id")
+    p.add_argument("--format", required=True, choices=list(FORMATS))
+    p.add_argument("--out", help="folder to write into (default: the run's export/FORMAT)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check on the validation images")
+    p.set_defaults(func=cmd_export)
+
+
+def add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve finished runs over REST (TF Serving's predict, plus classify)")
+    p.add_argument("--run", action="append", help="run folder or run id; repeat for several")
+    p.add_argument("--all", action="store_true", help="serve every finished run")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    p.set_defaults(func=cmd_serve)
