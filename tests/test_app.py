@@ -77,6 +77,41 @@ def test_seeded_pages_show_dataset_results_and_predict(seeded):
     assert predict.selectbox(key="predict_run").value == run.id
 
 
+def test_seeded_home_inspect_and_results_draw_every_section(seeded):
+    """Two finished runs (a trained one and a copy of its folder): Home counts them, Inspect marks a run's
+    mistakes on the map, Results draws every tab of a run and compares the two."""
+    import shutil
+
+    from tl_core.runs.table import LEADERBOARD_COLUMNS
+
+    dataset, run = seeded
+    shutil.copytree(run.root, run.root.with_name(run.id + "-copy"))
+
+    home = open_page("pages/home.py")
+    assert [m.value for m in home.metric] == ["1", "2", "2"]
+    assert "Compare runs and inspect mistakes on Results" in texts(home)
+
+    inspect = open_page("pages/inspect.py")
+    inspect.toggle(key="inspect_on").set_value(True).run()
+    assert not inspect.exception, [e.value for e in inspect.exception]
+    assert set(inspect.selectbox(key="inspect_run").options) == {"(none)", run.id, run.id + "-copy"}
+    inspect.selectbox(key="inspect_run").set_value(run.id).run()
+    inspect.multiselect(key="inspect_splits").set_value(["val"]).run()
+    assert not inspect.exception, [e.value for e in inspect.exception]
+    assert inspect.get("plotly_chart"), "the embedding map"
+    assert "Version 1: 12 images, 2 classes." in texts(inspect)
+
+    results = open_page("pages/results.py")
+    results.selectbox(key="results_run").set_value(run.id).run()
+    assert not results.exception, [e.value for e in results.exception]
+    assert not results.get("help"), "a bare expression written out by Streamlit's magic"
+    assert "**Most confused pairs**" in texts(results)
+    assert "Download model (zip)" in [b.label for b in results.get("download_button")]
+    board = results.dataframe[-1].value
+    assert list(board.columns) == list(LEADERBOARD_COLUMNS) and set(board["run"]) == {run.id, run.id + "-copy"}
+    assert results.query_params["run"] == run.id
+
+
 def test_train_page_freeze_slider_reports_the_cut(seeded):
     at = open_page("pages/train.py")
     at.selectbox(key="train_base").set_value("MobileNetV2").run()
