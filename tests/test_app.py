@@ -37,6 +37,25 @@ def texts(at: AppTest) -> str:
     return "\n".join(str(p) for p in parts)
 
 
+MAX_PAGE_LINES = 80
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p != "pages/train.py"])  # train.py: thinned on its own
+def test_page_scripts_only_lay_out_sections(page):
+    """A page script is short and defines nothing: its sections are functions in tl_app with explicit
+    arguments (a function in a page reads the page's globals, a fragment even those assigned below it)."""
+    import ast
+
+    source = (REPO / page).read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= MAX_PAGE_LINES, f"{page}: move sections into tl_app"
+    defined = [
+        getattr(node, "name", "lambda")
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+    ]
+    assert not defined, f"{page} defines {defined}"
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_on_an_empty_workspace_with_guidance(page):
     at = open_page(page)
