@@ -37,6 +37,25 @@ def texts(at: AppTest) -> str:
     return "\n".join(str(p) for p in parts)
 
 
+MAX_PAGE_LINES = 80
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p != "pages/train.py"])  # train.py: thinned on its own
+def test_page_scripts_only_lay_out_sections(page):
+    """A page script is short and defines nothing: its sections are functions in tl_app with explicit
+    arguments (a function in a page reads the page's globals, a fragment even those assigned below it)."""
+    import ast
+
+    source = (REPO / page).read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= MAX_PAGE_LINES, f"{page}: move sections into tl_app"
+    defined = [
+        getattr(node, "name", "lambda")
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+    ]
+    assert not defined, f"{page} defines {defined}"
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_on_an_empty_workspace_with_guidance(page):
     at = open_page(page)
@@ -75,6 +94,41 @@ def test_seeded_pages_show_dataset_results_and_predict(seeded):
     predict = open_page("pages/predict.py")
     assert "Upload one or more images" in texts(predict)
     assert predict.selectbox(key="predict_run").value == run.id
+
+
+def test_seeded_home_inspect_and_results_draw_every_section(seeded):
+    """Two finished runs (a trained one and a copy of its folder): Home counts them, Inspect marks a run's
+    mistakes on the map, Results draws every tab of a run and compares the two."""
+    import shutil
+
+    from tl_core.runs.table import LEADERBOARD_COLUMNS
+
+    dataset, run = seeded
+    shutil.copytree(run.root, run.root.with_name(run.id + "-copy"))
+
+    home = open_page("pages/home.py")
+    assert [m.value for m in home.metric] == ["1", "2", "2"]
+    assert "Compare runs and inspect mistakes on Results" in texts(home)
+
+    inspect = open_page("pages/inspect.py")
+    inspect.toggle(key="inspect_on").set_value(True).run()
+    assert not inspect.exception, [e.value for e in inspect.exception]
+    assert set(inspect.selectbox(key="inspect_run").options) == {"(none)", run.id, run.id + "-copy"}
+    inspect.selectbox(key="inspect_run").set_value(run.id).run()
+    inspect.multiselect(key="inspect_splits").set_value(["val"]).run()
+    assert not inspect.exception, [e.value for e in inspect.exception]
+    assert inspect.get("plotly_chart"), "the embedding map"
+    assert "Version 1: 12 images, 2 classes." in texts(inspect)
+
+    results = open_page("pages/results.py")
+    results.selectbox(key="results_run").set_value(run.id).run()
+    assert not results.exception, [e.value for e in results.exception]
+    assert not results.get("help"), "a bare expression written out by Streamlit's magic"
+    assert "**Most confused pairs**" in texts(results)
+    assert "Download model (zip)" in [b.label for b in results.get("download_button")]
+    board = results.dataframe[-1].value
+    assert list(board.columns) == list(LEADERBOARD_COLUMNS) and set(board["run"]) == {run.id, run.id + "-copy"}
+    assert results.query_params["run"] == run.id
 
 
 def test_train_page_freeze_slider_reports_the_cut(seeded):

@@ -106,6 +106,11 @@ class Run:
     def config(self) -> TrainConfig:
         return TrainConfig.load(self.path(CONFIG))
 
+    @property
+    def dataset_name(self) -> str:
+        """The name of the dataset the run trained on, without the ``@vN`` its config may pin."""
+        return self.config.data.partition("@v")[0]
+
     def status(self) -> dict:
         return read_json(self.path(STATUS), {"state": "unknown"})
 

@@ -1,0 +1,173 @@
+"""The Data page's sections: the four ways to add a dataset, and browsing, renaming or deleting one.
+
+Upload widgets are keyed by an upload round (``data_upload_round`` in the session): a finished import
+starts the next round, so the next run shows fresh, empty upload widgets.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import streamlit as st
+
+from tl_core.data import datasets, summary, uploads
+from tl_core.errors import TLError
+
+from . import charts, streamlit_internals
+from .auth import current_user
+
+SOURCES = ["Zip of class folders", "Folder upload", "Class by class", "Folder on the server"]
+IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"]
+Make = Callable[[Callable[[int, int], None]], datasets.Dataset]
+
+
+def upload_round() -> int:
+    return st.session_state.get("data_upload_round", 0)
+
+
+def import_roots() -> list[str]:
+    """The server folders users may import from (``TL_IMPORT_ROOTS``, separated like PATH); empty: none."""
+    return [root for root in os.environ.get("TL_IMPORT_ROOTS", "").split(os.pathsep) if root]
+
+
+def _progress_bar() -> Callable[[int, int], None]:
+    bar = st.progress(0.0, text="Checking images…")
+    return lambda done, total: bar.progress(done / max(total, 1), text=f"Checked {done}/{total} files")
+
+
+def run_import(make: Make, released: Sequence = ()) -> Optional[datasets.Dataset]:
+    """Run an import and show its report (errors readable); once imported, let go of the uploaded files
+    ``released`` and start the next upload round. On a ``TLError`` the uploads stay, so the user can fix
+    the name and try again."""
+    try:
+        dataset = make(_progress_bar())
+    except TLError as exc:
+        st.error(str(exc))
+        return None
+    streamlit_internals.release_uploads(released)
+    st.session_state["data_upload_round"] = upload_round() + 1
+    m = dataset.manifest
+    st.success(summary.import_summary(dataset.name, m))
+    if m["skipped"]:
+        st.dataframe(pd.DataFrame(m["skipped"]), hide_index=True)
+    imbalance = datasets.imbalance_warning(dataset)
+    if imbalance:
+        st.warning(imbalance)
+    if m.get("low_detail"):
+        st.warning(
+            f"{len(m['low_detail'])} image(s) have very few colours (blank, placeholder, sketch or icon). "
+            "They were kept and are flagged under Suspects: exclude them there if they are not real examples."
+        )
+    return dataset
+
+
+def zip_import(round_: int) -> None:
+    upload = st.file_uploader(
+        "Zip with one folder per class (optionally train/ and val/ folders)", type=["zip"], key=f"data_zip_{round_}"
+    )
+    name = st.text_input("Dataset name", value=Path(upload.name).stem if upload else "", key="data_zip_name")
+    if st.button("Import zip", disabled=not (upload and name), type="primary", key="data_zip_go"):
+        staged = uploads.Staging()
+        try:  # on disk in chunks: no second copy of the zip in memory
+            path = staged.save(upload.name, upload)
+            run_import(lambda progress: datasets.add_zip(path, name, progress=progress), [upload])
+        finally:
+            staged.discard()
+
+
+def folder_import(round_: int) -> None:
+    files = st.file_uploader(
+        "A folder with one sub-folder per class", accept_multiple_files="directory", key=f"data_folder_{round_}"
+    )
+    name = st.text_input("Dataset name", key="data_folder_name")
+    if st.button("Import folder", disabled=not (files and name), type="primary", key="data_folder_go"):
+        run_import(
+            lambda progress: datasets.add_uploaded_folder(  # each file read when its turn comes
+                [(f.name, f.getvalue) for f in files], name, progress=progress
+            ),
+            files,
+        )
+
+
+def class_by_class() -> None:
+    """Classes added one at a time, waiting on disk (not in this session's memory) until the dataset is made."""
+    staged = uploads.Staging(st.session_state.setdefault("data_pending_key", uuid.uuid4().hex))
+    with st.form("data_class_form", clear_on_submit=True):
+        class_name = st.text_input("Class name", key="data_class_name")
+        images = st.file_uploader(
+            "Images of this class", accept_multiple_files=True, type=IMAGE_TYPES, key="data_class_images"
+        )
+        if st.form_submit_button("Add class") and class_name and images:
+            staged.add_to_class(class_name, [(image.name, image) for image in images])
+            streamlit_internals.release_uploads(images)
+    pending = staged.class_counts()
+    if pending:
+        st.write({cls: f"{count} image(s)" for cls, count in pending.items()})
+    name = st.text_input("Dataset name", key="data_items_name")
+    cols = st.columns(2)
+    if cols[0].button("Create dataset", disabled=not (pending and name), type="primary", key="data_items_go"):
+        if run_import(lambda progress: datasets.add_items(staged.items(), name, progress=progress)):
+            staged.discard()
+    if cols[1].button("Clear classes", disabled=not pending, key="data_items_clear"):
+        staged.discard()
+        st.rerun()
+
+
+def server_folder(roots: list[str]) -> None:
+    if not roots:
+        st.info(
+            "Importing from server folders is off. An admin enables it by setting TL_IMPORT_ROOTS to the "
+            "folders users may import from (separated by ':')."
+        )
+        return
+    st.caption("Allowed folders: " + ", ".join(f"`{r}`" for r in roots))
+    folder = st.text_input("Folder on the server", key="data_server_path")
+    name = st.text_input("Dataset name", value=Path(folder).name if folder else "", key="data_server_name")
+    if st.button("Import folder", disabled=not (folder and name), type="primary", key="data_server_go"):
+        run_import(lambda progress: datasets.add_folder(folder, name, allowed_roots=roots, progress=progress))
+
+
+def overview(dataset: datasets.Dataset) -> None:
+    """Headline counts, the class-count chart and how the dataset was made."""
+    m = dataset.manifest
+    numbers = summary.overview(m)
+    cols = st.columns(4)
+    cols[0].metric("Images", numbers["images"])
+    cols[1].metric("Classes", numbers["classes"])
+    cols[2].metric("Splits", numbers["splits"])
+    cols[3].metric("Skipped files", numbers["skipped"])
+    st.plotly_chart(charts.class_counts(m), key="data_counts_chart")
+    st.caption(summary.describe(m))
+
+
+def samples(dataset: datasets.Dataset) -> None:
+    st.subheader("Samples")
+    for class_name, paths in datasets.iter_class_examples(dataset, per_class=6):
+        st.markdown(f"**{class_name}**")
+        st.image([str(p) for p in paths], width=96)
+    if dataset.manifest["skipped"]:
+        st.subheader("Import report: skipped files")
+        st.dataframe(pd.DataFrame(dataset.manifest["skipped"]), hide_index=True)
+
+
+def rename_or_delete(name: str) -> None:
+    with st.expander("Rename or delete"):
+        new_name = st.text_input("New name", key="data_rename_to")
+        if st.button("Rename", disabled=not new_name, key="data_rename_go"):
+            try:
+                datasets.rename_dataset(name, new_name)
+                st.rerun()
+            except TLError as exc:
+                st.error(str(exc))
+        confirm = st.checkbox(
+            f"Yes, delete {name!r} and its images (runs trained on it are kept)", key="data_delete_confirm"
+        )
+        if st.button("Delete dataset", disabled=not confirm, type="secondary", key="data_delete_go"):
+            datasets.delete_dataset(name, user=current_user())
+            st.session_state.pop("data_browse_name", None)
+            st.rerun()

@@ -1,0 +1,191 @@
+"""The Predict page's sections: the model choice, the answer settings, and the uploads with their answers."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pandas as pd
+import streamlit as st
+
+from tl_core.inference.answer_table import Answer, answer_rows, sort_results
+from tl_core.inference.pretrained import PretrainedClassifier
+from tl_core.inference.tta import MODES as TTA_MODES
+from tl_core.runs.store import Run
+
+from . import charts, explanations, widgets
+from .models import pick_pretrained, predictor_for
+
+MAX_CARDS = 12  # more images than this: the table instead of thumbnails
+IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"]
+
+
+def pick_model() -> tuple[Optional[Run], Optional[PretrainedClassifier], list[str]]:
+    """(run, pretrained, class names): a finished run's model, or a pretrained classifier as it is (the other
+    None). With no finished run to choose, the page stops with a link to Train."""
+    source = st.radio("Model", ["Trained run", "Pretrained, no training"], horizontal=True, key="predict_source")
+    if source == "Pretrained, no training":
+        pretrained = pick_pretrained()
+        return None, pretrained, pretrained.labels
+    finished = [r for r in widgets.backend().refresh() if r.listed_state == "finished" and r.artifacts.has_model()]
+    if not finished:
+        widgets.stop_with(
+            "No trained model yet. Train one on the Train page, then come back to try it on new "
+            "images (or try a pretrained classifier as it is, above).",
+            "pages/train.py",
+            "Go to Train",
+        )
+    by_id = {r.id: r for r in finished}
+    run_id = st.selectbox(
+        "Model (finished run)",
+        list(by_id),
+        key="predict_run",
+        format_func=lambda rid: (
+            f"{rid} — val acc {by_id[rid].artifacts.metrics().get('val_accuracy', 0):.3f}, balanced "
+            f"{by_id[rid].artifacts.metrics().get('val_balanced_accuracy') or 0:.3f}"
+        ),
+    )
+    return by_id[run_id], None, by_id[run_id].artifacts.class_names()
+
+
+def answer_settings(run: Optional[Run], num_classes: int) -> tuple[int, str, float]:
+    """(top-k, test-time augmentation, "not sure" threshold); a pretrained classifier gets neither
+    augmentation nor threshold."""
+    top_k = st.slider("Top-k", 1, max(1, min(num_classes, 10)), min(3, num_classes), key="predict_topk")
+    if not run:
+        return top_k, "none", 0.0
+    tta = st.radio(
+        "Test-time augmentation",
+        list(TTA_MODES),
+        horizontal=True,
+        key="predict_tta",
+        help="average the prediction over a mirror image (and zoomed crops): one forward pass per view",
+    )
+    threshold = st.slider("Answer 'not sure' below this probability", 0.0, 0.99, 0.0, 0.01, key="predict_threshold")
+    with st.expander("What the threshold costs (on the validation images, calibrated probabilities)"):
+        curve = widgets.validation_coverage(run)
+        if curve:
+            st.plotly_chart(charts.coverage(curve, threshold), key="predict_coverage")
+    return top_k, tta, threshold
+
+
+def view_options(run: Optional[Run]) -> tuple[bool, bool, bool]:
+    """(camera on, as a table, explain). Drawn outside the uploads' fragment: an upload does not redraw
+    them (a photo taken reruns the page, fragment included)."""
+    left, middle, right = st.columns(3)
+    use_camera = left.toggle("Use camera", key="predict_cam_on")
+    as_table = middle.toggle("As a table", key="predict_as_table", help=f"always a table beyond {MAX_CARDS} images")
+    explain = bool(run) and right.toggle("Where did it look? (Grad-CAM)", key="predict_explain")
+    if use_camera:
+        st.camera_input("Take a photo", key="predict_camera")
+    return use_camera, as_table, explain
+
+
+def pretrained_each(pretrained: PretrainedClassifier, data: list[bytes], top_k: int) -> list[dict]:
+    """``predict_each``'s results for a pretrained classifier: one bad image does not sink the others."""
+    from tl_core.data.images import ImageRejected
+
+    out = []
+    for item in data:
+        try:
+            out.append({"top_k": pretrained.top_k([item], top_k)[0]})
+        except ImageRejected as exc:
+            out.append({"error": str(exc)})
+    return out
+
+
+def thumbnails(images: list, data: list[bytes], shown: list[int]) -> list[bytes]:
+    """The shown uploads' thumbnails, found by upload id after their first showing: each new upload reruns
+    this part with every earlier one, and keying by content (widgets.thumbnail) hashed them all again."""
+    made = st.session_state.setdefault("predict_thumbnails", {})
+    ids = [images[index].file_id for index in shown]
+    for gone in made.keys() - set(ids):
+        del made[gone]
+    for index, file_id in zip(shown, ids):
+        if file_id not in made:
+            made[file_id] = widgets.thumbnail(data[index])
+    return [made[file_id] for file_id in ids]
+
+
+def answer_caption(answer: Answer) -> str:
+    """Markdown under a thumbnail: the answer in bold (or "not sure"), the runners-up, the file name."""
+    top = answer.top
+    best = (
+        f"**{widgets.md_escape(top[0]['label'])}** {top[0]['probability']:.1%}"
+        if answer.sure
+        else f"**not sure** (best guess {widgets.md_escape(top[0]['label'])}, {top[0]['probability']:.1%})"
+    )
+    rest = " · ".join(f"{widgets.md_escape(g['label'])} {g['probability']:.1%}" for g in top[1:])
+    return "  \n".join(part for part in (best, rest, widgets.md_escape(answer.name)) if part)
+
+
+def _answers(answered: list[Answer], thumbs: Optional[list[bytes]]) -> None:
+    """Thumbnails captioned with their answers, or (``thumbs`` None) the table of answers."""
+    if thumbs is not None:
+        # One element for every image and its answer: each upload redraws them all, for every user at once,
+        # and each element costs the server a message (a card of columns and bars was ~10 of them).
+        st.image(
+            thumbs,
+            output_format="JPEG",
+            width=widgets.THUMBNAIL_WIDTH,
+            caption=[answer_caption(answer) for answer in answered],
+        )
+        return
+    st.dataframe(
+        pd.DataFrame(answer_rows(answered)),
+        hide_index=True,
+        key="predict_table",
+        column_config={
+            f"p{i + 1}": st.column_config.ProgressColumn(f"p{i + 1}", min_value=0.0, max_value=1.0, format="percent")
+            for i in range(len(answered[0].top))
+        },
+    )
+
+
+@st.fragment
+def uploads_and_answers(
+    run: Optional[Run],
+    pretrained: Optional[PretrainedClassifier],
+    top_k: int,
+    tta: str,
+    threshold: float,
+    options: tuple[bool, bool, bool],
+) -> None:
+    """The uploads and their answers, with ``run``'s model or else ``pretrained``; ``options`` as from
+    ``view_options``. An upload reruns only this part: the choices above, the chart and the sidebar are not
+    redrawn, and images seen before are neither decoded nor predicted again (many users share this server)."""
+    use_camera, as_table, explain = options
+    uploads = st.file_uploader("Images", accept_multiple_files=True, key="predict_files", type=IMAGE_TYPES)
+    photo = st.session_state.get("predict_camera") if use_camera else None
+    images = list(uploads or []) + ([photo] if photo else [])
+    if not images:
+        st.info("Upload one or more images (or take a photo) to see the model's top labels.")
+        if run:
+            predictor_for(run)  # load the model while the user picks images
+        return
+    data = [i.getvalue() for i in images]
+    results = predictor_for(run).predict_each(data, top_k, tta=tta) if run else pretrained_each(pretrained, data, top_k)
+    answered, refused = sort_results([image.name for image in images], results, threshold)
+    for name, error in refused:
+        st.error(f"{name}: {error}")
+    if not answered:
+        return
+    cards = not as_table and len(images) <= MAX_CARDS
+    _answers(answered, thumbnails(images, data, [a.index for a in answered]) if cards else None)
+    st.download_button(
+        "Download predictions (CSV)",
+        lambda: pd.DataFrame(answer_rows(answered)).to_csv(index=False),
+        on_click="ignore",
+        file_name=f"predictions-{run.id if run else 'pretrained'}.csv",
+        mime="text/csv",
+        key="predict_csv",
+    )
+    if explain:
+        by_index = {answer.index: answer for answer in answered}
+        picked = st.selectbox(
+            "Image to explain",
+            [None, *by_index],
+            key="predict_cam_pick",
+            format_func=lambda i: "choose an image" if i is None else by_index[i].name,
+        )
+        if picked is not None:
+            explanations.gradcam_view(run, data[picked], by_index[picked].top[0]["label"], key="predict_cam")

@@ -1,0 +1,197 @@
+"""The Results page's sections: the runs table and the run choice, one run's metrics, curves, confusion
+matrix, per-class report, mistakes and details, and the comparison of runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import pandas as pd
+import streamlit as st
+
+from tl_core.data.datasets import load_dataset
+from tl_core.errors import TLError
+from tl_core.runs import table
+from tl_core.runs.store import Run
+
+from . import charts, explanations, fixes, widgets
+
+if TYPE_CHECKING:  # sklearn loads with it: the page imports it only when a run has results
+    from tl_core.runs.evaluate import Interpretation
+
+TABLE_COLUMNS = {
+    "best_val_accuracy": st.column_config.NumberColumn("best val acc", format="%.3f"),
+    "final_val_accuracy": st.column_config.NumberColumn("final val acc", format="%.3f"),
+    "balanced_val_accuracy": st.column_config.NumberColumn("balanced acc", format="%.3f"),
+    "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f"),
+    "learning_rate": st.column_config.NumberColumn("lr", format="%g"),
+    "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f"),
+}
+TABS = ["Learning curves", "Confusion matrix", "Per class", "Mistakes", "Export", "Config & log"]
+SHOWN_MISTAKES = 24
+
+
+def runs_table(runs: list[Run]) -> None:
+    st.dataframe(
+        pd.DataFrame(table.runs_table(runs)), hide_index=True, key="results_table", column_config=TABLE_COLUMNS
+    )
+
+
+def pick_run(runs: list[Run]) -> Run:
+    """The run chosen in the selectbox, opened at the URL's ``?run=`` (kept in the URL for a reload or a link)."""
+    by_id = {run.id: run for run in runs}
+    default = table.default_run_id(runs, st.query_params.get("run"))
+    run = by_id[st.selectbox("Run", list(by_id), index=list(by_id).index(default), key="results_run")]
+    st.query_params["run"] = run.id
+    return run
+
+
+@st.fragment(run_every=2)
+def live_job(run: Run) -> None:
+    """A queued or running run's progress, redrawn every 2 s without rerunning the page."""
+    widgets.job_progress(run, key="results")
+
+
+def not_finished(run: Run, jobs) -> None:
+    """Why a run that is done did not finish, and the resume button when it has a checkpoint."""
+    st.warning(f"This run is {run.state}: {run.status().get('message') or ''}")
+    if run.can_resume() and st.button("Resume from its checkpoint", key="results_resume"):
+        jobs.resume(run)
+        st.rerun()
+
+
+def headline(metrics: dict) -> None:
+    cols = st.columns(5)
+    cols[0].metric("Validation accuracy", f"{metrics['val_accuracy']:.3f}")
+    if "val_balanced_accuracy" in metrics:
+        cols[1].metric(
+            "Balanced accuracy",
+            f"{metrics['val_balanced_accuracy']:.3f}",
+            help="mean recall over classes: what plain accuracy hides when one class dominates",
+        )
+        cols[2].metric("Macro F1", f"{metrics['val_macro_f1']:.3f}")
+    cols[3].metric("Validation images", metrics["num_val_images"])
+    cols[4].metric("Training time", f"{metrics.get('duration_s', 0):.0f} s")
+    if "temperature" in metrics:
+        st.caption(
+            f"Calibration (temperature scaling on the validation split): expected calibration error "
+            f"{metrics['ece_before']:.3f} → {metrics['ece_after']:.3f} at temperature "
+            f"{metrics['temperature']:.2f}. Predict shows calibrated probabilities."
+        )
+
+
+def curves(history: list[dict]) -> None:
+    if history:
+        st.plotly_chart(charts.learning_curves(history), key="results_curves")
+    else:
+        st.info("No epochs recorded.")
+
+
+def dataset_root(name: str) -> Optional[Path]:
+    """The images folder of the run's dataset; None once the dataset is deleted (results stay readable,
+    images cannot be shown or fixed)."""
+    try:
+        return load_dataset(name).root
+    except TLError:
+        return None
+
+
+def confusion(interp: Interpretation, root: Optional[Path], dataset: str) -> None:
+    """The confusion matrix; with the dataset still there, one cell's images and their fixes."""
+    normalized = st.toggle("Row-normalised", key="results_normalized")
+    names = interp.class_names
+    st.plotly_chart(
+        charts.confusion_heatmap(interp.confusion_matrix(normalize=normalized), names, normalized),
+        key="results_confusion",
+    )
+    if not root:
+        return
+    with st.expander("Images in a cell, and fixing their labels"):
+        left, right = st.columns(2)
+        true = left.selectbox("True class", names, key="results_cell_true")
+        predicted = right.selectbox("Predicted class", names, key="results_cell_pred", index=min(1, len(names) - 1))
+        cell = [f for f in interp.in_cell(true, predicted) if (root / f).exists()][:12]
+        st.caption(f"{len(cell)} image(s) shown (true {true}, predicted {predicted}).")
+        for index, file in enumerate(cell):
+            thumb, name, action = st.columns([1, 3, 2], vertical_alignment="center")
+            thumb.image(str(root / file), width=96)
+            name.markdown(f"`{file}`")
+            with action:
+                fixes.fix_select(dataset, file, true, names, key=f"results_cell_fix_{index}", suggested=predicted)
+        fixes.save_bar(dataset, key="results_cell_fixes")
+
+
+def per_class(interp: Interpretation) -> None:
+    st.dataframe(pd.DataFrame(interp.per_class()), hide_index=True, key="results_per_class")
+    st.markdown("**Most confused pairs**")
+    pairs = interp.most_confused()
+    if pairs:
+        st.dataframe(pd.DataFrame(pairs), hide_index=True, key="results_confused")
+    else:
+        st.caption("None.")
+
+
+def mistakes(run: Run, interp: Interpretation, root: Optional[Path], dataset: str) -> None:
+    """The most confident mistakes; with the dataset still there, Grad-CAM of one and its fix."""
+    wrong = interp.misclassified()
+    if not wrong:
+        st.success("No misclassified validation images.")
+        return
+    st.caption(f"{len(wrong)} misclassified validation image(s), most confident mistakes first.")
+    grid = st.columns(4)
+    for i, row in enumerate(wrong[:SHOWN_MISTAKES]):
+        with grid[i % 4]:
+            path = root / row["file"] if root else None
+            if path and path.exists():
+                st.image(str(path), width=160)
+            st.caption(f"true **{row['true']}** → predicted **{row['predicted']}** ({row['probability']:.0%})")
+    if not (root and st.toggle("Where did it look? (Grad-CAM of a mistake)", key="results_cam_on")):
+        return
+    shown = [row for row in wrong[:SHOWN_MISTAKES] if (root / row["file"]).exists()]
+    picked = st.selectbox(
+        "Mistake",
+        range(len(shown)),
+        key="results_cam_pick",
+        format_func=lambda i: f"{shown[i]['file']}: true {shown[i]['true']}, predicted {shown[i]['predicted']}",
+    )
+    if not shown:
+        return
+    mistake = shown[picked]
+    explanations.gradcam_view(run, (root / mistake["file"]).read_bytes(), mistake["predicted"], key="results_cam")
+    fixes.fix_select(
+        dataset,
+        mistake["file"],
+        mistake["true"],
+        interp.class_names,
+        key=f"results_cam_fix_{picked}",
+        suggested=mistake["predicted"],
+    )
+    fixes.save_bar(dataset, key="results_cam_fixes")
+
+
+def config_and_log(run: Run, jobs, trained: bool) -> None:
+    """The run's settings and log; once ``trained``, the settings folded and the model's download."""
+    st.json(run.config.__dict__, expanded=not trained)
+    st.code(jobs.logs(run) or "(empty log)")
+    if trained:
+        # the zip is built when the button is clicked, not on every rerun of this page
+        st.download_button(
+            "Download model (zip)",
+            run.artifacts.bundle,
+            file_name=f"{run.id}.zip",
+            mime="application/zip",
+            key="results_download",
+        )
+
+
+def compare(runs: list[Run]) -> None:
+    """Finished runs' validation curves overlaid, and their leaderboard."""
+    st.subheader("Compare runs")
+    finished = table.finished_ids(runs)
+    chosen = st.multiselect("Runs to compare", finished, default=finished[:2], key="results_compare")
+    if len(chosen) < 2:
+        st.caption("Pick two or more finished runs to overlay their validation curves.")
+        return
+    by_id = {run.id: run for run in runs}
+    st.plotly_chart(charts.compare_curves({rid: by_id[rid].history() for rid in chosen}), key="results_compare_chart")
+    st.dataframe(pd.DataFrame(table.leaderboard(runs, chosen)), hide_index=True, key="results_leaderboard")

@@ -1,0 +1,55 @@
+"""Predictions as answers: which images got one (or "not sure" below a threshold), which were refused, and
+the table of answers a page shows or downloads.
+
+Works on ``predict_each``'s results: per image, ``{"top_k": [{"label", "probability"}, ...]}`` (best
+first) or ``{"error": message}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+NOT_SURE = "not sure"
+
+
+@dataclass(frozen=True)
+class Answer:
+    index: int  # position of the image among those predicted
+    name: str  # the image's file name
+    top: list[dict]  # top-k {"label", "probability"}, best first
+    sure: bool  # the best probability reached the threshold
+
+    @property
+    def label(self) -> str:
+        return self.top[0]["label"] if self.sure else NOT_SURE
+
+
+def sort_results(names: Sequence[str], results: Sequence[dict], threshold: float) -> tuple[list[Answer], list[tuple]]:
+    """(answers, refusals): an ``Answer`` per image with a top-k, and (name, error message) per image
+    refused, both in the order given. An answer is sure when its best probability is at least
+    ``threshold``."""
+    if len(names) != len(results):
+        raise ValueError(f"{len(names)} names for {len(results)} results")
+    answers, refused = [], []
+    for index, (name, result) in enumerate(zip(names, results)):
+        if "error" in result:
+            refused.append((name, result["error"]))
+        else:
+            top = result["top_k"]
+            answers.append(Answer(index, name, top, top[0]["probability"] >= threshold))
+    return answers, refused
+
+
+def answer_rows(answers: Sequence[Answer]) -> list[dict]:
+    """One row per answer: image, answer (a label or "not sure"), then top1..topK labels and p1..pK
+    probabilities (rounded to 4 places)."""
+    return [
+        {
+            "image": answer.name,
+            "answer": answer.label,
+            **{f"top{i + 1}": guess["label"] for i, guess in enumerate(answer.top)},
+            **{f"p{i + 1}": round(guess["probability"], 4) for i, guess in enumerate(answer.top)},
+        }
+        for answer in answers
+    ]
