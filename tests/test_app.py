@@ -40,7 +40,7 @@ def texts(at: AppTest) -> str:
 MAX_PAGE_LINES = 80
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if p != "pages/train.py"])  # train.py: thinned on its own
+@pytest.mark.parametrize("page", PAGES)
 def test_page_scripts_only_lay_out_sections(page):
     """A page script is short and defines nothing: its sections are functions in tl_app with explicit
     arguments (a function in a page reads the page's globals, a fragment even those assigned below it)."""
