@@ -40,6 +40,26 @@ def texts(at: AppTest) -> str:
 MAX_PAGE_LINES = 80
 
 
+def test_streamlit_magic_is_off_and_no_page_script_has_a_bare_expression():
+    """Magic would write any bare expression's value onto the page (a conditional expression once wrote the
+    DeltaGenerator documentation onto Results): it is off, and page scripts hold no expression it would draw."""
+    import ast
+    import tomllib
+
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert config["runner"]["magicEnabled"] is False
+    for script in [*PAGES, "streamlit_app.py"]:
+        tree = ast.parse((REPO / script).read_text(encoding="utf-8"))
+        bare = [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Expr)
+            and not isinstance(node.value, (ast.Call, ast.Await, ast.Yield, ast.YieldFrom))
+            and not (isinstance(node.value, ast.Constant) and isinstance(node.value.value, str))
+        ]
+        assert not bare, f"{script}: bare expressions on lines {bare}"
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_scripts_only_lay_out_sections(page):
     """A page script is short and defines nothing: its sections are functions in tl_app with explicit
