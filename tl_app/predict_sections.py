@@ -7,7 +7,7 @@ from typing import Optional
 import pandas as pd
 import streamlit as st
 
-from tl_core.inference.answer_table import Answer, answer_rows, sort_results
+from tl_core.inference.answer_table import Answer, answer_rows, answers_csv, sort_results
 from tl_core.inference.pretrained import PretrainedClassifier
 from tl_core.inference.tta import MODES as TTA_MODES
 from tl_core.runs.store import Run
@@ -173,7 +173,7 @@ def uploads_and_answers(
     _answers(answered, thumbnails(images, data, [a.index for a in answered]) if cards else None)
     st.download_button(
         "Download predictions (CSV)",
-        lambda: pd.DataFrame(answer_rows(answered)).to_csv(index=False),
+        lambda: answers_csv(answered),
         on_click="ignore",
         file_name=f"predictions-{run.id if run else 'pretrained'}.csv",
         mime="text/csv",

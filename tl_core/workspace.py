@@ -92,3 +92,21 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return default
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell):
+    """A CSV cell no spreadsheet runs as a formula: text starting with ``= + - @``, a tab or a carriage return
+    gets a leading apostrophe (so does text starting with an apostrophe, so ``spreadsheet_text`` reads every
+    cell back exactly). Numbers pass through. Every CSV the app or the CLI writes goes through this."""
+    if isinstance(cell, str) and cell[:1] in (*_FORMULA_STARTS, "'"):
+        return "'" + cell
+    return cell
+
+
+def spreadsheet_text(cell: str) -> str:
+    """The text that ``spreadsheet_safe`` turned into ``cell``."""
+    return cell[1:] if cell.startswith("'") else cell

@@ -7,8 +7,12 @@ first) or ``{"error": message}``.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from tl_core.workspace import spreadsheet_safe
 
 NOT_SURE = "not sure"
 
@@ -53,3 +57,15 @@ def answer_rows(answers: Sequence[Answer]) -> list[dict]:
         }
         for answer in answers
     ]
+
+
+def answers_csv(answers: Sequence[Answer]) -> str:
+    """``answer_rows`` as CSV text for download, every text cell spreadsheet-safe (an upload named
+    ``=HYPERLINK(...).jpg`` stays text)."""
+    rows = answer_rows(answers)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns)
+    writer.writeheader()
+    writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in rows)
+    return buffer.getvalue()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from tl_core.workspace import atomic_write_text
+from tl_core.workspace import atomic_write_text, spreadsheet_safe, spreadsheet_text
 
 if TYPE_CHECKING:
     from tl_core.runs.artifacts import Artifacts
@@ -133,14 +133,14 @@ class Interpretation:
         writer = csv.writer(buffer)
         writer.writerow(["file", "true", "predicted"] + [f"p_{c}" for c in range(len(self.class_names))])
         for f, t, row in zip(self.files, self.y_true, self.probs):
-            writer.writerow([f, int(t), int(row.argmax())] + [f"{v:.6g}" for v in row])
+            writer.writerow([spreadsheet_safe(f), int(t), int(row.argmax())] + [f"{v:.6g}" for v in row])
         atomic_write_text(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path, class_names: list[str]) -> Interpretation:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle))[1:]
-        files = [r[0] for r in rows]
+        files = [spreadsheet_text(r[0]) for r in rows]
         y_true = np.array([int(r[1]) for r in rows], dtype=np.int64)
         probs = np.array([[float(v) for v in r[3:]] for r in rows], dtype=np.float64).reshape(
             len(rows), len(class_names)

@@ -52,7 +52,7 @@ def _stamp(path: Path) -> tuple:
     so even two writes within one clock tick differ."""
     try:
         info = path.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return ()
     return info.st_ino, info.st_mtime_ns, info.st_size
 
@@ -249,6 +249,8 @@ def list_runs() -> list[Run]:
     """Every run, newest first, each with ``listed``: its status as read for this listing (one read per run)."""
     runs = []
     for folder in runs_dir().iterdir():
+        if not folder.is_dir():  # a stray file (a note, an editor's backup) is no run
+            continue
         status = _status_when_changed(folder / STATUS)
         if status:
             run = Run(folder)

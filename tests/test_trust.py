@@ -1,0 +1,50 @@
+"""Small inputs that must not break what the app writes or lists: CSV cells a spreadsheet would run,
+stray files among the runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+
+from tl_core.inference.answer_table import answers_csv, sort_results
+from tl_core.models.config import TrainConfig
+from tl_core.runs.evaluate import Interpretation
+from tl_core.runs.store import list_runs, new_run
+from tl_core.workspace import runs_dir, spreadsheet_safe, spreadsheet_text
+
+FORMULAS = ['=HYPERLINK("http://x","y").jpg', "+1.jpg", "-2.jpg", "@SUM(A1).jpg", "\tx.jpg", "\rx.jpg"]
+
+
+@pytest.mark.parametrize("text", [*FORMULAS, "'quoted.jpg", "plain.jpg", "", "a=b.jpg"])
+def test_spreadsheet_safe_cells_read_back_exactly(text):
+    cell = spreadsheet_safe(text)
+    assert cell[:1] not in ("=", "+", "-", "@", "\t", "\r")
+    assert spreadsheet_text(cell) == text
+    assert spreadsheet_safe(0.5) == 0.5 and spreadsheet_safe(-3) == -3  # numbers stay numbers
+
+
+def test_the_predictions_download_neutralises_formula_file_and_class_names():
+    top = [{"label": "=cmd|' /C calc'!A0", "probability": 0.9}, {"label": "bee", "probability": 0.1}]
+    answers, _ = sort_results(FORMULAS, [{"top_k": top}] * len(FORMULAS), threshold=0.5)
+    rows = list(csv.reader(io.StringIO(answers_csv(answers))))
+    cells = [cell for row in rows[1:] for cell in row]
+    assert all(cell[:1] not in ("=", "+", "-", "@", "\t", "\r") for cell in cells), cells
+    assert [spreadsheet_text(row[0]) for row in rows[1:]] == FORMULAS
+
+
+def test_a_run_s_predictions_file_keeps_formula_like_file_names_as_text(tmp_path):
+    interp = Interpretation(["a", "b"], np.array([0, 1]), np.array([[0.8, 0.2], [0.3, 0.7]]), FORMULAS[:2])
+    path = tmp_path / "predictions.csv"
+    interp.save(path)
+    assert all(row[0][:1] not in ("=", "+") for row in list(csv.reader(path.open()))[1:])
+    assert Interpretation.load(path, ["a", "b"]).files == FORMULAS[:2]
+
+
+def test_a_stray_file_in_the_runs_folder_is_not_a_run():
+    run = new_run(TrainConfig(data="colors"))
+    (runs_dir() / "notes.txt").write_text("not a run")
+    (runs_dir() / ".DS_Store").write_bytes(b"\0")
+    assert [r.id for r in list_runs()] == [run.id]
