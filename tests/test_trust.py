@@ -48,3 +48,23 @@ def test_a_stray_file_in_the_runs_folder_is_not_a_run():
     (runs_dir() / "notes.txt").write_text("not a run")
     (runs_dir() / ".DS_Store").write_bytes(b"\0")
     assert [r.id for r in list_runs()] == [run.id]
+
+
+def test_a_two_thousand_class_confusion_matrix_is_drawn_as_its_fifty_most_confused_classes():
+    from tl_app import charts
+    from tl_app.results_sections import MAX_HEATMAP_CLASSES
+
+    classes = [f"c{i}" for i in range(2000)]
+    y_true = np.repeat(np.arange(2000), 2)
+    y_pred = y_true.copy()
+    y_pred[:60] = (y_pred[:60] + 1) % 2000  # mistakes among the first 31 classes only
+    probs = np.eye(2000)[y_pred] * 0.9 + 0.1 / 2000
+    interp = Interpretation(classes, y_true, probs, [f"f{i}.jpg" for i in range(len(y_true))])
+    matrix, shown = interp.confusion_focus(MAX_HEATMAP_CLASSES)
+    assert len(shown) == MAX_HEATMAP_CLASSES and matrix.shape == (50, 50)
+    assert set(classes[:31]) <= set(shown) and shown == sorted(shown, key=classes.index)
+    assert matrix.sum() >= 60  # every mistake is inside the drawn classes
+    figure = charts.confusion_heatmap(matrix, shown, normalized=False)
+    assert len(figure.to_json()) < 500_000
+    normalized, _ = interp.confusion_focus(MAX_HEATMAP_CLASSES, normalize=True)
+    assert normalized.max() <= 1.0 and normalized[0, 1] == 1.0  # c0's two images both went to c1: its whole row

@@ -45,7 +45,7 @@ def confusion_heatmap(matrix, class_names: list[str], normalized: bool) -> go.Fi
             x=class_names,
             y=class_names,
             text=text,
-            texttemplate="%{text}",
+            texttemplate="%{text}" if len(class_names) <= 20 else None,  # numbers in cells only while readable
             colorscale="Blues",
             hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
         )
@@ -54,7 +54,7 @@ def confusion_heatmap(matrix, class_names: list[str], normalized: bool) -> go.Fi
         xaxis_title="predicted",
         yaxis_title="true",
         yaxis_autorange="reversed",
-        height=max(320, 40 * len(class_names) + 120),
+        height=min(1600, max(320, 40 * len(class_names) + 120)),
         margin={"t": 20},
     )
     return fig

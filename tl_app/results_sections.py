@@ -30,6 +30,8 @@ TABLE_COLUMNS = {
 TABS = ["Learning curves", "Confusion matrix", "Per class", "Mistakes", "Export", "Config & log"]
 SHOWN_MISTAKES = 24
 
+MAX_HEATMAP_CLASSES = 50  # beyond this a heatmap is megabytes of cells nobody can read
+
 
 def runs_table(runs: list[Run]) -> None:
     st.dataframe(
@@ -100,10 +102,13 @@ def confusion(interp: Interpretation, root: Optional[Path], dataset: str) -> Non
     """The confusion matrix; with the dataset still there, one cell's images and their fixes."""
     normalized = st.toggle("Row-normalised", key="results_normalized")
     names = interp.class_names
-    st.plotly_chart(
-        charts.confusion_heatmap(interp.confusion_matrix(normalize=normalized), names, normalized),
-        key="results_confusion",
-    )
+    matrix, shown = interp.confusion_focus(MAX_HEATMAP_CLASSES, normalize=normalized)
+    if len(shown) < len(names):
+        st.caption(
+            f"{len(names)} classes: the {len(shown)} with the most mistakes are drawn; "
+            "Per class lists every class and the most confused pairs."
+        )
+    st.plotly_chart(charts.confusion_heatmap(matrix, shown, normalized), key="results_confusion")
     if not root:
         return
     with st.expander("Images in a cell, and fixing their labels"):

@@ -62,6 +62,18 @@ class Interpretation:
             return np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
         return matrix
 
+    def confusion_focus(self, limit: int, normalize: bool = False) -> tuple[np.ndarray, list[str]]:
+        """The confusion matrix restricted to at most ``limit`` classes: all of them when they fit, else those
+        with the most mistakes (as true or as predicted class), in class order. Rows are normalised over the
+        full row, so a row's share stays what it is in the whole matrix."""
+        matrix = self.confusion_matrix(normalize=normalize)
+        if len(self.class_names) <= limit:
+            return matrix, list(self.class_names)
+        counts = self.confusion_matrix()
+        errors = counts.sum(axis=0) + counts.sum(axis=1) - 2 * np.diag(counts)
+        keep = np.sort(np.argsort(-errors, kind="stable")[:limit])
+        return matrix[np.ix_(keep, keep)], [self.class_names[i] for i in keep]
+
     def per_class(self) -> list[dict]:
         precision, recall, f1, support = precision_recall_fscore_support(
             self.y_true, self.y_pred, labels=range(len(self.class_names)), zero_division=0
