@@ -68,3 +68,24 @@ def test_a_two_thousand_class_confusion_matrix_is_drawn_as_its_fifty_most_confus
     assert len(figure.to_json()) < 500_000
     normalized, _ = interp.confusion_focus(MAX_HEATMAP_CLASSES, normalize=True)
     assert normalized.max() <= 1.0 and normalized[0, 1] == 1.0  # c0's two images both went to c1: its whole row
+
+
+def test_with_the_ray_head_gone_logs_still_show_and_cancel_says_the_cluster_is_not_answering(tmp_path):
+    """A real address where nothing listens (the head went away after the run was submitted)."""
+    import socket
+
+    from tl_core.backends.ray_jobs import RayBackend
+    from tl_core.errors import TLError
+
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = new_run(TrainConfig(data="colors"))
+    run.set_status("running", ray_job=f"tl-{run.id}-1")
+    run.log("epoch 1 done")
+    backend = RayBackend(f"http://127.0.0.1:{port}")
+    logs = backend.logs(run)
+    assert "epoch 1 done" in logs and "not answering" in logs
+    with pytest.raises(TLError, match="not answering.*cancel request .* is recorded"):
+        backend.cancel(run, user="ann")
+    assert run.cancel_requested()

@@ -8,6 +8,7 @@ import streamlit as st
 
 from tl_core.backends import get_backend
 from tl_core.backends.base import ExecutionBackend
+from tl_core.errors import TLError
 from tl_core.runs.store import ACTIVE, Run
 from tl_core.workspace import home
 
@@ -122,8 +123,11 @@ def job_progress(run: Run, key: str) -> None:
         if not auth.may_cancel(owner):
             st.caption(f"Only {owner or 'its owner'} or an admin can cancel this run.")
         elif st.button("Cancel", key=f"{key}_cancel_{run.id}"):
-            jobs.cancel(run, user=auth.current_user())
-            st.toast("Cancellation requested; it stops after the current batch.")
+            try:
+                jobs.cancel(run, user=auth.current_user())
+                st.toast("Cancellation requested; it stops after the current batch.")
+            except TLError as exc:
+                st.warning(str(exc))
 
 
 def validation_coverage(run: Run) -> list[dict]:

@@ -119,10 +119,18 @@ class RayBackend(ExecutionBackend):
         return run
 
     def cancel(self, run: Run, user: Optional[str] = None) -> None:
+        """Record the request, then stop the job. With the head not answering the request stays recorded
+        (the run stops when it next reads it) and a ``TLError`` says the cluster is not answering."""
         self.request_cancel(run, user)  # a running job stops after its batch if it reads this first
         job_id = run.status().get("ray_job")
         if job_id:
-            self.client.stop_job(job_id)
+            try:
+                self.client.stop_job(job_id)
+            except Exception as exc:  # refused connection, timeout, a head that restarted: it did not stop it
+                raise TLError(
+                    f"The Ray cluster at {self.address} is not answering ({type(exc).__name__}); the cancel "
+                    f"request for run {run.id!r} is recorded and the run stops when it next reads it."
+                ) from None
             deadline = time.time() + 30
             while self.job_status(run) in LIVE and time.time() < deadline:
                 time.sleep(0.5)
@@ -159,6 +167,10 @@ class RayBackend(ExecutionBackend):
             job_log = self.client.get_job_logs(job_id).strip()
         except RuntimeError as exc:
             job_log = f"(Ray has no logs for {job_id}: {exc})"
+        except Exception as exc:  # the head is gone or unreachable: the run's own log is still worth showing
+            job_log = (
+                f"(the Ray cluster at {self.address} is not answering: {type(exc).__name__}; its job log is not shown)"
+            )
         return text + (f"\n--- Ray job {job_id} ---\n{job_log}\n" if job_log else "")
 
     def ensure_running(self) -> None:
