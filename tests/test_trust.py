@@ -89,3 +89,25 @@ def test_with_the_ray_head_gone_logs_still_show_and_cancel_says_the_cluster_is_n
     with pytest.raises(TLError, match="not answering.*cancel request .* is recorded"):
         backend.cancel(run, user="ann")
     assert run.cancel_requested()
+
+
+def test_accuracy_on_two_validation_images_comes_with_its_interval_and_a_warning():
+    from streamlit.testing.v1 import AppTest
+
+    from tl_core.runs.accuracy import accuracy_interval
+
+    low, high = accuracy_interval(1.0, 2)
+    assert 0.3 < low < 0.4 and high == 1.0  # 2 of 2 right says little
+    low, high = accuracy_interval(0.71, 860)
+    assert 0.67 < low < 0.71 < high < 0.75
+    interp = Interpretation(["a", "b"], np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), ["x.jpg", "y.jpg"])
+    assert interp.summary()["val_accuracy_interval"] == list(accuracy_interval(1.0, 2))
+
+    def headline():
+        from tl_app.results_sections import headline
+
+        headline({"val_accuracy": 1.0, "num_val_images": 2})
+
+    at = AppTest.from_function(headline).run()
+    assert not at.exception
+    assert any("Only 2 validation image(s)" in w.value and "0.34 to 1.00" in w.value for w in at.warning)

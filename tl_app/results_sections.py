@@ -12,6 +12,7 @@ import streamlit as st
 from tl_core.data.datasets import load_dataset
 from tl_core.errors import TLError
 from tl_core.runs import table
+from tl_core.runs.accuracy import FEW_VALIDATION_IMAGES, accuracy_interval
 from tl_core.runs.store import Run
 
 from . import charts, explanations, fixes, widgets
@@ -63,8 +64,14 @@ def not_finished(run: Run, jobs) -> None:
 
 
 def headline(metrics: dict) -> None:
+    images = metrics["num_val_images"]
+    low, high = accuracy_interval(metrics["val_accuracy"], images)
     cols = st.columns(5)
-    cols[0].metric("Validation accuracy", f"{metrics['val_accuracy']:.3f}")
+    cols[0].metric(
+        "Validation accuracy",
+        f"{metrics['val_accuracy']:.3f}",
+        help=f"95% interval {low:.2f}-{high:.2f} on {images} validation images (Wilson score)",
+    )
     if "val_balanced_accuracy" in metrics:
         cols[1].metric(
             "Balanced accuracy",
@@ -74,6 +81,11 @@ def headline(metrics: dict) -> None:
         cols[2].metric("Macro F1", f"{metrics['val_macro_f1']:.3f}")
     cols[3].metric("Validation images", metrics["num_val_images"])
     cols[4].metric("Training time", f"{metrics.get('duration_s', 0):.0f} s")
+    if images < FEW_VALIDATION_IMAGES:
+        st.warning(
+            f"Only {images} validation image(s): the accuracy could be anywhere from {low:.2f} to {high:.2f} "
+            f"(95% interval). Add images, or a larger validation split, before trusting it."
+        )
     if "temperature" in metrics:
         st.caption(
             f"Calibration (temperature scaling on the validation split): expected calibration error "

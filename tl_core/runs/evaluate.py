@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from tl_core.runs.accuracy import accuracy_interval
 from tl_core.workspace import atomic_write_text, spreadsheet_safe, spreadsheet_text
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ class Interpretation:
             "val_macro_f1": self.macro_f1(),
             f"val_top{k}_accuracy": self.top_k_accuracy(k),
             "num_val_images": int(len(self.y_true)),
+            "val_accuracy_interval": list(accuracy_interval(self.accuracy(), len(self.y_true))),
             "class_names": self.class_names,
             "confusion_matrix": self.confusion_matrix().tolist(),
             "per_class": self.per_class(),
