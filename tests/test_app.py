@@ -305,3 +305,15 @@ def test_real_photos_end_to_end_server_import_train_results_predict(stop_worker,
     table = predict.dataframe[-1].value
     correct = sum(name.split("__")[0] == top1 for name, top1 in zip(table["image"], table["top1"]))
     assert correct >= 8, table[["image", "top1", "p1"]]
+
+
+def test_train_page_shows_the_chosen_variant_s_parameters_and_whether_its_weights_are_here(seeded):
+    """Weights are on disk for MobileNetV2 alpha 0.35 only (shared/keras_home): alpha 1.0 is not offline."""
+    at = open_page("pages/train.py")
+    at.selectbox(key="train_base").set_value("MobileNetV2").run()
+    at.select_slider(key="train_alpha_MobileNetV2").set_value(0.35).run()
+    assert any("410,208 parameters" in c.value and "on this server ✓" in c.value for c in at.caption)
+    assert not [w for w in at.warning if "not on this server" in w.value]
+    at.select_slider(key="train_alpha_MobileNetV2").set_value(1.0).run()
+    warnings = [w.value for w in at.warning if "not on this server" in w.value]
+    assert warnings and "2,257,984 parameters" in warnings[0] and "weights_tf_dim_ordering" in warnings[0]

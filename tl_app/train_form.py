@@ -82,6 +82,10 @@ def base_choice(models: dict[str, dict]) -> dict:
 
     def label(name: str) -> str:
         row = models[name]
+        if row["alphas"]:  # parameters depend on the width: the chosen variant's count shows below
+            offline = ", ".join(map(str, row["offline_alphas"]))
+            weights = f"weights offline for alpha {offline} ✓" if offline else "weights download on first use"
+            return f"{name} — {row['default_size']} px, {weights}"
         weights = "weights offline ✓" if row["weights_offline"] else "weights download on first use"
         return f"{name} — {row['params'] / 1e6:.1f}M params, {row['default_size']} px, {weights}"
 
@@ -100,7 +104,24 @@ def base_choice(models: dict[str, dict]) -> dict:
             help="Weights on disk for: " + (", ".join(map(str, offline)) or "none"),
         )
     size = _number_input(st, "size", f"train_size_{base}", min_value=arch.min_size, value=arch.default_size)
+    _variant_note(arch, alpha, int(size))
     return {"base": base, "alpha": alpha, "size": int(size)}
+
+
+def _variant_note(arch: architectures.Architecture, alpha, size: int) -> None:
+    """The chosen variant's own parameter count, and whether its weights are on this server, before queueing."""
+    with st.spinner("Reading the base's layers…"):
+        params = freeze.describe(arch.name, alpha, size)["params"]
+    variant = f"{arch.name}{f' alpha {alpha}' if alpha is not None else ''} at {size} px"
+    if architectures.find_weights(arch, alpha, size):
+        st.caption(f"{variant}: {params:,} parameters; ImageNet weights on this server ✓")
+        return
+    wanted = architectures.weights_dir() / arch.weights_filename(alpha, size)
+    st.warning(
+        f"{variant} ({params:,} parameters): its ImageNet weights are not on this server. Training will try to "
+        f"download {wanted.name!r} into {str(wanted.parent)!r} and fails without internet: pick a variant marked "
+        "offline, or put the file there first."
+    )
 
 
 def head_choice() -> str:
