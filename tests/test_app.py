@@ -1,6 +1,7 @@
 """Every page through the router with Streamlit's AppTest: empty workspace, seeded workspace, live job."""
 
 import time
+import zipfile
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -317,3 +318,32 @@ def test_train_page_shows_the_chosen_variant_s_parameters_and_whether_its_weight
     at.select_slider(key="train_alpha_MobileNetV2").set_value(1.0).run()
     warnings = [w.value for w in at.warning if "not on this server" in w.value]
     assert warnings and "2,257,984 parameters" in warnings[0] and "weights_tf_dim_ordering" in warnings[0]
+
+
+def test_data_page_names_a_chosen_zip_after_its_file_and_says_why_import_is_greyed_out(tmp_path):
+    from .conftest import zip_folder
+
+    at = open_page("pages/data.py")
+    assert at.button(key="data_zip_go").disabled
+    assert "Choose a zip file first." in [c.value for c in at.caption]
+    archive = zip_folder(make_class_folders(tmp_path / "src", per_class=3), tmp_path / "garden flowers.zip")
+    at.get("file_uploader")[0].upload(archive.name, archive.read_bytes(), "application/zip").run()
+    assert at.text_input(key="data_zip_name").value == "garden flowers"
+    assert not at.button(key="data_zip_go").disabled
+    at.text_input(key="data_zip_name").set_value(" ").run()
+    assert at.button(key="data_zip_go").disabled and "Give the dataset a name." in [c.value for c in at.caption]
+
+
+def test_an_import_with_no_usable_image_shows_the_report_it_points_to_and_no_stale_progress(tmp_path):
+    archive = tmp_path / "junk.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("cats/notes.txt", "not an image")
+        handle.writestr("dogs/fake.jpg", b"\xff\xd8 not really a jpeg")
+    at = open_page("pages/data.py")
+    at.get("file_uploader")[0].upload(archive.name, archive.read_bytes(), "application/zip").run()
+    at.button(key="data_zip_go").click().run()
+    assert not at.exception
+    assert any("No usable images found" in e.value and "report below" in e.value for e in at.error)
+    report = at.dataframe[0].value
+    assert sorted(report["file"].str.rsplit("/", n=1).str[-1]) == ["fake.jpg", "notes.txt"]
+    assert not at.get("progress"), "the progress bar stays on 'Checking images…' after the import failed"

@@ -111,3 +111,16 @@ def test_accuracy_on_two_validation_images_comes_with_its_interval_and_a_warning
     at = AppTest.from_function(headline).run()
     assert not at.exception
     assert any("Only 2 validation image(s)" in w.value and "0.34 to 1.00" in w.value for w in at.warning)
+
+
+def test_the_cli_prints_the_skipped_file_report_its_no_images_error_points_to(tmp_path, capsys):
+    import zipfile
+
+    from tl_core import cli
+
+    archive = tmp_path / "junk.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("cats/notes.txt", "not an image")
+    assert cli.main(["datasets", "add", str(archive), "--name", "junk"]) == 2
+    err = capsys.readouterr().err
+    assert "error: No usable images found" in err and "skipped cats/notes.txt: not an image" in err

@@ -35,20 +35,41 @@ def import_roots() -> list[str]:
     return [root for root in os.environ.get("TL_IMPORT_ROOTS", "").split(os.pathsep) if root]
 
 
-def _progress_bar() -> Callable[[int, int], None]:
-    bar = st.progress(0.0, text="Checking images…")
-    return lambda done, total: bar.progress(done / max(total, 1), text=f"Checked {done}/{total} files")
+def why_disabled(needs: dict[str, object]) -> Optional[str]:
+    """The first missing input's sentence (``needs``: sentence -> value that must be truthy), or None when
+    nothing is missing: a greyed-out button always says why, as a caption under it."""
+    return next((sentence for sentence, value in needs.items() if not value), None)
+
+
+def _action(label: str, key: str, needs: dict[str, object], **kwargs) -> bool:
+    missing = why_disabled(needs)
+    clicked = st.button(label, disabled=missing is not None, key=key, **kwargs)
+    if missing:
+        st.caption(missing)
+    return clicked
+
+
+def _name_from_upload(uploader_key: str, name_key: str) -> None:
+    """A newly chosen zip names the dataset after its file (the name stays editable)."""
+    upload = st.session_state.get(uploader_key)
+    if upload is not None:
+        st.session_state[name_key] = Path(upload.name).stem
 
 
 def run_import(make: Make, released: Sequence = ()) -> Optional[datasets.Dataset]:
     """Run an import and show its report (errors readable); once imported, let go of the uploaded files
     ``released`` and start the next upload round. On a ``TLError`` the uploads stay, so the user can fix
     the name and try again."""
+    bar = st.progress(0.0, text="Checking images…")
     try:
-        dataset = make(_progress_bar())
+        dataset = make(lambda done, total: bar.progress(done / max(total, 1), text=f"Checked {done}/{total} files"))
     except TLError as exc:
+        bar.empty()
         st.error(str(exc))
+        if getattr(exc, "skipped", None):
+            st.dataframe(pd.DataFrame(exc.skipped), hide_index=True, key="data_import_skipped")
         return None
+    bar.empty()
     streamlit_internals.release_uploads(released)
     st.session_state["data_upload_round"] = upload_round() + 1
     m = dataset.manifest
@@ -68,10 +89,15 @@ def run_import(make: Make, released: Sequence = ()) -> Optional[datasets.Dataset
 
 def zip_import(round_: int) -> None:
     upload = st.file_uploader(
-        "Zip with one folder per class (optionally train/ and val/ folders)", type=["zip"], key=f"data_zip_{round_}"
+        "Zip with one folder per class (optionally train/ and val/ folders)",
+        type=["zip"],
+        key=f"data_zip_{round_}",
+        on_change=_name_from_upload,
+        args=(f"data_zip_{round_}", "data_zip_name"),
     )
-    name = st.text_input("Dataset name", value=Path(upload.name).stem if upload else "", key="data_zip_name")
-    if st.button("Import zip", disabled=not (upload and name), type="primary", key="data_zip_go"):
+    name = st.text_input("Dataset name", key="data_zip_name")
+    needs = {"Choose a zip file first.": upload, "Give the dataset a name.": name.strip()}
+    if _action("Import zip", "data_zip_go", needs, type="primary"):
         staged = uploads.Staging()
         try:  # on disk in chunks: no second copy of the zip in memory
             path = staged.save(upload.name, upload)
@@ -85,7 +111,8 @@ def folder_import(round_: int) -> None:
         "A folder with one sub-folder per class", accept_multiple_files="directory", key=f"data_folder_{round_}"
     )
     name = st.text_input("Dataset name", key="data_folder_name")
-    if st.button("Import folder", disabled=not (files and name), type="primary", key="data_folder_go"):
+    needs = {"Choose a folder first.": files, "Give the dataset a name.": name.strip()}
+    if _action("Import folder", "data_folder_go", needs, type="primary"):
         run_import(
             lambda progress: datasets.add_uploaded_folder(  # each file read when its turn comes
                 [(f.name, f.getvalue) for f in files], name, progress=progress
@@ -110,7 +137,10 @@ def class_by_class() -> None:
         st.write({cls: f"{count} image(s)" for cls, count in pending.items()})
     name = st.text_input("Dataset name", key="data_items_name")
     cols = st.columns(2)
-    if cols[0].button("Create dataset", disabled=not (pending and name), type="primary", key="data_items_go"):
+    with cols[0]:
+        needs = {"Add at least one class first.": pending, "Give the dataset a name.": name.strip()}
+        create = _action("Create dataset", "data_items_go", needs, type="primary")
+    if create:
         if run_import(lambda progress: datasets.add_items(staged.items(), name, progress=progress)):
             staged.discard()
     if cols[1].button("Clear classes", disabled=not pending, key="data_items_clear"):
@@ -128,7 +158,8 @@ def server_folder(roots: list[str]) -> None:
     st.caption("Allowed folders: " + ", ".join(f"`{r}`" for r in roots))
     folder = st.text_input("Folder on the server", key="data_server_path")
     name = st.text_input("Dataset name", value=Path(folder).name if folder else "", key="data_server_name")
-    if st.button("Import folder", disabled=not (folder and name), type="primary", key="data_server_go"):
+    needs = {"Type a folder on the server first.": folder.strip(), "Give the dataset a name.": name.strip()}
+    if _action("Import folder", "data_server_go", needs, type="primary"):
         run_import(lambda progress: datasets.add_folder(folder, name, allowed_roots=roots, progress=progress))
 
 

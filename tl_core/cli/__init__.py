@@ -50,4 +50,6 @@ def main(argv=None) -> int:
         return args.func(args)
     except TLError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        for entry in getattr(exc, "skipped", ()):  # an import's report of rejected files
+            print(f"  skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
         return 2

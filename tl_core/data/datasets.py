@@ -108,11 +108,22 @@ def _summary(values: list[int]) -> dict:
     return {"min": min(values), "median": int(statistics.median(values)), "max": max(values)} if values else {}
 
 
-def _validate(items: list[dict], classes: list[str]) -> None:
+class NoUsableImages(TLError):
+    """An import found no image it could use; ``skipped`` says why each file was rejected (the report the
+    message points to, for the page and the CLI to show)."""
+
+    def __init__(self, message: str, skipped: list[dict]):
+        super().__init__(message)
+        self.skipped = skipped
+
+
+def _validate(items: list[dict], classes: list[str], skipped: list[dict]) -> None:
     if not items:
-        raise TLError(
+        raise NoUsableImages(
             "No usable images found. Put images in one folder per class "
-            "(e.g. ants/1.jpg, bees/2.jpg); see the skipped-file report for why files were rejected."
+            f"(e.g. ants/1.jpg, bees/2.jpg). {len(skipped)} file(s) were skipped"
+            + (": the report below says why." if skipped else "; the upload held no files."),
+            skipped,
         )
     if len(classes) < 2:
         raise TLError(f"Only one class found ({classes[0]!r}). A classifier needs at least two class folders.")
@@ -253,7 +264,7 @@ def build_dataset(
                 }
             )
         classes = sorted({it["class"] for it in items})
-        _validate(items, classes)
+        _validate(items, classes, skipped)
         has_split = any(it["split"] != "unsplit" for it in items)
         if has_split:
             for it in items:
