@@ -124,3 +124,37 @@ def test_the_cli_prints_the_skipped_file_report_its_no_images_error_points_to(tm
     assert cli.main(["datasets", "add", str(archive), "--name", "junk"]) == 2
     err = capsys.readouterr().err
     assert "error: No usable images found" in err and "skipped cats/notes.txt: not an image" in err
+
+
+def test_the_learning_rate_finder_labels_its_suggestion_where_the_line_is():
+    import math
+
+    from tl_app.lr_finder import curve
+
+    result = {"lrs": [1e-6, 1e-4, 1e-2, 1.0], "losses": [1.0, 0.8, 0.5, 9.0], "suggested_lr": 3e-4}
+    figure = curve(result)
+    (line,) = figure.layout.shapes
+    (label,) = [a for a in figure.layout.annotations if "suggested" in a.text]
+    assert line.x0 == 3e-4 and math.isclose(10**label.x, 3e-4)  # plotly places log-axis annotations by exponent
+
+
+def test_embedding_map_colours_stay_with_their_class_and_the_legend_names_classes_only():
+    import pandas as pd
+
+    from tl_app import charts
+
+    classes = ["daisy", "dandelion", "rose", "sunflower", "tulip"]
+    rows = [
+        (i, -i, name, "train", f"{name}/{i}.jpg", "misclassified" if i % 3 == 0 else "")
+        for i, name in enumerate(classes * 4)
+    ]
+    points = pd.DataFrame(rows, columns=["x", "y", "class", "split", "file", "flag"])
+    full = charts.embedding_map(points, classes)
+    assert [trace.name for trace in full.data] == classes  # no "daisy, " entries
+    colours = {trace.name: trace.marker.color for trace in full.data}
+    assert len(set(colours.values())) == len(classes)
+    without_daisy = charts.embedding_map(points[points["class"] != "daisy"], classes)
+    assert {trace.name: trace.marker.color for trace in without_daisy.data} == {
+        name: colour for name, colour in colours.items() if name != "daisy"
+    }
+    assert "x" in full.data[0].marker.symbol and full.data[0].customdata[0][0] == "daisy/0.jpg"

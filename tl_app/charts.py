@@ -85,21 +85,41 @@ def compare_curves(series: dict[str, list[dict]], metric: str = "val_accuracy") 
     return fig
 
 
-def embedding_map(points) -> go.Figure:
-    """A scatter of the 2-D embedding (a DataFrame with x, y, class, split, file, flag), one colour per class;
-    images flagged (misclassified in the chosen run) are drawn as crosses."""
+def class_colours(classes: list[str]) -> dict[str, str]:
+    """One colour per class of a dataset, by the class's place in the dataset: the same on every render and
+    whatever the filter shows (ten clearly distinct colours, twenty-six beyond ten classes, then repeated)."""
     import plotly.express as px
 
-    fig = px.scatter(
-        points,
-        x="x",
-        y="y",
-        color="class",
-        symbol="flag",
-        hover_data={"file": True, "split": True, "x": False, "y": False, "flag": False},
-        custom_data=["file"],
-        symbol_map={"": "circle", "misclassified": "x"},
-    )
+    palette = px.colors.qualitative.D3 if len(classes) <= 10 else px.colors.qualitative.Alphabet
+    return {name: palette[index % len(palette)] for index, name in enumerate(classes)}
+
+
+def embedding_map(points, classes: list[str]) -> go.Figure:
+    """A scatter of the 2-D embedding (a DataFrame with x, y, class, split, file, flag), one trace and colour
+    per class of ``classes`` (the dataset's, so colours stay put); images flagged (misclassified in the chosen
+    run) are drawn as crosses. Each point's customdata is its file."""
+    colours = class_colours(classes)
+    fig = go.Figure()
+    for name in classes:
+        rows = points[points["class"] == name]
+        if rows.empty:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=rows["x"],
+                y=rows["y"],
+                mode="markers",
+                name=name,
+                marker={
+                    "color": colours[name],
+                    "symbol": ["x" if flag else "circle" for flag in rows["flag"]],
+                    "size": 7,
+                },
+                customdata=rows[["file"]].to_numpy(),
+                text=rows["split"],
+                hovertemplate="%{customdata[0]}<br>" + name + ", %{text}<extra></extra>",
+            )
+        )
     fig.update_layout(
         height=520,
         legend_title_text="class",

@@ -72,7 +72,10 @@ def embedding_map(dataset: datasets.Dataset, features: np.ndarray, runs: list[Ru
         columns=["x", "y", "class", "split", "file", "flag"],
     )
     event = st.plotly_chart(
-        charts.embedding_map(points), on_select="rerun", selection_mode=("points", "box", "lasso"), key="inspect_map"
+        charts.embedding_map(points, dataset.classes),
+        on_select="rerun",
+        selection_mode=("points", "box", "lasso"),
+        key="inspect_map",
     )
     picked = [p["customdata"][0] for p in (event.selection.points if event and event.selection else [])][:12]
     if picked:

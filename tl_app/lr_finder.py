@@ -24,7 +24,11 @@ def _use(lr: float) -> None:  # a callback: it runs before the next script run, 
 
 def curve(result: dict) -> go.Figure:
     fig = go.Figure(go.Scatter(x=result["lrs"], y=result["losses"], mode="lines", name="loss (smoothed)"))
-    fig.add_vline(x=result["suggested_lr"], line_dash="dot", annotation_text=f"suggested {result['suggested_lr']:.2g}")
+    suggested = result["suggested_lr"]
+    fig.add_vline(x=suggested, line_dash="dot")
+    # on a log axis an annotation's x is the exponent (plotly), unlike the line's: add_vline's own label
+    # landed at 10**suggested, about 1, beside the divergence spike
+    fig.add_annotation(x=math.log10(suggested), y=1, yref="paper", text=f"suggested {suggested:.2g}", showarrow=False)
     fig.update_layout(
         xaxis_type="log",
         xaxis_title="learning rate",
