@@ -142,8 +142,8 @@ def test_an_svm_head_says_grad_cam_is_not_defined():
     head = make_pipeline(StandardScaler(), CalibratedClassifierCV(SVC(), cv=2)).fit(
         rng.normal(size=(20, 4)), [0, 1] * 10
     )
-    with pytest.raises(TLError, match="not defined for this run's head: an SVM"):
-        linear_head(SimpleNamespace(sklearn_head=head, class_names=["a", "b"]))
+    with pytest.raises(TLError, match=r"not defined for this run's head \(SVM on embeddings\).*logistic regression"):
+        linear_head(SimpleNamespace(head_kind="svm", sklearn_head=head, class_names=["a", "b"]))
 
 
 def test_every_registered_base_gives_a_map_at_its_default_size():
