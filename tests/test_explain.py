@@ -142,7 +142,7 @@ def test_an_svm_head_says_grad_cam_is_not_defined():
     head = make_pipeline(StandardScaler(), CalibratedClassifierCV(SVC(), cv=2)).fit(
         rng.normal(size=(20, 4)), [0, 1] * 10
     )
-    with pytest.raises(TLError, match=r"not defined for this run's head \(SVM on embeddings\).*logistic regression"):
+    with pytest.raises(TLError, match=r"not defined for this run's head \(SVM on embeddings\).*Logistic regression"):
         linear_head(SimpleNamespace(head_kind="svm", sklearn_head=head, class_names=["a", "b"]))
 
 
