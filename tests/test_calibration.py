@@ -46,8 +46,15 @@ def test_coverage_curve_trades_answered_images_for_accuracy():
     assert answered[-1]["accuracy"] > answered[0]["accuracy"] + 0.1  # surer answers are right more often
 
 
-def test_a_trained_run_records_its_temperature_and_predictions_use_it(tmp_path):
+@pytest.mark.parametrize("head", ["keras", "logreg", "svm"])
+def test_a_trained_run_saves_its_model_calibrated_and_every_use_of_it_answers_so(tmp_path, head):
+    """The run's temperature is in its saved model (a linear head's weights; an SVM's loaded handle applies
+    it): loaded, its probabilities on the validation images are the evaluated ones with the temperature
+    applied, and Predictor adds nothing."""
+    import json
+
     from tl_core.data import datasets
+    from tl_core.data.images import load_batch
     from tl_core.inference.predict import Predictor
     from tl_core.models.config import TrainConfig
     from tl_core.training.runner import train
@@ -55,14 +62,21 @@ def test_a_trained_run_records_its_temperature_and_predictions_use_it(tmp_path):
     from .conftest import make_class_folders
 
     colors = datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue"), per_class=8), "colors")
-    run, metrics = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=3))
+    run, metrics = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=3, head=head))
     assert {"temperature", "ece_before", "ece_after"} <= set(metrics) and metrics["temperature"] > 0
-    image = colors.root / colors.items[0]["path"]
-    raw = Predictor(run.load_model()).predict([image], 2)[0]
-    calibrated = Predictor.from_run(run).predict([image], 2)[0]
-    assert calibrated[0]["label"] == raw[0]["label"]
-    expected = apply_temperature(np.array([[p["probability"] for p in raw]]), metrics["temperature"])[0]
-    assert [p["probability"] for p in calibrated] == pytest.approx(list(expected), abs=1e-6)
+    assert abs(np.log(metrics["temperature"])) > 0.05, metrics["temperature"]  # calibration changes answers
+    info = json.loads(run.path("model_info.json").read_text())
+    assert info["temperature"] == metrics["temperature"] and info["temperature_folded"] == (head != "svm")
+
+    evaluated = run.interpretation()  # predictions.csv: the validation images as evaluated, before calibration
+    pixels = load_batch([colors.root / f for f in evaluated.files], 64, resize=run.config.resize)
+    expected = apply_temperature(evaluated.probs, metrics["temperature"])
+    loaded = run.load_model()
+    np.testing.assert_allclose(loaded.probabilities(pixels), expected, atol=1e-5)
+    predictor = Predictor.from_run(run)
+    np.testing.assert_allclose(predictor.probabilities(pixels), expected, atol=1e-5)
+    top = predictor.predict([colors.root / evaluated.files[0]], 2)[0]
+    assert [t["probability"] for t in top] == pytest.approx(sorted(expected[0], reverse=True), abs=1e-5)
 
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")

@@ -12,12 +12,11 @@ import shutil
 import threading
 import time
 import zipfile
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from .conftest import HYMENOPTERA, SHARED, require_shared
+from .conftest import HYMENOPTERA, REPO, SHARED, require_shared
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -75,7 +74,8 @@ def test_every_format_takes_pixels_and_agrees_in_its_own_runtime(trained_run, ca
     assert set(parity) == set(FORMATS)
     for fmt, entry in parity.items():
         assert entry["images"] == 32 and entry["runtime"] == FORMATS[fmt].runtime
-        if fmt == "tflite-int8":  # states its agreement and drop; no threshold
+        assert entry["precision"] == FORMATS[fmt].precision and entry["temperature"] > 0
+        if FORMATS[fmt].quantized:  # states its agreement and drop; no threshold
             assert entry["passed"] is None and 0.5 <= entry["agreement"] <= 1 and "accuracy_drop" in entry
             assert entry["file_bytes"] < parity["tflite"]["file_bytes"] / 2
         else:
@@ -94,6 +94,100 @@ def test_every_format_takes_pixels_and_agrees_in_its_own_runtime(trained_run, ca
     assert {"keras", "onnx"} <= set(trained_run.artifacts.exported_formats())
     with zipfile.ZipFile(__import__("io").BytesIO(trained_run.artifacts.export_zip("onnx"))) as archive:
         assert f"{trained_run.id}-onnx/model.onnx" in archive.namelist()
+
+
+def _photos() -> list:
+    """A handful of real photos the run never trained on: hymenoptera validation images past the ones it used,
+    and a cat (neither class)."""
+    val = HYMENOPTERA / "val"
+    return [*sorted((val / "ants").glob("*.jpg"))[30:33], *sorted((val / "bees").glob("*.jpg"))[30:33]] + [
+        SHARED / "samples" / "cat_720p.jpg"
+    ]
+
+
+def test_one_model_one_answer_cli_rest_and_tflite_agree_on_real_photos(trained_run, tmp_path):
+    """The issue's check: ``python -m tl_core predict``, the REST ``:classify`` and the exported TFLite model
+    run in LiteRT give the same top class, with probabilities within 0.005, for a run whose temperature is
+    not 1 (so an answer that skipped calibration would stand out)."""
+    import subprocess
+    import sys
+
+    from ai_edge_litert.interpreter import Interpreter
+    from fastapi.testclient import TestClient
+
+    from tl_core.data.images import load_batch
+    from tl_core.deploy.export import export_run
+    from tl_core.deploy.serving import create_app
+    from tl_core.models.head_fit import apply_temperature
+
+    photos, classes = _photos(), ["ants", "bees"]
+    temperature = trained_run.artifacts.metrics()["temperature"]
+    assert json.loads(trained_run.path("model_info.json").read_text())["temperature_folded"] is True
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tl_core", "predict", "--run", trained_run.id, "--top-k", "2", *map(str, photos)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        cwd=REPO,
+    )
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["image"] for line in lines] == [str(p) for p in photos]
+    cli = np.array([[{t["label"]: t["probability"] for t in line["top_k"]}[c] for c in classes] for line in lines])
+
+    http = TestClient(create_app([trained_run]))
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    reply = http.post(f"/v1/models/{trained_run.id}:classify?top_k=2", files=files)
+    assert reply.status_code == 200, reply.text
+    rest = np.array(
+        [[{t["label"]: t["probability"] for t in r["top_k"]}[c] for c in classes] for r in reply.json()["results"]]
+    )
+
+    export_run(trained_run, "tflite", tmp_path / "tflite", check=False)
+    interpreter = Interpreter(model_path=str(tmp_path / "tflite" / "model.tflite"))
+    source, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(source["index"], (len(photos), 96, 96, 3))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(source["index"], load_batch(photos, 96, resize="crop").astype(np.float32))
+    interpreter.invoke()
+    tflite = interpreter.get_tensor(sink["index"]).astype(np.float64)
+
+    for name, got in (("REST :classify", rest), ("TFLite in LiteRT", tflite)):
+        assert (got.argmax(1) == cli.argmax(1)).all(), (name, got, cli)
+        assert np.abs(got - cli).max() < 0.005, (name, got, cli)
+    # the check has teeth: the probabilities before calibration are further than 0.005 from these
+    uncalibrated = apply_temperature(cli, 1 / temperature)
+    assert np.abs(uncalibrated - cli).max() > 0.005, (temperature, uncalibrated, cli)
+
+
+def test_an_older_run_folder_gets_its_temperature_folded_when_loaded(trained_run, tmp_path):
+    """A run folder saved before folding (the model as trained, its temperature only in metrics.json) gives the
+    same calibrated probabilities as one saved folded, and folding the head makes no new engine conversion."""
+    import keras
+
+    from tl_core.data.images import load_batch
+    from tl_core.models import preprocessing  # noqa: F401  registers the saved model's Preprocess layer
+    from tl_core.runs.artifacts import Artifacts
+    from tl_core.runs.loaded_model import LoadedModel
+    from tl_core.workspace import cache_dir
+
+    temperature = trained_run.artifacts.metrics()["temperature"]
+    old = tmp_path / "old-run"
+    shutil.copytree(trained_run.root, old, ignore=shutil.ignore_patterns("export"))
+    model = keras.models.load_model(old / "model.keras", safe_mode=True, compile=False)
+    layer = model.get_layer("predictions")
+    layer.set_weights([w * temperature for w in layer.get_weights()])  # undo the fold: as trained
+    model.save(old / "model.keras")
+    info = json.loads((old / "model_info.json").read_text())
+    del info["temperature"], info["temperature_folded"]
+    (old / "model_info.json").write_text(json.dumps(info))
+
+    pixels = load_batch(_photos(), 96, resize="crop")
+    current = trained_run.load_model().probabilities(pixels)
+    conversions = sorted((cache_dir() / "engines").glob("*.tflite"))
+    np.testing.assert_allclose(LoadedModel.from_artifacts(Artifacts(old)).probabilities(pixels), current, atol=1e-5)
+    assert sorted((cache_dir() / "engines").glob("*.tflite")) == conversions and conversions
 
 
 def test_export_to_another_folder_and_refusals(trained_run, tmp_path, monkeypatch, capsys):
@@ -136,8 +230,9 @@ def _features_and_labels(classes: int, seed: int = 0):
 
 
 @pytest.mark.parametrize("classes,fitted_on", [(2, None), (3, None), (4, [0, 1, 3])])
-def test_logistic_regression_head_bakes_into_a_softmax_layer(classes, fitted_on):
-    """Binary, multinomial, and a class the classifier never saw: the baked layer gives the app's numbers."""
+def test_logistic_regression_head_bakes_into_a_softmax_layer_with_its_temperature(classes, fitted_on):
+    """Binary, multinomial, and a class the classifier never saw: the baked layer gives the app's numbers,
+    before and after the run's temperature is folded in."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -151,24 +246,39 @@ def test_logistic_regression_head_bakes_into_a_softmax_layer(classes, fitted_on)
         keep = np.isin(labels, fitted_on)
         features, labels = features[keep], labels[keep]
     head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(features, labels)
-    loaded = SimpleNamespace(sklearn_head=head, class_names=[f"c{i}" for i in range(classes)])
-    expected = probabilities_by_class(head, features, classes)
-    np.testing.assert_allclose(dense_softmax(features, *LoadedModel.linear_head(loaded)), expected, atol=1e-5)
+    loaded = LoadedModel(None, [f"c{i}" for i in range(classes)], 8, head_kind="logreg", sklearn_head=head)
+    raw = probabilities_by_class(head, features, classes)
+    np.testing.assert_allclose(dense_softmax(features, *loaded.linear_head()), raw, atol=1e-5)
+    loaded.calibrate(2.5)
+    powered = raw ** (1 / 2.5)  # softmax(z / T); a class the classifier never saw keeps probability 0
+    calibrated = powered / powered.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(loaded.head_probabilities(features), calibrated, atol=1e-6)
+    np.testing.assert_allclose(dense_softmax(features, *loaded.linear_head()), calibrated, atol=1e-5)
+    assert loaded.temperature == 1.0  # in the weights, not applied a second time
 
 
-def test_an_svm_head_names_the_formats_that_cannot_hold_it():
+def test_an_svm_head_is_calibrated_on_its_probabilities_and_names_the_formats_that_cannot_hold_it():
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    from tl_core.deploy.export import inference_model
     from tl_core.errors import TLError
+    from tl_core.models.head_fit import apply_temperature
+    from tl_core.models.modeling import probabilities_by_class
     from tl_core.runs.loaded_model import LoadedModel
 
     features, labels = _features_and_labels(2)
     head = make_pipeline(StandardScaler(), CalibratedClassifierCV(SVC(), cv=2)).fit(features, labels)
-    with pytest.raises(TLError, match="SVM .*keras, saved_model, tflite, tflite-int8 and onnx"):
-        LoadedModel.linear_head(SimpleNamespace(sklearn_head=head, class_names=["a", "b"]))
+    loaded = LoadedModel(None, ["a", "b"], 8, head_kind="svm", sklearn_head=head)
+    loaded.calibrate(0.5)
+    expected = apply_temperature(probabilities_by_class(head, features, 2), 0.5)
+    np.testing.assert_allclose(loaded.head_probabilities(features), expected, atol=1e-6)
+    with pytest.raises(TLError, match=r"\(SVM on embeddings\).*keras, saved_model, tflite, tflite-int8, onnx"):
+        inference_model(loaded)
+    with pytest.raises(TLError, match="not a linear layer"):
+        loaded.linear_head()
 
 
 # ---------------------------------------------------------------- serving
@@ -306,11 +416,13 @@ def test_results_page_builds_an_export_when_asked_and_shows_its_parity(trained_r
 
 @pytest.mark.parametrize("mode", ["tf", "torch", "caffe", "builtin"])
 def test_the_exported_pixel_affine_computes_what_the_preprocess_layer_does(mode):
-    """Every base's preprocessing survives export: the built-in Dense(3) gives the Preprocess layer's numbers."""
-    from tl_core.models.preprocessing import Preprocess, pixel_affine
+    """Every base's preprocessing survives export: one table per mode, and the built-in Dense(3) and the NumPy
+    map derived from it give the Preprocess layer's numbers."""
+    from tl_core.models.preprocessing import Preprocess, pixel_affine, preprocess_pixels
 
     pixels = np.random.default_rng(1).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
     expected = np.asarray(Preprocess(mode)(pixels))
     affine = pixel_affine(mode)
     got = pixels if affine is None else pixels @ affine[0] + affine[1]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(preprocess_pixels(pixels, mode), expected, rtol=1e-6, atol=1e-5)

@@ -13,6 +13,7 @@ import pytest
 from tl_core.data import datasets
 from tl_core.data.images import load_array
 from tl_core.models.config import TrainConfig
+from tl_core.models.head_fit import apply_temperature
 from tl_core.runs.evaluate import Interpretation
 from tl_core.training.runner import train
 
@@ -49,7 +50,7 @@ def test_cached_features_and_plain_path_train_the_same_head(colors, tmp_path):
     slow_run, slow = train(cfg(dropout=0.0, use_feature_cache=False), tmp_path / "slow")
     assert fast["training_path"] == "cached-features" and slow["training_path"] == "plain"
     np.testing.assert_allclose(val_probs(fast_run, fast), val_probs(slow_run, slow), atol=2e-4)
-    # the saved end-to-end model reproduces what the cached-feature head predicted
+    # the saved end-to-end model reproduces what the cached-feature head predicted, calibrated
     again = fast_run.load_model().probabilities(
         np.stack(
             [
@@ -58,7 +59,7 @@ def test_cached_features_and_plain_path_train_the_same_head(colors, tmp_path):
             ]
         )
     )
-    np.testing.assert_allclose(again, val_probs(fast_run, fast), atol=1e-5)
+    np.testing.assert_allclose(again, apply_temperature(val_probs(fast_run, fast), fast["temperature"]), atol=1e-5)
 
 
 def test_frozen_prefix_computed_once_trains_like_the_plain_path(colors, tmp_path, monkeypatch):

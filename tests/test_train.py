@@ -10,6 +10,7 @@ from tl_core.errors import TLError
 from tl_core.inference.predict import Predictor
 from tl_core.models import bases, freeze
 from tl_core.models.config import TrainConfig
+from tl_core.models.head_fit import apply_temperature
 from tl_core.runs.evaluate import Interpretation
 from tl_core.runs.store import Run, new_run
 from tl_core.training.runner import execute, train
@@ -96,10 +97,10 @@ def test_saved_run_reloads_and_predicts_the_same_probabilities(colors, tmp_path)
     run, metrics = train(small(), tmp_path / "run")
     assert metrics["training_path"] == "cached-features"
     saved = Interpretation.load(run.path("predictions.csv"), run.artifacts.class_names())
-    predictor = Predictor(Run(run.root).load_model())  # as trained: temperature 1
+    predictor = Predictor(Run(run.root).load_model())  # saved calibrated: evaluated probabilities, temperature on
     files = [colors.root / f for f in saved.files]
     again = class_probabilities(predictor, files, run.artifacts.class_names())
-    np.testing.assert_allclose(again, saved.probs, atol=1e-5)
+    np.testing.assert_allclose(again, apply_temperature(saved.probs, metrics["temperature"]), atol=1e-5)
     from PIL import Image
 
     by_bytes = predictor.predict([files[0].read_bytes()], 3)[0]
@@ -148,7 +149,7 @@ def test_a_gpu_hosts_path_runs_here_mixed_precision_on_one_batched_engine(colors
     saved = Interpretation.load(run.path("predictions.csv"), names)
     again = class_probabilities(Predictor(run.load_model()), [colors.root / f for f in saved.files], names)
     np.testing.assert_allclose(again.sum(axis=1), 1.0, atol=1e-3)  # the softmax stays float32
-    np.testing.assert_allclose(again, saved.probs, atol=1e-2)
+    np.testing.assert_allclose(again, apply_temperature(saved.probs, metrics["temperature"]), atol=1e-2)
 
 
 @pytest.mark.parametrize("head", ["logreg", "svm"])

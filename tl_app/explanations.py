@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from tl_core.errors import TLError
+from tl_core.models.heads import HEAD_KINDS, head_kind
 from tl_core.runs.store import Run
 
 from .models import predictor_for
@@ -31,10 +32,12 @@ def _overlay(run_path: str, model_mtime: float, digest: str, class_name: str, _i
 
 def gradcam_view(run: Run, image: bytes, default_class: str, key: str) -> None:
     """The image, and where the model found evidence for a class the user picks (default: ``default_class``)."""
-    if run.config.head == "svm":
+    kind = head_kind(run.config.head)
+    if not kind.grad_cam:
+        able = " and ".join(k.label for k in HEAD_KINDS.values() if k.grad_cam)
         st.caption(
-            "Grad-CAM is not defined for an SVM head (RBF kernel): it has no per-class direction over "
-            "the features. Keras and logistic-regression heads have one."
+            f"Grad-CAM is not defined for this run's head ({kind.label}): it has no per-class direction over "
+            f"the features. These heads have one: {able}."
         )
         return
     classes = run.artifacts.class_names()

@@ -15,6 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.deploy.formats import FORMATS
+from tl_core.deploy.parity import FLOAT_AGREEMENT
+from tl_core.models.heads import HEAD_KINDS, head_kind
 from tl_core.runs.store import Run
 
 EXPORT_TIMEOUT_S = 900
@@ -59,17 +61,20 @@ def parity_table(parity: dict) -> pd.DataFrame:
 
 
 def export_panel(run: Run) -> None:
-    if run.config.head == "svm":
+    kind = head_kind(run.config.head)
+    if not kind.exports:
+        exporting = " or ".join(k.label for k in HEAD_KINDS.values() if k.exports)
         st.info(
-            "An SVM head (RBF kernel) cannot be written as a layer, so none of the formats "
-            f"({', '.join(FORMATS)}) can hold it. Retrain with the Keras head or logistic regression to "
-            "export; 'Download model (zip)' under Config & log has model.keras + head.joblib for Python."
+            f"This run's head ({kind.label}) cannot be written as a layer, so none of the formats "
+            f"({', '.join(FORMATS)}) can hold it. Retrain with a {exporting} to export; 'Download model "
+            "(zip)' under Config & log has model.keras + head.joblib for Python."
         )
         return
     st.caption(
         "Every export takes raw RGB pixels (0-255) at the model's input size and returns probabilities; "
         "it comes with labels.txt and a model card, and is checked in its own runtime on this run's "
-        "validation images."
+        "validation images. The run's calibration (temperature) is inside every export: it gives the "
+        "probabilities Predict shows."
     )
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     fmt = left.selectbox(
@@ -98,7 +103,8 @@ def export_panel(run: Run) -> None:
         )
         st.caption(
             "Agreement: share of validation images where the export's top class equals the app's. "
-            "Float formats must agree on at least 99.5%; full-integer (int8) states its agreement."
+            f"Float formats must agree on at least {FLOAT_AGREEMENT:.1%}; integer formats "
+            f"({', '.join(f.name for f in FORMATS.values() if f.quantized)}) state their agreement."
         )
     for exported in run.artifacts.exported_formats():
         # the zip is built when the button is clicked, not on every rerun of this page

@@ -1,11 +1,13 @@
 """Export: a finished run's model in the formats teams deploy, each one raw RGB pixels in, probabilities out.
 
 Every format is written from one *inference model* built here from the loaded-model handle: a per-pixel
-affine layer that does the base's preprocessing (a plain ``Dense(3)``, so the file loads with stock Keras
-and converts to any runtime), the base, global pooling and a softmax ``Dense`` head. A logistic-regression
-head is baked into that dense layer (its scaler folded in); a kernel SVM cannot be a layer, so such a run
-exports in no format. Beside each model: ``labels.txt`` and the model card. ``parity.py`` then checks the
-export in its own runtime.
+affine layer that does the base's preprocessing (``preprocessing.pixel_affine``, a plain ``Dense(3)``, so
+the file loads with stock Keras and converts to any runtime), the base, global pooling and a softmax
+``Dense`` head: the loaded model's linear head, calibrated (the run's temperature is in its weights), so
+every format gives the app's probabilities. A logistic-regression head is baked into that dense layer (its
+scaler folded in); a head kind that is not linear (``HeadKind.exports``: the kernel SVM) exports in no
+format. Beside each model: ``labels.txt`` and the model card. ``parity.py`` then checks the export in its
+own runtime.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from tl_core.deploy import model_card
-from tl_core.deploy.formats import get_format
+from tl_core.deploy.formats import FORMATS, get_format
 from tl_core.deploy.parity import check_export
 from tl_core.errors import TLError
+from tl_core.models.heads import HEAD_KINDS, head_kind
 from tl_core.models.preprocessing import pixel_affine
 from tl_core.runs.artifacts import EXPORT_LABELS
 
@@ -36,6 +39,14 @@ def inference_model(loaded: LoadedModel) -> keras.Model:
     """Raw RGB pixels (float32, 0-255, size x size x 3) -> class probabilities, in built-in layers only."""
     import keras
 
+    kind = head_kind(loaded.head_kind)
+    if not kind.exports:
+        raise TLError(
+            f"This run's head ({kind.label}) cannot be written as a layer, so no export format "
+            f"({', '.join(FORMATS)}) can hold it. Retrain with a head that exports "
+            f"({', '.join(k.label for k in HEAD_KINDS.values() if k.exports)}), or use 'Download model (zip)' "
+            "(model.keras + head.joblib) from Python."
+        )
     kernel, bias = loaded.linear_head()
     size = loaded.input_size
     inputs = keras.Input(shape=(size, size, 3), dtype="float32", name="pixels")

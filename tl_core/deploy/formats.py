@@ -1,4 +1,5 @@
-"""Export formats, one registry: each format's file name, the runtime that checks it, and its writer.
+"""Export formats, one registry: each format's file name, the runtime that checks it, its precision and
+its writer.
 
 A writer takes the inference model (``export.inference_model``), the target path and the run (the int8
 writer calibrates on the run's training images). **A new format** is one ``ExportFormat`` entry here.
@@ -33,6 +34,12 @@ class ExportFormat:
     runtime: str  # where parity.py runs it
     description: str
     write: Callable[[keras.Model, Path, Run], None]
+    precision: str = "float32"  # of its weights and activations; "int8": full-integer, uint8 pixels in and out
+
+    @property
+    def quantized(self) -> bool:
+        """Integer arithmetic: it states its agreement with the float model instead of having to reach one."""
+        return self.precision != "float32"
 
 
 def _saved_model(model, target: Path, run=None) -> None:
@@ -111,6 +118,7 @@ FORMATS = {
             "litert",
             "TFLite, full-integer (uint8 in and out)",
             _tflite_int8,
+            precision="int8",
         ),
         ExportFormat("onnx", EXPORT_FILES["onnx"], "onnxruntime", f"ONNX (opset {ONNX_OPSET})", _onnx),
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from tl_core.clock import now_iso
+from tl_core.deploy.formats import get_format
 from tl_core.errors import TLError
 from tl_core.runs.artifacts import MODEL_CARD_JSON, MODEL_CARD_MD
 from tl_core.workspace import atomic_write_text, write_json
@@ -54,7 +55,7 @@ def _limits(run: Run, fmt: str, classes: list[dict], metrics: dict, parity: Opti
     sizes = [sum(c.get("images_by_split", {}).values()) for c in classes if c.get("images_by_split")]
     if sizes and min(sizes) and max(sizes) >= 3 * min(sizes):
         limits.append(f"Classes are imbalanced ({max(sizes)} vs {min(sizes)} images): rare classes are less reliable.")
-    if fmt == "tflite-int8" and parity:
+    if get_format(fmt).quantized and parity:
         limits.append(
             f"Full-integer quantization: agrees with the float model on {parity['agreement']:.1%} of "
             f"validation images, accuracy change {-parity['accuracy_drop']:+.3f}."
@@ -66,7 +67,8 @@ def build(run: Run, fmt: str, description: str, loaded: LoadedModel, parity: Opt
     cfg, status, metrics = run.config, run.status(), run.artifacts.metrics()
     dataset, classes = _dataset_part(run)
     size = loaded.input_size
-    integer = fmt == "tflite-int8"
+    integer = get_format(fmt).quantized
+    temperature = metrics.get("temperature", 1.0)
     return {
         "model": run.id,
         "format": fmt,
@@ -99,6 +101,7 @@ def build(run: Run, fmt: str, description: str, loaded: LoadedModel, parity: Opt
             "name": "predictions",
             "shape": [None, len(classes)],
             "meaning": "class probabilities in labels.txt order" + (" (uint8, multiply by 1/256)" if integer else ""),
+            "calibration": f"temperature {temperature:g}, fitted on the validation split, inside the model",
         },
         "known_limits": _limits(run, fmt, classes, metrics, parity),
     }
@@ -150,7 +153,7 @@ Accuracy {"n/a" if accuracy is None else f"{accuracy:.3f}"} on {card["metrics"][
 ## Input and output
 - Input `{card["input"]["name"]}`: shape {card["input"]["shape"]}, {card["input"]["dtype"]}, RGB values \
 {card["input"]["range"]}; {card["input"]["resize"]}; preprocessing {card["input"]["preprocessing"]}.
-- Output `{card["output"]["name"]}`: {card["output"]["meaning"]}.
+- Output `{card["output"]["name"]}`: {card["output"]["meaning"]}; calibration: {card["output"]["calibration"]}.
 
 ## Known limits
 """

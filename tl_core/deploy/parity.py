@@ -1,10 +1,13 @@
 """Parity: an export run in its own runtime on the run's validation images, against the in-app model.
 
+The in-app model is the run's calibrated one (its temperature is inside the model, ``LoadedModel``), and so
+is every export: the probabilities compared are the ones users get everywhere.
+
 Each runtime is loaded the way a deployment would load it (Keras, TensorFlow's SavedModel loader,
 LiteRT's interpreter, onnxruntime), fed the same raw pixels the app feeds its model, and compared on
 top-1 agreement, accuracy and the largest probability difference. The result goes to the run's
 ``export/parity.json``. Float formats must agree on at least ``FLOAT_AGREEMENT`` of the images;
-full-integer quantization states its agreement and accuracy drop.
+full-integer quantization (``ExportFormat.quantized``) states its agreement and accuracy drop.
 """
 
 from __future__ import annotations
@@ -54,28 +57,10 @@ def _tensorflow(path: Path) -> Forward:
 
 
 def _litert(path: Path) -> Forward:
-    from ai_edge_litert.interpreter import Interpreter
+    from tl_core.models.litert import LiteRTModel
 
-    interpreter = Interpreter(model_path=str(path), num_threads=cpu_cores())
-    source, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(source["index"], (BATCH, *source["shape"][1:]))
-    interpreter.allocate_tensors()
-    in_scale, in_zero = source["quantization"]
-    out_scale, out_zero = sink["quantization"]
-
-    def call(x: np.ndarray) -> np.ndarray:
-        count = len(x)
-        padded = np.zeros((BATCH, *x.shape[1:]), dtype=np.float32)
-        padded[:count] = x
-        if source["dtype"] != np.float32:  # integer input: quantize the pixels as the converter asked
-            info = np.iinfo(source["dtype"])
-            padded = np.clip(np.round(padded / in_scale + in_zero), info.min, info.max)
-        interpreter.set_tensor(source["index"], padded.astype(source["dtype"]))
-        interpreter.invoke()
-        out = interpreter.get_tensor(sink["index"])[:count].astype(np.float64)
-        return (out - out_zero) * out_scale if sink["dtype"] != np.float32 else out
-
-    return _batched(call)
+    model = LiteRTModel(path, cpu_cores())  # an integer model's pixels are quantized as the converter asked
+    return lambda x: np.asarray(model.run(x), dtype=np.float64)
 
 
 def _onnxruntime(path: Path) -> Forward:
@@ -124,11 +109,13 @@ def check_export(run: Run, spec: ExportFormat, path: Path, loaded: LoadedModel) 
         float(np.mean(exported.argmax(1) == labels)),
         float(np.mean(reference.argmax(1) == labels)),
     )
-    float_format = fmt != "tflite-int8"
+    float_format = not spec.quantized
     entry = {
         "format": fmt,
         "runtime": spec.runtime,
         "runtime_version": metadata.version(RUNTIMES[spec.runtime][1]),
+        "precision": spec.precision,
+        "temperature": run.artifacts.metrics().get("temperature", 1.0),  # inside the export and the reference
         "images": int(len(labels)),
         "agreement": agreement,
         "accuracy": accuracy,

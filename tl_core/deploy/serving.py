@@ -10,6 +10,8 @@
 A model's name is its run id. With ``TL_API_TOKEN`` set every ``/v1`` route wants ``Authorization: Bearer
 <token>``. Requests are bounded (``TL_API_MAX_BYTES``, ``TL_API_MAX_IMAGES``); a bad image or array gets a
 4xx that says what is wrong. Requests that arrive together share one forward pass (``MicroBatcher``).
+Probabilities are the run's calibrated ones (its temperature is inside the model, ``LoadedModel``): the same
+numbers as the app, the CLI and every export.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fastapi.responses import JSONResponse
 
 from tl_core.data.images import ImageRejected, load_array
 from tl_core.errors import TLError
+from tl_core.inference.topk import top_k as top_labels
 from tl_core.runs.store import Run, get_run, list_runs
 
 DEFAULT_MAX_BYTES = 32 << 20
@@ -109,8 +112,7 @@ class ServedModel:
         }
 
     def top_k(self, row: np.ndarray, k: int) -> list[dict]:
-        order = np.argsort(-row)[: max(1, min(k, len(row)))]
-        return [{"label": self.loaded.class_names[i], "probability": float(row[i])} for i in order]
+        return top_labels(row, self.loaded.class_names, k)
 
 
 def _error(status: int, message: str) -> HTTPException:

@@ -3,9 +3,11 @@
 The map comes from the loaded-model handle: the base's last spatial feature map (found from the graph),
 the gradient of the class's logit with respect to it, and the head as a linear layer over pooled
 features: a Keras head's softmax dense layer, or a logistic regression's weights (each class's direction
-in feature space, with its scaler folded in). A kernel SVM has no such direction, so no map is defined
-for it. The map is drawn in the input image's own pixels (undoing the centre crop or squash), with the
-box around its top 20% of mass.
+in feature space, with its scaler folded in). A head kind without such a direction (``HeadKind.grad_cam``:
+the kernel SVM) has no map. The run's temperature divides every logit alike, so the map (normalised to
+its maximum) is the same with or without it; the probability shown is the calibrated one. The map is
+drawn in the input image's own pixels (undoing the centre crop or squash), with the box around its top
+20% of mass.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from tl_core.data.images import ImageSource, load_rgb, to_array
 from tl_core.errors import TLError
+from tl_core.models.heads import HEAD_KINDS, head_kind
 
 if TYPE_CHECKING:
     from tl_core.runs.loaded_model import LoadedModel
@@ -54,13 +57,15 @@ def _colormap(heat: np.ndarray) -> np.ndarray:
 
 
 def linear_head(loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        return loaded.linear_head()
-    except TLError:
+    """The head's (kernel, bias) over pooled features, for a head kind Grad-CAM is defined for."""
+    kind = head_kind(loaded.head_kind)
+    if not kind.grad_cam:
+        able = " and ".join(k.label for k in HEAD_KINDS.values() if k.grad_cam)
         raise TLError(
-            "Grad-CAM is not defined for this run's head: an SVM with an RBF kernel has no per-class "
-            "direction over the features. It works for the Keras head and logistic regression."
-        ) from None
+            f"Grad-CAM is not defined for this run's head ({kind.label}): it has no per-class direction "
+            f"over the features. It works for: {able}."
+        )
+    return loaded.linear_head()
 
 
 def grad_cam(loaded: LoadedModel, pixels: np.ndarray, class_index: int) -> np.ndarray:

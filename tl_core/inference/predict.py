@@ -2,9 +2,10 @@
 
 Images are decoded exactly as in training (``images.py``); preprocessing is inside the saved model.
 One compiled forward function per loaded model is reused for every call, so a single image costs
-one graph execution, not a fresh ``model.predict`` set-up. A loaded predictor is shared by every
-user of the app, so it remembers the probabilities of the last images it saw (by content): a page
-rerun that shows the same uploads again, or adds one, computes only what is new.
+one graph execution, not a fresh ``model.predict`` set-up. The probabilities are the loaded model's,
+calibrated as in every other use of the run (``LoadedModel``): no temperature step here. A loaded
+predictor is shared by every user of the app, so it remembers the probabilities of the last images it
+saw (by content): a page rerun that shows the same uploads again, or adds one, computes only what is new.
 """
 
 from __future__ import annotations
@@ -17,17 +18,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from tl_core.data.images import ImageRejected, ImageSource, load_array, load_batch
+from tl_core.inference.topk import top_k as top_labels
 from tl_core.runs.loaded_model import LoadedModel
 from tl_core.runs.store import Run, get_run
-from tl_core.training.calibration import apply_temperature
 
 
 class Predictor:
     remembered = 4096  # images whose probabilities are kept (a few floats each)
 
-    def __init__(self, loaded: LoadedModel, temperature: float = 1.0):
+    def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
-        self.temperature = temperature  # fitted on the validation split (calibration.py); 1.0: as trained
         self.class_names = loaded.class_names
         self.input_size = loaded.input_size
         self.resize = loaded.resize
@@ -38,19 +38,17 @@ class Predictor:
     @classmethod
     def from_run(cls, run) -> Predictor:
         run = run if isinstance(run, Run) else get_run(run)
-        return cls(run.load_model(), run.artifacts.metrics().get("temperature", 1.0))
+        return cls(run.load_model())
 
     def probabilities(self, pixels: np.ndarray, tta: str = "none") -> np.ndarray:
         """(N, size, size, 3) raw pixels -> (N, classes) calibrated probabilities (averaged over test-time
         augmentation views when ``tta`` asks)."""
         from tl_core.inference import tta as test_time
 
-        probs = test_time.averaged(self.loaded.probabilities, pixels, tta)
-        return probs if self.temperature == 1.0 else apply_temperature(probs, self.temperature)
+        return test_time.averaged(self.loaded.probabilities, pixels, tta)
 
     def _top(self, row: np.ndarray, top_k: int) -> list[dict]:
-        k = max(1, min(top_k, len(self.class_names)))
-        return [{"label": self.class_names[i], "probability": float(row[i])} for i in np.argsort(-row)[:k]]
+        return top_labels(row, self.class_names, top_k)
 
     def predict(self, sources: Sequence[ImageSource], top_k: int = 3, tta: str = "none") -> list[list[dict]]:
         """Top-k labels with probabilities for each image (raises ImageRejected on a bad image)."""

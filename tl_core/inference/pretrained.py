@@ -18,9 +18,12 @@ import numpy as np
 from tl_core.data.images import ImageSource, load_array
 from tl_core.device import cpu_cores
 from tl_core.errors import TLError
+from tl_core.inference.topk import top_k as top_labels
 from tl_core.models import architectures
+from tl_core.models.litert import LiteRTModel
 
 CLASS_INDEX = "imagenet_class_index.json"
+FLOAT_TFLITE_PREPROCESSING = "tf"  # what float TFLite image classifiers (MobileNet's family) expect
 
 
 def _softmax_if_logits(scores: np.ndarray) -> np.ndarray:
@@ -43,26 +46,13 @@ class PretrainedClassifier:
     def top_k(self, sources: Sequence[ImageSource], k: int = 3) -> list[list[dict]]:
         """Top-k labels for each image (raises ImageRejected on a bad one)."""
         probs = self.probabilities(np.stack([load_array(s, self.input_size, "crop") for s in sources]))
-        return [
-            [{"label": self.labels[i], "probability": float(row[i])} for i in np.argsort(-row)[:k]] for row in probs
-        ]
+        return [top_labels(row, self.labels, k) for row in probs]
 
 
 class TFLiteClassifier(PretrainedClassifier):
     def __init__(self, model: str | Path | bytes, labels: str | Path | bytes):
-        from ai_edge_litert.interpreter import Interpreter
-
-        try:
-            self.interpreter = (
-                Interpreter(model_content=model, num_threads=cpu_cores())
-                if isinstance(model, bytes)
-                else Interpreter(model_path=str(model), num_threads=cpu_cores())
-            )
-            self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise TLError(f"Not a TFLite model LiteRT can load: {str(exc)[:200]}") from None
-        self.source, self.sink = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
-        shape = self.source["shape"]
+        self.model = LiteRTModel(model, cpu_cores())
+        shape = self.model.input_shape
         if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
             raise TLError(
                 f"This TFLite model takes input of shape {list(shape)}; an image classifier taking "
@@ -71,7 +61,7 @@ class TFLiteClassifier(PretrainedClassifier):
         self.input_size = int(shape[1])
         text = labels.decode("utf-8", "replace") if isinstance(labels, bytes) else Path(labels).read_text("utf-8")
         names = [line.strip() for line in text.splitlines() if line.strip()]
-        outputs = int(self.sink["shape"][-1])
+        outputs = self.model.outputs
         if len(names) == outputs + 1 and names[0].lower() == "background":
             names = names[1:]  # a background line the model has no output for
         if len(names) == outputs - 1:
@@ -84,20 +74,13 @@ class TFLiteClassifier(PretrainedClassifier):
         self.labels = names
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        rows = []
-        for image in pixels:
-            if self.source["dtype"] == np.float32:  # float MobileNet-style models take [-1, 1]
-                data = (image.astype(np.float32) / 127.5 - 1.0)[None]
-            else:  # quantized models take the pixels as they are; their own scale maps them
-                data = image.astype(self.source["dtype"])[None]
-            self.interpreter.set_tensor(self.source["index"], data)
-            self.interpreter.invoke()
-            out = self.interpreter.get_tensor(self.sink["index"]).astype(np.float64)
-            if self.sink["dtype"] != np.float32:
-                scale, zero = self.sink["quantization"]
-                out = (out - zero) * scale
-            rows.append(out[0])
-        return _softmax_if_logits(np.array(rows))
+        if self.model.input_dtype == np.float32:  # float MobileNet-style models take [-1, 1]
+            from tl_core.models.preprocessing import preprocess_pixels  # imports Keras: only when needed
+
+            data = preprocess_pixels(pixels, FLOAT_TFLITE_PREPROCESSING)
+        else:  # quantized models take the pixels as they are; their own scale maps them
+            data = np.asarray(pixels).astype(self.model.input_dtype)
+        return _softmax_if_logits(np.asarray(self.model.run(data), dtype=np.float64))
 
 
 class KerasApplicationClassifier(PretrainedClassifier):

@@ -28,6 +28,7 @@ import numpy as np
 
 from tl_core import device
 from tl_core.errors import TLError
+from tl_core.models.litert import LiteRTModel
 from tl_core.workspace import atomic_write_bytes, cache_dir
 
 SETTINGS = ("auto", "litert", "tensorflow")
@@ -69,35 +70,13 @@ class TensorFlowEngine:
         return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
 
 
-class _Interpreter:
-    """One batch-1 XNNPACK interpreter: images run one by one (faster per image than batched on CPU: the
-    activations stay in cache). Not thread-safe: its owner serialises calls."""
-
-    def __init__(self, path: Path, threads: int):
-        from ai_edge_litert.interpreter import Interpreter
-
-        self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        source = self._interpreter.get_input_details()[0]
-        self._source, self._sink = source["index"], self._interpreter.get_output_details()[0]["index"]
-        self._interpreter.resize_tensor_input(self._source, (1, *source["shape"][1:]))
-        self._interpreter.allocate_tensors()
-
-    def run(self, pixels: np.ndarray) -> np.ndarray:
-        rows = []
-        for row in pixels:
-            self._interpreter.set_tensor(self._source, row[None])
-            self._interpreter.invoke()
-            rows.append(self._interpreter.get_tensor(self._sink)[0].copy())
-        return np.stack(rows)
-
-
 class LiteRTEngine:
-    """A single image runs on one interpreter using every core (lowest latency: Predict, the REST server).
-    Batches run on *lanes*, one single-threaded interpreter per core, each taking its own images: XNNPACK's
-    thread pool splits every layer between the cores and waits for both at each one, so a decoding thread
-    on either core stalls every layer; beside decoding (the feature pass) the lanes are faster, alone the
-    same (docs/performance.md). Many app sessions share a loaded model: the interpreter is locked and a lane
-    serves one caller at a time."""
+    """Batch-1 interpreters (``litert.LiteRTModel``). A single image runs on one interpreter using every
+    core (lowest latency: Predict, the REST server). Batches run on *lanes*, one single-threaded interpreter
+    per core, each taking its own images: XNNPACK's thread pool splits every layer between the cores and
+    waits for both at each one, so a decoding thread on either core stalls every layer; beside decoding (the
+    feature pass) the lanes are faster, alone the same (docs/performance.md). Many app sessions share a
+    loaded model: the interpreter is locked and a lane serves one caller at a time."""
 
     name = "litert-xnnpack"
 
@@ -105,7 +84,7 @@ class LiteRTEngine:
         self.note = None
         self._path = path
         self.lane_count = threads or device.cpu_cores()
-        self._interpreter = _Interpreter(path, self.lane_count)
+        self._interpreter = LiteRTModel(path, self.lane_count)
         self._lock = threading.Lock()
         self._lanes: Optional[queue.Queue] = None  # made at the first batch
         self._lanes_lock = threading.Lock()
@@ -127,7 +106,7 @@ class LiteRTEngine:
             if self._lanes is None:
                 self._lanes = queue.Queue()
                 for _ in range(self.lane_count):
-                    self._lanes.put(_Interpreter(self._path, 1))
+                    self._lanes.put(LiteRTModel(self._path, 1))
         lane = self._lanes.get()
         try:
             return lane.run(np.asarray(pixels, dtype=np.float32))

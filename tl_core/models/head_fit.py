@@ -72,6 +72,11 @@ def dense_softmax(features: np.ndarray, kernel: np.ndarray, bias: np.ndarray) ->
     return softmax(np.asarray(features, dtype=np.float64) @ kernel.astype(np.float64) + bias.astype(np.float64))
 
 
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log(probs) / T): what dividing a softmax head's logits by T gives, from its probabilities."""
+    return softmax(np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / temperature)
+
+
 def targets(labels: np.ndarray, num_classes: int, label_smoothing: float = 0.0) -> np.ndarray:
     """One-hot rows, smoothed as Keras' CategoricalCrossentropy(label_smoothing) smooths them."""
     onehot = np.eye(num_classes, dtype=np.float32)[labels]

@@ -7,7 +7,7 @@ holds what training made:
 |---|---|
 | ``model.keras`` | the whole model, raw pixels in (for a scikit-learn head: pixels -> pooled features) |
 | ``head.joblib`` | the scikit-learn head (logistic regression / SVM), when the run has one |
-| ``model_info.json`` | head kind, input size, resize mode, class names, what the model outputs |
+| ``model_info.json`` | head kind, input size, resize mode, class names, what the model outputs, its temperature |
 | ``class_names.json`` | class names in label order |
 | ``checkpoint.json`` + ``checkpoint.weights.h5`` / ``checkpoint_head.npz`` | the best epoch so far |
 | ``metrics.json``, ``predictions.csv`` | evaluation on the validation split |
@@ -80,10 +80,14 @@ class Artifacts:
         class_names: list[str],
         sklearn_head=None,
         engine_key: Optional[str] = None,
+        temperature: float = 1.0,
+        temperature_folded: bool = False,
     ) -> None:
         """The end-to-end model (or the extractor under a scikit-learn head), then its description.
         Written under a temporary name and renamed: a crash never leaves a half-written model.
-        ``engine_key``: the cached conversion of the model's (untouched, pretrained) feature part."""
+        ``engine_key``: the cached conversion of the model's (untouched, pretrained) feature part.
+        ``temperature``: the run's calibration; ``temperature_folded``: already divided into the saved head's
+        weights (else the loaded-model handle applies it)."""
         if sklearn_head is not None:
             import joblib
 
@@ -104,6 +108,8 @@ class Artifacts:
                 "resize": resize,
                 "class_names": class_names,
                 "output": "probabilities" if sklearn_head is None else "features",
+                "temperature": temperature,
+                "temperature_folded": temperature_folded,
                 **({"engine_key": engine_key} if engine_key else {}),
             },
         )

@@ -5,6 +5,12 @@ scikit-learn head alike: the raw-pixel model, the base inside it, the preprocess
 base's last convolutional feature map (found from the graph, not from a table of layer names),
 the head as a function of pooled features, and probabilities for raw pixels: the part up to the
 pooled features runs on the host's engine (LiteRT on CPU hosts, ``engine.py``), the head in NumPy.
+
+Its probabilities are the run's calibrated ones: training folds the validation temperature into the saved
+head (``calibrate``; model_info's ``temperature_folded``). Run folders saved before that kept the
+temperature in metrics.json only; loading folds it here, in memory, so they answer the same way. Every
+consumer (Predictor, the REST server, explanations, exports) takes the probabilities from this handle and
+applies no temperature of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from tl_core import device
 from tl_core.errors import TLError
 from tl_core.models import engine as engines
 from tl_core.models import modeling, preprocessing  # noqa: F401  preprocessing registers the Preprocess layer for loading
-from tl_core.models.head_fit import dense_softmax
+from tl_core.models.head_fit import apply_temperature, dense_softmax
+from tl_core.models.heads import HeadKind, head_kind
 
 if TYPE_CHECKING:
     from tl_core.runs.artifacts import Artifacts
@@ -34,6 +41,7 @@ class LoadedModel:
     head_kind: str = "keras"
     sklearn_head: Optional[Any] = None
     engine_key: Optional[str] = None  # the conversion of its feature model, when training made it (model_info)
+    temperature: float = 1.0  # applied to the head's probabilities: only a head whose weights cannot hold it
     _engine: Any = field(default=None, repr=False)
     _feature_model: Any = field(default=None, repr=False)
     _dense: Any = field(default=None, repr=False)
@@ -45,7 +53,7 @@ class LoadedModel:
             raise TLError(f"Run {artifacts.root.name!r} has no saved model. Pick a finished run.")
         device.share_gpu_memory()  # the server process shares the GPU with training processes
         model = keras.models.load_model(artifacts.model_path, safe_mode=True, compile=False)
-        return cls(
+        loaded = cls(
             model,
             list(info["class_names"]),
             int(info["input_size"]),
@@ -54,6 +62,36 @@ class LoadedModel:
             artifacts.sklearn_head(),
             info.get("engine_key"),
         )
+        if not info.get("temperature_folded"):  # an older run folder, or a head that cannot hold it
+            loaded.calibrate(float(info.get("temperature", artifacts.metrics().get("temperature", 1.0))))
+        return loaded
+
+    # ------------------------------------------------------------ calibration
+    @property
+    def kind(self) -> HeadKind:
+        return head_kind(self.head_kind)
+
+    def calibrate(self, temperature: float) -> None:
+        """From now on give softmax(z / T) where the head gave softmax(z). A linear head gets T divided into
+        its kernel and bias, in place (the Keras model's ``predictions`` layer, or the logistic regression's
+        coefficients): whoever saves this model saves it calibrated, and every export holds it. Any other
+        head's probabilities get T applied here (``head_probabilities``). Calibrating twice multiplies."""
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise TLError(f"A temperature must be a positive number; got {temperature!r}.")
+        if temperature == 1.0:
+            return
+        kind = self.kind
+        if not kind.folds_temperature:
+            self.temperature *= temperature
+        elif kind.in_model:
+            layer = self.model.get_layer("predictions")
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel / temperature, bias / temperature])
+            self._dense = None
+        else:
+            classifier = self.sklearn_head.named_steps[kind.sklearn_estimator]
+            classifier.coef_ = classifier.coef_ / temperature
+            classifier.intercept_ = classifier.intercept_ / temperature
 
     # ------------------------------------------------------------ parts
     @property
@@ -82,7 +120,8 @@ class LoadedModel:
         """Pooled base features (N, D) -> class probabilities (N, classes), for either head kind."""
         features = np.asarray(features, dtype=np.float32)
         if self.sklearn_head is not None:
-            return modeling.probabilities_by_class(self.sklearn_head, features, len(self.class_names))
+            probs = modeling.probabilities_by_class(self.sklearn_head, features, len(self.class_names))
+            return probs if self.temperature == 1.0 else apply_temperature(probs, self.temperature)
         if self._dense is None:  # read once: each read copies the variables out of TensorFlow
             self._dense = self.model.get_layer("predictions").get_weights()
         return dense_softmax(features, *self._dense)
@@ -126,20 +165,16 @@ class LoadedModel:
         self.probabilities(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.float32))
 
     def linear_head(self) -> tuple[np.ndarray, np.ndarray]:
-        """The head as (kernel, bias) of a softmax dense layer over pooled features."""
-        if self.sklearn_head is None:
+        """The head as (kernel, bias) of a softmax dense layer over pooled features (calibrated, as the
+        probabilities are). A head kind that is not linear (``HeadKind.linear``) has none: ``TLError``."""
+        kind = self.kind
+        if not kind.linear:
+            raise TLError(f"This run's head ({kind.label}) is not a linear layer over the features.")
+        if kind.in_model:
             kernel, bias = self.model.get_layer("predictions").get_weights()
             return kernel, bias
-        steps = getattr(self.sklearn_head, "named_steps", {})
-        classifier = steps.get("logisticregression")
-        if classifier is None:
-            raise TLError(
-                "This run's head is an SVM (RBF kernel), which no export format can hold as a layer: "
-                "keras, saved_model, tflite, tflite-int8 and onnx all need a linear head. Retrain with the "
-                "Keras head or logistic regression, or use 'Download model (zip)' (model.keras + head.joblib) "
-                "from Python."
-            )
-        scaler = steps.get("standardscaler")
+        steps = self.sklearn_head.named_steps
+        classifier, scaler = steps[kind.sklearn_estimator], steps.get("standardscaler")
         coef, intercept = classifier.coef_.astype(np.float64), classifier.intercept_.astype(np.float64)
         if coef.shape[0] == 1:  # binary: softmax([0, z]) is (1 - sigmoid(z), sigmoid(z))
             coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])

@@ -2,20 +2,17 @@
 before and after, and the accuracy-against-coverage curve that prices a "not sure" threshold.
 
 Temperature scaling divides the log-probabilities by one number T (fitted by minimising the validation
-negative log-likelihood), so the predicted class never changes, only how sure the model says it is.
+negative log-likelihood), so the predicted class never changes, only how sure the model says it is. The run saves its model with T
+folded in (``LoadedModel.calibrate``): every way of running the model gives the calibrated probabilities.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tl_core.models.head_fit import softmax
+from tl_core.models.head_fit import apply_temperature
 
 ECE_BINS = 15
-
-
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    return softmax(np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / temperature)
 
 
 def _nll(probs: np.ndarray, labels: np.ndarray, temperature: float) -> float:

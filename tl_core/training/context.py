@@ -21,6 +21,7 @@ from tl_core.errors import Cancelled, TLError
 from tl_core.models import engine as engines
 from tl_core.models.features import FeatureCache
 from tl_core.models.head_fit import epoch_order
+from tl_core.models.heads import head_kind
 from tl_core.runs.store import Run
 from tl_core.training.callbacks import ProgressFn, Reporter
 
@@ -183,7 +184,7 @@ class TrainingContext:
         Keras model). Building the model is mostly single-threaded Python that the pass's decode and LiteRT
         threads run beside. True if started."""
         cfg = self.cfg
-        on_features = cfg.head != "keras" or (cfg.use_feature_cache and str(cfg.freeze_depth) == "all")
+        on_features = not head_kind(cfg.head).in_model or (cfg.use_feature_cache and str(cfg.freeze_depth) == "all")
         if not on_features or self.run.status().get("resume"):
             return False
         cache = FeatureCache(cfg, None, log=self.note)

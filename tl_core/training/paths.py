@@ -24,6 +24,7 @@ import numpy as np
 from tl_core.models import freeze
 from tl_core.models.features import FeatureCache
 from tl_core.models.head_fit import HeadFit, fit_head
+from tl_core.models.heads import head_kind
 from tl_core.models.modeling import Built, compile_classifier, probabilities_by_class, suffix_model
 from tl_core.training.callbacks import KerasProgress, PhaseProgress, with_early_stopping
 from tl_core.training.context import TrainingContext
@@ -66,40 +67,17 @@ class SklearnHead(TrainingPath):
 
     @staticmethod
     def applies(ctx, built):
-        return ctx.cfg.head != "keras"
+        return not head_kind(ctx.cfg.head).in_model
 
     def fit(self, ctx, built):
-        from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
-        from sklearn.svm import SVC
 
         cfg, views = ctx.cfg, ctx.train_views
         cache = ctx.feature_cache(built.extractor)
         x_train, x_val = ctx.feature_splits(cache)
         start = time.time()
-        if cfg.head == "logreg":
-            classifier = LogisticRegression(
-                C=cfg.classifier_c,
-                max_iter=5000,
-                random_state=cfg.seed,
-                class_weight="balanced" if ctx.class_weight else None,
-            )
-        else:
-            # Platt-calibrated probabilities, as SVC(probability=True) gave (deprecated in scikit-learn 1.9).
-            folds = max(2, min(5, int(np.bincount(ctx.y_train).min())))
-            classifier = CalibratedClassifierCV(
-                SVC(
-                    C=cfg.classifier_c,
-                    kernel="rbf",
-                    random_state=cfg.seed,
-                    class_weight="balanced" if ctx.class_weight else None,
-                ),
-                cv=folds,
-                ensemble=False,
-            )
-        pipeline = make_pipeline(StandardScaler(), classifier)
+        pipeline = make_pipeline(StandardScaler(), ESTIMATORS[cfg.head](ctx))
         pipeline.fit(x_train.reshape(-1, x_train.shape[-1]), np.repeat(ctx.y_train, views))
         val_probs = probabilities_by_class(pipeline, x_val, ctx.num_classes)
         row = {
@@ -112,6 +90,36 @@ class SklearnHead(TrainingPath):
         ctx.run.append_history(row)
         ctx.reporter({"kind": "epoch", "total_epochs": 1, **row})
         return Outcome(val_probs=val_probs, cache=cache, sklearn_head=pipeline)
+
+
+def _logistic_regression(ctx: TrainingContext):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(
+        C=ctx.cfg.classifier_c,
+        max_iter=5000,
+        random_state=ctx.cfg.seed,
+        class_weight="balanced" if ctx.class_weight else None,
+    )
+
+
+def _platt_svm(ctx: TrainingContext):
+    """Platt-calibrated probabilities, as SVC(probability=True) gave (deprecated in scikit-learn 1.9)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    folds = max(2, min(5, int(np.bincount(ctx.y_train).min())))
+    svc = SVC(
+        C=ctx.cfg.classifier_c,
+        kernel="rbf",
+        random_state=ctx.cfg.seed,
+        class_weight="balanced" if ctx.class_weight else None,
+    )
+    return CalibratedClassifierCV(svc, cv=folds, ensemble=False)
+
+
+# each scikit-learn head kind's estimator (its step in the saved pipeline is HeadKind.sklearn_estimator)
+ESTIMATORS = {"logreg": _logistic_regression, "svm": _platt_svm}
 
 
 class CachedFeatures(TrainingPath):

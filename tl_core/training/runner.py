@@ -21,6 +21,7 @@ from tl_core.errors import Cancelled, TLError
 from tl_core.models import engine as engines
 from tl_core.models import freeze
 from tl_core.models.config import TrainConfig
+from tl_core.models.heads import head_kind
 from tl_core.models.modeling import build_classifier, parameter_counts
 from tl_core.runs.evaluate import evaluate
 from tl_core.runs.loaded_model import LoadedModel
@@ -78,32 +79,32 @@ def _train(ctx: TrainingContext) -> dict:
     artifacts = ctx.run.artifacts
     # a base that training left untouched runs on the feature cache's conversion, also when loaded later
     engine_key = outcome.cache.engine_key if outcome.cache is not None and cfg.fine_tune_depth is None else None
+    kind = head_kind(cfg.head)
+    saved = built.model if kind.in_model else built.extractor
+    # heads on cached features already computed what the saved model gives; otherwise ask the model
+    val_probs = outcome.val_probs if cfg.fine_tune_depth is None else None
+    loaded = LoadedModel(saved, ctx.class_names, cfg.size, cfg.resize, cfg.head, outcome.sklearn_head, engine_key)
+    if val_probs is None:
+        val_probs = loaded.probabilities(ctx.pixels("validation"))
+    engine_check = _engine_agreement(ctx, loaded, reference)
+    evaluation = evaluate(artifacts, ctx.class_names, ctx.y_val, val_probs, [it["path"] for it in ctx.val_items])
+    calibration = calibrate(val_probs, ctx.y_val)
+    # one model, one answer: the saved model gives the calibrated probabilities wherever it runs
+    loaded.calibrate(calibration["temperature"])
     artifacts.save_model(
-        built.model if cfg.head == "keras" else built.extractor,
+        saved,
         cfg.head,
         cfg.size,
         cfg.resize,
         ctx.class_names,
         sklearn_head=outcome.sklearn_head,
         engine_key=engine_key,
+        temperature=calibration["temperature"],
+        temperature_folded=kind.folds_temperature,
     )
-    # heads on cached features already computed what the saved model gives; otherwise ask the saved model
-    val_probs = outcome.val_probs if cfg.fine_tune_depth is None else None
-    loaded = LoadedModel(
-        built.model if cfg.head == "keras" else built.extractor,
-        ctx.class_names,
-        cfg.size,
-        cfg.resize,
-        cfg.head,
-        outcome.sklearn_head,
-        engine_key,
-    )
-    if val_probs is None:
-        val_probs = loaded.probabilities(ctx.pixels("validation"))
-    engine_check = _engine_agreement(ctx, loaded, reference)
     metrics = {
-        **evaluate(artifacts, ctx.class_names, ctx.y_val, val_probs, [it["path"] for it in ctx.val_items]),
-        **calibrate(val_probs, ctx.y_val),
+        **evaluation,
+        **calibration,
         "duration_s": round(time.time() - started, 2),
         "training_path": path.name,
         "params": params,
