@@ -57,6 +57,7 @@ def test_a_trained_run_saves_its_model_calibrated_and_every_use_of_it_answers_so
     from tl_core.data.images import load_batch
     from tl_core.inference.predict import Predictor
     from tl_core.models.config import TrainConfig
+    from tl_core.runs.evaluate import Interpretation
     from tl_core.training.runner import train
 
     from .conftest import make_class_folders
@@ -68,9 +69,11 @@ def test_a_trained_run_saves_its_model_calibrated_and_every_use_of_it_answers_so
     info = json.loads(run.path("model_info.json").read_text())
     assert info["temperature"] == metrics["temperature"] and info["temperature_folded"] == (head != "svm")
 
-    evaluated = run.interpretation()  # predictions.csv: the validation images as evaluated, before calibration
+    # predictions.csv: the validation images as evaluated, before calibration
+    evaluated = Interpretation.load(run.artifacts.predictions_path, metrics["class_names"])
     pixels = load_batch([colors.root / f for f in evaluated.files], 64, resize=run.config.resize)
     expected = apply_temperature(evaluated.probs, metrics["temperature"])
+    np.testing.assert_allclose(run.interpretation().probs, expected, atol=1e-9)  # what Results shows
     loaded = run.load_model()
     np.testing.assert_allclose(loaded.probabilities(pixels), expected, atol=1e-5)
     predictor = Predictor.from_run(run)

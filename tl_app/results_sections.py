@@ -90,7 +90,8 @@ def headline(metrics: dict) -> None:
         st.caption(
             f"Calibration (temperature scaling on the validation split): expected calibration error "
             f"{metrics['ece_before']:.3f} → {metrics['ece_after']:.3f} at temperature "
-            f"{metrics['temperature']:.2f}. Predict shows calibrated probabilities."
+            f"{metrics['temperature']:.2f}, inside the model: every probability shown here, on Predict, from "
+            "the CLI, the REST server and the exports is calibrated."
         )
 
 

@@ -131,14 +131,11 @@ def job_progress(run: Run, key: str) -> None:
 
 
 def validation_coverage(run: Run) -> list[dict]:
-    """The run's accuracy-against-coverage curve on its validation images, with its calibration applied."""
-    from tl_core.training.calibration import apply_temperature, coverage_curve
+    """The run's accuracy-against-coverage curve on its validation images, as its calibrated model answers."""
+    from tl_core.training.calibration import coverage_curve
 
     interp = run.interpretation()
-    if interp is None:
-        return []
-    probs = apply_temperature(interp.probs, run.artifacts.metrics().get("temperature", 1.0))
-    return coverage_curve(probs, interp.y_true)
+    return coverage_curve(interp.probs, interp.y_true) if interp is not None else []
 
 
 THUMBNAIL_WIDTH = 200

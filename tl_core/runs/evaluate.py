@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from tl_core.models.head_fit import apply_temperature
 from tl_core.runs.accuracy import accuracy_interval
 from tl_core.workspace import atomic_write_text, spreadsheet_safe, spreadsheet_text
 
@@ -62,6 +63,13 @@ class Interpretation:
             rows = matrix.sum(axis=1, keepdims=True)
             return np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
         return matrix
+
+    def calibrated(self, temperature: float) -> Interpretation:
+        """The same predictions with probabilities softmax(log p / T), as the run's calibrated model gives them
+        (the predicted classes do not change)."""
+        if temperature == 1.0:
+            return self
+        return Interpretation(self.class_names, self.y_true, apply_temperature(self.probs, temperature), self.files)
 
     def confusion_focus(self, limit: int, normalize: bool = False) -> tuple[np.ndarray, list[str]]:
         """The confusion matrix restricted to at most ``limit`` classes: all of them when they fit, else those

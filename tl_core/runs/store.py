@@ -94,13 +94,15 @@ class Run:
         return LoadedModel.from_artifacts(self.artifacts)
 
     def interpretation(self) -> Optional[Interpretation]:
-        """The validation predictions saved after training, or None before there are any."""
+        """The validation predictions, with the run's temperature applied: the probabilities its model gives
+        (``predictions.csv`` holds them as evaluated, before calibration). None before there are any."""
         from tl_core.runs.evaluate import Interpretation
 
         metrics = self.artifacts.metrics()
         if not metrics or not self.artifacts.predictions_path.exists():
             return None
-        return Interpretation.load(self.artifacts.predictions_path, metrics["class_names"])
+        interp = Interpretation.load(self.artifacts.predictions_path, metrics["class_names"])
+        return interp.calibrated(metrics.get("temperature", 1.0))
 
     @property
     def config(self) -> TrainConfig:
