@@ -78,7 +78,13 @@ def test_dataset_summary_reads_counts_sizes_and_split_from_the_manifest(tmp_path
     src = make_class_folders(tmp_path / "src", ("red", "blue"), per_class=5, size=40)
     (src / "red" / "broken.png").write_bytes(b"not a png")
     m = datasets.add_folder(src, "colors").manifest
-    assert summary.overview(m) == {"images": 10, "classes": 2, "splits": "train 8, val 2", "skipped": 1}
+    assert summary.overview(m) == {
+        "images": 10,
+        "classes": 2,
+        "split_names": "train / val",
+        "splits": "8 / 2",
+        "skipped": 1,
+    }
     assert summary.describe(m) == (
         f"Image sizes: width 40–40 (median 40), height 40–40 (median 40). Source: {m['source']}. "
         "Stratified split, seed 42."
@@ -88,7 +94,7 @@ def test_dataset_summary_reads_counts_sizes_and_split_from_the_manifest(tmp_path
     make_class_folders(split, ("red", "blue"), per_class=2, split="val", seed=50)
     kept = datasets.add_folder(split, "kept").manifest
     assert summary.describe(kept).endswith("Split folders kept.")
-    assert summary.overview(kept)["splits"] == "train 6, val 4"
+    assert summary.overview(kept)["splits"] == "6 / 4"
 
 
 ITEMS = [

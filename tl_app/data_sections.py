@@ -170,7 +170,7 @@ def overview(dataset: datasets.Dataset) -> None:
     cols = st.columns(4)
     cols[0].metric("Images", numbers["images"])
     cols[1].metric("Classes", numbers["classes"])
-    cols[2].metric("Splits", numbers["splits"])
+    cols[2].metric(f"Images per split ({numbers['split_names']})", numbers["splits"])
     cols[3].metric("Skipped files", numbers["skipped"])
     st.plotly_chart(charts.class_counts(m), key="data_counts_chart")
     st.caption(summary.describe(m))

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 
 def overview(manifest: dict) -> dict:
-    """The headline numbers: images, classes, splits (``"train 8, val 4"``, splits sorted by name) and
-    skipped files."""
+    """The headline numbers: images, classes, splits (``split_names`` ``"train / val"`` and ``splits``
+    ``"3472 / 839"``, short enough for a metric tile, splits sorted by name) and skipped files."""
+    splits = sorted(manifest["split_counts"].items())
     return {
         "images": manifest["num_images"],
         "classes": len(manifest["classes"]),
-        "splits": ", ".join(f"{split} {count}" for split, count in sorted(manifest["split_counts"].items())),
+        "split_names": " / ".join(split for split, _ in splits),
+        "splits": " / ".join(str(count) for _, count in splits),
         "skipped": len(manifest["skipped"]),
     }
 
