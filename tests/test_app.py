@@ -207,7 +207,9 @@ def test_data_page_imports_an_uploaded_zip_and_reports_skipped_files(tmp_path):
     at.button(key="data_zip_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert "Imported 'uploaded colors': 8 images in 2 classes; 1 file(s) skipped." in texts(at)
-    assert datasets.load_dataset("uploaded colors").manifest["skipped"][0]["file"].endswith("broken.png")
+    manifest = datasets.load_dataset("uploaded colors").manifest
+    assert manifest["skipped"][0]["file"].endswith("broken.png")
+    assert manifest["source"] == "zip:colors.zip"  # the user's file, not the staging name ("zip:0-.zip")
 
 
 def test_predict_page_labels_uploaded_images_and_offers_csv(seeded, tmp_path, monkeypatch):

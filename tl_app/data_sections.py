@@ -101,7 +101,9 @@ def zip_import(round_: int) -> None:
         staged = uploads.Staging()
         try:  # on disk in chunks: no second copy of the zip in memory
             path = staged.save(upload.name, upload)
-            run_import(lambda progress: datasets.add_zip(path, name, progress=progress), [upload])
+            run_import(
+                lambda progress: datasets.add_zip(path, name, upload_name=upload.name, progress=progress), [upload]
+            )
         finally:
             staged.discard()
 

@@ -342,13 +342,18 @@ def manifest_for(name, source, items, classes, skipped, has_split, val_fraction,
 # ---------------------------------------------------------------- public API
 
 
-def add_zip(path, name: Optional[str] = None, limits: ZipLimits = ZipLimits(), **kwargs) -> Dataset:
+def add_zip(
+    path, name: Optional[str] = None, limits: ZipLimits = ZipLimits(), upload_name: Optional[str] = None, **kwargs
+) -> Dataset:
+    """A dataset from a zip on disk; ``upload_name``: the file name the user chose, when ``path`` is where
+    an upload was staged (the manifest's source names what the user knows, not the staging file)."""
     path = Path(path)
     if not path.is_file():
         raise TLError(f"Zip file {str(path)!r} not found.")
     skipped: list[dict] = []
     candidates = candidates_from_zip(path, skipped, limits)
-    return build_dataset(name or path.stem, candidates, skipped, source=f"zip:{path.name}", **kwargs)
+    shown = Path(upload_name).name if upload_name else path.name
+    return build_dataset(name or path.stem, candidates, skipped, source=f"zip:{shown}", **kwargs)
 
 
 def add_folder(path, name: Optional[str] = None, allowed_roots: Optional[list] = None, **kwargs) -> Dataset:
