@@ -349,3 +349,23 @@ def test_an_import_with_no_usable_image_shows_the_report_it_points_to_and_no_sta
     report = at.dataframe[0].value
     assert sorted(report["file"].str.rsplit("/", n=1).str[-1]) == ["fake.jpg", "notes.txt"]
     assert not at.get("progress"), "the progress bar stays on 'Checking images…' after the import failed"
+
+
+def test_data_page_shows_pending_classes_as_thumbnails_and_removes_one():
+    from .conftest import COLORS, noisy_image
+
+    at = open_page("pages/data.py")
+    at.radio(key="data_source").set_value("Class by class").run()
+    for class_name in ("red", "blue"):
+        at.text_input(key="data_class_name").input(class_name)
+        uploader = at.get("file_uploader")[-1]
+        for i in range(3):
+            uploader.upload(f"{class_name}{i}.png", noisy_image(COLORS[class_name], seed=i), "image/png")
+        next(b for b in at.button if b.label == "Add class").click()
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [j for j in at.get("json")], "pending classes drawn as raw JSON"
+    assert [m.value for m in at.markdown if "image(s)" in m.value] == ["**red**: 3 image(s)", "**blue**: 3 image(s)"]
+    assert len(at.get("image")) == 2  # a row of thumbnails per class
+    at.button(key="data_items_remove_0").click().run()
+    assert [m.value for m in at.markdown if "image(s)" in m.value] == ["**blue**: 3 image(s)"]

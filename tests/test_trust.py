@@ -158,3 +158,17 @@ def test_embedding_map_colours_stay_with_their_class_and_the_legend_names_classe
         name: colour for name, colour in colours.items() if name != "daisy"
     }
     assert "x" in full.data[0].marker.symbol and full.data[0].customdata[0][0] == "daisy/0.jpg"
+
+
+def test_removing_a_staged_class_never_lets_a_new_file_overwrite_a_kept_one():
+    from tl_core.data.uploads import Staging
+
+    staged = Staging("pending-test")
+    staged.add_to_class("red", [("r1.png", io.BytesIO(b"red-1")), ("r2.png", io.BytesIO(b"red-2"))])
+    staged.add_to_class("blue", [("b1.png", io.BytesIO(b"blue-1"))])
+    staged.remove_class("red")
+    staged.add_to_class("green", [("g1.png", io.BytesIO(b"green-1")), ("g2.png", io.BytesIO(b"green-2"))])
+    contents = {(cls, name): read() for cls, name, read in staged.items()}
+    assert contents == {("blue", "b1.png"): b"blue-1", ("green", "g1.png"): b"green-1", ("green", "g2.png"): b"green-2"}
+    assert {cls: len(paths) for cls, paths in staged.class_samples(per_class=1).items()} == {"blue": 1, "green": 1}
+    staged.discard()

@@ -18,7 +18,7 @@ import streamlit as st
 from tl_core.data import datasets, summary, uploads
 from tl_core.errors import TLError
 
-from . import charts, streamlit_internals
+from . import charts, streamlit_internals, widgets
 from .auth import current_user
 
 SOURCES = ["Zip of class folders", "Folder upload", "Class by class", "Folder on the server"]
@@ -135,8 +135,7 @@ def class_by_class() -> None:
             staged.add_to_class(class_name, [(image.name, image) for image in images])
             streamlit_internals.release_uploads(images)
     pending = staged.class_counts()
-    if pending:
-        st.write({cls: f"{count} image(s)" for cls, count in pending.items()})
+    _pending_classes(staged, pending)
     name = st.text_input("Dataset name", key="data_items_name")
     cols = st.columns(2)
     with cols[0]:
@@ -148,6 +147,25 @@ def class_by_class() -> None:
     if cols[1].button("Clear classes", disabled=not pending, key="data_items_clear"):
         staged.discard()
         st.rerun()
+
+
+def _pending_classes(staged: uploads.Staging, pending: dict[str, int]) -> None:
+    """Each class waiting to become a dataset: a few thumbnails, its count, and a button that removes it."""
+    samples = staged.class_samples()
+    for index, (class_name, count) in enumerate(pending.items()):
+        thumbs, about, remove = st.columns([4, 2, 1], vertical_alignment="center")
+        shown = []
+        for path in samples.get(class_name, []):
+            try:
+                shown.append(widgets.thumbnail(path.read_bytes()))
+            except (OSError, ValueError):  # an unreadable file is reported by the import, not here
+                continue
+        if shown:
+            thumbs.image(shown, width=64)
+        about.markdown(f"**{widgets.md_escape(class_name)}**: {count} image(s)")
+        if remove.button("Remove", key=f"data_items_remove_{index}"):
+            staged.remove_class(class_name)
+            st.rerun()
 
 
 def server_folder(roots: list[str]) -> None:

@@ -58,10 +58,29 @@ class Staging:
     def add_to_class(self, class_name: str, files: Iterable[tuple[str, BinaryIO]]) -> None:
         """Stage (file name, file-like) pairs as images of one class; the index is written once."""
         index = self._index()
+        number = 1 + max((int(entry["file"].split("-", 1)[0]) for entry in index), default=-1)  # never reused
         for filename, stream in files:
-            path = self.save(filename, stream, number=len(index))
+            path = self.save(filename, stream, number=number)
             index.append({"class": class_name, "name": filename, "file": path.name})
+            number += 1
         atomic_write_text(self.root / _INDEX, json.dumps(index))
+
+    def remove_class(self, class_name: str) -> None:
+        """Drop one staged class and its files."""
+        index = self._index()
+        for entry in index:
+            if entry["class"] == class_name:
+                (self.root / entry["file"]).unlink(missing_ok=True)
+        atomic_write_text(self.root / _INDEX, json.dumps([e for e in index if e["class"] != class_name]))
+
+    def class_samples(self, per_class: int = 4) -> dict[str, list[Path]]:
+        """The first ``per_class`` staged files of each class, for thumbnails."""
+        samples: dict[str, list[Path]] = {}
+        for entry in self._index():
+            files = samples.setdefault(entry["class"], [])
+            if len(files) < per_class:
+                files.append(self.root / entry["file"])
+        return samples
 
     def class_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
