@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 
 import numpy as np
 import pytest
@@ -163,7 +164,7 @@ def test_embedding_map_colours_stay_with_their_class_and_the_legend_names_classe
 def test_removing_a_staged_class_never_lets_a_new_file_overwrite_a_kept_one():
     from tl_core.data.uploads import Staging
 
-    staged = Staging("pending-test")
+    staged = Staging(uuid.uuid4().hex)
     staged.add_to_class("red", [("r1.png", io.BytesIO(b"red-1")), ("r2.png", io.BytesIO(b"red-2"))])
     staged.add_to_class("blue", [("b1.png", io.BytesIO(b"blue-1"))])
     staged.remove_class("red")
