@@ -5,6 +5,7 @@ import streamlit as st
 
 from tl_app import charts, fixes, shell, widgets
 from tl_core.data import datasets, versions
+from tl_core.data.refs import parse_ref
 from tl_core.models import architectures
 
 shell.guard()
@@ -75,9 +76,7 @@ with map_tab:
         key="inspect_splits",
     )
     runs = [
-        r
-        for r in widgets.backend().refresh()
-        if r.listed_state == "finished" and r.config.data.partition("@v")[0] == name
+        r for r in widgets.backend().refresh() if r.listed_state == "finished" and parse_ref(r.config.data).name == name
     ]
     run_id = st.selectbox("Mark images misclassified in run", ["(none)"] + [r.id for r in runs], key="inspect_run")
     wrong = set()

@@ -6,6 +6,7 @@ import streamlit as st
 
 from tl_app import charts, compare_ui, explanations, exports, fixes, shell, widgets
 from tl_core.data.datasets import load_dataset
+from tl_core.data.refs import parse_ref
 from tl_core.errors import TLError
 from tl_core.runs.store import Run
 
@@ -91,7 +92,7 @@ if not metrics:
     st.stop()
 
 interp = run.interpretation()
-dataset_name = run.config.data.partition("@v")[0]
+dataset_name = parse_ref(run.config.data).name
 try:
     root = load_dataset(dataset_name).root
 except TLError:
