@@ -12,7 +12,7 @@ from PIL import Image
 
 from tl_core import device
 from tl_core.data import images
-from tl_core.errors import TLError
+from tl_core.errors import Cancelled, TLError
 from tl_core.models import bases, modeling, preprocessing
 from tl_core.models import engine as engines
 from tl_core.models.config import TrainConfig
@@ -214,7 +214,7 @@ def test_feature_pass_on_a_batched_engine_matches_the_lanes_and_stops_when_asked
         monkeypatch.setenv("TL_ENGINE", engine_name)
         monkeypatch.setenv("TL_HOME", str(tmp_path / f"cancel_{engine_name}"))
         cache, seen = FeatureCache(cfg, model, batch_size=2), []
-        with pytest.raises(InterruptedError, match="cancelled"):
+        with pytest.raises(Cancelled, match="cancelled"):
             cache.features(
                 paths,
                 shas,
