@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from tl_core.clock import compact_stamp, now_iso
+from tl_core.clock import compact_stamp, now_iso, order_key
 from tl_core.errors import TLError
 from tl_core.models.config import TrainConfig
 from tl_core.runs.artifacts import METRICS as ARTIFACT_METRICS
@@ -249,7 +249,7 @@ def list_runs() -> list[Run]:
             run = Run(folder)
             run.listed = status
             runs.append(run)
-    return sorted(runs, key=lambda r: (r.listed.get("created", ""), r.listed.get("queued_at", 0)), reverse=True)
+    return sorted(runs, key=lambda r: (order_key(r.listed.get("created")), r.listed.get("queued_at", 0)), reverse=True)
 
 
 def get_run(run_id_or_path) -> Run:
