@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import threading
 import time
 import zipfile
@@ -17,21 +16,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from .conftest import HYMENOPTERA, SHARED, require_shared
+from .factories import HYMENOPTERA, SHARED, hymenoptera_photos
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 
 @pytest.fixture(scope="module")
 def trained_home(tmp_path_factory, keras_home_copy):
-    require_shared(HYMENOPTERA)
     root = tmp_path_factory.mktemp("export")
-    for split, count in (("train", 24), ("val", 16)):
-        for cls in ("ants", "bees"):
-            target = root / "photos" / split / cls
-            target.mkdir(parents=True)
-            for photo in sorted((HYMENOPTERA / split / cls).glob("*.jpg"))[:count]:
-                shutil.copy(photo, target / photo.name)
+    hymenoptera_photos(root / "photos", {"train": 24, "val": 16})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TL_HOME", str(root / "home"))
         patch.setenv("KERAS_HOME", str(keras_home_copy))
@@ -56,6 +49,7 @@ def trained_run(trained_home, monkeypatch):
     return get_run(run_id)
 
 
+@pytest.mark.slow
 def test_every_format_takes_pixels_and_agrees_in_its_own_runtime(trained_run, capsys):
     from tl_core import cli
     from tl_core.deploy.formats import FORMATS
@@ -96,6 +90,7 @@ def test_every_format_takes_pixels_and_agrees_in_its_own_runtime(trained_run, ca
         assert f"{trained_run.id}-onnx/model.onnx" in archive.namelist()
 
 
+@pytest.mark.slow
 def test_export_to_another_folder_and_refusals(trained_run, tmp_path, monkeypatch, capsys):
     import dataclasses
 
@@ -186,6 +181,7 @@ def client(trained_run):
 AUTH = {"Authorization": "Bearer s3cret"}
 
 
+@pytest.mark.slow
 def test_rest_predict_speaks_tf_serving_and_matches_the_app(client, trained_run):
     from tl_core.data.images import load_array
 
@@ -208,6 +204,7 @@ def test_rest_predict_speaks_tf_serving_and_matches_the_app(client, trained_run)
     assert http.get("/docs").status_code == 200 and http.get("/healthz").json() == {"status": "ok"}
 
 
+@pytest.mark.slow
 def test_rest_classify_takes_files_and_bad_input_gets_a_reason(client):
     http, name = client
     bee = next((HYMENOPTERA / "val" / "bees").glob("*.jpg"))
@@ -239,6 +236,7 @@ def test_rest_classify_takes_files_and_bad_input_gets_a_reason(client):
     assert http.post("/v1/models/nobody:predict", json={"instances": []}, headers=AUTH).status_code == 404
 
 
+@pytest.mark.slow
 def test_rest_wants_the_bearer_token(client):
     http, name = client
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
@@ -251,6 +249,7 @@ def test_rest_wants_the_bearer_token(client):
     assert http.get("/v1/models", headers=AUTH).status_code == 200
 
 
+@pytest.mark.slow
 def test_concurrent_requests_share_forward_passes_over_real_http(trained_run):
     """A real uvicorn server on loopback; the load benchmark's own client, small."""
     import uvicorn
@@ -287,6 +286,7 @@ def test_concurrent_requests_share_forward_passes_over_real_http(trained_run):
 
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
+@pytest.mark.slow
 def test_results_page_builds_an_export_when_asked_and_shows_its_parity(trained_run):
     from .test_app import open_page, texts
 

@@ -14,14 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tl_core.data import datasets
-from tl_core.models.config import TrainConfig
+from .factories import REPO, colors_dataset, small_config
 
-from .conftest import REPO, make_class_folders
+pytestmark = pytest.mark.ray
 
 
 def _free_port() -> int:
@@ -98,7 +98,7 @@ def ray_head():
 @pytest.fixture
 def ray_backend(ray_head, monkeypatch, tmp_path):
     monkeypatch.setenv("TL_RAY_ADDRESS", ray_head)
-    datasets.add_folder(make_class_folders(tmp_path / "src", per_class=8, size=48), "colors")
+    colors_dataset(tmp_path, per_class=8, size=48)
     from tl_core.backends import get_backend
 
     backend = get_backend()
@@ -106,8 +106,7 @@ def ray_backend(ray_head, monkeypatch, tmp_path):
     return backend
 
 
-def _config(**kw) -> TrainConfig:
-    return TrainConfig(**{"data": "colors", "base": "MobileNetV2", "alpha": 0.35, "size": 64, "epochs": 3, **kw})
+_config = partial(small_config, epochs=3)
 
 
 def _wait(backend, run, states, timeout=240.0, until=None):

@@ -10,7 +10,7 @@ from tl_core.data import datasets
 from tl_core.data.refs import DatasetRef, parse_ref
 from tl_core.errors import TLError
 
-from .conftest import make_class_folders
+from .factories import make_class_folders
 
 
 def test_a_reference_reads_and_writes_both_forms():
