@@ -28,6 +28,7 @@ PAGES = ["home", "data", "train", "results", "predict"]
 
 def build_workspace(n_datasets: int, n_runs: int, n_images: int) -> None:
     sys.path.insert(0, str(REPO))
+    from tl_core.clock import now_iso
     from tl_core.data import datasets
     from tl_core.models.config import TrainConfig
     from tl_core.training.runner import train
@@ -57,7 +58,7 @@ def build_workspace(n_datasets: int, n_runs: int, n_images: int) -> None:
             shutil.copy(p, copy / p.name)
     # the real run is the newest, as the pages pick it first
     status = json.loads((run.root / "status.json").read_text())
-    status["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    status["created"] = now_iso()
     (run.root / "status.json").write_text(json.dumps(status))
 
 

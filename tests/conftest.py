@@ -1,29 +1,32 @@
-"""Shared fixtures: a fresh workspace per test, the offline weights folder, small synthetic images."""
+"""Shared fixtures: a fresh workspace per test, the offline weights folder, the synthetic 'colors' dataset, the
+background worker and AppTest set-up. The helpers they use are in factories.py."""
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
-import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+# Test files import the helpers from factories.py; these names stay importable from here as well, for test
+# files written before factories.py existed.
+from .factories import (  # noqa: F401
+    COLORS,
+    HYMENOPTERA,
+    OXFORD,
+    REPO,
+    SHARED,
+    colors_dataset,
+    make_class_folders,
+    noisy_image,
+    require_shared,
+    zip_folder,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TL_SHARED", REPO.parent / "shared"))
-HYMENOPTERA = SHARED / "datasets" / "hymenoptera_data"
-OXFORD = SHARED / "datasets" / "oxford17_subset12_224"
-
-
-def require_shared(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(f"{path} is missing: tests need ../shared beside the repository (or TL_SHARED).")
-    return path
+COLORS_SHAPE = {"classes": ("red", "blue", "green"), "per_class": 8, "size": 48}
 
 
 @pytest.fixture(scope="session")
@@ -42,39 +45,17 @@ def workspace(tmp_path, monkeypatch, keras_home_copy) -> Path:
     return home
 
 
-def noisy_image(color, size=40, seed=0, fmt="PNG") -> bytes:
-    """A photo-like image: a base colour plus noise (thousands of distinct colours)."""
-    rng = np.random.default_rng(seed)
-    base = np.array(color, dtype=np.float64)
-    pixels = np.clip(base + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, fmt)
-    return buffer.getvalue()
-
-
-COLORS = {"red": (200, 40, 40), "blue": (40, 40, 200), "green": (40, 190, 60)}
-
-
-def make_class_folders(root: Path, classes=("red", "blue"), per_class=6, size=40, split=None, seed=0) -> Path:
-    for ci, name in enumerate(classes):
-        folder = root / (split or "") / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            (folder / f"{name}_{i}.png").write_bytes(noisy_image(COLORS[name], size, seed=seed + ci * 100 + i))
-    return root
+@pytest.fixture
+def colors(request, tmp_path):
+    """The dataset 'colors' in this test's workspace: three classes of eight 48 px images, or the
+    ``make_class_folders`` arguments of the closest ``@pytest.mark.colors(...)`` (on the test or the module)."""
+    marker = request.node.get_closest_marker("colors")
+    return colors_dataset(tmp_path, **(marker.kwargs if marker else COLORS_SHAPE))
 
 
 @pytest.fixture
 def color_folder(tmp_path) -> Path:
     return make_class_folders(tmp_path / "colors_src")
-
-
-def zip_folder(folder: Path, zip_path: Path, prefix: str = "") -> Path:
-    with zipfile.ZipFile(zip_path, "w") as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, prefix + path.relative_to(folder).as_posix())
-    return zip_path
 
 
 @pytest.fixture

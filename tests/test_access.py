@@ -9,10 +9,9 @@ from streamlit.testing.v1 import AppTest
 from tl_core import audit
 from tl_core.data import datasets
 from tl_core.device import process_start_time
-from tl_core.models.config import TrainConfig
 from tl_core.runs.store import new_run
 
-from .conftest import REPO, make_class_folders
+from .factories import REPO, colors_dataset, make_class_folders, small_config
 from .test_gate import OIDC
 
 pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
@@ -21,10 +20,8 @@ SECRETS = {**OIDC, "access": {"allowed_domains": ["example.com"], "admins": ["ro
 
 @pytest.fixture
 def anas_running_run(tmp_path):
-    datasets.add_folder(make_class_folders(tmp_path / "src", per_class=4), "colors")
-    run = new_run(
-        TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64).resolved(), user="ana@example.com"
-    )
+    colors_dataset(tmp_path, per_class=4)
+    run = new_run(small_config().resolved(), user="ana@example.com")
     run.set_status("running", pid=os.getpid(), pid_start=process_start_time(os.getpid()))  # alive: this process
     return run
 
@@ -37,6 +34,7 @@ def train_page_as(email: str) -> AppTest:
     return at.switch_page("pages/train.py").run()
 
 
+@pytest.mark.slow
 def test_only_the_owner_or_an_admin_can_cancel_a_run(anas_running_run):
     run = anas_running_run
     bob = train_page_as("bob@example.com")
@@ -57,6 +55,7 @@ def test_only_the_owner_or_an_admin_can_cancel_a_run(anas_running_run):
     assert [b.label for b in train_page_as("ana@example.com").button if b.label == "Cancel"] == ["Cancel"]
 
 
+@pytest.mark.slow
 def test_deleting_a_dataset_is_audited_and_shown_on_home(tmp_path):
     datasets.add_folder(make_class_folders(tmp_path / "src", per_class=4), "doomed")
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)

@@ -8,11 +8,10 @@ from streamlit.testing.v1 import AppTest
 
 from tl_app.widgets import md_escape
 from tl_core.data import datasets
-from tl_core.models.config import TrainConfig
 from tl_core.runs.store import get_run
 from tl_core.training.runner import train
 
-from .conftest import REPO, make_class_folders
+from .factories import REPO, colors_dataset, make_class_folders, small_config
 
 pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
 
@@ -93,12 +92,12 @@ def test_router_shows_device_workspace_and_jobs(workspace):
 
 @pytest.fixture
 def seeded(tmp_path):
-    src = make_class_folders(tmp_path / "src", classes=("red", "blue"), per_class=6, size=48)
-    dataset = datasets.add_folder(src, "colors")
-    run, metrics = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2))
+    dataset = colors_dataset(tmp_path, classes=("red", "blue"), per_class=6, size=48)
+    run, metrics = train(small_config(epochs=2))
     return dataset, run
 
 
+@pytest.mark.slow
 def test_seeded_pages_show_dataset_results_and_predict(seeded):
     dataset, run = seeded
     data = open_page("pages/data.py")
@@ -117,6 +116,7 @@ def test_seeded_pages_show_dataset_results_and_predict(seeded):
     assert predict.selectbox(key="predict_run").value == run.id
 
 
+@pytest.mark.slow
 def test_seeded_home_inspect_and_results_draw_every_section(seeded):
     """Two finished runs (a trained one and a copy of its folder): Home counts them, Inspect marks a run's
     mistakes on the map, Results draws every tab of a run and compares the two."""
@@ -152,6 +152,7 @@ def test_seeded_home_inspect_and_results_draw_every_section(seeded):
     assert results.query_params["run"] == run.id
 
 
+@pytest.mark.slow
 def test_train_page_freeze_slider_reports_the_cut(seeded):
     at = open_page("pages/train.py")
     at.selectbox(key="train_base").set_value("MobileNetV2").run()
@@ -166,6 +167,7 @@ def test_train_page_freeze_slider_reports_the_cut(seeded):
     assert "first trainable layer" in caption and "whole base frozen" not in caption
 
 
+@pytest.mark.slow
 def test_start_from_train_page_runs_in_background_and_survives_reload(seeded, stop_worker, monkeypatch):
     monkeypatch.setenv("TL_WORKER_IDLE_EXIT", "20")
     at = open_page("pages/train.py")
@@ -196,7 +198,7 @@ def test_start_from_train_page_runs_in_background_and_survives_reload(seeded, st
 
 
 def test_data_page_imports_an_uploaded_zip_and_reports_skipped_files(tmp_path):
-    from .conftest import zip_folder
+    from .factories import zip_folder
 
     src = make_class_folders(tmp_path / "src", per_class=4)
     (src / "red" / "broken.png").write_bytes(b"\x89PNG not really")
@@ -212,6 +214,7 @@ def test_data_page_imports_an_uploaded_zip_and_reports_skipped_files(tmp_path):
     assert manifest["source"] == "zip:colors.zip"  # the user's file, not the staging name ("zip:0-.zip")
 
 
+@pytest.mark.slow
 def test_predict_page_labels_uploaded_images_and_offers_csv(seeded, tmp_path, monkeypatch):
     import keras
 
@@ -243,6 +246,7 @@ def test_predict_page_labels_uploaded_images_and_offers_csv(seeded, tmp_path, mo
     assert clears == [] and list(at.dataframe[-1].value["top1"]) == list(table["top1"])
 
 
+@pytest.mark.slow
 def test_predict_page_makes_a_thumbnail_once_per_upload(seeded, monkeypatch):
     """Every rerun shows all uploads again (each new upload reruns them, for every user): the thumbnails
     are looked up by upload, not hashed and made again."""
@@ -264,10 +268,11 @@ def test_predict_page_makes_a_thumbnail_once_per_upload(seeded, monkeypatch):
     assert len(at.session_state["predict_thumbnails"]) == 1  # removed uploads are forgotten
 
 
+@pytest.mark.slow
 def test_real_photos_end_to_end_server_import_train_results_predict(stop_worker, monkeypatch):
     """The issue's check: hymenoptera imported, trained from the Train page with defaults while the page
     reloads, Results shows curves, confusion matrix and per-class table, Predict labels held-back photos."""
-    from .conftest import HYMENOPTERA, require_shared
+    from .factories import HYMENOPTERA, require_shared
 
     require_shared(HYMENOPTERA)
     monkeypatch.setenv("TL_IMPORT_ROOTS", str(HYMENOPTERA.parent))
@@ -310,7 +315,7 @@ def test_real_photos_end_to_end_server_import_train_results_predict(stop_worker,
     assert correct >= 8, table[["image", "top1", "p1"]]
 
 
-def test_train_page_shows_the_chosen_variant_s_parameters_and_whether_its_weights_are_here(seeded):
+def test_train_page_shows_the_chosen_variant_s_parameters_and_whether_its_weights_are_here(colors):
     """Weights are on disk for MobileNetV2 alpha 0.35 only (shared/keras_home): alpha 1.0 is not offline."""
     at = open_page("pages/train.py")
     at.selectbox(key="train_base").set_value("MobileNetV2").run()

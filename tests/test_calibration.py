@@ -46,6 +46,7 @@ def test_coverage_curve_trades_answered_images_for_accuracy():
     assert answered[-1]["accuracy"] > answered[0]["accuracy"] + 0.1  # surer answers are right more often
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["keras", "logreg", "svm"])
 def test_a_trained_run_saves_its_model_calibrated_and_every_use_of_it_answers_so(tmp_path, head):
     """The run's temperature is in its saved model (a linear head's weights; an SVM's loaded handle applies
@@ -60,7 +61,7 @@ def test_a_trained_run_saves_its_model_calibrated_and_every_use_of_it_answers_so
     from tl_core.runs.evaluate import Interpretation
     from tl_core.training.runner import train
 
-    from .conftest import make_class_folders
+    from .factories import make_class_folders
 
     colors = datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue"), per_class=8), "colors")
     run, metrics = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=3, head=head))
@@ -83,12 +84,13 @@ def test_a_trained_run_saves_its_model_calibrated_and_every_use_of_it_answers_so
 
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
+@pytest.mark.slow
 def test_predict_page_says_not_sure_below_the_threshold_and_shows_its_cost(tmp_path):
     from tl_core.data import datasets
     from tl_core.models.config import TrainConfig
     from tl_core.training.runner import train
 
-    from .conftest import make_class_folders
+    from .factories import make_class_folders
     from .test_app import open_page
 
     colors = datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue"), per_class=8), "colors")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from .conftest import HYMENOPTERA, OXFORD, REPO, make_class_folders, require_shared, zip_folder
+from .factories import HYMENOPTERA, OXFORD, REPO, make_class_folders, require_shared, zip_folder
 
 
 def cli(*args, env_extra=None, timeout=600):
@@ -33,6 +33,7 @@ def test_models_lists_registry_with_offline_marks():
     assert len(rows) >= 17
 
 
+@pytest.mark.slow
 def test_a_job_process_imports_tensorflow_without_full_collections(tmp_path):
     """A training job's process (``execute``, as the worker and Ray start it) imports Keras with the collector
     paused and freezes what it made; with the collector running, six full collections walked the growing
@@ -76,6 +77,7 @@ def test_datasets_add_reports_and_rejects_bad_input(tmp_path):
     assert one.returncode == 2 and "Only one class" in one.stderr
 
 
+@pytest.mark.slow
 def test_train_then_predict_from_the_command_line(tmp_path):
     src = make_class_folders(tmp_path / "src", per_class=6)
     run_dir = tmp_path / "run"
@@ -120,6 +122,7 @@ def test_train_then_predict_from_the_command_line(tmp_path):
 
 
 @pytest.mark.parametrize("dataset, target", [(HYMENOPTERA, 0.90), (OXFORD, 0.95)])
+@pytest.mark.slow
 def test_default_settings_reach_the_accuracy_targets_on_real_photos(tmp_path, dataset, target):
     """The issue's acceptance check, as written: real ImageNet weights, every other setting default."""
     require_shared(dataset)

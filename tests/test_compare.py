@@ -7,14 +7,8 @@ import json
 import pytest
 
 from tl_core import cli
-from tl_core.data import datasets
 
-from .conftest import make_class_folders
-
-
-@pytest.fixture
-def colors(tmp_path):
-    return datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue"), per_class=8, size=48), "colors")
+pytestmark = [pytest.mark.slow, pytest.mark.colors(classes=("red", "blue"), per_class=8, size=48)]
 
 
 def test_compare_trains_every_base_on_disk_and_prints_the_leaderboard_best_first(colors, capsys):

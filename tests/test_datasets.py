@@ -9,7 +9,7 @@ from tl_core.data import datasets
 from tl_core.data.images import DEFAULT_MIN_COLORS
 from tl_core.errors import TLError
 
-from .conftest import HYMENOPTERA, make_class_folders, noisy_image, require_shared, zip_folder
+from .factories import HYMENOPTERA, make_class_folders, noisy_image, require_shared, zip_folder
 
 
 def test_zip_with_top_folder_imports_classes_and_splits_stratified(tmp_path, color_folder):

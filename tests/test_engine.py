@@ -12,7 +12,7 @@ from PIL import Image
 
 from tl_core import device
 from tl_core.data import images
-from tl_core.errors import TLError
+from tl_core.errors import Cancelled, TLError
 from tl_core.models import bases, modeling, preprocessing
 from tl_core.models import engine as engines
 from tl_core.models.config import TrainConfig
@@ -20,7 +20,7 @@ from tl_core.models.features import FeatureCache, FeatureStore
 from tl_core.training.runner import train
 from tl_core.workspace import cache_dir
 
-from .conftest import make_class_folders
+from .factories import make_class_folders
 
 
 def extractor(size=64, weights="imagenet"):
@@ -38,6 +38,7 @@ def random_pixels(n, size=64, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_litert_runs_the_frozen_base_as_tensorflow_does_and_converts_once(monkeypatch):
     model = extractor()
     first = engines.engine_for(model)
@@ -56,6 +57,7 @@ def test_litert_runs_the_frozen_base_as_tensorflow_does_and_converts_once(monkey
     assert engines.digest(extractor(weights=None)) != engines.digest(model)  # other weights, other conversion
 
 
+@pytest.mark.slow
 def test_batches_run_on_one_single_threaded_lane_per_core_and_give_what_single_images_give():
     import threading
 
@@ -83,6 +85,7 @@ def test_batches_run_on_one_single_threaded_lane_per_core_and_give_what_single_i
     assert engine._lanes.qsize() == 2
 
 
+@pytest.mark.slow
 def test_a_frozen_prefix_runs_on_litert_as_on_tensorflow():
     cfg = TrainConfig(data="x", base="MobileNetV2", alpha=0.35, size=64, freeze_depth=116, augment=False).resolved()
     prefix, _ = modeling.suffix_model(modeling.build_classifier(cfg, 3), 116)
@@ -91,6 +94,7 @@ def test_a_frozen_prefix_runs_on_litert_as_on_tensorflow():
     assert engines.agreement(engine, prefix, random_pixels(4))["max_rel_diff"] <= 1e-4
 
 
+@pytest.mark.slow
 def test_a_model_that_does_not_convert_runs_on_tensorflow_and_says_why(monkeypatch):
     def refuse(model):
         raise ValueError("op not supported: FancyOp")
@@ -113,6 +117,7 @@ def test_engine_setting_is_checked_and_honoured(monkeypatch):
         engines.wanted()
 
 
+@pytest.mark.slow
 def test_runs_record_their_engine_and_its_agreement_and_predict_through_it(tmp_path):
     from tl_core.data import datasets
     from tl_core.inference.predict import Predictor
@@ -177,6 +182,7 @@ def test_processes_appending_at_once_never_mix_their_rows(tmp_path):
             np.testing.assert_array_equal(store.read([row])[0], np.full(4, int(worker) * 100 + int(i)))
 
 
+@pytest.mark.slow
 def test_feature_cache_keeps_a_dataset_in_two_files_and_reuses_every_row(tmp_path):
     src = make_class_folders(tmp_path / "src", classes=("red", "blue"), per_class=10, size=48)
     paths = sorted(p for p in src.rglob("*.png"))
@@ -195,6 +201,7 @@ def test_feature_cache_keeps_a_dataset_in_two_files_and_reuses_every_row(tmp_pat
     np.testing.assert_allclose(features[:3, 0], expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_feature_pass_on_a_batched_engine_matches_the_lanes_and_stops_when_asked(tmp_path, monkeypatch):
     src = make_class_folders(tmp_path / "src", classes=("red", "blue"), per_class=10, size=48)
     paths = sorted(p for p in src.rglob("*.png"))
@@ -214,7 +221,7 @@ def test_feature_pass_on_a_batched_engine_matches_the_lanes_and_stops_when_asked
         monkeypatch.setenv("TL_ENGINE", engine_name)
         monkeypatch.setenv("TL_HOME", str(tmp_path / f"cancel_{engine_name}"))
         cache, seen = FeatureCache(cfg, model, batch_size=2), []
-        with pytest.raises(InterruptedError, match="cancelled"):
+        with pytest.raises(Cancelled, match="cancelled"):
             cache.features(
                 paths,
                 shas,
@@ -224,6 +231,7 @@ def test_feature_pass_on_a_batched_engine_matches_the_lanes_and_stops_when_asked
         assert 0 < cache.computed < len(paths) and len(cache.store.index) == cache.computed
 
 
+@pytest.mark.slow
 def test_lanes_and_decoding_threads_follow_the_cores_this_process_may_use(tmp_path, monkeypatch):
     """A GPU host's 16 cores decode beside the GPU on 16 threads, not the 4 that keep 2 cores busy; a CPU
     host runs a lane per core it may use (its affinity, which a container may narrow)."""

@@ -12,7 +12,7 @@ from PIL import Image
 
 from tl_core.models.config import TrainConfig
 
-from .conftest import SHARED, require_shared
+from .factories import SHARED, require_shared
 
 CANVAS, OBJECT = 160, 96
 GREY = (128, 128, 128)
@@ -66,6 +66,7 @@ def loaded_run(pasted_run, monkeypatch):
     return get_run(run_id)
 
 
+@pytest.mark.slow
 def test_the_map_lies_on_the_object_and_the_cli_writes_the_overlay(loaded_run, tmp_path, capsys):
     from tl_core import cli
     from tl_core.inference.explain import explain
@@ -103,6 +104,7 @@ def test_the_map_lies_on_the_object_and_the_cli_writes_the_overlay(loaded_run, t
     assert "'dog' is not one of this run's classes" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_logistic_regression_head_explains_through_its_class_directions(loaded_run):
     """The same run's features under a logistic regression: its weights give each class's direction."""
     from sklearn.linear_model import LogisticRegression
@@ -146,6 +148,7 @@ def test_an_svm_head_says_grad_cam_is_not_defined():
         linear_head(SimpleNamespace(head_kind="svm", sklearn_head=head, class_names=["a", "b"]))
 
 
+@pytest.mark.slow
 def test_every_registered_base_gives_a_map_at_its_default_size():
     """Random weights (none are on disk for most bases): the point is that the graph walk finds the last
     spatial map and the class gradient reaches it, for every base. ``grad_cam`` directly: ``explain`` would
@@ -172,6 +175,7 @@ def test_every_registered_base_gives_a_map_at_its_default_size():
 
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
+@pytest.mark.slow
 def test_predict_and_results_pages_show_the_map_beside_the_image(loaded_run):
     import io
 

@@ -16,21 +16,15 @@ import zipfile
 import numpy as np
 import pytest
 
-from .conftest import HYMENOPTERA, REPO, SHARED, require_shared
+from .factories import HYMENOPTERA, REPO, SHARED, hymenoptera_photos
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 
 @pytest.fixture(scope="module")
 def trained_home(tmp_path_factory, keras_home_copy):
-    require_shared(HYMENOPTERA)
     root = tmp_path_factory.mktemp("export")
-    for split, count in (("train", 24), ("val", 16)):
-        for cls in ("ants", "bees"):
-            target = root / "photos" / split / cls
-            target.mkdir(parents=True)
-            for photo in sorted((HYMENOPTERA / split / cls).glob("*.jpg"))[:count]:
-                shutil.copy(photo, target / photo.name)
+    hymenoptera_photos(root / "photos", {"train": 24, "val": 16})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TL_HOME", str(root / "home"))
         patch.setenv("KERAS_HOME", str(keras_home_copy))
@@ -55,6 +49,7 @@ def trained_run(trained_home, monkeypatch):
     return get_run(run_id)
 
 
+@pytest.mark.slow
 def test_every_format_takes_pixels_and_agrees_in_its_own_runtime(trained_run, capsys):
     from tl_core import cli
     from tl_core.deploy.formats import FORMATS
@@ -105,6 +100,7 @@ def _photos() -> list:
     ]
 
 
+@pytest.mark.slow
 def test_one_model_one_answer_cli_rest_and_tflite_agree_on_real_photos(trained_run, tmp_path):
     """The issue's check: ``python -m tl_core predict``, the REST ``:classify`` and the exported TFLite model
     run in LiteRT give the same top class, with probabilities within 0.005, for a run whose temperature is
@@ -161,6 +157,7 @@ def test_one_model_one_answer_cli_rest_and_tflite_agree_on_real_photos(trained_r
     assert np.abs(uncalibrated - cli).max() > 0.005, (temperature, uncalibrated, cli)
 
 
+@pytest.mark.slow
 def test_an_older_run_folder_gets_its_temperature_folded_when_loaded(trained_run, tmp_path):
     """A run folder saved before folding (the model as trained, its temperature only in metrics.json) gives the
     same calibrated probabilities as one saved folded, and folding the head makes no new engine conversion."""
@@ -190,6 +187,7 @@ def test_an_older_run_folder_gets_its_temperature_folded_when_loaded(trained_run
     assert sorted((cache_dir() / "engines").glob("*.tflite")) == conversions and conversions
 
 
+@pytest.mark.slow
 def test_export_to_another_folder_and_refusals(trained_run, tmp_path, monkeypatch, capsys):
     import dataclasses
 
@@ -297,6 +295,7 @@ def client(trained_run):
 AUTH = {"Authorization": "Bearer s3cret"}
 
 
+@pytest.mark.slow
 def test_rest_predict_speaks_tf_serving_and_matches_the_app(client, trained_run):
     from tl_core.data.images import load_array
 
@@ -319,6 +318,7 @@ def test_rest_predict_speaks_tf_serving_and_matches_the_app(client, trained_run)
     assert http.get("/docs").status_code == 200 and http.get("/healthz").json() == {"status": "ok"}
 
 
+@pytest.mark.slow
 def test_rest_classify_takes_files_and_bad_input_gets_a_reason(client):
     http, name = client
     bee = next((HYMENOPTERA / "val" / "bees").glob("*.jpg"))
@@ -350,6 +350,7 @@ def test_rest_classify_takes_files_and_bad_input_gets_a_reason(client):
     assert http.post("/v1/models/nobody:predict", json={"instances": []}, headers=AUTH).status_code == 404
 
 
+@pytest.mark.slow
 def test_rest_wants_the_bearer_token(client):
     http, name = client
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
@@ -362,6 +363,7 @@ def test_rest_wants_the_bearer_token(client):
     assert http.get("/v1/models", headers=AUTH).status_code == 200
 
 
+@pytest.mark.slow
 def test_concurrent_requests_share_forward_passes_over_real_http(trained_run):
     """A real uvicorn server on loopback; the load benchmark's own client, small."""
     import uvicorn
@@ -398,6 +400,7 @@ def test_concurrent_requests_share_forward_passes_over_real_http(trained_run):
 
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
+@pytest.mark.slow
 def test_results_page_builds_an_export_when_asked_and_shows_its_parity(trained_run):
     from .test_app import open_page, texts
 

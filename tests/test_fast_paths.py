@@ -6,45 +6,27 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from functools import partial
 
 import numpy as np
 import pytest
 
 from tl_core.data import datasets
 from tl_core.data.images import load_array
-from tl_core.models.config import TrainConfig
 from tl_core.models.head_fit import apply_temperature
 from tl_core.runs.evaluate import Interpretation
 from tl_core.training.runner import train
 
-from .conftest import REPO, make_class_folders, noisy_image
+from .factories import REPO, make_class_folders, noisy_image, small_config
 
-
-@pytest.fixture
-def colors(tmp_path):
-    src = make_class_folders(tmp_path / "src", classes=("red", "blue", "green"), per_class=8, size=48)
-    return datasets.add_folder(src, "colors")
-
-
-def cfg(**kw):
-    base = dict(
-        data="colors",
-        base="MobileNetV2",
-        alpha=0.35,
-        size=64,
-        epochs=3,
-        batch_size=8,
-        augment=False,
-        early_stopping=False,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+cfg = partial(small_config, epochs=3, batch_size=8, augment=False, early_stopping=False)
 
 
 def val_probs(run, metrics):
     return Interpretation.load(run.path("predictions.csv"), metrics["class_names"]).probs
 
 
+@pytest.mark.slow
 def test_cached_features_and_plain_path_train_the_same_head(colors, tmp_path):
     fast_run, fast = train(cfg(dropout=0.0), tmp_path / "fast")
     slow_run, slow = train(cfg(dropout=0.0, use_feature_cache=False), tmp_path / "slow")
@@ -62,6 +44,7 @@ def test_cached_features_and_plain_path_train_the_same_head(colors, tmp_path):
     np.testing.assert_allclose(again, apply_temperature(val_probs(fast_run, fast), fast["temperature"]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_frozen_prefix_computed_once_trains_like_the_plain_path(colors, tmp_path, monkeypatch):
     # the same arithmetic both ways: LiteRT's activations differ by ~1e-6 (test_engine), which three epochs
     # of training on 18 images amplify to a few hundredths of probability
@@ -73,11 +56,13 @@ def test_frozen_prefix_computed_once_trains_like_the_plain_path(colors, tmp_path
     np.testing.assert_allclose(val_probs(fast_run, fast), val_probs(slow_run, slow), atol=2e-4)
 
 
+@pytest.mark.slow
 def test_no_clean_cut_falls_back_with_a_note(colors, tmp_path):
     _, metrics = train(cfg(freeze_depth=100, epochs=1), tmp_path / "run")
     assert any("no clean cut after 100" in note for note in metrics["notes"])
 
 
+@pytest.mark.slow
 def test_activations_too_large_for_memory_stream_from_disk(colors, tmp_path, monkeypatch):
     monkeypatch.setenv("TL_ACTIVATION_BUDGET_MB", "0.001")
     run, metrics = train(cfg(freeze_depth=116, epochs=2), tmp_path / "run")
@@ -89,6 +74,7 @@ def _cache_note(metrics):
     return next(n for n in metrics["notes"] if n.startswith("feature cache"))
 
 
+@pytest.mark.slow
 def test_stale_cache_entries_are_never_used(colors, tmp_path, keras_home_copy, monkeypatch):
     _, first = train(cfg(), tmp_path / "a")
     assert " 0 reused" in _cache_note(first)
@@ -129,6 +115,7 @@ def _python(code: str, env_extra=None, timeout=300):
     )
 
 
+@pytest.mark.slow
 def test_pages_paint_without_importing_tensorflow(colors):
     from tl_core.models import freeze
 
@@ -146,6 +133,7 @@ def test_pages_paint_without_importing_tensorflow(colors):
     assert out.stdout.split()[-2:] == ["False", "False"]
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_with_two_replicas_on_cpu(colors, tmp_path):
     out = _python(f"""
         import json, tensorflow as tf
@@ -165,6 +153,7 @@ def test_mirrored_strategy_trains_with_two_replicas_on_cpu(colors, tmp_path):
     assert result == {"replicas": 2, "epochs": 2, "label": result["label"]} and result["label"] in colors.classes
 
 
+@pytest.mark.slow
 def test_predictor_builds_its_engine_once_for_any_batch_size(colors, tmp_path):
     from tl_core.inference.predict import Predictor
     from tl_core.workspace import cache_dir
@@ -181,6 +170,7 @@ def test_predictor_builds_its_engine_once_for_any_batch_size(colors, tmp_path):
     assert len(conversions) == 1 and predictor.predict(paths[:1]) == first
 
 
+@pytest.mark.slow
 def test_predictor_remembers_images_it_has_seen_and_computes_only_new_ones(colors, tmp_path):
     from tl_core.inference.predict import Predictor
 
@@ -205,6 +195,7 @@ def test_predictor_remembers_images_it_has_seen_and_computes_only_new_ones(color
 PREFETCH_NOTE = "feature pass started beside the model build"
 
 
+@pytest.mark.slow
 def test_with_its_conversion_cached_the_feature_pass_runs_beside_the_model_build(colors, tmp_path):
     from tl_core.inference.predict import Predictor
     from tl_core.models.engine import conversion_path
@@ -235,6 +226,7 @@ def test_with_its_conversion_cached_the_feature_pass_runs_beside_the_model_build
     assert "engine_key" not in json.loads(tuned_run.path("model_info.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_failed_model_build_stops_the_feature_pass_it_started(colors, tmp_path, monkeypatch):
     import threading
 
@@ -251,6 +243,7 @@ def test_a_failed_model_build_stops_the_feature_pass_it_started(colors, tmp_path
     assert not [t for t in threading.enumerate() if t.name == "feature-prefetch"]
 
 
+@pytest.mark.slow
 def test_a_cancel_during_the_feature_pass_beside_the_build_cancels_the_run(colors, tmp_path):
     from tl_core.runs.store import new_run
     from tl_core.training.runner import execute

@@ -5,45 +5,32 @@ import os
 import signal
 import threading
 import time
+from functools import partial
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tl_core.backends import local
-from tl_core.data import datasets
 from tl_core.device import process_start_time
 from tl_core.errors import TLError
-from tl_core.models.config import TrainConfig
 
-from .conftest import REPO, make_class_folders
+from .factories import REPO, small_config
 
-pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
+pytestmark = [
+    pytest.mark.usefixtures("server_past_pages_folder_mode", "stop_worker"),
+    pytest.mark.colors(classes=("red", "blue"), per_class=20, size=64),
+]
 
 
-@pytest.fixture
-def colors(tmp_path, monkeypatch, stop_worker):
+@pytest.fixture(autouse=True)
+def idle_workers_exit(monkeypatch):
     monkeypatch.setenv("TL_WORKER_IDLE_EXIT", "15")
-    src = make_class_folders(tmp_path / "src", classes=("red", "blue"), per_class=20, size=64)
-    return datasets.add_folder(src, "colors")
 
 
 backend = local.LocalBackend()
 
 
-def slow_cfg(**kw):
-    base = dict(
-        data="colors",
-        base="MobileNetV2",
-        alpha=0.35,
-        size=96,
-        batch_size=4,
-        freeze_depth=116,
-        augment=True,
-        epochs=6,
-        early_stopping=False,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+slow_cfg = partial(small_config, size=96, batch_size=4, freeze_depth=116, augment=True, epochs=6, early_stopping=False)
 
 
 def wait_for(condition, timeout=240, what="condition"):
@@ -55,6 +42,7 @@ def wait_for(condition, timeout=240, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_killed_training_process_is_marked_interrupted_keeps_history_and_resumes(colors):
     victim = backend.submit(slow_cfg())
     follower = backend.submit(slow_cfg(epochs=1))
@@ -76,6 +64,7 @@ def test_killed_training_process_is_marked_interrupted_keeps_history_and_resumes
     assert any("resuming from the checkpoint" in line for line in victim.log_text().splitlines())
 
 
+@pytest.mark.slow
 def test_restart_mid_job_marks_it_interrupted_and_a_new_worker_takes_the_queue(colors):
     victim = backend.submit(slow_cfg())
     waiting = backend.submit(slow_cfg(epochs=1))
@@ -99,6 +88,7 @@ def test_queue_is_first_come_first_served_within_the_same_second(colors):
 
 
 @pytest.mark.parametrize("max_jobs", [1, 2])
+@pytest.mark.slow
 def test_two_users_starting_at_once_both_run_one_at_a_time_unless_configured(colors, monkeypatch, max_jobs):
     monkeypatch.setenv("TL_MAX_JOBS", str(max_jobs))
     submitted = []
@@ -127,6 +117,7 @@ def test_bad_max_jobs_setting_is_refused_when_submitting(colors, monkeypatch):
 from .test_gate import OIDC  # noqa: E402
 
 
+@pytest.mark.slow
 def test_openid_connect_gates_pages_with_st_login_and_runs_record_who_started_them(colors, monkeypatch):
     monkeypatch.setenv("TL_PASSWORD", "ignored when OpenID Connect is configured")
     monkeypatch.setattr(local, "start_worker", lambda: False)  # the queued run is what this test reads

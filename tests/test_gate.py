@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from tl_app import auth, shell
 
-from .conftest import REPO
+from .factories import REPO
 
 pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
 

@@ -18,7 +18,7 @@ from tl_core.data import datasets
 from tl_core.data.images import load_rgb
 from tl_core.errors import TLError
 
-from .conftest import noisy_image
+from .factories import noisy_image
 
 # The process's own peak memory. Not ru_maxrss: a child started from this (TensorFlow-sized) test process
 # inherits its high-water mark through fork and exec; VmHWM starts afresh with the new program.
@@ -376,7 +376,7 @@ def test_an_oversized_entry_is_skipped_unread_and_memory_stays_bounded(tmp_path)
     import sys
     import textwrap
 
-    from .conftest import REPO
+    from .factories import REPO
 
     archive = tmp_path / "inflating.zip"
     rng = np.random.default_rng(0)
@@ -416,7 +416,7 @@ def test_hostile_zip_through_the_command_line_gives_a_report_never_a_traceback(t
     import subprocess
     import sys
 
-    from .conftest import REPO
+    from .factories import REPO
 
     good = hostile_zip(tmp_path / "hostile.zip", "m.png")
     awkward = awkward_zip(tmp_path / "awkward.zip")
@@ -512,7 +512,7 @@ def test_every_hostile_case_through_the_command_line(tmp_path, workspace, capsys
     import subprocess
     import sys
 
-    from .conftest import REPO
+    from .factories import REPO
 
     archive = tmp_path / "everything.zip"
     cases = everything_zip(archive)
@@ -538,10 +538,11 @@ def test_every_hostile_case_through_the_command_line(tmp_path, workspace, capsys
         print(f"\nhostile cases through the CLI: {len(cases)}, peak RSS {peak:.0f} MB")
 
 
+@pytest.mark.slow
 def test_every_hostile_case_through_the_upload_page(tmp_path, workspace, server_past_pages_folder_mode, capsys):
     from streamlit.testing.v1 import AppTest
 
-    from .conftest import REPO
+    from .factories import REPO
 
     archive = tmp_path / "everything.zip"
     cases = everything_zip(archive)

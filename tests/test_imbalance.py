@@ -3,31 +3,21 @@ accuracy and macro F1 beside accuracy."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from tl_core.data import datasets
 from tl_core.models.config import TrainConfig
 
-from .conftest import HYMENOPTERA, require_shared
+from .factories import hymenoptera_photos
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def imbalanced(tmp_path):
     """Real photos, 20:1: every training ant, 6 training bees; validation as it comes."""
-    require_shared(HYMENOPTERA)
-    root = tmp_path / "imbalanced"
-    for split in ("train", "val"):
-        for cls in ("ants", "bees"):
-            photos = sorted((HYMENOPTERA / split / cls).glob("*.jpg"))
-            if split == "train" and cls == "bees":
-                photos = photos[:6]
-            (root / split / cls).mkdir(parents=True)
-            for photo in photos:
-                shutil.copy(photo, root / split / cls / photo.name)
-    return datasets.add_folder(root, "imbalanced")
+    return datasets.add_folder(hymenoptera_photos(tmp_path / "imbalanced", {("train", "bees"): 6}), "imbalanced")
 
 
 def test_class_weights_by_default_hold_up_against_a_weighted_logistic_regression(imbalanced):
@@ -67,7 +57,7 @@ def test_class_weights_by_default_hold_up_against_a_weighted_logistic_regression
 def test_augmentation_is_chosen_from_the_data_and_the_log_says_why(tmp_path):
     from tl_core.training.runner import train
 
-    from .conftest import make_class_folders
+    from .factories import make_class_folders
 
     datasets.add_folder(make_class_folders(tmp_path / "small", per_class=8, size=48), "small")
     run, _ = train(TrainConfig(data="small", base="MobileNetV2", alpha=0.35, size=64, epochs=1))

@@ -15,14 +15,12 @@ from tl_core.runs.store import new_run
 from tl_core.training.callbacks import ResumableEarlyStopping
 from tl_core.training.runner import execute
 
-from .conftest import make_class_folders
+from .factories import make_class_folders
 
 backend = local.LocalBackend()
 
 
-@pytest.fixture
-def colors(tmp_path):
-    return datasets.add_folder(make_class_folders(tmp_path / "src", per_class=4), "colors")
+pytestmark = pytest.mark.colors(per_class=4)
 
 
 def running_run(pid: int, pid_start):

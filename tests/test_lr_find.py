@@ -14,9 +14,10 @@ from tl_core.errors import TLError
 from tl_core.models.config import TrainConfig
 from tl_core.training.lr_find import lr_find, suggest
 
-from .conftest import make_class_folders
+from .factories import make_class_folders
 
 
+@pytest.mark.slow
 def test_same_seed_same_suggestion_and_training_afterwards_unchanged(tmp_path, capsys):
     from tl_core.training.runner import train
 
@@ -43,6 +44,7 @@ def test_the_valley_rule_ignores_a_noisy_start():
 
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
+@pytest.mark.slow
 def test_train_page_draws_the_curve_and_one_click_sets_the_learning_rate(tmp_path):
     from tl_app.lr_finder import nearest_choice
 

@@ -5,18 +5,18 @@ import weakref
 
 import pytest
 
-from tl_core.data import datasets
-from tl_core.models.config import TrainConfig
 from tl_core.training.runner import train
 
-from .conftest import make_class_folders
+from .factories import colors_dataset, small_config
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def two_runs(tmp_path):
-    datasets.add_folder(make_class_folders(tmp_path / "src", per_class=4), "colors")
-    cfg = dict(data="colors", base="MobileNetV2", alpha=0.35, size=32, epochs=1)
-    return [train(TrainConfig(**cfg), tmp_path / "a")[0], train(TrainConfig(**cfg, seed=7), tmp_path / "b")[0]]
+    colors_dataset(tmp_path, per_class=4)
+    cfg = dict(size=32, epochs=1)
+    return [train(small_config(**cfg), tmp_path / "a")[0], train(small_config(**cfg, seed=7), tmp_path / "b")[0]]
 
 
 def test_evicted_models_and_ended_sessions_do_not_stay_in_memory(two_runs):

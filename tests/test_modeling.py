@@ -3,8 +3,9 @@ import pytest
 
 from tl_core.errors import TLError
 from tl_core.models import freeze, modeling, preprocessing
-from tl_core.models.config import TrainConfig
 from tl_core.models.freeze import parse_depth
+
+from .factories import small_config
 
 
 def test_parse_depth_meanings():
@@ -31,7 +32,7 @@ def test_preprocess_layer_matches_keras_preprocess_input(mode, keras_module):
 
 
 def _cfg(**kw):
-    return TrainConfig(data="x", base="MobileNetV2", alpha=0.35, size=64, **kw).resolved()
+    return small_config(data="x", **kw).resolved()
 
 
 def test_freeze_depth_counts_from_input_and_reports_params():
@@ -68,6 +69,7 @@ def test_base_runs_in_inference_mode_even_when_trainable():
     )
 
 
+@pytest.mark.slow
 def test_a_base_built_from_its_cached_weights_copy_equals_one_loaded_from_the_weights_file(workspace):
     import keras
 

@@ -9,7 +9,7 @@ import pytest
 
 from tl_core import cli
 
-from .conftest import SHARED, require_shared
+from .factories import SHARED, require_shared
 
 TFLITE = SHARED / "tflite"
 CAT = SHARED / "samples" / "cat_720p.jpg"

@@ -14,14 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tl_core.data import datasets
-from tl_core.models.config import TrainConfig
+from .factories import REPO, colors_dataset, small_config
 
-from .conftest import REPO, make_class_folders
+pytestmark = pytest.mark.ray
 
 
 def _free_port() -> int:
@@ -32,14 +32,18 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_head():
+    """A Ray head of this test's own, stopped afterwards without touching any other Ray on the machine: it runs
+    as ``ray start --block`` in a session of its own, and SIGTERM makes it shut down the processes it started
+    (``ray stop`` would end every Ray process of the machine)."""
     temp = tempfile.mkdtemp(prefix="tlray", dir="/tmp")  # short: Ray's socket paths live under it
     port, dashboard = _free_port(), _free_port()
-    ray = [sys.executable, "-m", "ray.scripts.scripts"]
-    subprocess.run(
-        ray
+    log = open(os.path.join(temp, "ray-start.log"), "wb")  # closed in the finally below
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts"]
         + [
             "start",
             "--head",
+            "--block",
             "--node-ip-address",
             "127.0.0.1",
             "--port",
@@ -58,17 +62,20 @@ def ray_head():
             "--temp-dir",
             temp,
         ],
-        check=True,
-        capture_output=True,
-        timeout=180,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
     )
     address = f"http://127.0.0.1:{dashboard}"
     try:
         from tl_core.backends.ray_jobs import RayBackend
 
-        deadline = time.time() + 90
+        deadline = time.time() + 270
         while True:  # ready: the Jobs API answers and the cluster reports its CPUs
+            if head.poll() is not None:
+                with open(log.name, encoding="utf-8", errors="replace") as text:
+                    pytest.fail(f"ray start exited with {head.returncode}:\n{text.read()[-3000:]}")
             try:
                 RayBackend(address).client.list_jobs()
                 if RayBackend(address).resources().get("CPU"):
@@ -79,13 +86,19 @@ def ray_head():
             time.sleep(1)
         yield address
     finally:
-        subprocess.run(ray + ["stop", "--force"], capture_output=True, timeout=120)
+        head.terminate()  # the head stops its raylet, GCS, dashboard and workers; jobs' drivers follow them
+        try:
+            head.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)  # this head's own session only
+            head.wait()
+        log.close()
 
 
 @pytest.fixture
 def ray_backend(ray_head, monkeypatch, tmp_path):
     monkeypatch.setenv("TL_RAY_ADDRESS", ray_head)
-    datasets.add_folder(make_class_folders(tmp_path / "src", per_class=8, size=48), "colors")
+    colors_dataset(tmp_path, per_class=8, size=48)
     from tl_core.backends import get_backend
 
     backend = get_backend()
@@ -93,8 +106,7 @@ def ray_backend(ray_head, monkeypatch, tmp_path):
     return backend
 
 
-def _config(**kw) -> TrainConfig:
-    return TrainConfig(**{"data": "colors", "base": "MobileNetV2", "alpha": 0.35, "size": 64, "epochs": 3, **kw})
+_config = partial(small_config, epochs=3)
 
 
 def _wait(backend, run, states, timeout=240.0, until=None):

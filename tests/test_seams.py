@@ -8,7 +8,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tl_core.backends.base import ExecutionBackend
-from tl_core.data import datasets
 from tl_core.data.images import load_array
 from tl_core.errors import TLError
 from tl_core.models.config import TrainConfig
@@ -16,7 +15,7 @@ from tl_core.runs import artifacts
 from tl_core.runs.store import new_run, run_by_id
 from tl_core.training.runner import train
 
-from .conftest import REPO, make_class_folders
+from .factories import REPO
 
 pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
 
@@ -45,13 +44,8 @@ def test_artifact_file_names_are_spelled_only_in_artifacts_module():
     assert {k: v for k, v in spelled.items() if v} == {}
 
 
-@pytest.fixture
-def colors(tmp_path):
-    src = make_class_folders(tmp_path / "src", classes=("red", "blue", "green"), per_class=8, size=48)
-    return datasets.add_folder(src, "colors")
-
-
 @pytest.mark.parametrize("head", ["keras", "logreg"])
+@pytest.mark.slow
 def test_loaded_model_gives_base_feature_map_head_and_preprocessing_for_both_head_kinds(colors, tmp_path, head):
     run, metrics = train(
         TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2, head=head), tmp_path / head
@@ -69,6 +63,7 @@ def test_loaded_model_gives_base_feature_map_head_and_preprocessing_for_both_hea
     assert loaded.probabilities(pixels).shape == (4, 3)
 
 
+@pytest.mark.slow
 def test_sklearn_probabilities_are_aligned_by_class_even_when_the_head_never_saw_a_class(colors, tmp_path):
     run, _ = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, head="logreg"), tmp_path / "r")
     loaded = run.load_model()

@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from tl_app import streamlit_internals
 
-from .conftest import REPO
+from .factories import REPO
 
 
 def test_pages_folder_mode_flag_exists_and_st_navigation_turns_it_off(monkeypatch):

@@ -6,14 +6,16 @@ import json
 import random
 import shutil
 
+import pytest
 from PIL import Image
 
 from tl_core import cli
 from tl_core.data import datasets
 
-from .conftest import HYMENOPTERA, require_shared
+from .factories import HYMENOPTERA, require_shared
 
 
+@pytest.mark.slow
 def test_flipped_labels_and_a_leaked_image_are_suspects(tmp_path, capsys):
     require_shared(HYMENOPTERA)
     data = tmp_path / "hymenoptera"
@@ -49,6 +51,7 @@ def test_flipped_labels_and_a_leaked_image_are_suspects(tmp_path, capsys):
     assert duplicates[0]["score"] >= 0.97 and leaked.stem in duplicates[0]["detail"]
 
 
+@pytest.mark.slow
 def test_embedding_projections_keep_clusters_apart():
     import numpy as np
     import pytest

@@ -1,11 +1,11 @@
 """Training runs on a tiny synthetic dataset with the real MobileNetV2 alpha 0.35 weights at 64 px."""
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
 
-from tl_core.data import datasets
 from tl_core.errors import TLError
 from tl_core.inference.predict import Predictor
 from tl_core.models import bases, freeze
@@ -15,19 +15,9 @@ from tl_core.runs.evaluate import Interpretation
 from tl_core.runs.store import Run, new_run
 from tl_core.training.runner import execute, train
 
-from .conftest import make_class_folders
+from .factories import small_config
 
-
-@pytest.fixture
-def colors(tmp_path):
-    src = make_class_folders(tmp_path / "src", classes=("red", "blue", "green"), per_class=8, size=48)
-    return datasets.add_folder(src, "colors")
-
-
-def small(**kw):
-    base = dict(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2, batch_size=8)
-    base.update(kw)
-    return TrainConfig(**base)
+small = partial(small_config, epochs=2, batch_size=8)
 
 
 def reference_base():
@@ -51,6 +41,7 @@ def _base_of(run):
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
+@pytest.mark.slow
 def test_partly_frozen_plain_path_changes_only_unfrozen_layers(colors, tmp_path):
     events = []
     run, metrics = train(
@@ -72,6 +63,7 @@ def test_partly_frozen_plain_path_changes_only_unfrozen_layers(colors, tmp_path)
     assert [row["epoch"] for row in run.history()] == [1, 2]
 
 
+@pytest.mark.slow
 def test_fine_tune_phase_trains_only_what_it_unfroze(colors, tmp_path):
     run, metrics = train(
         small(freeze_depth="all", fine_tune_depth=140, fine_tune_epochs=2, early_stopping=False, augment=False),
@@ -93,6 +85,7 @@ def test_fine_tune_phase_trains_only_what_it_unfroze(colors, tmp_path):
     assert metrics["params_fine_tune"]["trainable"] > metrics["params"]["trainable"]
 
 
+@pytest.mark.slow
 def test_saved_run_reloads_and_predicts_the_same_probabilities(colors, tmp_path):
     run, metrics = train(small(), tmp_path / "run")
     assert metrics["training_path"] == "cached-features"
@@ -116,6 +109,7 @@ def test_saved_run_reloads_and_predicts_the_same_probabilities(colors, tmp_path)
     assert run.state == "finished"
 
 
+@pytest.mark.slow
 def test_a_gpu_hosts_path_runs_here_mixed_precision_on_one_batched_engine(colors, tmp_path, monkeypatch):
     """What a GPU host runs (TensorFlow as the engine, float16 compute, a fine-tune from a clean cut whose
     frozen prefix goes through that engine) runs on this CPU too: no GPU was lent for the figures, but
@@ -152,7 +146,7 @@ def test_a_gpu_hosts_path_runs_here_mixed_precision_on_one_batched_engine(colors
     np.testing.assert_allclose(again, apply_temperature(saved.probs, metrics["temperature"]), atol=1e-2)
 
 
-@pytest.mark.parametrize("head", ["logreg", "svm"])
+@pytest.mark.parametrize("head", ["logreg", pytest.param("svm", marks=pytest.mark.slow)])
 def test_feature_extractor_heads_train_save_and_predict(colors, tmp_path, head):
     run, metrics = train(small(head=head), tmp_path / head)
     assert metrics["training_path"] == "sklearn-on-cached-features"
@@ -162,6 +156,7 @@ def test_feature_extractor_heads_train_save_and_predict(colors, tmp_path, head):
     assert top[0]["label"] in colors.classes
 
 
+@pytest.mark.slow
 def test_second_run_reuses_the_feature_cache(colors, tmp_path):
     _, first = train(small(learning_rate=1e-3), tmp_path / "a")
     _, second = train(small(learning_rate=3e-3, epochs=3), tmp_path / "b")
@@ -170,6 +165,7 @@ def test_second_run_reuses_the_feature_cache(colors, tmp_path):
     assert " 0 forward passes" in computed(second)
 
 
+@pytest.mark.slow
 def test_cancel_stops_training_and_keeps_history(colors, tmp_path):
     cfg = small(freeze_depth=100, epochs=5, augment=False, early_stopping=False).resolved()
     run = new_run(cfg, tmp_path / "cancel")
@@ -209,6 +205,7 @@ def test_config_errors_quote_the_bad_value():
         dict(epochs=2),
     ],
 )  # cached features
+@pytest.mark.slow
 def test_training_never_hands_tensorflow_a_whole_copy_of_the_data(colors, tmp_path, monkeypatch, settings):
     """The decoded pixels (or activations, or features) are the one copy: batches are sliced from them
     as needed, never copied whole into a tf.data constant or a full shuffle buffer."""

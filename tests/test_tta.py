@@ -26,13 +26,14 @@ def test_views_are_the_image_its_mirror_and_zoomed_crops():
         tta.views(pixels, "rotate")
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_take_tta(tmp_path, capsys):
     from tl_core import cli
     from tl_core.data import datasets
     from tl_core.models.config import TrainConfig
     from tl_core.training.runner import train
 
-    from .conftest import make_class_folders
+    from .factories import make_class_folders
 
     colors = datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue"), per_class=8), "colors")
     run, metrics = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2))

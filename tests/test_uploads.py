@@ -5,7 +5,7 @@ from streamlit.testing.v1 import AppTest
 
 from tl_core.data import datasets, uploads
 
-from .conftest import REPO, make_class_folders, noisy_image, zip_folder
+from .factories import REPO, make_class_folders, noisy_image, zip_folder
 
 pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
 
@@ -47,6 +47,7 @@ def test_class_by_class_uploads_wait_on_disk_not_in_the_session():
     assert staged_files() == [], "staged files are removed once imported"
 
 
+@pytest.mark.slow
 def test_zip_upload_goes_through_disk_and_the_uploader_is_cleared_after_import(tmp_path):
     archive = zip_folder(make_class_folders(tmp_path / "src", per_class=3), tmp_path / "c.zip")
     at = data_page()
@@ -59,6 +60,7 @@ def test_zip_upload_goes_through_disk_and_the_uploader_is_cleared_after_import(t
     assert at.get("file_uploader")[0].value is None, "a fresh, empty uploader after the import"
 
 
+@pytest.mark.slow
 def test_a_failed_import_keeps_the_upload_so_the_user_can_fix_the_name(tmp_path):
     archive = zip_folder(make_class_folders(tmp_path / "src", per_class=3), tmp_path / "c.zip")
     datasets.add_zip(archive, "taken")

@@ -8,9 +8,10 @@ from tl_core.data import datasets, versions
 from tl_core.errors import TLError
 from tl_core.models.config import TrainConfig
 
-from .conftest import make_class_folders
+from .factories import make_class_folders
 
 
+@pytest.mark.slow
 def test_moves_and_exclusions_make_a_new_version_and_runs_keep_theirs(tmp_path, workspace):
     from tl_core.models.features import FeatureCache
     from tl_core.training.runner import train
@@ -71,6 +72,7 @@ def test_bad_fixes_are_refused_and_change_nothing(tmp_path):
 
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
+@pytest.mark.slow
 def test_inspect_page_shows_suspects_and_map_and_saves_a_fix_as_a_version(tmp_path):
     from .test_app import open_page, texts
 
@@ -99,6 +101,7 @@ def test_inspect_page_shows_suspects_and_map_and_saves_a_fix_as_a_version(tmp_pa
 
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
+@pytest.mark.slow
 def test_results_confusion_cell_lists_its_images_and_fixes_them(tmp_path):
     from tl_core.training.runner import train
 

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.data import datasets
+from tl_core.data.refs import parse_ref
 from tl_core.errors import TLError
 from tl_core.models.config import TrainConfig
 from tl_core.training import compare
@@ -59,7 +60,7 @@ def compare_panel(config: TrainConfig, jobs, layers: int) -> None:
 
 
 def leaderboard(runs: list, dataset: str) -> None:
-    same = [r for r in runs if r.listed_state == "finished" and r.config.data.partition("@v")[0] == dataset]
+    same = [r for r in runs if r.listed_state == "finished" and parse_ref(r.config.data).name == dataset]
     if not same:
         return
     st.subheader(f"Leaderboard: {dataset}")

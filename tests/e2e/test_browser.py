@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,10 @@ import pytest
 from benchmarks.load_predict import CHROMIUM_ARGS as BROWSER_ARGS
 from benchmarks.load_predict import app_server
 
-from ..conftest import HYMENOPTERA, REPO, require_shared
+from ..factories import HYMENOPTERA, REPO, hymenoptera_photos, zip_folder
 from . import CHROMIUM, require_chromium
+
+pytestmark = pytest.mark.browser
 
 SHOTS = REPO / "artifacts" / "screenshots"
 # Streamlit probes /<page>/_stcore/{health,host-config} before the root ones when a sub-page URL is
@@ -54,13 +55,8 @@ def app_url(tmp_path, keras_home_copy):
 
 @pytest.fixture
 def small_zip(tmp_path) -> Path:
-    root = require_shared(HYMENOPTERA)
-    archive = tmp_path / "ants_bees.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        for cls in ("ants", "bees"):
-            for path in sorted((root / "train" / cls).glob("*.jpg"))[:15]:
-                z.write(path, f"ants_bees/{cls}/{path.name}")
-    return archive
+    photos = hymenoptera_photos(tmp_path / "photos", {"train": 15}, splits=("train",))
+    return zip_folder(photos / "train", tmp_path / "ants_bees.zip", prefix="ants_bees/")
 
 
 def test_user_flow_in_chromium(app_url, small_zip):

@@ -14,9 +14,11 @@ import pytest
 
 from benchmarks.load_predict import CHROMIUM_ARGS, app_server
 
-from ..conftest import REPO
+from ..factories import REPO
 from ..test_gate import OIDC
 from . import CHROMIUM, require_chromium
+
+pytestmark = pytest.mark.browser
 
 require_chromium()
 playwright = pytest.importorskip("playwright.sync_api")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ..conftest import HYMENOPTERA, require_shared
+from ..factories import HYMENOPTERA, require_shared
 from . import require_chromium
+
+pytestmark = pytest.mark.browser
 
 require_chromium()
 pytest.importorskip("playwright.async_api")

@@ -24,6 +24,7 @@ from tl_core import audit
 from tl_core.clock import now_iso
 from tl_core.data.archives import ZipLimits
 from tl_core.data.images import EXTENSIONS, ImageRejected, inspect_bytes, thumbnail_jpeg
+from tl_core.data.refs import DatasetRef, parse_ref
 from tl_core.data.sources import (
     Candidate,
     Content,
@@ -85,7 +86,7 @@ class Dataset:
     @property
     def ref(self) -> str:
         """How a config names this dataset: its name, or name@vN when a version was asked for."""
-        return f"{self.name}@v{self.version}" if self.pinned else self.name
+        return str(DatasetRef(self.name, self.version if self.pinned else None))
 
 
 # ---------------------------------------------------------------- building a dataset
@@ -399,20 +400,22 @@ def list_datasets() -> list[Dataset]:
     ]
 
 
-def load_dataset(name: str, missing: str = "unknown") -> Dataset:
-    """A dataset of this workspace by name, at its latest version, or ``name@vN`` at version N (see
-    ``versions.py``). ``missing='deleted'`` words the error for a run whose dataset went away after it was queued."""
-    name, _, version = str(name).partition("@v")
+def load_dataset(name: str | DatasetRef, missing: str = "unknown") -> Dataset:
+    """A dataset of this workspace by reference (``refs.py``): ``name`` at its latest version, ``name@vN`` at
+    version N (see ``versions.py``). ``missing='deleted'`` words the error for a run whose dataset went away after
+    it was queued."""
+    ref = parse_ref(name)
+    name = ref.name
     folder = datasets_dir() / name
     manifest = read_json(folder / MANIFEST) if not name.startswith(".") and "/" not in name else None
-    if manifest and version and int(manifest.get("version", 1)) != _version_number(version):
-        manifest = read_json(folder / VERSIONS / f"v{_version_number(version)}.json")
+    if manifest and ref.version is not None and int(manifest.get("version", 1)) != ref.version:
+        manifest = read_json(folder / VERSIONS / f"v{ref.version}.json")
         if not manifest:
             raise TLError(
-                f"Dataset {name!r} has no version {version!r}; its versions are listed on the Data page "
+                f"Dataset {name!r} has no version '{ref.version}'; its versions are listed on the Data page "
                 f"(now at v{read_json(folder / MANIFEST, {}).get('version', 1)})."
             )
-    if manifest and version:
+    if manifest and ref.version is not None:
         return Dataset(folder.name, folder, manifest, pinned=True)
     if not manifest:
         known = [d.name for d in list_datasets()]
@@ -424,10 +427,11 @@ def load_dataset(name: str, missing: str = "unknown") -> Dataset:
     return Dataset(folder.name, folder, manifest)
 
 
-def _version_number(raw: str) -> int:
-    if not raw.isdigit():
-        raise TLError(f"Dataset version must be a number, as in 'flowers@v2'; got {raw!r}.")
-    return int(raw)
+def _names_a_dataset(spec: str) -> bool:
+    try:
+        return (datasets_dir() / parse_ref(spec).name / MANIFEST).is_file()
+    except TLError:
+        return False  # not a reference, so maybe a file name
 
 
 def source_signature(path: Path) -> str:
@@ -445,12 +449,11 @@ def source_signature(path: Path) -> str:
 
 
 def resolve_dataset(spec: str, progress: Progress = None) -> Dataset:
-    """A dataset by name, or a folder/zip imported on the fly (reusing an identical earlier import)."""
-    if (datasets_dir() / spec.partition("@v")[0] / MANIFEST).is_file() and "/" not in spec:
-        return load_dataset(spec)
+    """A dataset by reference (``refs.py``), or a folder/zip imported on the fly (reusing an identical earlier
+    import). A bare name of an existing dataset wins over a file of that name in the working directory."""
     path = Path(spec).expanduser()
-    if not path.exists():
-        return load_dataset(spec)  # raises the "unknown dataset" error
+    if not path.exists() or ("/" not in spec and _names_a_dataset(spec)):
+        return load_dataset(spec)  # raises for a malformed reference or an unknown dataset
     signature = source_signature(path)
     for other in list_datasets():
         if other.manifest.get("source_signature") == signature:

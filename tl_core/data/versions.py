@@ -15,6 +15,7 @@ from typing import Optional
 from tl_core import audit
 from tl_core.clock import now_iso
 from tl_core.data.datasets import MANIFEST, VERSIONS, Dataset, check_splits, load_dataset, manifest_for
+from tl_core.data.refs import DatasetRef
 from tl_core.errors import TLError
 from tl_core.workspace import read_json, write_json
 
@@ -95,5 +96,5 @@ def save_version(
         write_json(folder / f"v{current.version}.json", {**old, "version": current.version})
     write_json(folder / f"v{number}.json", manifest)
     write_json(current.root / MANIFEST, manifest)
-    audit.record("save dataset version", f"{name}@v{number}", user, moved=len(moves), excluded=len(exclude))
+    audit.record("save dataset version", str(DatasetRef(name, number)), user, moved=len(moves), excluded=len(exclude))
     return Dataset(name, current.root, manifest)

@@ -24,6 +24,7 @@ RESIZE = {"crop": "centre square crop (aspect kept), then resized", "squash": "r
 
 def _dataset_part(run: Run) -> tuple[dict, list[dict]]:
     from tl_core.data.datasets import load_dataset
+    from tl_core.data.refs import DatasetRef, parse_ref
 
     metrics = run.artifacts.metrics()
     part = {
@@ -32,7 +33,7 @@ def _dataset_part(run: Run) -> tuple[dict, list[dict]]:
         "fingerprint": (metrics.get("dataset_fingerprint") or "")[:12] or None,
     }
     try:
-        manifest = load_dataset(f"{run.config.data.partition('@v')[0]}@v{part['version']}").manifest  # as trained
+        manifest = load_dataset(DatasetRef(parse_ref(run.config.data).name, part["version"])).manifest  # as trained
     except TLError:  # the dataset was deleted since: the card still describes the run
         return part, [{"name": name} for name in run.artifacts.class_names()]
     part.update(source=manifest.get("source"), current_version=manifest.get("version", 1))

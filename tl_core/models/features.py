@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from tl_core.data.images import DECODING, DRAFT_FACTOR, decode_threads, load_array, load_rgb, to_array
+from tl_core.errors import Cancelled
 from tl_core.models import engine as engines
 from tl_core.models.bases import weights_identity
 from tl_core.models.config import TrainConfig
@@ -203,7 +204,7 @@ class FeatureCache:
             try:
                 for index, chunk in enumerate(chunks):
                     if should_stop and should_stop():
-                        raise InterruptedError("cancelled while computing features")
+                        raise Cancelled("cancelled while computing features")
                     result = pending.popleft().result()
                     if index + ahead < len(chunks):
                         pending.append(pool.submit(task, chunks[index + ahead]))

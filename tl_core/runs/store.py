@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from tl_core.clock import compact_stamp, now_iso
+from tl_core.clock import compact_stamp, now_iso, order_key
+from tl_core.data.refs import parse_ref
 from tl_core.errors import TLError
 from tl_core.models.config import TrainConfig
 from tl_core.runs.artifacts import METRICS as ARTIFACT_METRICS
@@ -111,7 +112,7 @@ class Run:
     @property
     def dataset_name(self) -> str:
         """The name of the dataset the run trained on, without the ``@vN`` its config may pin."""
-        return self.config.data.partition("@v")[0]
+        return parse_ref(self.config.data).name
 
     def status(self) -> dict:
         return read_json(self.path(STATUS), {"state": "unknown"})
@@ -258,7 +259,7 @@ def list_runs() -> list[Run]:
             run = Run(folder)
             run.listed = status
             runs.append(run)
-    return sorted(runs, key=lambda r: (r.listed.get("created", ""), r.listed.get("queued_at", 0)), reverse=True)
+    return sorted(runs, key=lambda r: (order_key(r.listed.get("created")), r.listed.get("queued_at", 0)), reverse=True)
 
 
 def get_run(run_id_or_path) -> Run:

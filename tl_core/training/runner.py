@@ -149,7 +149,7 @@ def execute(run: Run, progress: ProgressFn = None) -> dict:
     run.log(f"started in process {os.getpid()}")
     try:
         metrics = _train(TrainingContext(run, progress))
-    except (Cancelled, InterruptedError):
+    except Cancelled:
         run.set_status("cancelled", message="Cancelled by the user; history so far is kept.")
         run.log("cancelled")
         return {}
