@@ -173,3 +173,23 @@ def test_removing_a_staged_class_never_lets_a_new_file_overwrite_a_kept_one():
     assert contents == {("blue", "b1.png"): b"blue-1", ("green", "g1.png"): b"green-1", ("green", "g2.png"): b"green-2"}
     assert {cls: len(paths) for cls, paths in staged.class_samples(per_class=1).items()} == {"blue": 1, "green": 1}
     staged.discard()
+
+
+def test_user_named_folders_files_and_classes_are_drawn_as_text_not_markdown(tmp_path):
+    """A source folder named like a Markdown image would make every viewer's browser fetch its URL; a bad
+    upload's name would render links and bold. Every such text reaches Streamlit escaped."""
+    from streamlit.testing.v1 import AppTest
+
+    from tl_core.data import datasets
+
+    from .factories import REPO, make_class_folders
+
+    root = tmp_path / "![x](https:" / "127.0.0.1:9" / "track.png)"
+    datasets.add_folder(make_class_folders(root, per_class=3), "tracked")
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120).run()
+    at.switch_page("pages/data.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    drawn = [e.value for kind in ("markdown", "caption", "success", "error", "warning", "info") for e in at.get(kind)]
+    source = next(text for text in drawn if "Source" in text)
+    assert "![x](" not in source and r"\!\[x\]\(" in source
+

@@ -13,6 +13,7 @@ from tl_core.models.config import TrainConfig
 from tl_core.training import compare
 
 from .auth import current_user
+from .widgets import md_escape
 
 LEADERBOARD_COLUMNS = {
     "val_accuracy": st.column_config.NumberColumn("val acc", format="%.3f"),
@@ -44,7 +45,7 @@ def compare_panel(config: TrainConfig, jobs, layers: int) -> None:
                     datasets.load_dataset(config.data), bases
                 )
         except TLError as exc:
-            st.error(str(exc))
+            st.error(md_escape(str(exc)))
     scan = st.session_state.get("train_compare_scan_result")
     if scan:
         st.dataframe(pd.DataFrame(scan["ranking"]), hide_index=True, key="train_compare_ranking")
@@ -54,7 +55,7 @@ def compare_panel(config: TrainConfig, jobs, layers: int) -> None:
             configs = compare.configs_for(config, bases, layers)
             queued = [jobs.submit(cfg, user=current_user()).id for cfg in configs]
         except TLError as exc:
-            st.error(str(exc))
+            st.error(md_escape(str(exc)))
             return
         st.success(f"Queued {len(queued)} run(s) with the same settings; their leaderboard is on Results.")
 
@@ -63,7 +64,7 @@ def leaderboard(runs: list, dataset: str) -> None:
     same = [r for r in runs if r.listed_state == "finished" and parse_ref(r.config.data).name == dataset]
     if not same:
         return
-    st.subheader(f"Leaderboard: {dataset}")
+    st.subheader(f"Leaderboard: {md_escape(dataset)}")
     unmeasured = [r for r in same if r.artifacts.metrics().get("latency_ms") is None]
     if unmeasured and st.button(f"Measure single-image latency ({len(unmeasured)} run(s))", key="results_latency"):
         with st.spinner("Loading each model and timing one image…"):

@@ -65,7 +65,7 @@ def run_import(make: Make, released: Sequence = ()) -> Optional[datasets.Dataset
         dataset = make(lambda done, total: bar.progress(done / max(total, 1), text=f"Checked {done}/{total} files"))
     except TLError as exc:
         bar.empty()
-        st.error(str(exc))
+        st.error(widgets.md_escape(str(exc)))
         if getattr(exc, "skipped", None):
             st.dataframe(pd.DataFrame(exc.skipped), hide_index=True, key="data_import_skipped")
         return None
@@ -73,7 +73,7 @@ def run_import(make: Make, released: Sequence = ()) -> Optional[datasets.Dataset
     streamlit_internals.release_uploads(released)
     st.session_state["data_upload_round"] = upload_round() + 1
     m = dataset.manifest
-    st.success(summary.import_summary(dataset.name, m))
+    st.success(widgets.md_escape(summary.import_summary(dataset.name, m)))
     if m["skipped"]:
         st.dataframe(pd.DataFrame(m["skipped"]), hide_index=True)
     imbalance = datasets.imbalance_warning(dataset)
@@ -193,13 +193,13 @@ def overview(dataset: datasets.Dataset) -> None:
     cols[2].metric(f"Images per split ({numbers['split_names']})", numbers["splits"])
     cols[3].metric("Skipped files", numbers["skipped"])
     st.plotly_chart(charts.class_counts(m), key="data_counts_chart")
-    st.caption(summary.describe(m))
+    st.caption(widgets.md_escape(summary.describe(m)))
 
 
 def samples(dataset: datasets.Dataset) -> None:
     st.subheader("Samples")
     for class_name, paths in datasets.iter_class_examples(dataset, per_class=6):
-        st.markdown(f"**{class_name}**")
+        st.markdown(f"**{widgets.md_escape(class_name)}**")
         st.image([str(p) for p in paths], width=96)
     if dataset.manifest["skipped"]:
         st.subheader("Import report: skipped files")
@@ -214,7 +214,7 @@ def rename_or_delete(name: str) -> None:
                 datasets.rename_dataset(name, new_name)
                 st.rerun()
             except TLError as exc:
-                st.error(str(exc))
+                st.error(widgets.md_escape(str(exc)))
         confirm = st.checkbox(
             f"Yes, delete {name!r} and its images (runs trained on it are kept)", key="data_delete_confirm"
         )

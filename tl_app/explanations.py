@@ -17,6 +17,7 @@ from tl_core.models.heads import HEAD_KINDS, head_kind
 from tl_core.runs.store import Run
 
 from .models import predictor_for
+from .widgets import md_escape
 
 
 @st.cache_data(max_entries=256, show_spinner="Computing Grad-CAM…")
@@ -52,7 +53,7 @@ def gradcam_view(run: Run, image: bytes, default_class: str, key: str) -> None:
             str(run.root), run.artifacts.model_path.stat().st_mtime, hashlib.sha256(image).hexdigest(), chosen, image
         )
     except TLError as exc:
-        st.error(str(exc))
+        st.error(md_escape(str(exc)))
         return
     left, right = st.columns(2)
     left.image(image, caption="image", width="stretch")

@@ -19,6 +19,8 @@ from tl_core.deploy.parity import FLOAT_AGREEMENT
 from tl_core.models.heads import HEAD_KINDS, head_kind
 from tl_core.runs.store import Run
 
+from .widgets import md_escape
+
 EXPORT_TIMEOUT_S = 900
 
 
@@ -86,7 +88,7 @@ def export_panel(run: Run) -> None:
         if built:
             st.success(f"{fmt} export ready.")
         else:
-            st.error(f"The {fmt} export failed: {error}")
+            st.error(f"The {fmt} export failed: {md_escape(str(error))}")
     parity = run.artifacts.parity()
     if parity:
         st.dataframe(

@@ -9,6 +9,7 @@ from tl_core.data import versions
 from tl_core.errors import TLError
 
 from .auth import current_user
+from .widgets import md_escape
 
 
 def pending(dataset: str) -> dict:
@@ -66,7 +67,7 @@ def save_bar(dataset: str, key: str) -> None:
         try:
             saved = versions.save_version(dataset, fixes["move"], fixes["exclude"], note, user=current_user())
         except TLError as exc:
-            st.error(str(exc))
+            st.error(md_escape(str(exc)))
             return
         st.session_state["dataset_fixes"].pop(dataset, None)
         st.success(

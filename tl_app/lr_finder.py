@@ -11,6 +11,8 @@ import streamlit as st
 from tl_core.errors import TLError
 from tl_core.models.config import SETTINGS, TrainConfig
 
+from .widgets import md_escape
+
 LEARNING_RATES = SETTINGS["learning_rate"].widget["options"]  # the Train page's learning-rate choices
 
 
@@ -49,7 +51,7 @@ def lr_finder_panel(config: TrainConfig) -> None:
             with st.spinner("Range test: a few dozen mini-batches at growing learning rates…"):
                 found = {"key": key, "result": lr_find(config)}
         except TLError as exc:
-            st.error(str(exc))
+            st.error(md_escape(str(exc)))
             return
         st.session_state["train_lr_found"] = found
     if not found:

@@ -9,6 +9,7 @@ import streamlit as st
 from tl_core.runs.store import Run
 
 from .streamlit_internals import keep_tensorflow_warm_between_reruns
+from .widgets import md_escape
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
@@ -86,5 +87,5 @@ def pick_pretrained():
         )
         return pretrained_keras(base, alpha)
     except TLError as exc:
-        st.error(str(exc))
+        st.error(md_escape(str(exc)))
         st.stop()

@@ -166,7 +166,7 @@ def uploads_and_answers(
     results = predictor_for(run).predict_each(data, top_k, tta=tta) if run else pretrained_each(pretrained, data, top_k)
     answered, refused = sort_results([image.name for image in images], results, threshold)
     for name, error in refused:
-        st.error(f"{name}: {error}")
+        st.error(widgets.md_escape(f"{name}: {error}"))
     if not answered:
         return
     cards = not as_table and len(images) <= MAX_CARDS

@@ -57,7 +57,7 @@ def live_job(run: Run) -> None:
 
 def not_finished(run: Run, jobs) -> None:
     """Why a run that is done did not finish, and the resume button when it has a checkpoint."""
-    st.warning(f"This run is {run.state}: {run.status().get('message') or ''}")
+    st.warning(widgets.md_escape(f"This run is {run.state}: {run.status().get('message') or ''}"))
     if run.can_resume() and st.button("Resume from its checkpoint", key="results_resume"):
         jobs.resume(run)
         st.rerun()
@@ -129,11 +129,11 @@ def confusion(interp: Interpretation, root: Optional[Path], dataset: str) -> Non
         true = left.selectbox("True class", names, key="results_cell_true")
         predicted = right.selectbox("Predicted class", names, key="results_cell_pred", index=min(1, len(names) - 1))
         cell = [f for f in interp.in_cell(true, predicted) if (root / f).exists()][:12]
-        st.caption(f"{len(cell)} image(s) shown (true {true}, predicted {predicted}).")
+        st.caption(widgets.md_escape(f"{len(cell)} image(s) shown (true {true}, predicted {predicted})."))
         for index, file in enumerate(cell):
             thumb, name, action = st.columns([1, 3, 2], vertical_alignment="center")
             thumb.image(str(root / file), width=96)
-            name.markdown(f"`{file}`")
+            name.markdown(widgets.md_escape(file))
             with action:
                 fixes.fix_select(dataset, file, true, names, key=f"results_cell_fix_{index}", suggested=predicted)
         fixes.save_bar(dataset, key="results_cell_fixes")
@@ -162,7 +162,10 @@ def mistakes(run: Run, interp: Interpretation, root: Optional[Path], dataset: st
             path = root / row["file"] if root else None
             if path and path.exists():
                 st.image(str(path), width=160)
-            st.caption(f"true **{row['true']}** → predicted **{row['predicted']}** ({row['probability']:.0%})")
+            st.caption(
+                f"true **{widgets.md_escape(row['true'])}** → predicted **{widgets.md_escape(row['predicted'])}** "
+                f"({row['probability']:.0%}; p(true) {row['true_probability']:.0%})"
+            )
     if not (root and st.toggle("Where did it look? (Grad-CAM of a mistake)", key="results_cam_on")):
         return
     shown = [row for row in wrong[:SHOWN_MISTAKES] if (root / row["file"]).exists()]

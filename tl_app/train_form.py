@@ -232,9 +232,9 @@ def start_button(config: TrainConfig, jobs) -> None:
             run = jobs.submit(config, user=current_user())
             st.session_state["train_last_run"] = run.id
             st.query_params["run"] = run.id
-            st.toast(f"Queued {run.id}")
+            st.toast(f"Queued {widgets.md_escape(run.id)}")
         except TLError as exc:
-            st.error(str(exc))
+            st.error(widgets.md_escape(str(exc)))
 
 
 @st.fragment(run_every=2)

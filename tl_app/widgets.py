@@ -51,7 +51,7 @@ def _sidebar_status_body() -> None:
             where = progress.get("stage") or (
                 f"computing {progress['what']} features" if progress.get("what") else "starting"
             )
-        st.caption(f"Training: **{run.id}** — {where}")
+        st.caption(f"Training: **{md_escape(run.id)}** — {md_escape(str(where))}")
     if waiting:
         st.caption(f"Queued: {len(waiting)} job(s)")
     if not running and not waiting:
@@ -91,7 +91,7 @@ def job_progress(run: Run, key: str) -> None:
     jobs = backend()
     state = jobs.check_alive(run)
     status, event = run.status(), run.progress()
-    st.markdown(f"**{run.id}** — {state}")
+    st.markdown(f"**{md_escape(run.id)}** — {state}")
     if state == "queued":
         queued_ids = [r.id for r in jobs.queue()]
         position = queued_ids.index(run.id) + 1 if run.id in queued_ids else "?"
@@ -107,9 +107,9 @@ def job_progress(run: Run, key: str) -> None:
         lr = event.get("learning_rate")
         cols[2].metric("Learning rate", f"{lr:.2g}" if lr else "…")
     elif state == "failed":
-        st.error(status.get("message") or "Training failed; see the log on the Results page.")
+        st.error(md_escape(status.get("message") or "Training failed; see the log on the Results page."))
     elif state in ("cancelled", "interrupted"):
-        st.warning(status.get("message") or state)
+        st.warning(md_escape(status.get("message") or state))
     elif state == "finished":
         st.success(
             f"Finished: validation accuracy {run.artifacts.metrics().get('val_accuracy', 0):.3f}. "
@@ -121,13 +121,13 @@ def job_progress(run: Run, key: str) -> None:
     if state in ACTIVE:
         owner = status.get("user")
         if not auth.may_cancel(owner):
-            st.caption(f"Only {owner or 'its owner'} or an admin can cancel this run.")
+            st.caption(f"Only {md_escape(owner) if owner else 'its owner'} or an admin can cancel this run.")
         elif st.button("Cancel", key=f"{key}_cancel_{run.id}"):
             try:
                 jobs.cancel(run, user=auth.current_user())
                 st.toast("Cancellation requested; it stops after the current batch.")
             except TLError as exc:
-                st.warning(str(exc))
+                st.warning(md_escape(str(exc)))
 
 
 def validation_coverage(run: Run) -> list[dict]:
