@@ -180,6 +180,7 @@ def test_openid_connect_allow_list_admits_listed_accounts_and_domains_only():
     for email in ("ana@example.com", "Bo@TEAM.example"):
         member = router(secrets, {"is_logged_in": True, "email": email})
         assert not member.exception and "Next step" in [s.value for s in member.subheader], email
+        assert [b.label for b in member.sidebar.button] == ["Log out"]
 
 
 def test_a_broken_secrets_file_closes_the_app_with_what_to_fix(tmp_path, monkeypatch):
@@ -199,6 +200,7 @@ def test_no_gate_configured_opens_the_app(monkeypatch):
     monkeypatch.delenv("TL_PASSWORD", raising=False)
     at = router()
     assert not at.exception and "Next step" in [s.value for s in at.subheader]
+    assert not at.sidebar.button, "no login, nothing to log out of"
 
 
 def test_pages_folder_holds_only_page_scripts_each_guarded_first():
