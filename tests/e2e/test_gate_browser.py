@@ -242,6 +242,17 @@ def test_a_login_survives_reload_new_tabs_and_deep_links_until_log_out(tmp_path,
         assert page.url == f"{url}/{RUN_LINK}"
         page.screenshot(path=str(SHOTS / "gate-06-after-reload.png"), full_page=True)
 
+        chat = context.new_page()  # a shared link followed from another site: a cross-site navigation
+        chat.route(
+            "http://chat.example.test/",
+            lambda route: route.fulfill(content_type="text/html", body=f'<a href="{url}/{RUN_LINK}">run</a>'),
+        )
+        chat.goto("http://chat.example.test/")
+        chat.get_by_text("run").click()
+        assert_in_the_app(chat, "Add a dataset on the Data page first")  # SameSite=Strict still opens it
+        assert chat.url == f"{url}/{RUN_LINK}"
+        chat.close()
+
         tab = context.new_page()
         tab.goto(f"{url}/data")
         assert_in_the_app(tab, "Add a dataset")
