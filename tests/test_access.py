@@ -1,5 +1,6 @@
-"""Who may do what: with OpenID Connect only a run's owner or an admin cancels it; deletions and
-cancellations are recorded in the audit log and shown in the app."""
+"""Who may do what: with OpenID Connect only a run's owner or an admin cancels it, and only a dataset's
+importer or an admin deletes or renames it; deletions, renames and cancellations are recorded in the
+audit log and shown in the app."""
 
 import os
 
@@ -55,14 +56,18 @@ def test_only_the_owner_or_an_admin_can_cancel_a_run(anas_running_run):
     assert [b.label for b in train_page_as("ana@example.com").button if b.label == "Cancel"] == ["Cancel"]
 
 
+def data_page_as(email: str, secrets: dict = SECRETS, **user) -> AppTest:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
+    at.secrets.update(secrets)
+    at.user.update({"is_logged_in": True, "email": email, **user})
+    at.run()
+    return at.switch_page("pages/data.py").run()
+
+
 @pytest.mark.slow
 def test_deleting_a_dataset_is_audited_and_shown_on_home(tmp_path):
-    datasets.add_folder(make_class_folders(tmp_path / "src", per_class=4), "doomed")
-    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
-    at.secrets.update(SECRETS)
-    at.user.update({"is_logged_in": True, "email": "ana@example.com"})
-    at.run()
-    at.switch_page("pages/data.py").run()
+    datasets.add_folder(make_class_folders(tmp_path / "src", per_class=4), "doomed", user="ana@example.com")
+    at = data_page_as("ana@example.com")
     at.checkbox(key="data_delete_confirm").check().run()
     at.button(key="data_delete_go").click().run()
     assert not at.exception and datasets.list_datasets() == []
@@ -76,6 +81,56 @@ def test_deleting_a_dataset_is_audited_and_shown_on_home(tmp_path):
     home = at.switch_page("pages/home.py").run()
     table = home.dataframe[-1].value
     assert list(table["action"]) == ["delete dataset"] and list(table["user"]) == ["ana@example.com"]
+
+
+def test_only_the_importer_or_an_admin_can_rename_or_delete_a_dataset(tmp_path):
+    src = make_class_folders(tmp_path / "src", per_class=4)
+    datasets.add_folder(src, "anas", user="ana@example.com")
+    datasets.add_folder(src, "legacy")  # imported before importers were recorded
+    no_allow_list = {**OIDC, "access": {"admins": ["root@example.com"]}}
+    for at in (data_page_as("bob@example.com"), data_page_as("root@example.com", no_allow_list, email_verified=False)):
+        for name, who in (("anas", "ana@example.com or an admin"), ("legacy", "an admin")):
+            at.selectbox(key="data_browse_name").set_value(name).run()
+            assert not at.exception
+            assert at.get("button") and not [b for b in at.button if b.key in ("data_rename_go", "data_delete_go")]
+            assert f"Only {who} can rename or delete this dataset." in [c.value for c in at.caption], name
+
+    admin = data_page_as("root@example.com", email_verified=True)
+    admin.selectbox(key="data_browse_name").set_value("legacy").run()
+    admin.text_input(key="data_rename_to").set_value("old-colors").run()
+    admin.button(key="data_rename_go").click().run()
+    assert not admin.exception and sorted(d.name for d in datasets.list_datasets()) == ["anas", "old-colors"]
+    entry = audit.recent(1)[0]
+    assert (entry["action"], entry["target"], entry["to"], entry["user"]) == (
+        "rename dataset",
+        "legacy",
+        "old-colors",
+        "root@example.com",
+    )
+
+    ana = data_page_as("Ana@Example.com")
+    ana.selectbox(key="data_browse_name").set_value("anas").run()
+    assert [b.key for b in ana.button if b.key in ("data_rename_go", "data_delete_go")] == [
+        "data_rename_go",
+        "data_delete_go",
+    ]
+
+
+def test_an_import_records_who_made_the_dataset(tmp_path):
+    datasets.add_folder(make_class_folders(tmp_path / "src", per_class=4), "mine", user="ana@example.com")
+    assert datasets.load_dataset("mine").manifest["user"] == "ana@example.com"
+    renamed = datasets.rename_dataset("mine", "ours", user="ana@example.com")
+    assert renamed.manifest["user"] == "ana@example.com"
+
+
+def test_without_admins_a_dataset_nobody_imported_can_still_be_deleted(tmp_path):
+    datasets.add_folder(make_class_folders(tmp_path / "src", per_class=4), "legacy")
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
+    at.secrets.update({**OIDC})
+    at.user.update({"is_logged_in": True, "email": "bob@example.com"})
+    at.run()
+    at.switch_page("pages/data.py").run()
+    assert [b.key for b in at.button if b.key == "data_delete_go"] == ["data_delete_go"]
 
 
 def test_audit_log_keeps_every_entry_newest_first():

@@ -19,7 +19,7 @@ from tl_core.data import datasets, summary, uploads
 from tl_core.errors import TLError
 
 from . import charts, streamlit_internals, widgets
-from .auth import current_user
+from .auth import current_user, may_change_dataset
 
 SOURCES = ["Zip of class folders", "Folder upload", "Class by class", "Folder on the server"]
 IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"]
@@ -102,7 +102,10 @@ def zip_import(round_: int) -> None:
         try:  # on disk in chunks: no second copy of the zip in memory
             path = staged.save(upload.name, upload)
             run_import(
-                lambda progress: datasets.add_zip(path, name, upload_name=upload.name, progress=progress), [upload]
+                lambda progress: datasets.add_zip(
+                    path, name, upload_name=upload.name, progress=progress, user=current_user()
+                ),
+                [upload],
             )
         finally:
             staged.discard()
@@ -117,7 +120,7 @@ def folder_import(round_: int) -> None:
     if _action("Import folder", "data_folder_go", needs, type="primary"):
         run_import(
             lambda progress: datasets.add_uploaded_folder(  # each file read when its turn comes
-                [(f.name, f.getvalue) for f in files], name, progress=progress
+                [(f.name, f.getvalue) for f in files], name, progress=progress, user=current_user()
             ),
             files,
         )
@@ -142,7 +145,9 @@ def class_by_class() -> None:
         needs = {"Add at least one class first.": pending, "Give the dataset a name.": name.strip()}
         create = _action("Create dataset", "data_items_go", needs, type="primary")
     if create:
-        if run_import(lambda progress: datasets.add_items(staged.items(), name, progress=progress)):
+        if run_import(
+            lambda progress: datasets.add_items(staged.items(), name, progress=progress, user=current_user())
+        ):
             staged.discard()
     if cols[1].button("Clear classes", disabled=not pending, key="data_items_clear"):
         staged.discard()
@@ -180,7 +185,11 @@ def server_folder(roots: list[str]) -> None:
     name = st.text_input("Dataset name", value=Path(folder).name if folder else "", key="data_server_name")
     needs = {"Type a folder on the server first.": folder.strip(), "Give the dataset a name.": name.strip()}
     if _action("Import folder", "data_server_go", needs, type="primary"):
-        run_import(lambda progress: datasets.add_folder(folder, name, allowed_roots=roots, progress=progress))
+        run_import(
+            lambda progress: datasets.add_folder(
+                folder, name, allowed_roots=roots, progress=progress, user=current_user()
+            )
+        )
 
 
 def overview(dataset: datasets.Dataset) -> None:
@@ -207,11 +216,18 @@ def samples(dataset: datasets.Dataset) -> None:
 
 
 def rename_or_delete(name: str) -> None:
+    """Rename or delete, offered to whoever may (``auth.may_change_dataset``: with OpenID Connect its
+    importer or an admin); both audited."""
+    owner = datasets.load_dataset(name).manifest.get("user")
     with st.expander("Rename or delete"):
+        if not may_change_dataset(owner):
+            who = f"{owner} or an admin" if owner else "an admin"
+            st.caption(f"Only {who} can rename or delete this dataset.")
+            return
         new_name = st.text_input("New name", key="data_rename_to")
         if st.button("Rename", disabled=not new_name, key="data_rename_go"):
             try:
-                datasets.rename_dataset(name, new_name)
+                datasets.rename_dataset(name, new_name, user=current_user())
                 st.rerun()
             except TLError as exc:
                 st.error(widgets.md_escape(str(exc)))

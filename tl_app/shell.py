@@ -1,13 +1,17 @@
 """The app's shell: which pages exist for whom, and the guard every page script starts with.
 
 Logged out, the only page that exists is the login page: the router hands ``st.navigation`` that page
-alone until the gate passes (Streamlit's pattern for gated apps), then the full list. A page script
+alone until the gate passes (Streamlit's pattern for gated apps), then the full list. The login page
+answers at the app pages' URLs too, so a reload or a shared link shows it (not "Page not found") and
+opens the page asked for, with its query, once the password is right. A page script
 can still be run directly, by Streamlit's pages-folder mode on a fresh server (our page scripts live
 in ``pages/``); ``guard()``, each page's first statement, checks the gate itself and sends such a run
 back through the router before anything of the page exists.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import streamlit as st
 
@@ -30,9 +34,20 @@ def app_pages() -> list:
     ]
 
 
+def _login_leading_to(page: str):
+    def login() -> None:
+        auth.login_page(page)
+
+    return login
+
+
 def login_pages() -> list:
-    """All that exists before the gate passes."""
-    return [st.Page(auth.login_page, title="Log in", url_path="login", default=True)]
+    """All that exists before the gate passes: the login page, at its own URL and at each app page's."""
+    pages = [st.Page(_login_leading_to(""), title="Log in", url_path="login", default=True)]
+    for index, (path, _, _) in enumerate(PAGES):
+        url_path = Path(path).stem
+        pages.append(st.Page(_login_leading_to("" if index == 0 else url_path), title="Log in", url_path=url_path))
+    return pages
 
 
 def guard() -> None:

@@ -72,6 +72,21 @@ def accept_uploads_only_from(allowed: Callable[[str], bool]) -> None:
     runtime.is_active_session = is_active_and_allowed
 
 
+def redirect_browser(url: str) -> None:
+    """Send this session's browser to ``url`` for a full page load, the message ``st.login`` sends (the
+    frontend sets ``window.location.href``). A script run cannot set an HttpOnly cookie; an HTTP route
+    the browser is sent to can. No-op outside a script run."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return
+    message = ForwardMsg()
+    message.auth_redirect.url = url
+    ctx.enqueue(message)
+
+
 def release_uploads(files) -> None:
     """Drop uploaded files from Streamlit's memory now that they are imported (it keeps them for the
     session's lifetime otherwise, even after the widget is gone)."""

@@ -37,7 +37,8 @@ def _sidebar_status_body() -> None:
         st.caption(f"Cluster: **{about['cluster']}**")
     else:
         st.caption(f"Device: **{about['device']}**")
-    st.caption(f"Workspace: `{home()}`")
+    if auth.is_admin():  # a server path is for whoever runs the server, not every visitor
+        st.caption(f"Workspace: `{home()}`")
     st.caption(f"Runs on: {about['backend']}")
     if about.get("waiting"):
         st.caption(f"Waiting for cluster resources: {about['waiting']} run(s)")

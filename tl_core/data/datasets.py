@@ -220,7 +220,9 @@ def build_dataset(
     min_colors: int = 0,
     progress: Progress = None,
     replace: bool = False,
+    user: Optional[str] = None,
 ) -> Dataset:
+    """Write the usable candidates as dataset ``name``; ``user``, who imports it, is kept in its manifest."""
     name = safe_name(name, "dataset name")
     final = datasets_dir() / name
     if final.exists() and not replace:
@@ -283,6 +285,8 @@ def build_dataset(
             (staging / ".incoming" / it["sha256"]).rename(target)
         shutil.rmtree(staging / ".incoming", ignore_errors=True)
         manifest = manifest_for(name, source, items, classes, skipped, has_split, val_fraction, seed)
+        if user:
+            manifest["user"] = user
         write_json(staging / MANIFEST, manifest)
         if final.exists():
             trash = datasets_dir() / f".trash-{name}-{uuid.uuid4().hex[:8]}"
@@ -484,12 +488,14 @@ def delete_dataset(name: str, user: Optional[str] = None) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def rename_dataset(old: str, new: str) -> Dataset:
+def rename_dataset(old: str, new: str, user: Optional[str] = None) -> Dataset:
+    """Rename a dataset; audited."""
     dataset = load_dataset(old)
     new = safe_name(new, "dataset name")
     target = datasets_dir() / new
     if target.exists():
         raise TLError(f"A dataset named {new!r} already exists. Choose another name.")
+    audit.record("rename dataset", dataset.name, user, to=new)
     dataset.root.rename(target)
     manifest = dict(dataset.manifest, name=new)
     write_json(target / MANIFEST, manifest)
