@@ -99,11 +99,11 @@ def test_user_flow_in_chromium(app_url, small_zip):
         settle("03-data-imported")
 
         visit("Train", "Start training", "04-train")
-        size = page.get_by_label("Input size (px)")
+        size = page.get_by_role("spinbutton", name="Input size (px)")  # its help button shares the label
         size.fill("96")
         size.press("Enter")
         page.wait_for_timeout(1500)
-        epochs = page.get_by_label("Epochs", exact=True)
+        epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
         epochs.fill("4")
         epochs.press("Enter")
         page.wait_for_timeout(1000)
