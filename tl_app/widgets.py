@@ -99,9 +99,14 @@ def job_progress(run: Run, key: str) -> None:
         st.info(f"Waiting in the queue (position {position}). It starts when a running job finishes.")
     elif state == "running":
         fraction, text = _progress_line(event)
-        st.progress(fraction, text=text)
         elapsed = event.get("elapsed_s")
-        remaining = elapsed / fraction - elapsed if elapsed and fraction > 0.02 else None
+        if "overall_fraction" in event:  # the whole run, from each phase's measured cost
+            fraction, remaining = event["overall_fraction"], event["remaining_s"]
+        elif event.get("phase") == "fine-tune" or run.config.fine_tune_depth is not None:
+            remaining = None  # a phase's share says nothing of the run's time when phases cost unlike
+        else:  # an older run's progress: one phase, evenly spent
+            remaining = elapsed / fraction - elapsed if elapsed and fraction > 0.02 else None
+        st.progress(min(1.0, fraction), text=text)
         cols = st.columns(3)
         cols[0].metric("Elapsed", fmt_seconds(elapsed))
         cols[1].metric("Time left (est.)", fmt_seconds(remaining))

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from tl_core.runs.store import Run
+from tl_core.training.timeline import Phase, Timeline
 
 ProgressFn = Optional[Callable[[dict], None]]
 
@@ -26,9 +27,17 @@ class Reporter:
         self.run, self.callback, self.min_interval = run, callback, min_interval
         self.last_write = 0.0
         self.started = time.time()
+        self.timeline: Optional[Timeline] = None
+
+    def plan(self, phases: list[Phase], batch_size: int) -> None:
+        """From now on each event also carries the whole run's ``overall_fraction`` and ``remaining_s``."""
+        self.timeline = Timeline(phases, batch_size, started_at=self.started, now=time.time())
 
     def __call__(self, event: dict) -> None:
-        event = {**event, "elapsed_s": round(time.time() - self.started, 2)}
+        now = time.time()
+        event = {**event, "elapsed_s": round(now - self.started, 2)}
+        if self.timeline is not None:
+            event.update(self.timeline.observe(event, now))
         if self.callback:
             self.callback(event)
         if event["kind"] != "batch" or time.time() - self.last_write >= self.min_interval:

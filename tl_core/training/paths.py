@@ -15,6 +15,7 @@ lower learning rate. Every path leaves ``built.model`` holding the trained weigh
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -28,6 +29,7 @@ from tl_core.models.heads import head_kind
 from tl_core.models.modeling import Built, compile_classifier, probabilities_by_class, suffix_model
 from tl_core.training.callbacks import KerasProgress, PhaseProgress, with_early_stopping
 from tl_core.training.context import TrainingContext
+from tl_core.training.timeline import Phase
 
 
 @dataclass
@@ -50,6 +52,22 @@ class TrainingPath:
     def fit(self, ctx: TrainingContext, built: Built) -> Outcome:
         raise NotImplementedError
 
+    def head_phase(self, ctx: TrainingContext) -> Optional[Phase]:
+        """What this path's own phase will do, for the run's time estimate (None: no phase of its own)."""
+        return Phase("train", ctx.cfg.epochs, _steps(len(ctx.train_items), ctx.cfg.batch_size))
+
+
+def _steps(images: int, batch_size: int) -> int:
+    return max(1, math.ceil(images / batch_size))
+
+
+def phases(path: TrainingPath, ctx: TrainingContext) -> list[Phase]:
+    """The run's phases in order: the path's own, then the fine-tune phase if the config asks for one."""
+    planned = [phase for phase in [path.head_phase(ctx)] if phase is not None]
+    if ctx.cfg.fine_tune_depth is not None:
+        planned.append(Phase("fine-tune", ctx.cfg.fine_tune_epochs, _steps(len(ctx.train_items), ctx.cfg.batch_size)))
+    return planned
+
 
 class ResumedFineTune(TrainingPath):
     name = "resumed-fine-tune"
@@ -61,6 +79,9 @@ class ResumedFineTune(TrainingPath):
     def fit(self, ctx, built):
         return Outcome()  # the fine-tune phase restores the checkpoint and goes on
 
+    def head_phase(self, ctx):
+        return None
+
 
 class SklearnHead(TrainingPath):
     name = "sklearn-on-cached-features"
@@ -68,6 +89,9 @@ class SklearnHead(TrainingPath):
     @staticmethod
     def applies(ctx, built):
         return not head_kind(ctx.cfg.head).in_model
+
+    def head_phase(self, ctx):
+        return Phase(ctx.cfg.head, 1, 1, cheap=True)
 
     def fit(self, ctx, built):
         from sklearn.pipeline import make_pipeline
@@ -128,6 +152,9 @@ class CachedFeatures(TrainingPath):
     @staticmethod
     def applies(ctx, built):
         return built.frozen_layers == len(built.base.layers) and ctx.cfg.use_feature_cache
+
+    def head_phase(self, ctx):
+        return Phase("head", ctx.cfg.epochs, _steps(len(ctx.train_items) * ctx.train_views, ctx.cfg.batch_size), True)
 
     def fit(self, ctx, built):
         cfg, views = ctx.cfg, ctx.train_views

@@ -56,6 +56,7 @@ def _train(ctx: TrainingContext) -> dict:
             )
             ctx.find_resume_point()
             path = paths.choose(ctx, built)
+            ctx.reporter.plan(paths.phases(path, ctx), cfg.batch_size)
             outcome = path.fit(ctx, built)
             if outcome.cache is not None:
                 ctx.note(
