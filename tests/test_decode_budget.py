@@ -21,7 +21,7 @@ from PIL import Image
 
 from tl_core.data import images
 
-from .factories import REPO, make_class_folders
+from .factories import REPO, make_class_folders, small_config
 from .test_hostile import PEAK_RSS_MB, encode, sixteen_bit_png
 
 
@@ -142,3 +142,63 @@ def test_an_oversized_file_in_a_folder_is_skipped_by_its_size_unread(tmp_path, w
         {"file": "red/sparse.png", "reason": "2048 MiB, over the 64 MiB limit for one image file; not read"}
     ]
     assert result["growth_mb"] < 100, result
+
+
+# ---------------------------------------------------------------- the REST server and explanations
+@pytest.fixture(scope="module")
+def served_run(tmp_path_factory, keras_home_copy):
+    """A small trained run (colors, MobileNetV2 at 64 px) in its own workspace."""
+    from .factories import colors_dataset
+
+    root = tmp_path_factory.mktemp("budget")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TL_HOME", str(root / "home"))
+        patch.setenv("KERAS_HOME", str(keras_home_copy))
+        colors_dataset(root, per_class=6)
+        from tl_core.training.runner import train
+
+        run, _ = train(small_config(epochs=1))
+    return root / "home", run.id
+
+
+@pytest.mark.slow
+def test_explain_computes_its_map_at_a_bounded_size_and_scales_the_box(served_run, tmp_path, keras_home_copy):
+    """Grad-CAM on a 25-megapixel PNG (at the per-image cap): the map is at most SHOWN_SIDE pixels, the box is
+    in the original's pixels, and peak memory grows by a fraction of one full-size float map (100 MB) and its
+    sorted copy; a 6000x6000 PNG is refused with a message quoting its size, through the CLI too."""
+    home, run_id = served_run
+    big = gradient_png(tmp_path / "big.png", 5000, 5000, bits=8)
+    over = gradient_png(tmp_path / "over.png", 6000, 6000, bits=8)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (64, 64), (20, 200, 30)).save(small)
+    env = {"TL_HOME": str(home), "KERAS_HOME": str(keras_home_copy)}
+    result = run_measured(
+        f"""
+        from tl_core.inference.explain import explain
+        from tl_core.runs.store import get_run
+        loaded = get_run({run_id!r}).load_model()
+        explain(loaded, {str(small)!r})  # the graph traced and the weights loaded before the mark
+        mark()
+        answer = explain(loaded, {str(big)!r})
+        overlay = answer.overlay()
+        result = {{"heat": list(answer.heat.shape), "bbox": answer.bbox, "overlay": list(overlay.size),
+                   "original": list(answer.original_size)}}
+        """,
+        env=env,
+    )
+    assert result["heat"] == [1024, 1024] and result["overlay"] == [1024, 1024], result
+    assert result["original"] == [5000, 5000]
+    left, top, right, bottom = result["bbox"]
+    assert 0 <= left < right <= 5000 and 0 <= top < bottom <= 5000 and max(right, bottom) > 1024, result
+    assert result["growth_mb"] < 150, result
+
+    out = subprocess.run(
+        [sys.executable, "-m", "tl_core", "explain", "--run", run_id, str(over), "--out", str(tmp_path / "o.png")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "6000x6000 pixels (36.0 megapixels) is over the limit of 25 megapixels" in out.stderr
