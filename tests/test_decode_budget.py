@@ -10,9 +10,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +161,79 @@ def served_run(tmp_path_factory, keras_home_copy):
 
         run, _ = train(small_config(epochs=1))
     return root / "home", run.id
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _vm(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(field)
+
+
+@pytest.mark.slow
+def test_rest_classify_refuses_huge_images_from_their_headers_and_decodes_within_a_budget(
+    served_run, tmp_path, keras_home_copy
+):
+    """A real server on 127.0.0.1: the 9400x9400 16-bit PNG is a 422 quoting its size; 64 images of 23
+    megapixels each (1.5 GB of pixels in a 1.5 MB body) are a 413 naming the limit, answered at once; a
+    25-megapixel 16-bit PNG at the per-image cap is classified. The server's peak memory grows by far less
+    than a float64 copy of the last (200 MB) over all of it."""
+    import httpx
+
+    home, run_id = served_run
+    huge = gradient_png(tmp_path / "huge16.png", 9400, 9400).read_bytes()
+    at_cap = gradient_png(tmp_path / "at_cap16.png", 5000, 5000).read_bytes()
+    many = encode(Image.new("L", (4800, 4800)), "PNG")
+    port = _free_port()
+    env = {**os.environ, "TL_HOME": str(home), "KERAS_HOME": str(keras_home_copy)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tl_core", "serve", "--run", run_id, "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):  # up to 2 minutes for TensorFlow and the model to load
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("server did not start: " + server.stderr.read1().decode(errors="replace")[-2000:])
+        small = encode(Image.new("RGB", (64, 64), (200, 30, 30)), "PNG")
+        classify = f"{url}/v1/models/{run_id}:classify"
+        assert httpx.post(classify, files=[("files", ("warm.png", small))], timeout=60).status_code == 200
+        before = _vm(server.pid, "VmHWM")
+
+        reply = httpx.post(classify, files=[("files", ("huge16.png", huge))], timeout=60)
+        assert reply.status_code == 422, reply.text
+        error = reply.json()["error"]
+        assert "huge16.png: 9400x9400 pixels (88.4 megapixels) is over the limit of 25 megapixels" in error
+
+        start = time.perf_counter()
+        reply = httpx.post(classify, files=[("files", (f"{i}.png", many)) for i in range(64)], timeout=120)
+        took = time.perf_counter() - start
+        assert reply.status_code == 413, reply.text
+        error = reply.json()["error"]
+        assert "64 images of 1474.6 megapixels together in one request; at most 200 megapixels" in error
+        assert took < 5, f"refusing took {took:.1f} s: the images were decoded"
+
+        reply = httpx.post(classify, files=[("files", ("at_cap16.png", at_cap))], timeout=120)
+        assert reply.status_code == 200, reply.text
+        growth = _vm(server.pid, "VmHWM") - before
+        assert growth < 250, f"the server grew by {growth:.0f} MB"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.slow
