@@ -367,9 +367,10 @@ RESIZE_MODES = ("crop", "squash")
 # How model inputs are decoded (part of the feature cache's key): a JPEG at least DRAFT_FACTOR times the
 # input on both sides decodes at a reduced DCT scale (1/2..1/8) still that large, so the final resize
 # always shrinks it at least 2x. Drafting right down to the input size cost accuracy; at 2x it changes
-# nothing measurable (docs/performance.md).
+# nothing measurable (docs/performance.md). v2: other formats are reduced the same way (box-averaged by a
+# whole factor, still at least that large), so features cached under v1 for large PNGs are not reused.
 DRAFT_FACTOR = 2
-DECODING = f"draft-{DRAFT_FACTOR}x-v1"
+DECODING = f"draft-{DRAFT_FACTOR}x-v2"
 
 
 def to_array(image: Image.Image, size: int, resize: str = "crop") -> np.ndarray:
