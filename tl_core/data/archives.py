@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tl_core.data.images import ImageRejected
+from tl_core.data.images import MAX_FILE_BYTES, ImageRejected
 from tl_core.errors import TLError
 
 ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".7z", ".rar", ".bz2", ".xz"}
@@ -29,7 +29,7 @@ class ZipLimits:
     max_total_bytes: int = 8 * 1024**3  # all entries together, uncompressed
     max_files: int = 200_000
     max_ratio: float = 200.0  # per entry, for entries over 10 MiB
-    max_entry_bytes: int = 64 * 1024**2  # one image file; larger entries are skipped unread
+    max_entry_bytes: int = MAX_FILE_BYTES  # one image file; larger entries are skipped unread
 
 
 def _mib(n: int) -> str:

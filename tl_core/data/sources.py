@@ -14,6 +14,7 @@ from typing import Optional, Union
 
 from tl_core.data import archives
 from tl_core.data.archives import ZipLimits
+from tl_core.data.images import MAX_FILE_BYTES, read_file, too_large
 from tl_core.errors import TLError
 
 SPLIT_ALIASES = {
@@ -113,7 +114,8 @@ def _candidates_from_relative(
     return result
 
 
-def candidates_from_folder(folder: Path, skipped: list[dict]) -> list[Candidate]:
+def candidates_from_folder(folder: Path, skipped: list[dict], max_file_bytes: int = MAX_FILE_BYTES) -> list[Candidate]:
+    """The folder's files as candidates; a file over ``max_file_bytes`` is skipped by its size, unread."""
     folder = Path(folder)
     if not folder.is_dir():
         raise TLError(f"Folder {str(folder)!r} does not exist or is not a folder.")
@@ -127,7 +129,11 @@ def candidates_from_folder(folder: Path, skipped: list[dict]) -> list[Candidate]
             skipped.append({"file": str(rel), "reason": "symbolic link pointing outside the folder; not followed"})
             continue
         if path.is_file():
-            files.append((list(rel.parts), lambda p=path: p.read_bytes()))
+            problem = too_large(path.stat().st_size, max_file_bytes)
+            if problem:
+                skipped.append({"file": str(rel), "reason": problem})
+                continue
+            files.append((list(rel.parts), lambda p=path: read_file(p, max_file_bytes)))
     return _candidates_from_relative(files, skipped)
 
 

@@ -8,8 +8,10 @@
 | ``GET /healthz``, ``/readyz`` | liveness and readiness (no token needed, nothing named) |
 
 A model's name is its run id. With ``TL_API_TOKEN`` set every ``/v1`` route wants ``Authorization: Bearer
-<token>``. Requests are bounded (``TL_API_MAX_BYTES``, ``TL_API_MAX_IMAGES``); a bad image or array gets a
-4xx that says what is wrong. Requests that arrive together share one forward pass (``MicroBatcher``).
+<token>``. Requests are bounded (``TL_API_MAX_BYTES``, ``TL_API_MAX_IMAGES``; a ``:classify``'s images by their
+headers before any is decoded: all together over ``TL_API_MAX_PIXELS`` is a 413, one over
+``TL_MAX_SERVE_PIXELS`` a 422); a bad image or array gets a 4xx that says what is wrong. Requests that arrive
+together share one forward pass (``MicroBatcher``).
 Probabilities are the run's calibrated ones (its temperature is inside the model, ``LoadedModel``): the same
 numbers as the app, the CLI and every export.
 """
@@ -28,13 +30,14 @@ import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from tl_core.data.images import ImageRejected, load_array
+from tl_core.data.images import ImageRejected, env_pixels, load_array, over_cap, read_header, serve_pixel_cap
 from tl_core.errors import TLError
 from tl_core.inference.topk import top_k as top_labels
 from tl_core.runs.store import Run, get_run, list_runs
 
 DEFAULT_MAX_BYTES = 32 << 20
 DEFAULT_MAX_IMAGES = 64
+DEFAULT_MAX_PIXELS = 200_000_000  # one :classify request's images together, as their headers give them
 
 
 class MicroBatcher:
@@ -245,16 +248,36 @@ def create_app(
         pixels = _pixels_from_instances(body, served.input_shape, max_images)
         return {"predictions": (await served.batcher(pixels)).tolist()}
 
+    per_image, budget = serve_pixel_cap(), env_pixels("TL_API_MAX_PIXELS", DEFAULT_MAX_PIXELS)
+
     @app.post("/v1/models/{name}:classify", dependencies=[Depends(authorized)])
     async def classify(name: str, files: list[UploadFile] = File(...), top_k: int = 3) -> dict:
         served = model_named(name)
         if len(files) > max_images:
             raise _error(413, f"{len(files)} files in one request; at most {max_images}.")
-        pixels = []
-        for upload in files:
-            data = await upload.read()
+        datas = [await upload.read() for upload in files]
+        total = 0
+        for upload, data in zip(files, datas):  # every header first: nothing is decoded for a refused request
             try:
-                pixels.append(await asyncio.to_thread(load_array, data, served.loaded.input_size, served.loaded.resize))
+                header = read_header(data)
+            except ImageRejected as exc:
+                raise _error(422, f"{upload.filename or 'file'}: {exc}") from None
+            problem = over_cap(header, per_image)
+            if problem:
+                raise _error(422, f"{upload.filename or 'file'}: {problem}")
+            total += header.pixels
+        if total > budget:
+            raise _error(
+                413,
+                f"{len(files)} images of {total / 1e6:.1f} megapixels together in one request; at most "
+                f"{budget / 1e6:g} megapixels (TL_API_MAX_PIXELS). Send fewer or smaller images per request.",
+            )
+        pixels = []
+        for upload, data in zip(files, datas):
+            try:
+                pixels.append(
+                    await asyncio.to_thread(load_array, data, served.loaded.input_size, served.loaded.resize, per_image)
+                )
             except ImageRejected as exc:
                 raise _error(422, f"{upload.filename or 'file'}: {exc}") from None
         probs = await served.batcher(np.stack(pixels))

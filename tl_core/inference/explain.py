@@ -7,18 +7,21 @@ in feature space, with its scaler folded in). A head kind without such a directi
 the kernel SVM) has no map. The run's temperature divides every logit alike, so the map (normalised to
 its maximum) is the same with or without it; the probability shown is the calibrated one. The map is
 drawn in the input image's own pixels (undoing the centre crop or squash), with the box around its top
-20% of mass.
+20% of mass. The image is decoded as prediction decodes it (``serve_pixel_cap()``, reduced decoding), and the
+map, the overlay and the box are computed at most ``SHOWN_SIDE`` pixels on the long side; the box is then
+scaled to the original image's pixels, so a huge image costs what a normal photo does.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tl_core.data.images import ImageSource, load_rgb, to_array
+from tl_core.data.images import DRAFT_FACTOR, ImageRejected, ImageSource, load_rgb, serve_pixel_cap, to_array
 from tl_core.errors import TLError
 from tl_core.models.heads import HEAD_KINDS, head_kind
 
@@ -26,24 +29,29 @@ if TYPE_CHECKING:
     from tl_core.runs.loaded_model import LoadedModel
 
 BOX_MASS = 0.2
+SHOWN_SIDE = 1024  # the map and the overlay are at most this many pixels on the long side
 
 
 @dataclass
 class Explanation:
     class_name: str
     probability: float
-    image: Image.Image  # the input image, upright RGB, full size
-    heat: np.ndarray  # (height, width) in the image's pixels, 0..1
-    bbox: list[int]  # [left, top, right, bottom] around the top BOX_MASS of the map's mass
+    image: Image.Image  # the input image, upright RGB, shrunk to fit SHOWN_SIDE (never enlarged)
+    heat: np.ndarray  # (height, width) in ``image``'s pixels, 0..1
+    bbox: list[int]  # [left, top, right, bottom] around the top BOX_MASS of the map's mass, in original pixels
+    original_size: tuple[int, int]  # (width, height) of the image as given, upright
 
     def overlay(self, alpha: float = 0.5, box: bool = True) -> Image.Image:
-        """The image with the map over it (warm = where the class's evidence is) and the box drawn."""
+        """The (shown-size) image with the map over it (warm = where the class's evidence is) and the box drawn."""
         pixels = np.asarray(self.image, dtype=np.float32)
         weight = (alpha * self.heat)[..., None]
         blended = pixels * (1 - weight) + _colormap(self.heat) * 255 * weight
         out = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
         if box:
-            ImageDraw.Draw(out).rectangle(self.bbox, outline=(255, 255, 255), width=max(2, out.width // 200))
+            sx, sy = out.width / self.original_size[0], out.height / self.original_size[1]
+            left, top, right, bottom = self.bbox
+            shown = [round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)]
+            ImageDraw.Draw(out).rectangle(shown, outline=(255, 255, 255), width=max(2, out.width // 200))
         return out
 
     def summary(self) -> dict:
@@ -116,10 +124,35 @@ def mass_box(heat: np.ndarray, fraction: float = BOX_MASS) -> list[int]:
     return [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
 
 
+def scaled_box(box: list[int], shown: tuple[int, int], original: tuple[int, int]) -> list[int]:
+    """A [left, top, right, bottom] box in an image of size ``shown`` as the same region of ``original``."""
+    sx, sy = original[0] / shown[0], original[1] / shown[1]
+    left, top, right, bottom = box
+    return [
+        max(0, math.floor(left * sx)),
+        max(0, math.floor(top * sy)),
+        min(original[0], math.ceil(right * sx)),
+        min(original[1], math.ceil(bottom * sy)),
+    ]
+
+
 def explain(loaded: LoadedModel, source: ImageSource, class_name: Optional[str] = None) -> Explanation:
-    """Grad-CAM for ``class_name`` (default: the predicted class) on one image."""
-    image = load_rgb(source)
+    """Grad-CAM for ``class_name`` (default: the predicted class) on one image. An image that cannot be
+    decoded, or is over ``serve_pixel_cap()``, raises TLError saying why."""
+    try:
+        image = load_rgb(
+            source,
+            draft_size=DRAFT_FACTOR * loaded.input_size,
+            box=(SHOWN_SIDE, SHOWN_SIDE),
+            max_pixels=serve_pixel_cap(),
+        )
+    except ImageRejected as exc:
+        raise TLError(f"Cannot explain this image: {exc}.") from None
+    except OSError as exc:
+        raise TLError(f"Cannot read the image: {exc}.") from None
+    original = image.info["original_size"]
     pixels = to_array(image, loaded.input_size, loaded.resize)
+    image.thumbnail((SHOWN_SIDE, SHOWN_SIDE))
     probs = loaded.probabilities(pixels[None])[0]
     if class_name is None:
         index = int(probs.argmax())
@@ -130,4 +163,5 @@ def explain(loaded: LoadedModel, source: ImageSource, class_name: Optional[str] 
     cam = grad_cam(loaded, pixels.astype(np.float32), index)
     heat = to_image_frame(cam, image.size, loaded.input_size, loaded.resize)
     heat = heat / heat.max() if heat.max() > 0 else heat
-    return Explanation(loaded.class_names[index], float(probs[index]), image, heat, mass_box(heat))
+    bbox = scaled_box(mass_box(heat), image.size, original)
+    return Explanation(loaded.class_names[index], float(probs[index]), image, heat, bbox, original)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tl_core.data.images import ImageRejected, ImageSource, load_array, load_batch
+from tl_core.data.images import ImageRejected, ImageSource, load_array, load_batch, serve_pixel_cap
 from tl_core.inference.topk import top_k as top_labels
 from tl_core.runs.loaded_model import LoadedModel
 from tl_core.runs.store import Run, get_run
@@ -52,7 +52,8 @@ class Predictor:
 
     def predict(self, sources: Sequence[ImageSource], top_k: int = 3, tta: str = "none") -> list[list[dict]]:
         """Top-k labels with probabilities for each image (raises ImageRejected on a bad image)."""
-        probs = self.probabilities(load_batch(sources, self.input_size, resize=self.resize), tta=tta)
+        pixels = load_batch(sources, self.input_size, resize=self.resize, max_pixels=serve_pixel_cap())
+        probs = self.probabilities(pixels, tta=tta)
         return [self._top(row, top_k) for row in probs]
 
     def predict_each(self, sources: Sequence[ImageSource], top_k: int = 3, tta: str = "none") -> list[dict]:
@@ -68,7 +69,7 @@ class Predictor:
             if index in known:
                 continue
             try:
-                pixels.append(load_array(source, self.input_size, self.resize))
+                pixels.append(load_array(source, self.input_size, self.resize, serve_pixel_cap()))
                 new.append(index)
             except ImageRejected as exc:
                 results[index] = {"error": str(exc)}

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from tl_core.data.images import ImageSource, load_array
+from tl_core.data.images import ImageSource, load_array, serve_pixel_cap
 from tl_core.device import cpu_cores
 from tl_core.errors import TLError
 from tl_core.inference.topk import top_k as top_labels
@@ -45,7 +45,8 @@ class PretrainedClassifier:
 
     def top_k(self, sources: Sequence[ImageSource], k: int = 3) -> list[list[dict]]:
         """Top-k labels for each image (raises ImageRejected on a bad one)."""
-        probs = self.probabilities(np.stack([load_array(s, self.input_size, "crop") for s in sources]))
+        cap = serve_pixel_cap()
+        probs = self.probabilities(np.stack([load_array(s, self.input_size, "crop", cap) for s in sources]))
         return [top_labels(row, self.labels, k) for row in probs]
 
 
