@@ -358,6 +358,7 @@ def test_serve_all_skips_a_broken_run_and_stays_responsive_to_hostile_clients(ti
             )
 
         poster = threading.Thread(target=post_wrong)
+        posted = time.monotonic()
         poster.start()
         latencies = []
         with httpx.Client(timeout=30) as client:
@@ -367,9 +368,11 @@ def test_serve_all_skips_a_broken_run_and_stays_responsive_to_hostile_clients(ti
                 latencies.append(time.monotonic() - start)
                 time.sleep(0.02)
         poster.join(120)
+        predict_s = time.monotonic() - posted
         reply = answer["reply"]
         assert reply.status_code in (400, 413) and "instance" in reply.json()["error"], reply.text[:300]
-        assert len(latencies) > 5 and max(latencies) < 0.5, (len(latencies), max(latencies))
+        # parsed on the event loop, /healthz waited for the whole parse; a busy shared machine slows both alike
+        assert len(latencies) > 5 and max(latencies) < predict_s / 3, (len(latencies), max(latencies), predict_s)
 
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")

@@ -14,9 +14,9 @@ and so does no token on an address other than loopback unless allowed (``--allow
 array gets a 4xx that says what is wrong. Connections are bounded in number and time (``server_config``):
 headers and body must arrive within their deadlines (``TL_API_HEADER_TIMEOUT_S``, ``TL_API_BODY_TIMEOUT_S``,
 else 408) and at most ``TL_API_MAX_CONNECTIONS`` are open at once (else 503). ``:predict`` bodies are parsed in
-a worker process, so a big one never stalls the server's other answers. Requests that arrive together share one forward pass (``MicroBatcher``).
-Probabilities are the run's calibrated ones (its temperature is inside the model, ``LoadedModel``): the same
-numbers as the app, the CLI and every export.
+a worker process, so a big one does not hold up the server's other answers. Requests that arrive together share
+one forward pass (``MicroBatcher``). Probabilities are the run's calibrated ones (its temperature is inside the
+model, ``LoadedModel``): the same numbers as the app, the CLI and every export.
 """
 
 from __future__ import annotations
@@ -25,15 +25,16 @@ import asyncio
 import hmac
 import ipaddress
 import json
-import multiprocessing
 import os
+import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from http import HTTPStatus
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -51,8 +52,8 @@ DEFAULT_PORT = 8600  # not 8501: that is the app's own (Streamlit's) port
 DEFAULT_MAX_BYTES = 32 << 20
 DEFAULT_MAX_IMAGES = 64
 DEFAULT_HEADER_TIMEOUT_S = 10.0
-DEFAULT_BODY_TIMEOUT_S = 60.0
-DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_MAX_CONNECTIONS = 256
 MAX_HEADER_BYTES = 64 << 10
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 LOOPBACK_NAMES = ("localhost",)
@@ -173,7 +174,7 @@ def _env_number(name: str, default: float, kind: type = int) -> float:
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or value <= 0:
+    if value is None or not value > 0:  # NaN too
         raise TLError(f"{name}={raw!r} is not a positive number.")
     return value
 
@@ -253,29 +254,51 @@ class RequestGate:
 class _PredictParser:
     """One worker process turns ``:predict`` bodies into pixels. ``json.loads`` and ``np.asarray`` hold the
     interpreter lock for the whole of a big body, so in a thread they would still stall every other answer
-    (``/healthz`` included); in a process they stall nothing, and one body at a time bounds their memory."""
+    (``/healthz`` included); in a process they stall nothing, and one body at a time bounds their memory.
+
+    The worker is a plain ``python -c`` child speaking over its pipes (``_parse_worker``), not multiprocessing:
+    spawn would re-import the main module of whatever script created the app, and fork would copy TensorFlow's
+    threads half-alive. It starts with the app (or the first request), restarts after a crash and ends when
+    this process does (its stdin closes)."""
 
     def __init__(self):
-        self._pool: Optional[ProcessPoolExecutor] = None
+        self._process: Optional[subprocess.Popen] = None
         self._lock = threading.Lock()
+        self._one_at_a_time = ThreadPoolExecutor(1, thread_name_prefix="predict-parser")
 
-    def start(self) -> ProcessPoolExecutor:
+    def start(self) -> subprocess.Popen:
         with self._lock:
-            if self._pool is None:
-                # spawn: the server process holds TensorFlow's threads, which a fork would copy half-alive
-                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-                self._pool.submit(int)  # starts the process now rather than on the first request
-            return self._pool
+            if self._process is None or self._process.poll() is not None:
+                code = "from tl_core.deploy.serving import _parse_worker; _parse_worker()"
+                package_root = str(Path(__file__).resolve().parents[2])
+                path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+                self._process = subprocess.Popen(
+                    [sys.executable, "-c", code],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env={**os.environ, "PYTHONPATH": path},
+                )
+            return self._process
+
+    def parse(self, raw: bytes, shape: tuple, max_images: int):
+        """Blocking: the worker's answer, pixels or ``(status, reason)``."""
+        process = self.start()
+        try:
+            request = {"shape": list(shape), "max_images": max_images, "bytes": len(raw)}
+            process.stdin.write(json.dumps(request).encode() + b"\n" + raw)
+            process.stdin.flush()
+            answer = json.loads(process.stdout.readline())
+            data = process.stdout.read(answer["bytes"])
+        except (OSError, ValueError):  # it died (out of memory?) mid-answer: the next request starts another
+            process.kill()
+            return 503, "The body parser stopped (out of memory?); send fewer instances per request."
+        if "error" in answer:
+            return answer["status"], answer["error"]
+        return np.frombuffer(data, np.float32).reshape(answer["shape"])
 
     async def __call__(self, raw: bytes, shape: tuple, max_images: int) -> np.ndarray:
-        pool = self.start()
-        try:
-            parsed = await asyncio.get_running_loop().run_in_executor(pool, _predict_pixels, raw, shape, max_images)
-        except BrokenProcessPool:
-            with self._lock:
-                if self._pool is pool:
-                    self._pool = None
-            raise _error(503, "The body parser stopped (out of memory?); send fewer instances per request.") from None
+        loop = asyncio.get_running_loop()
+        parsed = await loop.run_in_executor(self._one_at_a_time, self.parse, raw, shape, max_images)
         if isinstance(parsed, tuple):
             raise _error(*parsed)
         return parsed
@@ -284,9 +307,27 @@ class _PredictParser:
 _parse_predict = _PredictParser()
 
 
+def _parse_worker() -> None:
+    """The parser process: a JSON header line (``shape``, ``max_images``, ``bytes``) and that many body bytes on
+    stdin; answers a header line (``shape`` or ``status`` and ``error``, and ``bytes``) and the float32 pixels
+    on stdout; until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C stops the server, whose exit closes our stdin
+    source, sink = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print must not corrupt the answers
+    while line := source.readline():
+        request = json.loads(line)
+        parsed = _predict_pixels(source.read(request["bytes"]), tuple(request["shape"]), request["max_images"])
+        if isinstance(parsed, tuple):
+            head, data = {"status": parsed[0], "error": parsed[1]}, b""
+        else:
+            pixels = np.ascontiguousarray(parsed, np.float32)
+            head, data = {"shape": list(pixels.shape)}, pixels.tobytes()
+        sink.write(json.dumps({**head, "bytes": len(data)}).encode() + b"\n" + data)
+        sink.flush()
+
+
 def _predict_pixels(raw: bytes, shape: tuple, max_images: int):
-    """In the parser process: a ``:predict`` body as pixels, or ``(status, reason)`` for a bad one (exceptions
-    would travel back pickled; a plain tuple always does)."""
+    """A ``:predict`` body as pixels, or ``(status, reason)`` for a bad one."""
     try:
         body = json.loads(raw)
     except RecursionError:
