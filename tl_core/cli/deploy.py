@@ -21,10 +21,17 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    load_tensorflow()
-    from tl_core.deploy.serving import serve
+    from tl_core.deploy.serving import DEFAULT_PORT, serve, startup_token
 
-    serve(args.run or [], all_runs=args.all, host=args.host, port=args.port)
+    startup_token(args.host, args.allow_no_token)  # a refusal comes before the slow TensorFlow import
+    load_tensorflow()
+    serve(
+        args.run or [],
+        all_runs=args.all,
+        host=args.host,
+        port=DEFAULT_PORT if args.port is None else args.port,
+        allow_no_token=args.allow_no_token,
+    )
     return 0
 
 
@@ -40,7 +47,14 @@ def add_export(sub) -> None:
 def add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve finished runs over REST (TF Serving's predict, plus classify)")
     p.add_argument("--run", action="append", help="run folder or run id; repeat for several")
-    p.add_argument("--all", action="store_true", help="serve every finished run")
+    p.add_argument(
+        "--all", action="store_true", help="serve every finished run (skipping, with a warning, any that does not load)"
+    )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--port", type=int, help="default 8600 (the app itself is on 8501)")
+    p.add_argument(
+        "--allow-no-token",
+        action="store_true",
+        help="serve on a non-loopback host without TL_API_TOKEN (behind an authenticating proxy); also TL_API_ALLOW_NO_TOKEN=1",
+    )
     p.set_defaults(func=cmd_serve)

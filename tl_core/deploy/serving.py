@@ -7,37 +7,58 @@
 | ``GET /v1/models``, ``/v1/models/{name}``, ``/v1/models/{name}/metadata`` | what is served, TF Serving's status, classes and input |
 | ``GET /healthz``, ``/readyz`` | liveness and readiness (no token needed, nothing named) |
 
-A model's name is its run id. With ``TL_API_TOKEN`` set every ``/v1`` route wants ``Authorization: Bearer
-<token>``. Requests are bounded (``TL_API_MAX_BYTES``, ``TL_API_MAX_IMAGES``; a ``:classify``'s images by their
-headers before any is decoded: all together over ``TL_API_MAX_PIXELS`` is a 413, one over
-``TL_MAX_SERVE_PIXELS`` a 422); a bad image or array gets a 4xx that says what is wrong. Requests that arrive
-together share one forward pass (``MicroBatcher``).
-Probabilities are the run's calibrated ones (its temperature is inside the model, ``LoadedModel``): the same
-numbers as the app, the CLI and every export.
+A model's name is its run id. With ``TL_API_TOKEN`` set every route but health and the API docs wants
+``Authorization: Bearer <token>``, checked before any body is read; an empty ``TL_API_TOKEN`` refuses to start,
+and so does no token on an address other than loopback unless allowed (``--allow-no-token``,
+``TL_API_ALLOW_NO_TOKEN=1``). Requests are bounded (``TL_API_MAX_BYTES``, ``TL_API_MAX_IMAGES``; a ``:classify``'s images by their headers
+before any is decoded: all together over ``TL_API_MAX_PIXELS`` is a 413, one over ``TL_MAX_SERVE_PIXELS`` a 422);
+a bad image or array gets a 4xx that says what is wrong. Connections are bounded in number and time (``server_config``):
+headers and body must arrive within their deadlines (``TL_API_HEADER_TIMEOUT_S``, ``TL_API_BODY_TIMEOUT_S``,
+else 408) and at most ``TL_API_MAX_CONNECTIONS`` are open at once (else 503). ``:predict`` bodies are parsed in
+a worker process, so a big one does not hold up the server's other answers. Requests that arrive together share
+one forward pass (``MicroBatcher``). Probabilities are the run's calibrated ones (its temperature is inside the
+model, ``LoadedModel``): the same numbers as the app, the CLI and every export.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import os
+import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 
 from tl_core.data.images import ImageRejected, env_pixels, load_array, over_cap, read_header, serve_pixel_cap
 from tl_core.errors import TLError
 from tl_core.inference.topk import top_k as top_labels
 from tl_core.runs.store import Run, get_run, list_runs
 
+DEFAULT_PORT = 8600  # not 8501: that is the app's own (Streamlit's) port
 DEFAULT_MAX_BYTES = 32 << 20
 DEFAULT_MAX_IMAGES = 64
 DEFAULT_MAX_PIXELS = 200_000_000  # one :classify request's images together, as their headers give them
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_MAX_CONNECTIONS = 256
+MAX_HEADER_BYTES = 64 << 10
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+LOOPBACK_NAMES = ("localhost",)
 
 
 class MicroBatcher:
@@ -147,46 +168,215 @@ def _pixels_from_instances(body: object, shape: tuple, max_images: int) -> np.nd
     return pixels
 
 
+def _env_number(name: str, default: float, kind: type = int) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:  # NaN too
+        raise TLError(f"{name}={raw!r} is not a positive number.")
+    return value
+
+
+def api_token(token: Optional[str] = None) -> Optional[str]:
+    """The bearer token the server wants: ``token``, else ``TL_API_TOKEN``; None where neither is set. An empty
+    (or blank) token is a TLError: it would otherwise read as "no token" and open every route."""
+    token = token if token is not None else os.environ.get("TL_API_TOKEN")
+    if token is not None and not token.strip():
+        raise TLError(
+            "TL_API_TOKEN is set but empty, which would serve every model to anyone. Set it to a secret "
+            '(python -c "import secrets; print(secrets.token_urlsafe(32))"), or unset it to serve on 127.0.0.1 only.'
+        )
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+def startup_token(host: str, allow_no_token: bool = False) -> Optional[str]:
+    """The token for a server on ``host``, or None where serving without one is allowed: on loopback, or where
+    ``allow_no_token`` or ``TL_API_ALLOW_NO_TOKEN=1`` says so. TLError for an empty token, and for no token on
+    any other address without that permission."""
+    token = api_token()
+    allowed = allow_no_token or os.environ.get("TL_API_ALLOW_NO_TOKEN", "").strip().lower() in ("1", "true", "yes")
+    if token is None and not is_loopback(host) and not allowed:
+        raise TLError(
+            f"Refusing to serve on {host} without TL_API_TOKEN: anyone who reaches it could use these models. "
+            "Set TL_API_TOKEN, serve on 127.0.0.1, or pass --allow-no-token (TL_API_ALLOW_NO_TOKEN=1) if an "
+            "authenticating proxy stands in front."
+        )
+    return token
+
+
+def _json_refusal(status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
+    # Connection: close, so uvicorn drops the connection rather than read and discard a body nobody wants.
+    return JSONResponse({"error": message}, status_code=status, headers={**(headers or {}), "Connection": "close"})
+
+
+class RequestGate:
+    """Pure ASGI middleware that answers from the request line and headers alone, before anything reads the
+    body (FastAPI parses a multipart form before route dependencies run): the bearer token on every path but
+    ``OPEN_PATHS`` (401), then a POST's declared length (411 without one, 413 over ``max_bytes``)."""
+
+    def __init__(self, app, token: Optional[str], max_bytes: int):
+        self.app, self.token, self.max_bytes = app, token, max_bytes
+
+    def refusal(self, scope) -> Optional[JSONResponse]:
+        headers = Headers(scope=scope)
+        if self.token is not None and scope["path"] not in OPEN_PATHS:
+            scheme, _, given = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self.token.encode()):
+                return _json_refusal(
+                    401,
+                    "A valid bearer token is required (Authorization: Bearer <TL_API_TOKEN>).",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+        if scope["method"] == "POST":
+            declared = headers.get("content-length")
+            if declared is None:
+                return _json_refusal(411, "Send a Content-Length header (chunked bodies are not accepted).")
+            if not declared.isdigit() or int(declared) > self.max_bytes:
+                return _json_refusal(413, f"Request body of {declared} bytes; at most {self.max_bytes}.")
+        return None
+
+    async def __call__(self, scope, receive, send):
+        refusal = self.refusal(scope) if scope["type"] == "http" else None
+        await (refusal or self.app)(scope, receive, send)
+
+
+class _PredictParser:
+    """One worker process turns ``:predict`` bodies into pixels. ``json.loads`` and ``np.asarray`` hold the
+    interpreter lock for the whole of a big body, so in a thread they would still stall every other answer
+    (``/healthz`` included); in a process they do not. Bodies are parsed one at a time, in arrival order.
+
+    The worker is a plain ``python -c`` child speaking over its pipes (``_parse_worker``), not multiprocessing:
+    spawn would re-import the main module of whatever script created the app, and fork would copy TensorFlow's
+    threads half-alive. It starts with the app (or the first request), restarts after a crash and ends when
+    this process does (its stdin closes)."""
+
+    def __init__(self):
+        self._process: Optional[subprocess.Popen] = None
+        self._lock = threading.Lock()
+        self._one_at_a_time = ThreadPoolExecutor(1, thread_name_prefix="predict-parser")
+
+    def start(self) -> subprocess.Popen:
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                code = "from tl_core.deploy.serving import _parse_worker; _parse_worker()"
+                package_root = str(Path(__file__).resolve().parents[2])
+                path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+                self._process = subprocess.Popen(
+                    [sys.executable, "-c", code],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env={**os.environ, "PYTHONPATH": path},
+                )
+            return self._process
+
+    def parse(self, raw: bytes, shape: tuple, max_images: int):
+        """Blocking: the worker's answer, pixels or ``(status, reason)``."""
+        process = self.start()
+        try:
+            request = {"shape": list(shape), "max_images": max_images, "bytes": len(raw)}
+            process.stdin.write(json.dumps(request).encode() + b"\n" + raw)
+            process.stdin.flush()
+            answer = json.loads(process.stdout.readline())
+            data = process.stdout.read(answer["bytes"])
+        except (OSError, ValueError):  # it died (out of memory?) mid-answer: the next request starts another
+            process.kill()
+            return 503, "The body parser stopped (out of memory?); send fewer instances per request."
+        if "error" in answer:
+            return answer["status"], answer["error"]
+        return np.frombuffer(data, np.float32).reshape(answer["shape"])
+
+    async def __call__(self, raw: bytes, shape: tuple, max_images: int) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        parsed = await loop.run_in_executor(self._one_at_a_time, self.parse, raw, shape, max_images)
+        if isinstance(parsed, tuple):
+            raise _error(*parsed)
+        return parsed
+
+
+_parse_predict = _PredictParser()
+
+
+def _parse_worker() -> None:
+    """The parser process: a JSON header line (``shape``, ``max_images``, ``bytes``) and that many body bytes on
+    stdin; answers a header line (``shape`` or ``status`` and ``error``, and ``bytes``) and the float32 pixels
+    on stdout; until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C stops the server, whose exit closes our stdin
+    source, sink = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print must not corrupt the answers
+    while line := source.readline():
+        request = json.loads(line)
+        parsed = _predict_pixels(source.read(request["bytes"]), tuple(request["shape"]), request["max_images"])
+        if isinstance(parsed, tuple):
+            head, data = {"status": parsed[0], "error": parsed[1]}, b""
+        else:
+            pixels = np.ascontiguousarray(parsed, np.float32)
+            head, data = {"shape": list(pixels.shape)}, pixels.tobytes()
+        sink.write(json.dumps({**head, "bytes": len(data)}).encode() + b"\n" + data)
+        sink.flush()
+
+
+def _predict_pixels(raw: bytes, shape: tuple, max_images: int):
+    """A ``:predict`` body as pixels, or ``(status, reason)`` for a bad one."""
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        return 400, "The JSON is nested too deeply; each instance is a height x width x 3 array of numbers."
+    except (ValueError, UnicodeDecodeError) as exc:
+        return 400, f"The body is not valid JSON ({exc})."
+    try:
+        return _pixels_from_instances(body, shape, max_images)
+    except HTTPException as exc:
+        return exc.status_code, exc.detail
+    except OverflowError:
+        return 400, "A pixel value is too large a number; pixel values are RGB values between 0 and 255."
+
+
 def create_app(
-    runs: list[Run], token: Optional[str] = None, max_bytes: Optional[int] = None, max_images: Optional[int] = None
+    runs: list[Run],
+    token: Optional[str] = None,
+    max_bytes: Optional[int] = None,
+    max_images: Optional[int] = None,
+    skip_unloadable: bool = False,
 ) -> FastAPI:
-    token = token if token is not None else os.environ.get("TL_API_TOKEN") or None
-    max_bytes = max_bytes or int(os.environ.get("TL_API_MAX_BYTES", DEFAULT_MAX_BYTES))
-    max_images = max_images or int(os.environ.get("TL_API_MAX_IMAGES", DEFAULT_MAX_IMAGES))
-    models = {run.id: ServedModel(run) for run in runs}
+    """The server's app for ``runs``. A run whose model does not load is a TLError naming it, or with
+    ``skip_unloadable`` a warning on stderr and the run left out (TLError when none is left)."""
+    token = api_token(token)
+    max_bytes = max_bytes or _env_number("TL_API_MAX_BYTES", DEFAULT_MAX_BYTES)
+    max_images = max_images or _env_number("TL_API_MAX_IMAGES", DEFAULT_MAX_IMAGES)
+    models = _load_models(runs, skip_unloadable)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        _parse_predict.start()
+        yield
+
     app = FastAPI(
         title="Transfer Learning Studio model server",
         description="TensorFlow Serving's REST predict for the studio's trained runs, plus image classify.",
+        lifespan=lifespan,
     )
+    app.add_middleware(RequestGate, token=token, max_bytes=max_bytes)
 
     @app.exception_handler(HTTPException)
     async def as_tf_serving_error(request: Request, exc: HTTPException):  # TF Serving's error body
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.middleware("http")
-    async def bounded_body(request: Request, call_next):
-        if request.method == "POST":
-            declared = request.headers.get("content-length")
-            if declared is None:
-                return JSONResponse(
-                    {"error": "Send a Content-Length header (chunked bodies are not accepted)."}, status_code=411
-                )
-            if not declared.isdigit() or int(declared) > max_bytes:
-                return JSONResponse(
-                    {"error": f"Request body of {declared} bytes; at most {max_bytes}."}, status_code=413
-                )
-        return await call_next(request)
-
-    def authorized(request: Request) -> None:
-        if token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(
-                401,
-                "A valid bearer token is required (Authorization: Bearer <TL_API_TOKEN>).",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect):  # nobody to answer (a deadline closed it): no traceback
+        return Response(status_code=400)
 
     def model_named(name: str) -> ServedModel:
         if name not in models:
@@ -201,11 +391,11 @@ def create_app(
     def readyz() -> dict:
         return {"status": "ready", "models": len(models)}
 
-    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    @app.get("/v1/models")
     def list_models() -> dict:
         return {"models": [served.metadata() for served in models.values()]}
 
-    @app.get("/v1/models/{name}", dependencies=[Depends(authorized)])
+    @app.get("/v1/models/{name}")
     def model_status(name: str) -> dict:
         model_named(name)
         return {
@@ -214,7 +404,7 @@ def create_app(
             ]
         }
 
-    @app.get("/v1/models/{name}/metadata", dependencies=[Depends(authorized)])
+    @app.get("/v1/models/{name}/metadata")
     def model_metadata(name: str) -> dict:
         return model_named(name).metadata()
 
@@ -238,19 +428,15 @@ def create_app(
         }
     }
 
-    @app.post("/v1/models/{name}:predict", dependencies=[Depends(authorized)], openapi_extra=predict_body)
+    @app.post("/v1/models/{name}:predict", openapi_extra=predict_body)
     async def predict(name: str, request: Request) -> dict:
         served = model_named(name)
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            raise _error(400, "The body is not valid JSON.") from None
-        pixels = _pixels_from_instances(body, served.input_shape, max_images)
+        pixels = await _parse_predict(await request.body(), served.input_shape, max_images)
         return {"predictions": (await served.batcher(pixels)).tolist()}
 
     per_image, budget = serve_pixel_cap(), env_pixels("TL_API_MAX_PIXELS", DEFAULT_MAX_PIXELS)
 
-    @app.post("/v1/models/{name}:classify", dependencies=[Depends(authorized)])
+    @app.post("/v1/models/{name}:classify")
     async def classify(name: str, files: list[UploadFile] = File(...), top_k: int = 3) -> dict:
         served = model_named(name)
         if len(files) > max_images:
@@ -292,26 +478,166 @@ def create_app(
     return app
 
 
+def _load_models(runs: list[Run], skip_unloadable: bool) -> dict[str, ServedModel]:
+    models = {}
+    for run in runs:
+        try:
+            models[run.id] = ServedModel(run)
+        except Exception as exc:  # a truncated or missing model file fails in Keras with one of many types
+            reason = f"run {run.id!r}: its model does not load ({type(exc).__name__}: {exc})"
+            if not skip_unloadable:
+                raise TLError(f"Cannot serve {reason}. Retrain or leave it out.") from None
+            print(f"warning: skipping {reason}", file=sys.stderr)
+    if runs and not models:
+        raise TLError("Nothing to serve: no finished run's model loads (see the warnings above).")
+    return models
+
+
 def runs_to_serve(run_refs: list[str], all_runs: bool = False) -> list[Run]:
+    """The runs named, or with ``all_runs`` every finished run (one whose model is missing or does not load
+    is skipped later, with a warning, by ``create_app``)."""
     runs = [r for r in list_runs() if r.state == "finished"] if all_runs else [get_run(ref) for ref in run_refs]
     if not runs:
         raise TLError("Nothing to serve: name runs with --run RUN (repeatable) or use --all with a finished run.")
     for run in runs:
-        if run.state != "finished" or not run.artifacts.has_model():
+        if not all_runs and (run.state != "finished" or not run.artifacts.has_model()):
             raise TLError(f"Run {run.id!r} is {run.state}; only finished runs can be served.")
     return runs
 
 
-def serve(run_refs: list[str], all_runs: bool = False, host: str = "127.0.0.1", port: int = 8501) -> None:
+def guarded_http_protocol(
+    header_timeout_s: float, body_timeout_s: float, max_connections: int, max_header_bytes: int = MAX_HEADER_BYTES
+) -> type:
+    """Uvicorn's HTTP protocol with the limits it lacks: uvicorn answers ``limit_concurrency`` only once a
+    request's headers are complete and has no deadline for headers or body, so a client that never finishes
+    either holds its connection forever. Here a connection past ``max_connections`` open ones gets 503 at once;
+    headers must be complete within ``header_timeout_s`` of the connection (or of the request's first byte) and
+    ``max_header_bytes``, a body within ``body_timeout_s`` of its headers, else 408 (431 for headers too large)
+    and the connection is closed. A connection that sent nothing is closed without an answer."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # uvicorn without httptools
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+
+    limits = {"headers": header_timeout_s, "body": body_timeout_s}
+
+    class GuardedHttpProtocol(Base):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._deadline, self._watched, self._header_bytes = None, None, 0
+            if len(self.connections) > max_connections:
+                self._refuse(503, f"Too many open connections (at most {max_connections}); try again shortly.")
+            else:
+                self._watch()
+
+        def data_received(self, data: bytes) -> None:
+            if self._stage()[0] == "headers":
+                self._header_bytes += len(data)
+            super().data_received(data)
+            if self._stage()[0] != "headers":
+                self._header_bytes = 0
+            elif self._header_bytes > max_header_bytes:
+                self._refuse(431, f"Request headers over {max_header_bytes} bytes.")
+            self._watch()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._watch()
+
+        def connection_lost(self, exc) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _stage(self) -> tuple:
+            """What the connection waits for, with the request it belongs to: ``headers`` (of a next request),
+            ``body``, ``answer`` (the app's), or ``drain`` (the rest of a body after its answer)."""
+            cycle = self.cycle
+            if cycle is None or (cycle.response_complete and not cycle.more_body):
+                return "headers", cycle
+            if cycle.response_complete:
+                return "drain", cycle
+            return ("body" if cycle.more_body else "answer"), cycle
+
+        def _watch(self) -> None:
+            stage = self._stage()
+            if stage[0] == "drain":  # answered already: reading the rest would only feed a discard
+                self.transport.close()
+            if stage == self._watched or self.transport.is_closing():
+                return
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._watched, self._deadline = stage, None
+            if stage[0] in limits:
+                self._deadline = asyncio.get_running_loop().call_later(limits[stage[0]], self._expire, stage)
+
+        def _expire(self, stage: tuple) -> None:
+            if self.transport.is_closing() or self._stage() != stage:
+                return
+            if stage[0] == "headers" and not self._header_bytes:
+                self.transport.close()  # an idle connection: nobody is waiting for an answer
+                return
+            what = "request headers" if stage[0] == "headers" else "request body"
+            self._refuse(408, f"The {what} did not arrive within {limits[stage[0]]:g} s; the connection is closed.")
+
+        def _refuse(self, status: int, message: str) -> None:
+            if self.transport.is_closing():
+                return
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete or not cycle.response_started:
+                body = json.dumps({"error": message}).encode()
+                head = (
+                    f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+                    f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+                )
+                self.transport.write(head.encode() + body)
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True  # the app's reads now end, and what it sends goes nowhere
+                cycle.message_event.set()
+            self.transport.close()
+
+    return GuardedHttpProtocol
+
+
+def server_config(
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    header_timeout_s: Optional[float] = None,
+    body_timeout_s: Optional[float] = None,
+    max_connections: Optional[int] = None,
+):
+    """Uvicorn's configuration for ``app`` with the connection limits (``guarded_http_protocol``); limits not
+    given come from ``TL_API_HEADER_TIMEOUT_S``, ``TL_API_BODY_TIMEOUT_S`` and ``TL_API_MAX_CONNECTIONS``."""
     import uvicorn
 
-    runs = runs_to_serve(run_refs, all_runs)
-    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("TL_API_TOKEN"):
+    protocol = guarded_http_protocol(
+        header_timeout_s or _env_number("TL_API_HEADER_TIMEOUT_S", DEFAULT_HEADER_TIMEOUT_S, float),
+        body_timeout_s or _env_number("TL_API_BODY_TIMEOUT_S", DEFAULT_BODY_TIMEOUT_S, float),
+        max_connections or _env_number("TL_API_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
+    )
+    return uvicorn.Config(app, host=host, port=port, http=protocol, log_level="warning")
+
+
+def serve(
+    run_refs: list[str],
+    all_runs: bool = False,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    allow_no_token: bool = False,
+) -> None:
+    """Serve ``run_refs`` (or every finished run) until stopped. Refuses (TLError) before loading anything when
+    ``startup_token`` does; with ``all_runs`` a run whose model does not load is skipped with a warning."""
+    import uvicorn
+
+    token = startup_token(host, allow_no_token)
+    if token is None and not is_loopback(host):
         print(
-            f"warning: serving on {host} without TL_API_TOKEN: anyone who reaches port {port} can use these "
-            "models. Set TL_API_TOKEN or put the server behind an authenticating proxy.",
+            f"warning: serving on {host} without TL_API_TOKEN (allowed by --allow-no-token): anyone who reaches "
+            f"port {port} can use these models unless a proxy in front authenticates them.",
             file=sys.stderr,
         )
-    app = create_app(runs)
-    print(f"serving {', '.join(app.state.models)} on http://{host}:{port} (API docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    runs = runs_to_serve(run_refs, all_runs)
+    config = server_config(create_app(runs, token=token, skip_unloadable=all_runs), host, port)
+    print(f"serving {', '.join(config.app.state.models)} on http://{host}:{port} (API docs at /docs)", file=sys.stderr)
+    uvicorn.Server(config).run()
