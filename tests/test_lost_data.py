@@ -59,6 +59,8 @@ def test_hostile_cli_values_are_clear_errors_and_change_nothing(tmp_path, worksp
     datasets.add_folder(src, "d")
     before = tree_digest(workspace / "datasets")
     env = {"TL_HOME": str(workspace)}
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
     cases = [
         (("datasets", "show", "d@v²"), "'v²'"),
         (("datasets", "add", src, "--name", "e", "--seed", "-1"), "-1"),
@@ -69,6 +71,7 @@ def test_hostile_cli_values_are_clear_errors_and_change_nothing(tmp_path, worksp
         (("train", "--data", "d", "--freeze-depth", "nan"), "'nan'"),
         (("train", "--data", "d", "--freeze-depth", "inf"), "'inf'"),
         (("train", "--data", "d", "--head", "logreg", "--classifier-c", "nan"), "'nan'"),
+        (("train", "--data", "d", "--run-dir", a_file), "is a file"),
     ]
     for args, quoted in cases:
         assert_clear_error(cli(*args, env_extra=env), 2, quoted)
@@ -230,6 +233,24 @@ def test_a_full_disk_during_train_fails_the_run_says_so_and_keeps_earlier_files(
     assert run.config.data == "colors" and run.history(), "settings and the epochs trained so far are kept"
     assert tree_digest(home / "datasets") == before
     assert not [p for p in home.rglob("*") if ".tmp" in p.name or p.name.startswith(".model-")]
+
+
+def test_a_version_saved_on_a_full_disk_is_refused_and_the_current_one_kept(tmp_path, small_disk, monkeypatch):
+    if small_disk is None:
+        pytest.skip("mounting a small tmpfs is not allowed here")
+    monkeypatch.setenv("TL_HOME", str(small_disk / "workspace"))
+    dataset = datasets.add_folder(make_class_folders(tmp_path / "src", per_class=6), "d")
+    before = tree_digest(dataset.root)
+    with open(small_disk / "filler", "wb", buffering=0) as filler:  # fill the disk to its last block
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+        except OSError:
+            pass
+    with pytest.raises(TLError, match="Could not save version 2 of dataset 'd'.*Version 1 is unchanged"):
+        versions.save_version("d", exclude=[dataset.items[0]["path"]])
+    assert tree_digest(dataset.root) == before
+    assert [row["version"] for row in versions.list_versions(datasets.load_dataset("d"))] == [1]
 
 
 # ---------------------------------------------------------------- one photo, two labels

@@ -113,10 +113,17 @@ def _save_locked(name: str, moves: dict, exclude: set, note: str, user: Optional
         changes={"moved": moves, "excluded": sorted(exclude)},
         created=now_iso(),
     )
-    if not (folder / f"v{current.version}.json").exists():  # the imported version, kept before it is replaced
-        write_json(folder / f"v{current.version}.json", {**old, "version": current.version})
-    write_json(folder / f"v{number}.json", manifest)
-    write_json(current.root / MANIFEST, manifest)
+    try:
+        if not (folder / f"v{current.version}.json").exists():  # the imported version, kept before it is replaced
+            write_json(folder / f"v{current.version}.json", {**old, "version": current.version})
+        write_json(folder / f"v{number}.json", manifest)
+        write_json(current.root / MANIFEST, manifest)
+    except OSError as exc:
+        (folder / f"v{number}.json").unlink(missing_ok=True)  # not saved: no half of it left to list
+        raise TLError(
+            f"Could not save version {number} of dataset {name!r} ({exc.strerror or exc}); free disk space or fix "
+            f"the folder's permissions and save again. Version {current.version} is unchanged."
+        ) from None
     audit.record(
         "save dataset version", str(DatasetRef(current.name, number)), user, moved=len(moves), excluded=len(exclude)
     )

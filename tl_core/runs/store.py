@@ -249,9 +249,18 @@ def new_run(cfg: TrainConfig, run_dir: Optional[Path] = None, user: Optional[str
         stamp = compact_stamp()
         run_dir = runs_dir() / f"{stamp}-{safe_name(cfg.base)}-{uuid.uuid4().hex[:6]}"
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise TLError(f"Run folder {str(run_dir)!r} already exists and is not empty. Pick a new --run-dir.")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TLError(f"Run folder {str(run_dir)!r} is a file, not a folder. Pick a new --run-dir.")
+    try:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise TLError(f"Run folder {str(run_dir)!r} already exists and is not empty. Pick a new --run-dir.")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # the disk, not the choice of folder: the caller says so
+            raise
+        raise TLError(
+            f"Run folder {str(run_dir)!r} cannot be made ({exc.strerror or exc}). Pick a --run-dir you can write to."
+        ) from None
     run = Run(run_dir)
     atomic_write_text(run.path(CONFIG), cfg.to_json() + "\n")
     # queued_at orders the queue: two submissions within one second still train first-come first-served
