@@ -123,3 +123,60 @@ def test_results_confusion_cell_lists_its_images_and_fixes_them(tmp_path):
     assert not page.exception, [e.value for e in page.exception]
     assert "Saved 'colors' version 2" in texts(page), texts(page)
     assert datasets.load_dataset("colors").manifest["num_images"] == 15
+
+
+SAVER = """
+import sys, time
+from pathlib import Path
+from tl_core.data import versions
+go, path, target, user = Path(sys.argv[1]), *sys.argv[2:]
+(go.parent / f"ready-{user}").touch()
+while not go.exists():  # every saver waits here, so they all save at the same moment
+    time.sleep(0.0005)
+print(versions.save_version("d", moves={path: target}, user=user).version)
+"""
+
+
+def test_fixes_saved_at_the_same_moment_all_keep_their_version(tmp_path):
+    """Four processes save a fix to one dataset at once: they get versions 2 to 5, each on top of the one before,
+    and the latest holds all four fixes (unlocked, two of them wrote v2.json and one fix was lost)."""
+    import os
+    import subprocess
+    import sys
+
+    from .factories import REPO
+
+    dataset = datasets.add_folder(make_class_folders(tmp_path / "src", per_class=10), "d")
+    reds = [it["path"] for it in dataset.split_items("train") if it["class"] == "red"][:4]
+    go = tmp_path / "go"
+    savers = [
+        subprocess.Popen(
+            [sys.executable, "-c", SAVER, str(go), path, "blue", f"user{i}"],
+            cwd=REPO,
+            env=os.environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, path in enumerate(reds)
+    ]
+    import time
+
+    deadline = time.time() + 60
+    while len(list(tmp_path.glob("ready-*"))) < len(savers) and time.time() < deadline:
+        time.sleep(0.05)  # until every saver has imported the engine and waits
+    go.touch()
+    outputs = [saver.communicate(timeout=120) for saver in savers]
+    assert all(saver.returncode == 0 for saver in savers), [err for _, err in outputs]
+    assert sorted(int(out) for out, _ in outputs) == [2, 3, 4, 5]
+    latest = datasets.load_dataset("d")
+    assert latest.version == 5
+    moved = {it["path"] for it in latest.items if it["class"] == "blue"} & set(reds)
+    assert moved == set(reds), "every fix is in the latest version"
+    for number in (2, 3, 4, 5):  # each version holds its own fix and the ones saved before it
+        version = datasets.load_dataset(f"d@v{number}")
+        assert len({it["path"] for it in version.items if it["class"] == "blue"} & set(reds)) == number - 1
+        assert version.manifest["parent"] == number - 1
+    rows = versions.list_versions(latest)
+    assert [r["version"] for r in rows] == [1, 2, 3, 4, 5]
+    assert sorted(r["user"] for r in rows[1:]) == ["user0", "user1", "user2", "user3"]

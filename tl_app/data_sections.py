@@ -76,6 +76,7 @@ def run_import(make: Make, released: Sequence = ()) -> Optional[datasets.Dataset
     st.success(widgets.md_escape(summary.import_summary(dataset.name, m)))
     if m["skipped"]:
         st.dataframe(pd.DataFrame(m["skipped"]), hide_index=True)
+    label_conflicts(m, "data_import_conflicts")
     imbalance = datasets.imbalance_warning(dataset)
     if imbalance:
         st.warning(imbalance)
@@ -85,6 +86,21 @@ def run_import(make: Make, released: Sequence = ()) -> Optional[datasets.Dataset
             "They were kept and are flagged under Suspects: exclude them there if they are not real examples."
         )
     return dataset
+
+
+def label_conflicts(manifest: dict, key: str) -> None:
+    """Images the import found under two or more classes: each with its files, its classes and why it is out."""
+    rows = manifest.get("label_conflicts") or []
+    if rows:
+        st.warning(
+            f"Label conflicts: {len(rows)} image(s) are in more than one class folder, so the import could not "
+            "tell which label is right and kept them out of every class. Put each in the one folder where it "
+            "belongs and import again."
+        )
+        table = [
+            {"files": " = ".join(r["files"]), "classes": ", ".join(r["classes"]), "reason": r["reason"]} for r in rows
+        ]
+        st.dataframe(pd.DataFrame(table), hide_index=True, key=key)
 
 
 def zip_import(round_: int) -> None:
@@ -213,6 +229,7 @@ def samples(dataset: datasets.Dataset) -> None:
     if dataset.manifest["skipped"]:
         st.subheader("Import report: skipped files")
         st.dataframe(pd.DataFrame(dataset.manifest["skipped"]), hide_index=True)
+    label_conflicts(dataset.manifest, "data_browse_conflicts")
 
 
 def rename_or_delete(name: str) -> None:
@@ -235,6 +252,13 @@ def rename_or_delete(name: str) -> None:
             f"Yes, delete {name!r} and its images (runs trained on it are kept)", key="data_delete_confirm"
         )
         if st.button("Delete dataset", disabled=not confirm, type="secondary", key="data_delete_go"):
-            datasets.delete_dataset(name, user=current_user())
-            st.session_state.pop("data_browse_name", None)
-            st.rerun()
+            from tl_core.runs.store import runs_using
+
+            try:
+                busy = [run.id for run in runs_using(name, widgets.backend().refresh())]
+                datasets.delete_dataset(name, user=current_user(), active_runs=busy)
+            except TLError as exc:  # still used by a queued or running run
+                st.error(str(exc))
+            else:
+                st.session_state.pop("data_browse_name", None)
+                st.rerun()

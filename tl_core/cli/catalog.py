@@ -11,6 +11,7 @@ from tl_core.cli.common import load_tensorflow
 from tl_core.cli.settings import add_setting
 from tl_core.data import datasets
 from tl_core.data.images import DEFAULT_MIN_COLORS
+from tl_core.data.refs import parse_ref
 from tl_core.models import architectures
 from tl_core.models.config import SETTINGS
 
@@ -65,8 +66,13 @@ def cmd_datasets(args) -> int:
     elif args.action == "show":
         print(datasets.format_report(datasets.load_dataset(args.name)))
     elif args.action == "delete":
-        datasets.delete_dataset(args.name, user=f"cli:{getpass.getuser()}")
-        print(f"deleted {args.name}")
+        from tl_core.backends import get_backend
+        from tl_core.runs.store import runs_using
+
+        name = parse_ref(args.name).name
+        busy = [run.id for run in runs_using(name, get_backend().refresh())]
+        datasets.delete_dataset(args.name, user=f"cli:{getpass.getuser()}", active_runs=busy)
+        print(f"deleted {name}")
     return 0
 
 

@@ -16,7 +16,7 @@ from tl_core.errors import TLError
 def cmd_train(args) -> int:
     cfg = config_from_args(args)
     load_tensorflow()
-    from tl_core.training.runner import train
+    from tl_core.training.runner import RunFailed, train
 
     def progress(event):
         if event["kind"] == "epoch":
@@ -31,7 +31,11 @@ def cmd_train(args) -> int:
         elif event["kind"] == "features" and (event["done"] == event["total"]):
             print(f"... features ({event['what']}): {event['total']} ready", file=sys.stderr, flush=True)
 
-    run, metrics = train(cfg, Path(args.run_dir) if args.run_dir else None, progress)
+    try:
+        run, metrics = train(cfg, Path(args.run_dir) if args.run_dir else None, progress)
+    except RunFailed as exc:  # not the input's fault (full disk, dataset deleted meanwhile): exit 1, not 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if not metrics:
         print(f"run {run.root} was cancelled", file=sys.stderr)
         return 1

@@ -8,11 +8,13 @@ built in a temporary folder and renamed into place, so a failed import leaves no
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import shutil
 import statistics
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -209,6 +211,16 @@ def _inspected(candidates: list[Candidate], min_colors: int):
             yield from pool.map(check, candidates[start : start + window])
 
 
+def _check_split_rule(val_fraction, seed) -> None:
+    """The split settings an import is given, checked before any file is read."""
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise TLError(
+            f"Validation fraction must be a number between 0 and 1 (both excluded), such as 0.2; got {val_fraction!r}."
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise TLError(f"Seed must be a whole number from 0 to {2**32 - 1}; got {seed!r}.")
+
+
 def build_dataset(
     name: str,
     candidates: list[Candidate],
@@ -223,12 +235,14 @@ def build_dataset(
     user: Optional[str] = None,
 ) -> Dataset:
     """Write the usable candidates as dataset ``name``; ``user``, who imports it, is kept in its manifest."""
+    _check_split_rule(val_fraction, seed)
     name = safe_name(name, "dataset name")
     final = datasets_dir() / name
     if final.exists() and not replace:
         raise TLError(f"A dataset named {name!r} already exists. Choose another name or delete that one first.")
     staging = datasets_dir() / f".staging-{name}-{uuid.uuid4().hex[:8]}"
     items, seen, used_names = [], {}, set()
+    conflicts: dict[str, list[dict]] = {}  # content hash -> every file of it, when they are in different classes
     class_names = _ClassNames()
     try:
         for done, (cand, data, info, reason) in enumerate(_inspected(candidates, min_colors), 1):
@@ -238,11 +252,16 @@ def build_dataset(
                 skipped.append({"file": cand.source, "reason": reason})
                 continue
             digest = hashlib.sha256(data).hexdigest()
-            if digest in seen:
-                skipped.append({"file": cand.source, "reason": f"duplicate of {seen[digest]}"})
-                continue
-            seen[digest] = cand.source
             class_name = class_names.folder_for(cand.class_name)
+            if digest in seen:
+                first_source, first_class = seen[digest]
+                if first_class == class_name:
+                    skipped.append({"file": cand.source, "reason": f"duplicate of {first_source}"})
+                else:  # one photo, two labels: the user decides which is right
+                    conflicts.setdefault(digest, [{"file": first_source, "class": first_class}])
+                    conflicts[digest].append({"file": cand.source, "class": class_name})
+                continue
+            seen[digest] = (cand.source, class_name)
             incoming = staging / ".incoming" / digest
             incoming.parent.mkdir(parents=True, exist_ok=True)
             incoming.write_bytes(data)
@@ -266,8 +285,15 @@ def build_dataset(
                     "low_detail": info["low_detail"],
                 }
             )
+        label_conflicts = _label_conflicts(conflicts)
+        items = [it for it in items if it["sha256"] not in conflicts]
         classes = sorted({it["class"] for it in items})
-        _validate(items, classes, skipped)
+        try:
+            _validate(items, classes, skipped)
+        except TLError as exc:
+            if label_conflicts:  # the conflicts may be why a class came up short: say so in the same message
+                exc.args = (f"{exc} {_conflicts_sentence(label_conflicts)}",)
+            raise
         has_split = any(it["split"] != "unsplit" for it in items)
         if has_split:
             for it in items:
@@ -284,7 +310,7 @@ def build_dataset(
             target.parent.mkdir(parents=True, exist_ok=True)
             (staging / ".incoming" / it["sha256"]).rename(target)
         shutil.rmtree(staging / ".incoming", ignore_errors=True)
-        manifest = manifest_for(name, source, items, classes, skipped, has_split, val_fraction, seed)
+        manifest = manifest_for(name, source, items, classes, skipped, has_split, val_fraction, seed, label_conflicts)
         if user:
             manifest["user"] = user
         write_json(staging / MANIFEST, manifest)
@@ -308,7 +334,35 @@ def build_dataset(
     return Dataset(name, final, manifest)
 
 
-def manifest_for(name, source, items, classes, skipped, has_split, val_fraction, seed) -> dict:
+def _label_conflicts(conflicts: dict[str, list[dict]]) -> list[dict]:
+    """One entry per image found under two or more classes: its files and their classes, and why it is out."""
+    rows = []
+    for digest, files in conflicts.items():
+        classes = sorted({f["class"] for f in files})
+        rows.append(
+            {
+                "sha256": digest,
+                "classes": classes,
+                "files": [f["file"] for f in files],
+                "reason": (
+                    f"the same image is in classes {' and '.join(map(repr, classes))}; it was kept out of "
+                    "every class: keep it in the one folder where it belongs and import again"
+                ),
+            }
+        )
+    return rows
+
+
+def _conflicts_sentence(label_conflicts: list[dict]) -> str:
+    shown = "; ".join(f"{' = '.join(row['files'])} ({', '.join(row['classes'])})" for row in label_conflicts[:5])
+    return (
+        f"{len(label_conflicts)} image(s) were found in more than one class folder and kept out of every class: "
+        f"{shown}{' …' if len(label_conflicts) > 5 else ''}. Keep each in the one folder where it belongs."
+    )
+
+
+def manifest_for(name, source, items, classes, skipped, has_split, val_fraction, seed, label_conflicts=()) -> dict:
+    """``label_conflicts``: images found under several classes and kept out of all (``build_dataset``)."""
     counts = {c: {} for c in classes}
     split_counts: dict[str, int] = {}
     for it in items:
@@ -332,6 +386,7 @@ def manifest_for(name, source, items, classes, skipped, has_split, val_fraction,
             "height": _summary([it["height"] for it in items]),
         },
         "skipped": skipped,
+        "label_conflicts": list(label_conflicts),
         "fingerprint": fingerprint,
         "low_detail": [it["path"] for it in items if it.get("low_detail")],
         "items": [
@@ -479,12 +534,44 @@ def resolve_dataset(spec: str, progress: Progress = None) -> Dataset:
     return fresh
 
 
-def delete_dataset(name: str, user: Optional[str] = None) -> None:
-    """Delete a dataset's images and manifest (runs trained on it keep their own files); audited."""
-    dataset = load_dataset(name)
-    audit.record("delete dataset", dataset.name, user, images=dataset.manifest["num_images"])
-    trash = datasets_dir() / f".trash-{dataset.name}-{uuid.uuid4().hex[:8]}"
-    dataset.root.rename(trash)
+@contextlib.contextmanager
+def dataset_lock(name: str):
+    """Held while a dataset's files change (a version saved, the dataset deleted): two processes doing so at once
+    take turns, so neither overwrites what the other wrote. The lock file lives outside the dataset's folder,
+    under ``datasets/.locks/``, so deleting the folder leaves the lock in place for whoever waits on it."""
+    folder = datasets_dir() / ".locks"
+    folder.mkdir(exist_ok=True)
+    with open(folder / f"{safe_name(name, 'dataset name')}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def delete_dataset(name: str, user: Optional[str] = None, active_runs: Sequence[str] = ()) -> None:
+    """Delete a whole dataset, every version, images and manifests (runs trained on it keep their own files);
+    audited. ``active_runs``: the queued or running runs that train on it (``runs.store.runs_using``); while
+    there are any, deletion is refused and names them. A reference to one version (``name@vN``) is refused:
+    versions are never deleted one by one (runs trained on them stay reproducible)."""
+    ref = parse_ref(name)
+    if ref.version is not None:
+        raise TLError(
+            f"{str(ref)!r} names one version of dataset {ref.name!r}; versions cannot be deleted one by one, so "
+            f"nothing was deleted. To delete the whole dataset with all its versions, name it without "
+            f"'@v{ref.version}': {ref.name!r}."
+        )
+    if active_runs:
+        raise TLError(
+            f"Dataset {ref.name!r} is used by {len(active_runs)} queued or running run(s): "
+            f"{', '.join(map(str, active_runs))}. Wait for them to end or cancel them, then delete it; "
+            "nothing was deleted."
+        )
+    with dataset_lock(load_dataset(ref.name).name):  # an unknown name is refused before any lock file is made
+        dataset = load_dataset(ref.name)  # again: another process may have deleted it while this one waited
+        audit.record("delete dataset", dataset.name, user, images=dataset.manifest["num_images"])
+        trash = datasets_dir() / f".trash-{dataset.name}-{uuid.uuid4().hex[:8]}"
+        dataset.root.rename(trash)
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -539,6 +626,11 @@ def format_report(dataset: Dataset) -> str:
         lines += [f"    {path}" for path in flagged[:20]]
     lines.append(f"  skipped: {len(m['skipped'])} file(s)")
     lines += [f"    {s['file']}: {s['reason']}" for s in m["skipped"]]
+    conflicts = m.get("label_conflicts", [])
+    if conflicts:
+        lines.append(f"  label conflicts: {len(conflicts)} image(s) in more than one class, kept out of every class")
+        for row in conflicts:
+            lines.append(f"    {' = '.join(row['files'])}: classes {', '.join(row['classes'])}")
     warning = imbalance_warning(dataset)
     if warning:
         lines.append(f"  warning: {warning}")

@@ -2,7 +2,8 @@
 new version, with every earlier version kept readable.
 
 A dataset folder's ``dataset.json`` is its latest version; ``versions/vN.json`` holds each saved version's
-manifest. Image files are never moved or deleted by a fix (an excluded image just leaves the item list), so
+manifest. Saves take the dataset's lock (``datasets.dataset_lock``): two users saving at the same moment get
+consecutive versions, the second applied on top of the first, and no version file is ever overwritten. Image files are never moved or deleted by a fix (an excluded image just leaves the item list), so
 a run trained on an older version stays reproducible (``load_dataset("name@vN")``), and the feature cache,
 keyed by image content, serves the new version without recomputing anything.
 """
@@ -14,8 +15,16 @@ from typing import Optional
 
 from tl_core import audit
 from tl_core.clock import now_iso
-from tl_core.data.datasets import MANIFEST, VERSIONS, Dataset, check_splits, load_dataset, manifest_for
-from tl_core.data.refs import DatasetRef
+from tl_core.data.datasets import (
+    MANIFEST,
+    VERSIONS,
+    Dataset,
+    check_splits,
+    dataset_lock,
+    load_dataset,
+    manifest_for,
+)
+from tl_core.data.refs import DatasetRef, parse_ref
 from tl_core.errors import TLError
 from tl_core.workspace import read_json, write_json
 
@@ -45,10 +54,19 @@ def save_version(
     name: str, moves: Optional[Mapping[str, str]] = None, exclude=(), note: str = "", user: Optional[str] = None
 ) -> Dataset:
     """A new latest version of dataset ``name`` with images moved to other classes (``moves``: path -> class)
-    and images left out (``exclude``: paths). The current version stays readable as ``name@vN``."""
+    and images left out (``exclude``: paths). The current version stays readable as ``name@vN``.
+
+    The fix is applied to the latest version as of the save, under the dataset's lock: when someone else saved
+    since the caller looked, this one becomes the next version on top of theirs (its number says which), or is
+    refused with a TLError when it names images their version no longer has. Nothing saved is overwritten."""
     moves, exclude = dict(moves or {}), set(exclude)
     if not moves and not exclude:
         raise TLError("Nothing to save: move or exclude at least one image first.")
+    with dataset_lock(load_dataset(parse_ref(name).name).name):
+        return _save_locked(name, moves, exclude, note, user)
+
+
+def _save_locked(name: str, moves: dict, exclude: set, note: str, user: Optional[str]) -> Dataset:
     current = load_dataset(name)
     known = {item["path"] for item in current.items}
     unknown = sorted((set(moves) | exclude) - known)
@@ -80,8 +98,13 @@ def save_version(
         old.get("predefined_split"),
         rule.get("val_fraction", 0.2),
         rule.get("seed", 42),
+        old.get("label_conflicts", []),
     )
-    number = current.version + 1
+    folder = current.root / VERSIONS
+    folder.mkdir(exist_ok=True)
+    saved = [int(p.stem[1:]) for p in folder.glob("v*.json") if p.stem[1:].isdigit()]
+    # past every version file, also one a save cut short (by a crash) left without updating dataset.json
+    number = max([current.version, *saved]) + 1
     manifest.update(
         version=number,
         parent=current.version,
@@ -90,11 +113,18 @@ def save_version(
         changes={"moved": moves, "excluded": sorted(exclude)},
         created=now_iso(),
     )
-    folder = current.root / VERSIONS
-    folder.mkdir(exist_ok=True)
-    if not (folder / f"v{current.version}.json").exists():  # the imported version, kept before it is replaced
-        write_json(folder / f"v{current.version}.json", {**old, "version": current.version})
-    write_json(folder / f"v{number}.json", manifest)
-    write_json(current.root / MANIFEST, manifest)
-    audit.record("save dataset version", str(DatasetRef(name, number)), user, moved=len(moves), excluded=len(exclude))
-    return Dataset(name, current.root, manifest)
+    try:
+        if not (folder / f"v{current.version}.json").exists():  # the imported version, kept before it is replaced
+            write_json(folder / f"v{current.version}.json", {**old, "version": current.version})
+        write_json(folder / f"v{number}.json", manifest)
+        write_json(current.root / MANIFEST, manifest)
+    except OSError as exc:
+        (folder / f"v{number}.json").unlink(missing_ok=True)  # not saved: no half of it left to list
+        raise TLError(
+            f"Could not save version {number} of dataset {name!r} ({exc.strerror or exc}); free disk space or fix "
+            f"the folder's permissions and save again. Version {current.version} is unchanged."
+        ) from None
+    audit.record(
+        "save dataset version", str(DatasetRef(current.name, number)), user, moved=len(moves), excluded=len(exclude)
+    )
+    return Dataset(current.name, current.root, manifest)

@@ -24,7 +24,8 @@ from tl_core.deploy.parity import check_export
 from tl_core.errors import TLError
 from tl_core.models.heads import HEAD_KINDS, head_kind
 from tl_core.models.preprocessing import pixel_affine
-from tl_core.runs.artifacts import EXPORT_LABELS
+from tl_core.runs.artifacts import EXPORT_LABELS, MODEL_CARD_JSON
+from tl_core.workspace import read_json
 
 if TYPE_CHECKING:
     import keras
@@ -67,16 +68,41 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
+def _check_out(folder: Path, run: Run) -> None:
+    """A folder the user named may be written into when it is new, empty, or an earlier export of this same run
+    (its model card names the run): anything else holds files this export did not write, which it would
+    overwrite or delete."""
+    if folder.exists() and not folder.is_dir():
+        raise TLError(f"--out {str(folder)!r} is a file, not a folder; name a new or empty folder.")
+    try:
+        if not folder.is_dir() or not any(folder.iterdir()):
+            return
+        card = read_json(folder / MODEL_CARD_JSON)
+    except (OSError, ValueError) as exc:  # unreadable folder, or a model_card.json that is no JSON text
+        raise TLError(f"--out {str(folder)!r} cannot be checked ({exc}); name a new or empty folder.") from None
+    exported = card.get("model") if isinstance(card, dict) else None
+    if exported != run.id:
+        what = f"an export of another run ({exported!r})" if exported else "not an earlier export of this run"
+        raise TLError(
+            f"--out {str(folder)!r} is not empty and is {what}: exporting there could overwrite or delete files "
+            f"this export did not write. Name a new or empty folder, or an earlier export of run {run.id!r}; "
+            "nothing was written."
+        )
+
+
 def export_run(run: Run, fmt: str, out: Optional[Path] = None, check: bool = True) -> dict:
     """Write ``fmt`` for a finished run into ``out`` (default: the run's ``export/<fmt>``), with labels and
-    model card; then, unless ``check`` is off, its parity. Returns what was written."""
+    model card; then, unless ``check`` is off, its parity. Returns what was written. ``out`` must be a new or
+    empty folder, or an earlier export of this run (TLError otherwise, before anything is written)."""
     spec = get_format(fmt)
     if run.state != "finished" or not run.artifacts.has_model():
         raise TLError(f"Run {run.id!r} is {run.state}; only a finished run can be exported.")
     with run.artifacts.export_lock():
+        folder = Path(out) if out else run.artifacts.export_dir(fmt)
+        if out:
+            _check_out(folder, run)
         loaded = run.load_model()
         model = inference_model(loaded)
-        folder = Path(out) if out else run.artifacts.export_dir(fmt)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / spec.filename
         staging = folder / f".partial-{spec.filename}"  # keeps the extension Keras checks

@@ -93,6 +93,8 @@ class Setting:
         return value
 
     def in_range(self, value: float) -> bool:
+        if value != value:  # NaN compares false with every bound, so it would pass them all
+            return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or (value < self.high if self.high_open else value <= self.high)

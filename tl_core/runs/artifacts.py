@@ -26,7 +26,8 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from tl_core.workspace import atomic_write_bytes, read_json, write_json
+from tl_core.errors import TLError
+from tl_core.workspace import atomic_write_bytes, read_json, runs_dir, write_json
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,12 +123,23 @@ class Artifacts:
         return read_json(self._path(MODEL_INFO), {})
 
     def sklearn_head(self):
-        """The scikit-learn head written by our own trainer (never a user upload), or None."""
+        """The scikit-learn head written by our own trainer, or None. ``head.joblib`` is a pickle, which can run
+        any code when loaded, so it is loaded only from a run folder inside this workspace's ``runs/`` (where only
+        the app's trainer writes); elsewhere a TLError says why and what to do."""
         if self.model_info().get("output") != "features":
             return None
+        runs = runs_dir().resolve()
+        head = self._path(HEAD).resolve()  # a link out of the workspace counts as outside
+        if not (self.root.resolve().is_relative_to(runs) and head.is_relative_to(runs)):
+            raise TLError(
+                f"Run folder {str(self.root)!r} is outside this workspace's runs folder {str(runs)!r}. Its "
+                "scikit-learn head (head.joblib) is a pickle, which can run any code when loaded, so it is loaded "
+                "only from runs inside the workspace: copy the run folder there if you trust where it came from "
+                "(or set TL_HOME to the workspace it belongs to)."
+            )
         import joblib
 
-        return joblib.load(self._path(HEAD))
+        return joblib.load(head)
 
     # ------------------------------------------------------------ classes, metrics, predictions
     def write_class_names(self, names: list[str]) -> None:

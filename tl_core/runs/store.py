@@ -11,7 +11,9 @@ checkpoints, metrics, predictions, exports) is named and read by ``artifacts.py`
 from __future__ import annotations
 
 import csv
+import errno
 import io
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -132,7 +134,16 @@ class Run:
             status.setdefault("started", now_iso())
         if state in DONE:
             status["finished"] = now_iso()
-        write_json(self.path(STATUS), status)
+        try:
+            write_json(self.path(STATUS), status)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            # a full disk has no room for the new copy an atomic write makes: overwrite the file in place, in
+            # the blocks it already has, so a run that failed for want of space does not stay 'running'
+            with open(self.path(STATUS), "r+", encoding="utf-8") as handle:
+                handle.write(json.dumps(status))
+                handle.truncate()
         return status
 
     # ---------------------------------------------------------------- progress, history, log
@@ -238,9 +249,18 @@ def new_run(cfg: TrainConfig, run_dir: Optional[Path] = None, user: Optional[str
         stamp = compact_stamp()
         run_dir = runs_dir() / f"{stamp}-{safe_name(cfg.base)}-{uuid.uuid4().hex[:6]}"
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise TLError(f"Run folder {str(run_dir)!r} already exists and is not empty. Pick a new --run-dir.")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TLError(f"Run folder {str(run_dir)!r} is a file, not a folder. Pick a new --run-dir.")
+    try:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise TLError(f"Run folder {str(run_dir)!r} already exists and is not empty. Pick a new --run-dir.")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # the disk, not the choice of folder: the caller says so
+            raise
+        raise TLError(
+            f"Run folder {str(run_dir)!r} cannot be made ({exc.strerror or exc}). Pick a --run-dir you can write to."
+        ) from None
     run = Run(run_dir)
     atomic_write_text(run.path(CONFIG), cfg.to_json() + "\n")
     # queued_at orders the queue: two submissions within one second still train first-come first-served
@@ -260,6 +280,22 @@ def list_runs() -> list[Run]:
             run.listed = status
             runs.append(run)
     return sorted(runs, key=lambda r: (order_key(r.listed.get("created")), r.listed.get("queued_at", 0)), reverse=True)
+
+
+def runs_using(dataset_name: str, runs: Optional[list[Run]] = None) -> list[Run]:
+    """The queued or running runs that train on dataset ``dataset_name`` (any version of it), from ``runs`` (a
+    backend's ``refresh()``, so runs whose process died are not counted) or else a fresh listing."""
+    using = []
+    for run in list_runs() if runs is None else runs:
+        if run.listed_state not in ACTIVE:
+            continue
+        try:
+            name = run.dataset_name
+        except (OSError, TLError, TypeError, ValueError):  # an unreadable config names no dataset
+            continue
+        if name == dataset_name:
+            using.append(run)
+    return using
 
 
 def get_run(run_id_or_path) -> Run:

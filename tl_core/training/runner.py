@@ -6,6 +6,7 @@ here (the CLI's ``train``). The run's status ends finished, failed or cancelled.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 import traceback
@@ -30,6 +31,7 @@ from tl_core.training import paths
 from tl_core.training.calibration import calibrate
 from tl_core.training.callbacks import ProgressFn
 from tl_core.training.context import TrainingContext
+from tl_core.workspace import datasets_dir, home
 
 
 def _train(ctx: TrainingContext) -> dict:
@@ -142,8 +144,56 @@ def _engine_agreement(ctx: TrainingContext, loaded: LoadedModel, reference=None)
     return check
 
 
+class RunFailed(TLError):
+    """A run failed for a reason outside its settings: the disk filled up, or its dataset was deleted while it
+    trained. Its message says what happened and what to do; the CLI exits 1 for it (2 is for bad input)."""
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _causes(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _explained(exc: BaseException) -> Optional[RunFailed]:
+    """A clear RunFailed for an error the user did not cause by their settings, or None for any other."""
+    for cause in _causes(exc):
+        # h5py and TensorFlow report a full disk in their own exception types, with the OS's words
+        if (isinstance(cause, OSError) and cause.errno in _DISK_FULL) or "No space left on device" in str(cause):
+            return RunFailed(
+                f"The disk is full: this run could not write its files in the workspace {str(home())!r}. Free "
+                "disk space, then resume the run or train again; files written before (datasets, other runs, this "
+                "run's settings and history so far) are intact."
+            )
+        if isinstance(cause, FileNotFoundError) and cause.filename:
+            try:
+                missing = Path(cause.filename).resolve().relative_to(datasets_dir().resolve())
+            except ValueError:
+                continue
+            return RunFailed(
+                f"Dataset {missing.parts[0]!r} was deleted or changed while this run was using it: its file "
+                f"{'/'.join(missing.parts[1:])!r} is gone. Import the dataset again, then start a new run."
+            )
+    return None
+
+
+def _record_failure(run: Run, message: str, log: str) -> None:
+    """The run marked failed, even on a full disk (where the log may not take another line)."""
+    run.set_status("failed", message=message)
+    try:
+        run.log(log)
+    except OSError:
+        pass
+
+
 def execute(run: Run, progress: ProgressFn = None) -> dict:
-    """Train a queued run in this process; its status ends finished, failed or cancelled."""
+    """Train a queued run in this process; its status ends finished, failed or cancelled. A failure from outside
+    the run's settings (full disk, dataset deleted meanwhile) is raised as ``RunFailed``."""
     run.set_status(
         "running", pid=os.getpid(), pid_start=device.process_start_time(os.getpid()), started=now_iso(), message=None
     )
@@ -155,13 +205,15 @@ def execute(run: Run, progress: ProgressFn = None) -> dict:
         run.log("cancelled")
         return {}
     except TLError as exc:
-        run.set_status("failed", message=str(exc))
-        run.log(f"failed: {exc}")
+        _record_failure(run, str(exc), f"failed: {exc}")
         raise
     except Exception as exc:
-        run.set_status("failed", message=f"{type(exc).__name__}: {exc}")
-        run.log("failed:\n" + traceback.format_exc())
-        raise
+        explained = _explained(exc)
+        if explained is None:
+            _record_failure(run, f"{type(exc).__name__}: {exc}", "failed:\n" + traceback.format_exc())
+            raise
+        _record_failure(run, str(explained), f"failed: {explained}\n" + traceback.format_exc())
+        raise explained from None
     finally:
         # Keras' global state goes; its full gc.collect() (costly with TensorFlow loaded) is left to
         # Python's own collector: the worker runs every job in a fresh process anyway
@@ -176,5 +228,11 @@ def train(cfg: TrainConfig, run_dir: Optional[Path] = None, progress: ProgressFn
     cfg = cfg.resolved()
     freeze.check_config(cfg)
     cfg.data = datasets.resolve_dataset(cfg.data).ref  # a folder or zip is imported first
-    run = new_run(cfg, run_dir)
+    try:
+        run = new_run(cfg, run_dir)
+    except OSError as exc:
+        explained = _explained(exc)
+        if explained is None:
+            raise
+        raise explained from None
     return run, execute(run, progress)
