@@ -20,6 +20,8 @@ if run.state in ("queued", "running"):
     st.stop()
 if run.state != "finished":
     results_sections.not_finished(run, jobs)
+results_sections.name_and_note(run)
+results_sections.train_again(run)
 metrics = run.artifacts.metrics()
 if metrics:
     results_sections.headline(metrics)

@@ -19,6 +19,7 @@ if not all_datasets:
         "Add a dataset on the Data page first: one folder of images per class.", "pages/data.py", "Go to Data"
     )
 
+train_form.prefill_from_run([d.name for d in all_datasets])
 left, right = st.columns(2)
 with left:
     data = train_form.dataset_choice([d.name for d in all_datasets])
@@ -33,10 +34,8 @@ with st.expander("Augmentation"):
 with st.expander("Fine-tune phase (after the head is trained)"):
     fine_tune, fine_tuning = train_form.fine_tune_settings(description, model["base"], head)
 
-config = TrainConfig.from_form(
-    {"data": data, **model, "head": head, "freeze_depth": depth, **optimisation, **augmentation, **fine_tuning},
-    fine_tune=fine_tune,
-)
+values = {"data": data, **model, "head": head, "freeze_depth": depth, **optimisation, **augmentation, **fine_tuning}
+config = TrainConfig.from_form(train_form.carry_over(values, description["num_layers"]), fine_tune=fine_tune)
 with st.expander("Learning-rate finder"):
     lr_finder_panel(config)
 with st.expander("Compare bases"):

@@ -45,7 +45,7 @@ def test_runs_table_has_one_summary_row_per_run_in_order(runs):
     assert rows[1]["final_val_accuracy"] == 0.9 and rows[1]["epochs"] == 3 and rows[1]["head"] == "logreg"
 
 
-def test_default_run_is_the_requested_one_else_the_newest_finished_else_the_newest(runs):
+def test_default_run_is_the_requested_one_else_the_best_finished_else_the_newest(runs):
     assert table.default_run_id(runs, runs[2].id) == runs[2].id
     assert table.default_run_id(runs, "no-such-run") == runs[1].id
     assert table.default_run_id(runs, None) == runs[1].id

@@ -16,10 +16,21 @@ from .auth import current_user
 from .widgets import md_escape
 
 LEADERBOARD_COLUMNS = {
-    "val_accuracy": st.column_config.NumberColumn("val acc", format="%.3f"),
+    "name": st.column_config.TextColumn("name"),
+    "val_accuracy": st.column_config.NumberColumn(
+        "val acc (final model)",
+        format="%.3f",
+        help="the saved model's accuracy on the validation images, evaluated once training ended: the figure "
+        "a run's page shows",
+    ),
     "balanced_accuracy": st.column_config.NumberColumn("balanced acc", format="%.3f"),
     "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f"),
     "training_s": st.column_config.NumberColumn("training (s)", format="%.1f"),
+    "features": st.column_config.TextColumn(
+        "feature pass",
+        help="'reused cached features': the run computed none of its base's features, it reused an earlier run's, "
+        "so its training time leaves out that pass",
+    ),
     "model_mb": st.column_config.NumberColumn("size (MB)", format="%.2f"),
     "params": st.column_config.NumberColumn("parameters", format="%d"),
     "latency_ms": st.column_config.NumberColumn("1-image latency (ms)", format="%.1f"),
@@ -60,6 +71,20 @@ def compare_panel(config: TrainConfig, jobs, layers: int) -> None:
         st.success(f"Queued {len(queued)} run(s) with the same settings; their leaderboard is on Results.")
 
 
+def _board_row(run) -> dict:
+    """A leaderboard row with the run's name after its id and, beside its time, whether it reused cached
+    features."""
+    row = compare.leaderboard_row(run)
+    row.pop("run_dir")
+    summary = run.summary()
+    ordered = {"run": row.pop("run"), "name": summary["name"]}
+    for key, value in row.items():
+        ordered[key] = value
+        if key == "training_s":
+            ordered["features"] = summary["features"]
+    return ordered
+
+
 def leaderboard(runs: list, dataset: str) -> None:
     same = [r for r in runs if r.listed_state == "finished" and parse_ref(r.config.data).name == dataset]
     if not same:
@@ -70,7 +95,7 @@ def leaderboard(runs: list, dataset: str) -> None:
         with st.spinner("Loading each model and timing one image…"):
             for run in unmeasured:
                 compare.measure_latency(run)
-    table = pd.DataFrame([compare.leaderboard_row(r) for r in same]).drop(columns=["run_dir"])
+    table = pd.DataFrame([_board_row(r) for r in same])
     st.dataframe(
         table.sort_values("val_accuracy", ascending=False),
         hide_index=True,

@@ -10,10 +10,12 @@ import streamlit as st
 from tl_core.inference.answer_table import Answer, answer_rows, answers_csv, sort_results
 from tl_core.inference.pretrained import PretrainedClassifier
 from tl_core.inference.tta import MODES as TTA_MODES
+from tl_core.runs import table
 from tl_core.runs.store import Run
 
 from . import charts, explanations, widgets
 from .models import pick_pretrained, predictor_for
+from .results_sections import CHOSEN_RUN, remember_choice
 
 MAX_CARDS = 12  # more images than this: the table instead of thumbnails
 IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"]
@@ -35,15 +37,20 @@ def pick_model() -> tuple[Optional[Run], Optional[PretrainedClassifier], list[st
             "Go to Train",
         )
     by_id = {r.id: r for r in finished}
+    # the URL's ?run=, else the run this session picked last (here or on Results), else the best finished one
+    default = table.default_run_id(finished, st.query_params.get("run"), st.session_state.get(CHOSEN_RUN))
     run_id = st.selectbox(
         "Model (finished run)",
         list(by_id),
+        index=list(by_id).index(default),
         key="predict_run",
         format_func=lambda rid: (
-            f"{rid} — val acc {by_id[rid].artifacts.metrics().get('val_accuracy', 0):.3f}, balanced "
-            f"{by_id[rid].artifacts.metrics().get('val_balanced_accuracy') or 0:.3f}"
+            f"{table.run_label(by_id[rid])}, balanced {by_id[rid].summary()['balanced_val_accuracy'] or 0:.3f}"
         ),
+        on_change=remember_choice,
+        args=("predict_run",),
     )
+    st.query_params["run"] = run_id
     return by_id[run_id], None, by_id[run_id].artifacts.class_names()
 
 

@@ -1,5 +1,5 @@
-"""The Results page's sections: the runs table and the run choice, one run's metrics, curves, confusion
-matrix, per-class report, mistakes and details, and the comparison of runs."""
+"""The Results page's sections: the runs table and the run choice, one run's name and note, "train again", its
+metrics, curves, confusion matrix, per-class report, mistakes and details, and the comparison of runs."""
 
 from __future__ import annotations
 
@@ -13,20 +13,37 @@ from tl_core.data.datasets import load_dataset
 from tl_core.errors import TLError
 from tl_core.runs import table
 from tl_core.runs.accuracy import FEW_VALIDATION_IMAGES, accuracy_interval
-from tl_core.runs.store import Run
+from tl_core.runs.store import NAME_MAX, NOTE_MAX, Run, feature_pass, feature_words
 
-from . import charts, explanations, fixes, widgets
+from . import auth, charts, explanations, fixes, train_form, widgets
 
 if TYPE_CHECKING:  # sklearn loads with it: the page imports it only when a run has results
     from tl_core.runs.evaluate import Interpretation
 
+FINAL_ACCURACY_HELP = (
+    "The saved model's accuracy on the validation images, evaluated once training ended (early stopping had "
+    "restored the best epoch's weights): the figure a run's page shows."
+)
+BEST_EPOCH_HELP = (
+    "The best validation accuracy logged for one epoch during training. The saved model's evaluation "
+    "(val acc, final model) can differ slightly."
+)
+FEATURES_HELP = (
+    "'reused cached features': the run computed none of its base's features, it reused those an earlier run "
+    "with the same base and images computed, so its time leaves out that pass."
+)
 TABLE_COLUMNS = {
-    "best_val_accuracy": st.column_config.NumberColumn("best val acc", format="%.3f"),
-    "final_val_accuracy": st.column_config.NumberColumn("final val acc", format="%.3f"),
+    "name": st.column_config.TextColumn("name"),
+    "final_val_accuracy": st.column_config.NumberColumn(
+        "val acc (final model)", format="%.3f", help=FINAL_ACCURACY_HELP
+    ),
+    "best_val_accuracy": st.column_config.NumberColumn("best epoch val acc", format="%.3f", help=BEST_EPOCH_HELP),
     "balanced_val_accuracy": st.column_config.NumberColumn("balanced acc", format="%.3f"),
     "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f"),
     "learning_rate": st.column_config.NumberColumn("lr", format="%g"),
     "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f"),
+    "features": st.column_config.TextColumn("feature pass", help=FEATURES_HELP),
+    "features_cached": None,  # said in words by "feature pass"
 }
 TABS = ["Learning curves", "Confusion matrix", "Per class", "Mistakes", "Export", "Config & log"]
 SHOWN_MISTAKES = 24
@@ -40,13 +57,63 @@ def runs_table(runs: list[Run]) -> None:
     )
 
 
+CHOSEN_RUN = "chosen_run"  # the run this browser session picked last, on Results or Predict
+
+
+def remember_choice(key: str) -> None:
+    """A run picker's ``on_change``: the run picked (only a pick, never a default) opens Results and Predict
+    for the rest of the browser session."""
+    st.session_state[CHOSEN_RUN] = st.session_state[key]
+
+
 def pick_run(runs: list[Run]) -> Run:
-    """The run chosen in the selectbox, opened at the URL's ``?run=`` (kept in the URL for a reload or a link)."""
+    """The run chosen in the selectbox: the URL's ``?run=``, else the run this session picked last, else the best
+    finished run of the dataset last trained on (kept in the URL for a reload or a link)."""
     by_id = {run.id: run for run in runs}
-    default = table.default_run_id(runs, st.query_params.get("run"))
-    run = by_id[st.selectbox("Run", list(by_id), index=list(by_id).index(default), key="results_run")]
+    default = table.default_run_id(runs, st.query_params.get("run"), st.session_state.get(CHOSEN_RUN))
+    chosen = st.selectbox(
+        "Run",
+        list(by_id),
+        index=list(by_id).index(default),
+        key="results_run",
+        format_func=lambda rid: table.run_label(by_id[rid]),
+        on_change=remember_choice,
+        args=("results_run",),
+    )
+    run = by_id[chosen]
     st.query_params["run"] = run.id
     return run
+
+
+def name_and_note(run: Run) -> None:
+    """The run's name and note: shown, and editable by whoever may cancel it (``auth.may_cancel``)."""
+    meta = run.meta()
+    if meta["name"]:
+        st.subheader(widgets.md_escape(meta["name"]))
+    if not auth.may_cancel(run.status().get("user")):
+        if meta["note"]:
+            st.caption(widgets.md_escape(meta["note"]))
+        return
+    with st.expander("Name and note", expanded=not meta["name"]):
+        with st.form(f"results_meta_{run.id}", border=False):
+            name = st.text_input("Name", meta["name"], max_chars=NAME_MAX, key=f"results_name_{run.id}")
+            note = st.text_area("Note", meta["note"], max_chars=NOTE_MAX, key=f"results_note_{run.id}")
+            saved = st.form_submit_button("Save name and note", key="results_meta_save")
+    if saved:
+        try:
+            run.set_meta(name, note, user=auth.current_user())
+        except TLError as exc:
+            st.error(widgets.md_escape(str(exc)))
+            return
+        st.toast("Saved the run's name and note.")
+        st.rerun()  # the runs table above shows the name
+
+
+def train_again(run: Run) -> None:
+    """Open the Train page with every setting of this run filled in (``train_form.prefill_from_run``)."""
+    if st.button("Train again with these settings", key="results_train_again", icon=":material/replay:"):
+        st.session_state[train_form.AGAIN] = run.id
+        st.switch_page("pages/train.py")
 
 
 @st.fragment(run_every=2)
@@ -70,7 +137,9 @@ def headline(metrics: dict) -> None:
     cols[0].metric(
         "Validation accuracy",
         f"{metrics['val_accuracy']:.3f}",
-        help=f"95% interval {low:.2f}-{high:.2f} on {images} validation images (Wilson score)",
+        help=f"{FINAL_ACCURACY_HELP} 95% interval {low:.2f}-{high:.2f} on {images} validation images (Wilson "
+        "score). The runs table calls it 'val acc (final model)'; its 'best epoch val acc' is the value logged "
+        "during training.",
     )
     if "val_balanced_accuracy" in metrics:
         cols[1].metric(
@@ -80,7 +149,15 @@ def headline(metrics: dict) -> None:
         )
         cols[2].metric("Macro F1", f"{metrics['val_macro_f1']:.3f}")
     cols[3].metric("Validation images", metrics["num_val_images"])
-    cols[4].metric("Training time", f"{metrics.get('duration_s', 0):.0f} s")
+    features = feature_pass(metrics)
+    cols[4].metric(
+        "Training time",
+        f"{metrics.get('duration_s', 0):.0f} s",
+        delta=feature_words(features) if features and features["reused"] else None,
+        delta_color="off",
+        delta_arrow="off",
+        help=FEATURES_HELP,
+    )
     if images < FEW_VALIDATION_IMAGES:
         st.warning(
             f"Only {images} validation image(s): the accuracy could be anywhere from {low:.2f} to {high:.2f} "
@@ -215,4 +292,9 @@ def compare(runs: list[Run]) -> None:
         return
     by_id = {run.id: run for run in runs}
     st.plotly_chart(charts.compare_curves({rid: by_id[rid].history() for rid in chosen}), key="results_compare_chart")
-    st.dataframe(pd.DataFrame(table.leaderboard(runs, chosen)), hide_index=True, key="results_leaderboard")
+    st.dataframe(
+        pd.DataFrame(table.leaderboard(runs, chosen)),
+        hide_index=True,
+        key="results_leaderboard",
+        column_config=TABLE_COLUMNS,
+    )

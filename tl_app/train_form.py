@@ -4,6 +4,8 @@ field, for ``TrainConfig.from_form``. Widget keys are ``train_*`` (tests and the
 
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 from tl_core.data import datasets
@@ -27,27 +29,43 @@ def _label(name: str) -> str:
     return SETTINGS[name].widget.get("label", SETTINGS[name].label)
 
 
-def _bounds(name: str, **given) -> dict:
-    """Range and default: the field's, narrowed by its widget hints, then by ``given``."""
+def _bounds(name: str, key: str, **given) -> dict:
+    """Range and default: the field's, narrowed by its widget hints, then by ``given``; widened again to hold a
+    value a copied run put in the widget's state (the schema allowed it, the widget's hints need not)."""
     spec = SETTINGS[name]
     hints = {"min_value": spec.low, "max_value": spec.high, "value": spec.default, **spec.widget, **given}
     for other in ("options", "fraction", "label"):
         hints.pop(other, None)
+    held = st.session_state.get(key)
+    if isinstance(held, (int, float)) and not isinstance(held, bool):
+        if hints.get("min_value") is not None and held < hints["min_value"]:
+            hints["min_value"] = held
+        if hints.get("max_value") is not None and held > hints["max_value"]:
+            hints["max_value"] = held
     return {k: _kind(name, v) if k in ("min_value", "max_value", "value") else v for k, v in hints.items()}
 
 
+def _with_held(options, key: str) -> list:
+    """``options`` plus the value a copied run put in the widget's state, when it is not one of them."""
+    options, held = list(options), st.session_state.get(key)
+    if key in st.session_state and held not in options:
+        numbers = [o for o in options if isinstance(o, (int, float))]
+        options = [o for o in options if o not in numbers] + sorted([*numbers, held])
+    return options
+
+
 def _number_input(place, name: str, key: str, **given):
-    return place.number_input(_label(name), key=key, help=SETTINGS[name].help, **_bounds(name, **given))
+    return place.number_input(_label(name), key=key, help=SETTINGS[name].help, **_bounds(name, key, **given))
 
 
 def _slider(place, name: str, key: str, **given):
-    return place.slider(_label(name), key=key, help=SETTINGS[name].help, **_bounds(name, **given))
+    return place.slider(_label(name), key=key, help=SETTINGS[name].help, **_bounds(name, key, **given))
 
 
 def _select_slider(place, name: str, key: str, **given):
     spec = SETTINGS[name]
     value = given.pop("value", spec.widget.get("value", spec.default))
-    options = given.pop("options", spec.widget.get("options"))
+    options = _with_held(given.pop("options", spec.widget.get("options")), key)
     return place.select_slider(
         _label(name), options, value=value, key=key, help=given.pop("help", spec.help), format_func=_short, **given
     )
@@ -55,13 +73,32 @@ def _select_slider(place, name: str, key: str, **given):
 
 def _selectbox(place, name: str, key: str, **given):
     spec = SETTINGS[name]
-    options = list(spec.widget.get("options") or spec.choice_words())
+    options = _with_held(spec.widget.get("options") or spec.choice_words(), key)
     default = spec.none_word if spec.default is None else spec.default
     return place.selectbox(_label(name), options, index=options.index(default), key=key, help=spec.help, **given)
 
 
 def _toggle(place, name: str, key: str, **given):
     return place.toggle(_label(name), value=SETTINGS[name].default, key=key, help=SETTINGS[name].help, **given)
+
+
+KEYS = {  # settings whose widget key is the same for every base
+    "learning_rate": "train_lr",
+    "optimizer": "train_optimizer",
+    "epochs": "train_epochs",
+    "batch_size": "train_batch",
+    "early_stopping": "train_early",
+    "patience": "train_patience",
+    "dropout": "train_dropout",
+    "class_weights": "train_class_weights",
+    "augment": "train_augment",
+    "flip": "train_flip",
+    "rotation": "train_rotation",
+    "zoom": "train_zoom",
+    "aug_views": "train_views",
+    "fine_tune_lr": "train_ft_lr",
+    "fine_tune_epochs": "train_ft_epochs",
+}
 
 
 def _short(value) -> str:
@@ -161,28 +198,28 @@ def freeze_choice(base: str, alpha, size: int, head: str) -> tuple[dict, int]:
 def optimisation_settings() -> dict:
     cols = st.columns(4)
     values = {
-        "learning_rate": _select_slider(cols[0], "learning_rate", "train_lr"),
-        "optimizer": _selectbox(cols[1], "optimizer", "train_optimizer"),
-        "epochs": _number_input(cols[2], "epochs", "train_epochs"),
-        "batch_size": _select_slider(cols[3], "batch_size", "train_batch"),
+        "learning_rate": _select_slider(cols[0], "learning_rate", KEYS["learning_rate"]),
+        "optimizer": _selectbox(cols[1], "optimizer", KEYS["optimizer"]),
+        "epochs": _number_input(cols[2], "epochs", KEYS["epochs"]),
+        "batch_size": _select_slider(cols[3], "batch_size", KEYS["batch_size"]),
     }
     cols = st.columns(4)
-    values["early_stopping"] = _toggle(cols[0], "early_stopping", "train_early")
-    values["patience"] = _number_input(cols[1], "patience", "train_patience", disabled=not values["early_stopping"])
-    values["dropout"] = _slider(cols[2], "dropout", "train_dropout")
-    values["class_weights"] = _selectbox(cols[3], "class_weights", "train_class_weights")
+    values["early_stopping"] = _toggle(cols[0], "early_stopping", KEYS["early_stopping"])
+    values["patience"] = _number_input(cols[1], "patience", KEYS["patience"], disabled=not values["early_stopping"])
+    values["dropout"] = _slider(cols[2], "dropout", KEYS["dropout"])
+    values["class_weights"] = _selectbox(cols[3], "class_weights", KEYS["class_weights"])
     return values
 
 
 def augmentation_settings() -> dict:
     cols = st.columns(5)
-    augment = _toggle(cols[0], "augment", "train_augment")
+    augment = _toggle(cols[0], "augment", KEYS["augment"])
     return {
         "augment": augment,
-        "flip": _toggle(cols[1], "flip", "train_flip", disabled=not augment),
-        "rotation": _slider(cols[2], "rotation", "train_rotation", disabled=not augment),
-        "zoom": _slider(cols[3], "zoom", "train_zoom", disabled=not augment),
-        "aug_views": _selectbox(cols[4], "aug_views", "train_views", disabled=not augment),
+        "flip": _toggle(cols[1], "flip", KEYS["flip"], disabled=not augment),
+        "rotation": _slider(cols[2], "rotation", KEYS["rotation"], disabled=not augment),
+        "zoom": _slider(cols[3], "zoom", KEYS["zoom"], disabled=not augment),
+        "aug_views": _selectbox(cols[4], "aug_views", KEYS["aug_views"], disabled=not augment),
     }
 
 
@@ -219,10 +256,101 @@ def fine_tune_settings(description: dict, base: str, head: str) -> tuple[bool, d
     cols = st.columns(2)
     values = {
         "fine_tune_depth": depth,
-        "fine_tune_lr": _select_slider(cols[0], "fine_tune_lr", "train_ft_lr", disabled=not on),
-        "fine_tune_epochs": _number_input(cols[1], "fine_tune_epochs", "train_ft_epochs", disabled=not on),
+        "fine_tune_lr": _select_slider(cols[0], "fine_tune_lr", KEYS["fine_tune_lr"], disabled=not on),
+        "fine_tune_epochs": _number_input(cols[1], "fine_tune_epochs", KEYS["fine_tune_epochs"], disabled=not on),
     }
     return on, values
+
+
+AGAIN = "train_again"  # a run id: Results asks this page to copy that run's settings into the form
+COPIED = "train_copied"  # {"run": its name and id, "config": its settings}: where the form's settings came from
+
+
+def prefill_from_run(dataset_names: list[str]) -> None:
+    """With a run id under ``AGAIN`` (Results' "Train again with these settings"), put every setting of its
+    ``config.json`` into the form's widgets (their ``train_*`` keys), its dataset at the current version, and
+    remember the run for ``carry_over``. Then, while a copied run is remembered, say so, with a way back to
+    the defaults. Call before the form's widgets exist."""
+    run_id = st.session_state.pop(AGAIN, None)
+    if run_id:
+        try:
+            run = run_by_id(run_id)
+            cfg = run.config
+            _fill_widgets(cfg, dataset_names)
+        except TLError as exc:
+            st.error(widgets.md_escape(str(exc)))
+            return
+        named = f"{run.name} ({run_id})" if run.name else run_id
+        st.session_state[COPIED] = {"run": named, "config": dataclasses.asdict(cfg)}
+    copied = st.session_state.get(COPIED)
+    if not copied:
+        return
+    source = copied["config"]
+    hidden = [
+        f"{SETTINGS[name].label.lower()} {_short(source[name])}"
+        for name in _hidden_fields()
+        if source[name] != SETTINGS[name].default
+    ]
+    left, right = st.columns([4, 1], vertical_alignment="center")
+    left.info(
+        widgets.md_escape(f"Settings of run {copied['run']} filled in, on the current version of its dataset.")
+        + (" Also kept, with no control here: " + widgets.md_escape(", ".join(hidden)) + "." if hidden else "")
+        + " Change any, then start training."
+    )
+    if right.button("Back to the defaults", key="train_forget_copy"):
+        for key in [k for k in st.session_state if str(k).startswith("train_") and k != "train_last_run"]:
+            del st.session_state[key]
+        st.rerun()
+
+
+def _hidden_fields() -> list[str]:
+    """Settings the form has no widget for: a copied run keeps its own."""
+    shown = {"data", "base", "alpha", "size", "head", "freeze_depth", "fine_tune_depth", *KEYS}
+    return [name for name in SETTINGS if name not in shown]
+
+
+def _fill_widgets(cfg: TrainConfig, dataset_names: list[str]) -> None:
+    state = st.session_state
+    dataset = cfg.data.partition("@")[0]
+    if dataset in dataset_names:
+        state["train_data"] = dataset
+    else:
+        st.warning(widgets.md_escape(f"The run's dataset {dataset!r} is no longer here: choose another."))
+    base = architectures.get(cfg.base).name
+    state["train_base"] = base
+    if cfg.alpha is not None:
+        state[f"train_alpha_{base}"] = cfg.alpha
+    if cfg.size is not None:
+        state[f"train_size_{base}"] = cfg.size
+    state["train_head"] = cfg.head
+    layers = freeze.describe(base, cfg.alpha, cfg.size)["num_layers"]
+    state[f"train_depth_{base}"] = freeze.parse_depth(cfg.freeze_depth, layers)
+    fine_tunes = cfg.fine_tune_depth is not None
+    state["train_ft"] = fine_tunes
+    if fine_tunes:
+        state[f"train_ft_depth_{base}"] = freeze.parse_depth(cfg.fine_tune_depth, layers)
+    for name, key in KEYS.items():
+        value = getattr(cfg, name)
+        if name.startswith("fine_tune") and not fine_tunes:
+            continue
+        state[key] = SETTINGS[name].none_word if value is None else value
+
+
+def carry_over(values: dict, num_layers: int) -> dict:
+    """The form's ``values`` (keyed by ``TrainConfig`` field) completed from the copied run, if any: the settings
+    the form has no widget for, and a freeze depth the run gave as a word or fraction ('all', 0.7) where the
+    slider still stands at the layer count it means, so an unchanged form makes the same config."""
+    copied = st.session_state.get(COPIED)
+    if not copied:
+        return values
+    source = copied["config"]
+    merged = {**{name: source[name] for name in _hidden_fields() if name in source}, **values}
+    same_base = all(values.get(k) == source.get(k) for k in ("base", "alpha", "size"))
+    for name in ("freeze_depth", "fine_tune_depth"):
+        depth = source.get(name)
+        if same_base and depth is not None and values.get(name) == freeze.parse_depth(depth, num_layers):
+            merged[name] = depth
+    return merged
 
 
 def start_button(config: TrainConfig, jobs) -> None:

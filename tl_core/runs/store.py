@@ -3,7 +3,8 @@
 ``$TL_HOME/runs/<run id>/`` keeps ``config.json`` (the ``TrainConfig``), ``status.json`` (queued,
 running, finished, failed, cancelled or interrupted, with timestamps), ``progress.json`` (the latest
 progress event), ``history.csv`` (one row per epoch), ``log.txt``, ``process.log`` (the training
-process's stderr) and ``cancel`` (a cancellation request). What training produces (model, head,
+process's stderr), ``cancel`` (a cancellation request) and ``run_meta.json`` (the name and note people gave
+the run; optional: older runs have none). What training produces (model, head,
 checkpoints, metrics, predictions, exports) is named and read by ``artifacts.py``, reached as
 ``run.artifacts``. Nothing lives only in memory: any process can read a run.
 """
@@ -14,12 +15,14 @@ import csv
 import errno
 import io
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from tl_core import audit
 from tl_core.clock import compact_stamp, now_iso, order_key
 from tl_core.data.refs import parse_ref
 from tl_core.errors import TLError
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
     from tl_core.runs.evaluate import Interpretation
     from tl_core.runs.loaded_model import LoadedModel
 
-CONFIG, STATUS, PROGRESS, HISTORY, LOG, PROCESS_LOG, CANCEL = (
+CONFIG, STATUS, PROGRESS, HISTORY, LOG, PROCESS_LOG, CANCEL, META = (
     "config.json",
     "status.json",
     "progress.json",
@@ -40,7 +43,9 @@ CONFIG, STATUS, PROGRESS, HISTORY, LOG, PROCESS_LOG, CANCEL = (
     "log.txt",
     "process.log",
     "cancel",
+    "run_meta.json",
 )
+NAME_MAX, NOTE_MAX = 80, 4000  # characters: a name fits a table cell and a picker's line
 ACTIVE = ("queued", "running")
 DONE = ("finished", "failed", "cancelled", "interrupted")
 HISTORY_FIELDS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
@@ -205,9 +210,44 @@ class Run:
         self.set_status("queued", resume=True, queued_at=time.time(), message="queued to resume from its checkpoint")
         self.log("queued to resume from checkpoint")
 
+    # ---------------------------------------------------------------- name and note
+    def meta(self) -> dict:
+        """``{"name": ..., "note": ...}`` as people gave them (empty strings when never given), plus who changed
+        them last and when."""
+        saved = read_json(self.path(META), {})
+        saved = saved if isinstance(saved, dict) else {}
+        return {
+            **saved,
+            "name": str(saved.get("name") or ""),
+            "note": str(saved.get("note") or ""),
+        }
+
+    @property
+    def name(self) -> str:
+        """The name people gave the run; empty when it has none."""
+        return self.meta()["name"]
+
+    def set_meta(self, name: str, note: str, user: Optional[str] = None) -> dict:
+        """Save the run's name (one line, at most ``NAME_MAX`` characters, surrounding spaces dropped) and note
+        (at most ``NOTE_MAX`` characters) in ``run_meta.json`` in one atomic write; a change is recorded in the
+        audit log. A ``TLError`` quotes a name or note that breaks the rules; nothing is saved then."""
+        name, note = " ".join(str(name).split()), str(note).strip()
+        if len(name) > NAME_MAX:
+            raise TLError(f"A run name is at most {NAME_MAX} characters; {name[:NAME_MAX]!r}… has {len(name)}.")
+        if len(note) > NOTE_MAX:
+            raise TLError(f"A run note is at most {NOTE_MAX} characters; this one has {len(note)}: shorten it.")
+        before = self.meta()
+        if (before["name"], before["note"]) == (name, note):
+            return before
+        meta = {"name": name, "note": note, "updated": now_iso(), "user": user}
+        write_json(self.path(META), meta)
+        changed = {"name": name, "previous_name": before["name"]} if name != before["name"] else {}
+        audit.record("describe run", self.id, user, note_changed=note != before["note"], **changed)
+        return meta
+
     def summary(self) -> dict:
         """One row for the runs table; remembered until one of the files it reads changes."""
-        stamp = tuple(_stamp(self.path(name)) for name in (STATUS, CONFIG, HISTORY, ARTIFACT_METRICS))
+        stamp = tuple(_stamp(self.path(name)) for name in (STATUS, CONFIG, HISTORY, ARTIFACT_METRICS, META))
         cached = _SUMMARIES.get(self.root)
         if cached and cached[0] == stamp:
             return dict(cached[1])
@@ -222,8 +262,10 @@ class Run:
         except (OSError, TLError, TypeError, ValueError):
             cfg = TrainConfig()
         val = [row["val_accuracy"] for row in history if isinstance(row.get("val_accuracy"), float)]
+        features = feature_pass(metrics)
         return {
             "run": self.id,
+            "name": self.name,
             "state": status.get("state"),
             "dataset": cfg.data,
             "base": cfg.base,
@@ -233,14 +275,46 @@ class Run:
             "freeze_depth": str(cfg.freeze_depth),
             "learning_rate": cfg.learning_rate,
             "epochs": len(history) or None,
-            "best_val_accuracy": max(val) if val else metrics.get("val_accuracy"),
             "final_val_accuracy": metrics.get("val_accuracy"),
+            "best_val_accuracy": max(val) if val else metrics.get("val_accuracy"),
             "balanced_val_accuracy": metrics.get("val_balanced_accuracy"),
             "macro_f1": metrics.get("val_macro_f1"),
             "duration_s": metrics.get("duration_s"),
+            "features_cached": features["cached"] if features else None,
+            "features": feature_words(features),
             "created": status.get("created"),
             "user": status.get("user"),
         }
+
+
+_FEATURE_NOTE = re.compile(r"feature cache \S+: (\d+) forward passes, (\d+) reused")
+
+
+def feature_pass(metrics: dict) -> Optional[dict]:
+    """How a finished run got its frozen base's features: ``{"computed": N, "reused": M, "cached": bool}``
+    (``cached``: every feature came from the feature cache, no forward pass ran), from its metrics, or from the
+    run notes of runs trained before metrics recorded it. None for a run that trained without the cache."""
+    recorded = metrics.get("feature_pass")
+    if isinstance(recorded, dict) and {"computed", "reused"} <= set(recorded):
+        computed, reused = int(recorded["computed"]), int(recorded["reused"])
+    else:
+        found = next(filter(None, (_FEATURE_NOTE.search(str(n)) for n in metrics.get("notes") or ())), None)
+        if found is None:
+            return None
+        computed, reused = int(found[1]), int(found[2])
+    return {"computed": computed, "reused": reused, "cached": computed == 0 and reused > 0}
+
+
+def feature_words(features: Optional[dict]) -> Optional[str]:
+    """What the runs table says beside a run's time about its feature pass."""
+    if not features:
+        return None
+    if features["cached"]:
+        return "reused cached features"
+    if features["reused"]:
+        total = features["reused"] + features["computed"]
+        return f"partly cached ({features['reused']} of {total} reused)"
+    return "computed features"
 
 
 def new_run(cfg: TrainConfig, run_dir: Optional[Path] = None, user: Optional[str] = None) -> Run:

@@ -125,6 +125,10 @@ def _train(ctx: TrainingContext) -> dict:
         "model_bytes": artifacts.model_bytes(),
         "engine": engine_check,
     }
+    if outcome.cache is not None:  # the tables say when a fast run only reused features an earlier one computed
+        cache = outcome.cache
+        metrics["feature_pass"] = {"computed": cache.computed, "reused": cache.reused}
+        metrics["features_cached"] = cache.computed == 0 and cache.reused > 0
     artifacts.write_metrics(metrics)
     return metrics
 
