@@ -94,6 +94,11 @@ def test_inspect_page_shows_suspects_and_map_and_saves_a_fix_as_a_version(tmp_pa
     page.text_input(key="inspect_fixes_note").set_value("red was under blue").run()
     page.button(key="inspect_fixes_save").click().run()
     assert "Saved 'colors' version 2" in texts(page), texts(page)
+    # the page is of the new version at once: no stale "Version 1", no fixes still pending, v2 listed
+    assert any(c.value.startswith("Version 2:") for c in page.caption), [c.value for c in page.caption]
+    assert not any("fix(es) pending" in text for text in texts(page))
+    listed = next(frame.value for frame in page.dataframe if "fingerprint" in frame.value.columns)
+    assert list(listed["version"]) == [1, 2] and list(listed["user"]) == ["anonymous", "anonymous"]
     fixed = datasets.load_dataset("colors")
     moved = next(it for it in fixed.items if "mislabelled_red" in it["path"])
     assert moved["class"] == "red" and fixed.manifest["note"] == "red was under blue"

@@ -50,7 +50,11 @@ def fix_select(dataset: str, path: str, label: str, classes: list[str], key: str
 
 
 def save_bar(dataset: str, key: str) -> None:
-    """What is pending, and the button that saves it as the dataset's next version."""
+    """What is pending, and the button that saves it as the dataset's next version. A save reruns the page, so
+    everything drawn above (the version, its list, the suspects) is of the new version."""
+    saved_message = st.session_state.pop(f"{key}_saved", None)
+    if saved_message:
+        st.success(saved_message)
     fixes = pending(dataset)
     count = len(fixes["move"]) + len(fixes["exclude"])
     if not count:
@@ -70,7 +74,8 @@ def save_bar(dataset: str, key: str) -> None:
             st.error(md_escape(str(exc)))
             return
         st.session_state["dataset_fixes"].pop(dataset, None)
-        st.success(
+        st.session_state[f"{key}_saved"] = md_escape(
             f"Saved {dataset!r} version {saved.version} ({saved.manifest['num_images']} images). Runs "
             "trained from now on use it; earlier runs keep theirs."
         )
+        st.rerun()

@@ -43,7 +43,7 @@ def list_versions(dataset: Dataset) -> list[dict]:
                 "images": manifest.get("num_images"),
                 "classes": len(manifest.get("classes", [])),
                 "note": manifest.get("note", "imported"),
-                "user": manifest.get("saved_by"),
+                "user": manifest.get("saved_by") or manifest.get("user") or "anonymous",
                 "fingerprint": manifest.get("fingerprint", "")[:12],
             }
         )
