@@ -108,3 +108,28 @@ def test_predict_page_runs_a_pretrained_tflite_classifier_without_training():
     assert not page.exception, [e.value for e in page.exception]
     table = page.dataframe[-1].value
     assert "cat" in table["top1"][0] and table["image"][0] == "cat.jpg"
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_predict_page_offers_the_classifiers_on_the_server_first_without_uploads(monkeypatch):
+    """The default Keras application needs weights with their top, which an offline server lacks: the
+    classifiers an admin put on the server (TL_PRETRAINED_DIRS) come first and need nothing uploaded."""
+    from tl_core.inference.pretrained import server_classifiers
+
+    from .test_app import open_page
+
+    monkeypatch.setenv("TL_PRETRAINED_DIRS", str(TFLITE))
+    found = {c.name: c for c in server_classifiers()}
+    assert "mobilenet_v1_0.25_128_quant" in found and found["mobilenet_v1_0.25_128_quant"].labels.name == (
+        "imagenet_labels.txt"
+    )
+    page = open_page("pages/predict.py")
+    page.radio(key="predict_source").set_value("Pretrained, no training").run()
+    assert page.radio(key="predict_pretrained_kind").value == "On this server"
+    assert not [u for u in page.get("file_uploader") if u.proto.label == "TFLite model"]
+    page.selectbox(key="predict_server_classifier").set_value("mobilenet_v1_0.25_128_quant").run()
+    page.toggle(key="predict_as_table").set_value(True).run()
+    images = next(u for u in page.get("file_uploader") if u.proto.label == "Images")
+    images.upload("cat.jpg", CAT.read_bytes(), "image/jpeg").run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert "cat" in page.dataframe[-1].value["top1"][0]

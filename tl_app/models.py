@@ -47,6 +47,14 @@ def pretrained_keras(base: str, alpha: float | None):
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the TFLite classifier…")
+def pretrained_tflite_file(model: str, labels: str):
+    """A TFLite classifier from the server's folders (``TL_PRETRAINED_DIRS``), loaded once for every user."""
+    from tl_core.inference.pretrained import TFLiteClassifier
+
+    return TFLiteClassifier(Path(model), Path(labels))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the TFLite classifier…")
 def pretrained_tflite(model: bytes, labels: bytes):
     from tl_core.inference.pretrained import TFLiteClassifier
 
@@ -56,15 +64,23 @@ def pretrained_tflite(model: bytes, labels: bytes):
 def pick_pretrained():
     """The Predict page's choice of a pretrained classifier used as it is; stops the page until there is one."""
     from tl_core.errors import TLError
+    from tl_core.inference.pretrained import server_classifiers
     from tl_core.models import architectures
 
+    on_server = {classifier.name: classifier for classifier in server_classifiers()}
+    kinds = (["On this server"] if on_server else []) + ["TFLite classifier", "Keras application (ImageNet)"]
     kind = st.radio(
         "Pretrained classifier",
-        ["Keras application (ImageNet)", "TFLite classifier"],
+        kinds,
         horizontal=True,
         key="predict_pretrained_kind",
+        help="Keras applications need ImageNet weights with their classification top: downloaded on first use, "
+        "or put in the weights folder by an admin. Classifiers on this server are ready offline.",
     )
     try:
+        if kind == "On this server":
+            chosen = on_server[st.selectbox("Classifier", list(on_server), key="predict_server_classifier")]
+            return pretrained_tflite_file(str(chosen.model), str(chosen.labels))
         if kind == "TFLite classifier":
             left, right = st.columns(2)
             model_file = left.file_uploader("TFLite model", type=["tflite"], key="predict_tflite")

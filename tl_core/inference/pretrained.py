@@ -9,7 +9,9 @@ outputs, or a 1001-line file whose line 0 is "background" for a 1001-output mode
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -115,3 +117,33 @@ class KerasApplicationClassifier(PretrainedClassifier):
         return _softmax_if_logits(
             np.asarray(self.model(self.preprocess(pixels.astype(np.float32)), training=False), dtype=np.float64)
         )
+
+
+@dataclass(frozen=True)
+class ServerClassifier:
+    """A TFLite classifier an admin put on the server, with its labels file."""
+
+    name: str
+    model: Path
+    labels: Path
+
+
+def _labels_for(model: Path) -> Optional[Path]:
+    """``<stem>.txt`` or ``<stem>_labels.txt`` beside the model, else the folder's one labels file."""
+    for candidate in (model.with_suffix(".txt"), model.with_name(f"{model.stem}_labels.txt")):
+        if candidate.is_file():
+            return candidate
+    shared = sorted(model.parent.glob("*labels*.txt"))
+    return shared[0] if len(shared) == 1 else None
+
+
+def server_classifiers() -> list[ServerClassifier]:
+    """The TFLite classifiers in the folders ``TL_PRETRAINED_DIRS`` lists (separated like PATH), each with a
+    labels file found beside it; a model without one is left out. Sorted by name."""
+    found = []
+    for folder in filter(None, os.environ.get("TL_PRETRAINED_DIRS", "").split(os.pathsep)):
+        for model in sorted(Path(folder).expanduser().glob("*.tflite")):
+            labels = _labels_for(model)
+            if labels is not None:
+                found.append(ServerClassifier(model.stem, model, labels))
+    return sorted(found, key=lambda c: c.name)
