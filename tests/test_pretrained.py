@@ -133,3 +133,28 @@ def test_predict_page_offers_the_classifiers_on_the_server_first_without_uploads
     images.upload("cat.jpg", CAT.read_bytes(), "image/jpeg").run()
     assert not page.exception, [e.value for e in page.exception]
     assert "cat" in page.dataframe[-1].value["top1"][0]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_a_tflite_model_that_loads_but_fails_when_run_gets_a_message_not_a_crash(tmp_path):
+    """A real TFLite model whose GATHER goes out of bounds on real input: it loads, then fails when invoked."""
+    import tensorflow as tf
+
+    from .test_app import open_page
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+    def broken(x):
+        index = tf.cast(tf.reduce_max(x) + 2.0, tf.int32)  # past the table's one row for any pixels
+        return tf.gather(tf.constant([[0.5, 0.5]], tf.float32), tf.reshape(index, [1]))
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([broken.get_concrete_function()], broken)
+    page = open_page("pages/predict.py")
+    page.radio(key="predict_source").set_value("Pretrained, no training").run()
+    page.radio(key="predict_pretrained_kind").set_value("TFLite classifier").run()
+    uploaders = {u.proto.label: u for u in page.get("file_uploader")}
+    uploaders["TFLite model"].upload("broken.tflite", converter.convert(), "application/octet-stream")
+    uploaders["Its labels (one per line)"].upload("labels.txt", b"a\nb\n", "text/plain")
+    page.run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert any("loaded but failed when run" in e.value for e in page.error), [e.value for e in page.error]

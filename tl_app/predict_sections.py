@@ -7,6 +7,7 @@ from typing import Optional
 import pandas as pd
 import streamlit as st
 
+from tl_core.errors import TLError
 from tl_core.inference.answer_table import Answer, answer_rows, answers_csv, sort_results
 from tl_core.inference.pretrained import PretrainedClassifier
 from tl_core.inference.tta import MODES as TTA_MODES
@@ -95,7 +96,7 @@ def pretrained_each(pretrained: PretrainedClassifier, data: list[bytes], top_k: 
     for item in data:
         try:
             out.append({"top_k": pretrained.top_k([item], top_k)[0]})
-        except ImageRejected as exc:
+        except (ImageRejected, TLError) as exc:  # a bad image, or a model that fails when run
             out.append({"error": str(exc)})
     return out
 

@@ -75,8 +75,20 @@ class TFLiteClassifier(PretrainedClassifier):
                 "labels file that came with the model (one label per line)."
             )
         self.labels = names
+        self.probabilities(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8))  # runs at all?
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities; a model that loads but fails when run is a ``TLError`` that says so."""
+        try:
+            return self._probabilities(pixels)
+        except (RuntimeError, ValueError) as exc:
+            raise TLError(
+                f"This TFLite model loaded but failed when run on an image ({type(exc).__name__}: "
+                f"{str(exc)[:200]}). It may need operators or inputs this runtime lacks: check it with the tool "
+                "that made it, or use another classifier."
+            ) from None
+
+    def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
         if self.model.input_dtype == np.float32:  # float MobileNet-style models take [-1, 1]
             from tl_core.models.preprocessing import preprocess_pixels  # imports Keras: only when needed
 
