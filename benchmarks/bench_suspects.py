@@ -19,6 +19,11 @@ weights from ../shared/keras_home copied to a temporary KERAS_HOME), then ranks 
 Prints key=value lines per round and summed over rounds: flags, precision and recall of the moved images
 among the flags, how many moved images are in the top 2x(moved) and how many of those suggest their true
 class, the probes' out-of-fold accuracy, and the outlier and duplicate counts of the new list.
+
+``--page N`` then times the Inspect page with Streamlit's AppTest (server time, no browser) on a set of N
+images made from the same photos (each copy a different crop, so every image is new content), at the
+page's defaults (MobileNetV2 at its default size): the first computation, then each interaction (choose a
+fix, type a note, change the list length and kinds, change the map's splits), then a second session.
 """
 
 from __future__ import annotations
@@ -125,8 +130,11 @@ def run_round(source: Path, work: Path, args, seed: int) -> dict[str, float]:
     mislabelled = [r for r in result["rows"] if r["kind"] == "mislabelled"]
     new_ranked = [index_of[r["file"]] for r in mislabelled]
     new_suggested = {index_of[r["file"]]: r["suggested"] for r in mislabelled}
+    from threadpoolctl import threadpool_limits
+
     start = time.perf_counter()
-    cl_ranked, cl_suggested, cl_accuracy = confident_learning(features, labels)
+    with threadpool_limits(1):  # as analyse does: the same footing for the timings
+        cl_ranked, cl_suggested, cl_accuracy = confident_learning(features, labels)
     cl_s = time.perf_counter() - start
 
     out = {"images": len(items), "moved": len(truth), "features_s": round(features_s, 1)}
@@ -146,6 +154,93 @@ def run_round(source: Path, work: Path, args, seed: int) -> dict[str, float]:
     return out
 
 
+def make_page_set(source: Path, target: Path, count: int, pixels: int) -> None:
+    """``count`` images cycled from ``source``'s training photos, each a different crop, under train/<class>/."""
+    from PIL import Image
+
+    photos = sorted(p for p in (source / "train").glob("*/*") if p.is_file())
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        turn = index // len(photos)
+        out = target / "train" / photo.parent.name / f"{photo.stem}_{turn}.jpg"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(photo) as image:
+            image = image.convert("RGB")
+            cut = 2 * turn + 1  # a different crop per turn
+            image = image.crop((cut, cut, image.width - cut, image.height - cut))
+            image.resize((pixels or image.width, pixels or image.height), Image.Resampling.LANCZOS).save(out)
+
+
+def time_page(source: Path, work: Path, count: int, pixels: int) -> dict[str, float]:
+    from streamlit.testing.v1 import AppTest
+
+    from tl_app.streamlit_internals import run_app_tests_as_a_server_past_its_first_request
+    from tl_core.data import datasets
+    from tl_core.inspection import suspects
+
+    make_page_set(source, work / "page", count, pixels)
+    datasets.add_folder(work / "page", "page")
+    run_app_tests_as_a_server_past_its_first_request()
+    os.chdir(REPO)
+    computed = []
+    compute = suspects.compute_report
+    suspects.compute_report = lambda *a, **k: computed.append(1) or compute(*a, **k)
+
+    def opened() -> AppTest:
+        page = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=600).run()
+        page.switch_page("pages/inspect.py").run()
+        page.selectbox(key="inspect_data").set_value("page").run()
+        return page
+
+    out: dict[str, float] = {"page_images": count}
+    page = opened()
+    start = time.perf_counter()
+    page.toggle(key="inspect_on").set_value(True).run()
+    out["page_first_computation_s"] = round(time.perf_counter() - start, 1)
+    interactions = {
+        "fix": lambda: page.selectbox(key="inspect_fix_0").set_value("exclude"),
+        "note": lambda: page.text_input(key="inspect_fixes_note").set_value("checked"),
+        "show": lambda: page.slider(key="inspect_top").set_value(50),
+        "kinds": lambda: page.multiselect(key="inspect_kinds").set_value(["mislabelled"]),
+        "map_splits": lambda: page.multiselect(key="inspect_splits").set_value(["train"]),
+    }
+    for name, interact in interactions.items():
+        start = time.perf_counter()
+        interact().run()
+        out[f"page_{name}_s"] = round(time.perf_counter() - start, 3)
+        assert not page.exception, [e.value for e in page.exception]
+    suspects._READ.clear()  # as after a restart: only the workspace holds the result
+    second = opened()
+    start = time.perf_counter()
+    second.toggle(key="inspect_on").set_value(True).run()
+    out["page_second_session_s"] = round(time.perf_counter() - start, 3)
+    out["page_computations"] = len(computed)
+    out["page_worst_interaction_s"] = max(
+        v
+        for k, v in out.items()
+        if k.startswith("page_") and k.endswith("_s") and k not in ("page_first_computation_s",)
+    )
+    # saving the fix makes version 2, whose suspects are a first computation of their own (features cached)
+    start = time.perf_counter()
+    page.button(key="inspect_fixes_save").click().run()
+    out["page_save_s"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    page.slider(key="inspect_top").set_value(20).run()
+    out["page_new_version_computation_s"] = round(time.perf_counter() - start, 1)
+    out["page_computations_after_save"] = len(computed)
+    return out
+
+
+def print_totals(totals: dict[str, float]) -> None:
+    print("# all rounds")
+    for key, value in totals.items():
+        print(f"total_{key}={round(value, 1)}")
+    for side in ("new", "cl"):
+        flags, hits = totals[f"{side}_flags"], totals[f"{side}_moved_flagged"]
+        print(f"total_{side}_precision={hits / flags if flags else 0:.3f}")
+        print(f"total_{side}_recall={hits / totals['moved'] if totals['moved'] else 0:.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED / "datasets" / "oxford17_subset12_224")
@@ -154,6 +249,7 @@ def main() -> int:
     parser.add_argument("--noise", type=float, default=0.03, help="share of training photos moved to another class")
     parser.add_argument("--seeds", type=int, default=1, help="rounds, each with its own moved photos")
     parser.add_argument("--keras-home", type=Path, default=SHARED / "keras_home")
+    parser.add_argument("--page", type=int, default=0, help="also time the Inspect page on a set of this many images")
     args = parser.parse_args()
     if not (args.data / "train").is_dir():
         parser.error(f"--data {str(args.data)!r} has no train/ folder of class folders")
@@ -172,13 +268,12 @@ def main() -> int:
                 print(f"seed{seed}_{key}={value}")
                 if isinstance(value, (int, float)) and not key.endswith(("accuracy", "precision", "recall")):
                     totals[key] = totals.get(key, 0) + value
-        print("# all rounds")
-        for key, value in totals.items():
-            print(f"total_{key}={round(value, 1)}")
-        for side in ("new", "cl"):
-            flags, hits = totals[f"{side}_flags"], totals[f"{side}_moved_flagged"]
-            print(f"total_{side}_precision={hits / flags if flags else 0:.3f}")
-            print(f"total_{side}_recall={hits / totals['moved'] if totals['moved'] else 0:.3f}")
+        if args.seeds:
+            print_totals(totals)
+        if args.page:
+            print("# the Inspect page (AppTest, server time)")
+            for key, value in time_page(args.data, work, args.page, args.pixels).items():
+                print(f"{key}={value}")
     return 0
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import subprocess
+import sys
+import time
 
+import pytest
 from PIL import Image
 
 from tl_core import cli
-from tl_core.data import datasets
+from tl_core.data import datasets, versions
 
-from .conftest import HYMENOPTERA, require_shared
+from .conftest import HYMENOPTERA, REPO, make_class_folders, require_shared
 
 
 def test_flipped_labels_and_a_leaked_image_are_suspects(tmp_path, capsys):
@@ -221,3 +225,104 @@ def test_trust_banner_states_the_probe_accuracy_and_the_flag_count(tmp_path):
 
     few = synthetic(tmp_path, per_class=1, moved=0)
     assert analyse(few[0], few[1])["trust"]["level"] == "none"
+
+
+# ---------------------------------------------------------------- computed once per dataset version and base, kept
+
+
+def test_the_result_is_kept_for_every_process_and_computed_again_only_for_a_new_version_base_or_method(
+    tmp_path, workspace, monkeypatch
+):
+    from tl_core.inspection import suspects
+
+    dataset = datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue"), per_class=8, size=48), "c")
+    command = [sys.executable, "-m", "tl_core", "suspects", "--data", "c", "--size", "64"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    kept = list((workspace / "cache" / "suspects").glob("*.json"))
+    assert len(kept) == 1
+
+    computed = []
+
+    def counted(dataset, cfg, progress=None):
+        computed.append((dataset.version, cfg.size))
+        return {"method": suspects.METHOD_VERSION, "rows": [], "trust": {}, "map": {"PCA": []}}
+
+    monkeypatch.setattr(suspects, "compute_report", counted)
+    suspects._READ.clear()  # as in a fresh process
+    report = suspects.suspects_report(dataset, "MobileNetV2", None, 64)
+    assert computed == [] and report["rows"] == printed and report["version"] == 1
+    assert report["key"] == kept[0].stem and report["size"] == 64
+
+    fixed = versions.save_version("c", exclude=[dataset.items[0]["path"]])
+    suspects.suspects_report(fixed, "MobileNetV2", None, 64)
+    suspects.suspects_report(fixed, "MobileNetV2", None, 64)
+    assert computed == [(2, 64)]
+    suspects.suspects_report(fixed, "MobileNetV2", None, 96)
+    assert computed == [(2, 64), (2, 96)]
+    monkeypatch.setattr(suspects, "METHOD_VERSION", suspects.METHOD_VERSION + 1)
+    suspects.suspects_report(fixed, "MobileNetV2", None, 64)
+    assert computed == [(2, 64), (2, 96), (2, 64)]
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_inspect_page_computes_once_with_counted_progress_then_answers_from_the_kept_result(tmp_path, monkeypatch):
+    """The first look computes (a progress bar counting images, then folds); choosing fixes, typing a note,
+    changing the list or the map, and a second session after in-memory caches are gone all read the kept
+    result: nothing is computed again, and each interaction's server time stays far below a computation."""
+    import streamlit as st
+    from streamlit.delta_generator import DeltaGenerator
+
+    from tl_core.inspection import suspects
+
+    from .test_app import open_page, texts
+
+    src = make_class_folders(tmp_path / "src", ("red", "blue"), per_class=10, size=48)
+    (src / "red" / "red_0.png").rename(src / "blue" / "mislabelled_red.png")
+    datasets.add_folder(src, "colors")
+    computed, shown = [], []
+    compute = suspects.compute_report
+    monkeypatch.setattr(suspects, "compute_report", lambda *a, **k: computed.append(1) or compute(*a, **k))
+    progress = DeltaGenerator.progress
+
+    def spy(self, value, text=None):
+        shown.append(text or "")
+        return progress(self, value, text=text)
+
+    monkeypatch.setattr(DeltaGenerator, "progress", spy)
+
+    page = open_page("pages/inspect.py")
+    page.toggle(key="inspect_on").set_value(True).run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert computed == [1]
+    assert any("Features: 20 / 20 images" in text for text in shown), shown
+    assert any("Fitting the out-of-fold probe: 5 / 5 folds" in text for text in shown), shown
+    assert "Trust:" in texts(page) and "images in their labelled class out of fold" in texts(page)
+
+    seconds = []
+    interactions = [
+        lambda: page.selectbox(key="inspect_fix_0").set_value("exclude"),
+        lambda: page.text_input(key="inspect_fixes_note").set_value("a note"),
+        lambda: page.slider(key="inspect_top").set_value(10),
+        lambda: page.multiselect(key="inspect_kinds").set_value(["mislabelled"]),
+        lambda: page.radio(key="inspect_method").set_value("t-SNE"),
+        lambda: page.multiselect(key="inspect_splits").set_value(["train"]),
+    ]
+    for index, interact in enumerate(interactions):
+        start = time.perf_counter()
+        interact().run()
+        if index != 4:  # t-SNE is computed once, then kept like the rest
+            seconds.append(time.perf_counter() - start)
+        assert not page.exception, [e.value for e in page.exception]
+    assert computed == [1]
+    assert "1 fix(es) pending" in texts(page)
+    print("server seconds per interaction:", [round(s, 3) for s in seconds])
+    assert max(seconds) < 3.0, seconds
+
+    st.cache_data.clear()
+    suspects._READ.clear()
+    second = open_page("pages/inspect.py")
+    second.toggle(key="inspect_on").set_value(True).run()
+    assert not second.exception, [e.value for e in second.exception]
+    assert computed == [1] and "mislabelled_red" in texts(second)

@@ -70,7 +70,12 @@ def suspects(dataset: datasets.Dataset, report: dict) -> None:
     trust_banner(report["trust"])
     kinds = st.multiselect("Kinds", SUSPECT_KINDS, default=SUSPECT_KINDS, key="inspect_kinds")
     shown = tables.shown_suspects(rows, kinds, st.slider("Show", 5, 100, 20, key="inspect_top"))
-    st.caption(f"{len(rows)} suspect(s), most suspect first.")
+    counts = {kind: sum(row["kind"] == kind for row in rows) for kind in SUSPECT_KINDS}
+    st.caption(
+        f"{len(rows)} suspect(s), most suspect first: "
+        + ", ".join(f"{count} {kind}" for kind, count in counts.items() if count)
+        + "."
+    )
     by_path = {item["path"]: item for item in dataset.items}
     for index, row in enumerate(shown):
         suggestion = f" → looks like **{row['suggested']}**" if row["suggested"] else ""

@@ -134,8 +134,7 @@ def out_of_fold_probabilities(
     for fold in range(folds):
         others, mine = fold_of != fold, fold_of == fold
         t = _temperature(finite[others][:, present], np.searchsorted(present, labels[others]))
-        scaled = np.exp(_log_softmax(finite[mine] / t))
-        probs[mine] = scaled
+        probs[mine] = np.exp(_log_softmax(finite[mine] / t))
     return probs
 
 
@@ -260,6 +259,15 @@ def _tie_hash(item: dict, kind: str) -> str:
 
 def analyse(dataset: Dataset, features: np.ndarray, seed: int = 0, progress: Progress = None) -> dict:
     """``{"rows": every suspect, most suspect first (one row per image and kind), "trust": trust_summary}``."""
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: these fits are small, and BLAS threads spinning against other busy processes made
+    # them tens of times slower on a shared host
+    with threadpool_limits(1):
+        return _analyse(dataset, features, seed, progress)
+
+
+def _analyse(dataset: Dataset, features: np.ndarray, seed: int, progress: Progress) -> dict:
     items, classes = dataset.items, dataset.classes
     labels = np.array([classes.index(it["class"]) for it in items], dtype=int)
     splits = np.array([it["split"] for it in items])
@@ -381,8 +389,11 @@ def compute_report(dataset: Dataset, cfg: TrainConfig, progress: Progress = None
         cfg.size,
         (lambda done, total: progress("features", done, total)) if progress else None,
     )
+    from threadpoolctl import threadpool_limits
+
     result = analyse(dataset, features, progress=progress)
-    coords = project(features, "PCA") if len(features) else np.zeros((0, 2))
+    with threadpool_limits(1):
+        coords = project(features, "PCA") if len(features) else np.zeros((0, 2))
     if progress:
         progress("checks", 1, 1)
     return {
