@@ -254,7 +254,7 @@ def _outliers(unit: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def _tie_hash(item: dict, kind: str) -> str:
     """A stable order for rows equal on score and margin: content and kind, never the file name."""
-    return hashlib.sha256(f"{kind}:{item.get('sha256', item['path'])}".encode()).hexdigest()
+    return hashlib.sha256(f"{kind}:{item['sha256']}".encode()).hexdigest()
 
 
 def analyse(dataset: Dataset, features: np.ndarray, seed: int = 0, progress: Progress = None) -> dict:
@@ -326,11 +326,6 @@ def _analyse(dataset: Dataset, features: np.ndarray, seed: int, progress: Progre
             add(index, "low-detail", 0.5, detail="few distinct colours (blank, placeholder or drawing)")
     ranked.sort(key=lambda r: (-r[0], -r[1], r[2]))
     return {"rows": [r[3] for r in ranked], "trust": trust_summary(probs, labels, classes, flagged_count)}
-
-
-def find_suspects(dataset: Dataset, features: np.ndarray, seed: int = 0) -> list[dict]:
-    """Every suspect of the dataset, most suspect first (one row per image and kind)."""
-    return analyse(dataset, features, seed)["rows"]
 
 
 # ---------------------------------------------------------------- the result, computed once and kept
@@ -419,7 +414,7 @@ def suspects_report(
     progress: Progress = None,
 ) -> dict:
     """The kept result if there is one, else computed (``progress`` told), written atomically and returned.
-    Keys: rows (as ``find_suspects``), trust (``trust_summary``), map ({"PCA": [[x, y], ...]} in manifest
+    Keys: rows (as ``analyse``), trust (``trust_summary``), map ({"PCA": [[x, y], ...]} in manifest
     order), and what it was computed from (dataset, version, fingerprint, base, alpha, size, method, key)."""
     cfg = feature_config(dataset, base, alpha, size)
     path = _report_path(report_key(dataset, cfg))
