@@ -19,17 +19,17 @@ name = left.selectbox("Dataset", [d.name for d in all_datasets], key="inspect_da
 base = right.selectbox("Base for features", [b for b, _ in offline_bases()] or ["MobileNetV2"], key="inspect_base")
 dataset = datasets.load_dataset(name)
 st.caption(f"Version {dataset.version}: {len(dataset.items)} images, {len(dataset.classes)} classes.")
-if not st.toggle("Look at this dataset (computes its features once)", key="inspect_on"):
+if not st.toggle("Look at this dataset (computed once per version, then kept)", key="inspect_on"):
     st.info(inspect_sections.INTRO)
     fixes.save_bar(name, key="inspect_fixes")
     st.stop()
 
-features = inspect_sections.features(name, dataset.fingerprint, base)
+report = inspect_sections.suspects_report(dataset, base)
 suspects_tab, map_tab, versions_tab = st.tabs(["Suspects", "Embedding map", "Versions"])
 with suspects_tab:
-    inspect_sections.suspects(dataset, features)
+    inspect_sections.suspects(dataset, report)
 with map_tab:
-    inspect_sections.embedding_map(dataset, features, finished_on_dataset(widgets.backend().refresh(), name))
+    inspect_sections.embedding_map(dataset, report, finished_on_dataset(widgets.backend().refresh(), name))
 with versions_tab:
     inspect_sections.version_list(dataset)
 fixes.save_bar(name, key="inspect_fixes")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -19,12 +18,41 @@ INTRO = (
 )
 
 
-@st.cache_data(max_entries=8, show_spinner="Computing features with the frozen base (cached for next time)…")
-def features(name: str, fingerprint: str, base: str) -> np.ndarray:
-    """The dataset's pooled features under ``base``; ``fingerprint`` keys the cache to the dataset's content."""
-    from tl_core.models.features import dataset_features
+STAGES = {  # progress text per stage of the first computation, and the share of the bar it spans
+    "features": ("Features: {done:,} / {total:,} images", 0.0, 0.85),
+    "probe": ("Fitting the out-of-fold probe: {done} / {total} folds", 0.85, 0.97),
+    "checks": ("Duplicates, outliers and the map", 0.97, 1.0),
+}
 
-    return dataset_features(datasets.load_dataset(name), base)
+
+def suspects_report(dataset: datasets.Dataset, base: str) -> dict:
+    """The dataset version's suspects under ``base``: read from the workspace when any user computed them
+    before, else computed here once with a progress bar that counts images and fits, and kept."""
+    from tl_core.inspection import suspects
+
+    report = suspects.cached_report(dataset, base)
+    if report is not None:
+        return report
+    intro = f"Computing the suspects of {dataset.name!r} v{dataset.version} once (kept for every user)"
+    bar = st.progress(0.0, text=f"{intro}: loading {base}…")
+
+    def progress(stage: str, done: int, total: int) -> None:
+        text, start, end = STAGES[stage]
+        share = done / total if total else 1.0
+        bar.progress(min(start + (end - start) * share, 1.0), text=f"{intro}. {text.format(done=done, total=total)}")
+
+    report = suspects.suspects_report(dataset, base, progress=progress)
+    bar.empty()
+    return report
+
+
+def trust_banner(trust: dict) -> None:
+    """How far to trust the mislabelled list, from the probe's out-of-fold accuracy (``trust_summary``)."""
+    show = st.success if trust["level"] == "high" else st.warning
+    show(trust["message"])
+    if trust["classes"]:
+        with st.expander("Per class: out-of-fold accuracy and confident-learning threshold"):
+            st.dataframe(pd.DataFrame(trust["classes"]), hide_index=True, key="inspect_trust_classes")
 
 
 def _image_row(dataset: datasets.Dataset, item: dict, text: str, fix_key: str, suggested=None) -> None:
@@ -36,14 +64,18 @@ def _image_row(dataset: datasets.Dataset, item: dict, text: str, fix_key: str, s
         fixes.fix_select(dataset.name, item["path"], item["class"], dataset.classes, key=fix_key, suggested=suggested)
 
 
-def suspects(dataset: datasets.Dataset, features: np.ndarray) -> None:
-    """The suspects of the chosen kinds, most suspect first, each with its fix."""
-    from tl_core.inspection.suspects import find_suspects
-
-    rows = find_suspects(dataset, features)
+def suspects(dataset: datasets.Dataset, report: dict) -> None:
+    """The trust banner, then the suspects of the chosen kinds, most suspect first, each with its fix."""
+    rows = report["rows"]
+    trust_banner(report["trust"])
     kinds = st.multiselect("Kinds", SUSPECT_KINDS, default=SUSPECT_KINDS, key="inspect_kinds")
     shown = tables.shown_suspects(rows, kinds, st.slider("Show", 5, 100, 20, key="inspect_top"))
-    st.caption(f"{len(rows)} suspect(s), most suspect first.")
+    counts = {kind: sum(row["kind"] == kind for row in rows) for kind in SUSPECT_KINDS}
+    st.caption(
+        f"{len(rows)} suspect(s), most suspect first: "
+        + ", ".join(f"{count} {kind}" for kind, count in counts.items() if count)
+        + "."
+    )
     by_path = {item["path"]: item for item in dataset.items}
     for index, row in enumerate(shown):
         suggestion = f" → looks like **{row['suggested']}**" if row["suggested"] else ""
@@ -54,10 +86,11 @@ def suspects(dataset: datasets.Dataset, features: np.ndarray) -> None:
         _image_row(dataset, by_path[row["file"]], text, f"inspect_fix_{index}", suggested=row["suggested"])
 
 
-def embedding_map(dataset: datasets.Dataset, features: np.ndarray, runs: list[Run]) -> None:
-    """Every image placed by its features, images misclassified by a chosen run (of ``runs``) marked;
-    images selected on the map are listed with their fixes."""
-    from tl_core.inspection.embedding import METHODS, project
+def embedding_map(dataset: datasets.Dataset, report: dict, runs: list[Run]) -> None:
+    """Every image placed by its features (coordinates kept with the report), images misclassified by a
+    chosen run (of ``runs``) marked; images selected on the map are listed with their fixes."""
+    from tl_core.inspection.embedding import METHODS
+    from tl_core.inspection.suspects import map_coordinates
 
     method = st.radio("Projection", METHODS, horizontal=True, key="inspect_method")
     all_splits = sorted({item["split"] for item in dataset.items})
@@ -67,8 +100,10 @@ def embedding_map(dataset: datasets.Dataset, features: np.ndarray, runs: list[Ru
     if run_id != "(none)":
         interp = next(r for r in runs if r.id == run_id).interpretation()
         wrong = {row["file"] for row in interp.misclassified()} if interp else set()
+    with st.spinner(f"Computing the {method} map once (kept for every user)…"):
+        coords = map_coordinates(dataset, report, method)
     points = pd.DataFrame(
-        tables.map_points(dataset.items, project(features, method), wrong, splits),
+        tables.map_points(dataset.items, coords, wrong, splits),
         columns=["x", "y", "class", "split", "file", "flag"],
     )
     event = st.plotly_chart(

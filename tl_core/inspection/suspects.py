@@ -2,52 +2,228 @@
 
 | kind | how it is found | score | suggested |
 |---|---|---|---|
-| ``mislabelled`` | out-of-fold logistic regression gives another class with confidence | 1 - p(label) | that class |
+| ``mislabelled`` | confident learning on calibrated out-of-fold probabilities (below) | 1 - p(label) | that class |
 | ``duplicate`` | a training image and a validation image nearly the same (leakage) | cosine similarity | None |
 | ``outlier`` | far from the rest of its class | z / (z + 3), z = distance z-score | None |
 | ``low-detail`` | flagged at import: few colours (blank, placeholder, sketch) | 0.5 | None |
 
-Scores are in [0, 1]; the list is most suspect first. Features come from the feature cache, so a second
-look costs only the fits (seconds).
+Mislabelled, in the manner of confident learning (Northcutt et al.): a logistic-regression probe on the
+features gives every image out-of-fold class probabilities, calibrated by a temperature fitted on the
+*other* folds' out-of-fold logits (a plain probe is overconfident on hard data: p(label) = 0.00 for hundreds
+of images). Class j's threshold t_j is the mean calibrated p_j over the images labelled j; an image counts
+towards class k in the confident joint when p_k clears t_k (the likeliest such k), and the joint's
+off-diagonal, calibrated to the class sizes, estimates how many labels are wrong. That many images are
+flagged: those whose likeliest class is another one, lowest p(label) first (confident learning's
+"low self-confidence" filter); the likeliest other class is the suggestion. Ranking by self-confidence
+alone flags every image the probe gets wrong (a third of a hard set); the estimate cuts the list to what
+the thresholds say is wrong, and calibration keeps p(label) from collapsing to 0.00 in ties.
+
+Scores are in [0, 1]; the list is most suspect first, ties broken by the next key (for mislabelled the
+margin p(suggested) - p(label)) and then by a hash of the image's content and kind, never by file name.
+
+The whole result (rows, the trust summary, the PCA map) is computed once per dataset version, base and
+method version (``report_key``) and kept in the workspace (``cache/suspects/<key>.json``), so every user,
+session and process after the first reads it instead of computing it (``suspects_report``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from tl_core.clock import now_iso
 from tl_core.data.datasets import Dataset, load_dataset
-from tl_core.models.features import dataset_features
+from tl_core.models.config import TrainConfig
+from tl_core.models.features import dataset_features, model_key
+from tl_core.workspace import cache_dir, write_json
 
+from .embedding import project
+
+METHOD_VERSION = 2  # in the cache key: raise it whenever the same features would give another result
+FOLDS = 5
+PROBE_C = 0.1  # L2 penalty of the probe on standardized, L2-normalized features
 DUPLICATE_SIMILARITY = 0.95
 OUTLIER_Z = 3.0
-MISLABEL_MIN_SCORE = 0.5
+# (lowest out-of-fold accuracy, level, what the list is worth at that level)
+TRUST_LEVELS = (
+    (
+        0.9,
+        "high",
+        "it tells these classes apart well, so a flagged image is usually worth fixing.",
+    ),
+    (
+        0.75,
+        "moderate",
+        "it confuses some classes, so some flags are hard images rather than wrong labels: "
+        "confirm each before you fix it, starting at the top.",
+    ),
+    (
+        0.0,
+        "low",
+        "it often confuses these classes, so most flags are likely hard or ambiguous images, not wrong "
+        "labels. Use the list as an order to look in and fix only what you can confirm; a larger base "
+        "or image size gives a better probe.",
+    ),
+)
+
+# (stage, done, total): "features" counts images, "probe" the probe's fits, "checks" the other checks
+Progress = Optional[Callable[[str, int, int], None]]
 
 
 def _normalized(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
-def _mislabelled(features: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold probabilities of each image's own label, and the most likely class."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def _standardized(features: np.ndarray) -> np.ndarray:
+    """L2-normalized then standardized per dimension (label-free, so the folds may share it)."""
+    unit = _normalized(np.asarray(features, dtype=np.float64))
+    return (unit - unit.mean(axis=0)) / np.maximum(unit.std(axis=0), 1e-6)
 
-    counts = np.bincount(labels)
-    folds = int(min(5, counts[counts > 0].min()))
-    if folds < 2 or (counts > 0).sum() < 2:
-        return np.ones(len(labels)), labels
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=3000))
-    probs = cross_val_predict(
-        model, features, labels, method="predict_proba", cv=StratifiedKFold(folds, shuffle=True, random_state=seed)
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T that minimizes the negative log-likelihood of softmax(logits / T)."""
+    from scipy.optimize import minimize_scalar
+
+    rows = np.arange(len(labels))
+
+    def nll(log_t: float) -> float:
+        return float(-_log_softmax(logits / np.exp(log_t))[rows, labels].mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded").x))
+
+
+def out_of_fold_probabilities(
+    features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0, progress: Progress = None
+) -> Optional[np.ndarray]:
+    """Calibrated out-of-fold class probabilities (N, n_classes), or None when some labelled class has fewer
+    than 2 images or fewer than 2 classes have images (no fold could hold each class out).
+
+    Each image's probabilities come from a probe fitted without it; its fold's temperature is fitted on the
+    out-of-fold logits of the other folds only, so no image calibrates its own probabilities."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(labels, minlength=n_classes)
+    present = np.flatnonzero(counts > 0)
+    folds = int(min(FOLDS, counts[present].min())) if len(present) else 0
+    if folds < 2 or len(present) < 2:
+        return None
+    x = _standardized(features)
+    logits = np.full((len(labels), n_classes), -np.inf)
+    fold_of = np.zeros(len(labels), dtype=int)
+    splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, labels)
+    for fold, (train, held_out) in enumerate(splits):
+        probe = LogisticRegression(C=PROBE_C, max_iter=3000).fit(x[train], labels[train])
+        scores = probe.decision_function(x[held_out])
+        logits[np.ix_(held_out, probe.classes_)] = scores if scores.ndim == 2 else np.c_[-scores, scores] / 2
+        fold_of[held_out] = fold
+        if progress:
+            progress("probe", fold + 1, folds)
+    finite = np.where(np.isfinite(logits), logits, -1e9)  # classes with no image: probability 0
+    probs = np.zeros_like(finite)
+    for fold in range(folds):
+        others, mine = fold_of != fold, fold_of == fold
+        t = _temperature(finite[others][:, present], np.searchsorted(present, labels[others]))
+        probs[mine] = np.exp(_log_softmax(finite[mine] / t))
+    return probs
+
+
+def class_thresholds(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Confident learning's per-class thresholds: t_j = mean p_j over the images labelled j (1.0, never
+    cleared, for a class with no image)."""
+    return np.array([probs[labels == j, j].mean() if (labels == j).any() else 1.0 for j in range(probs.shape[1])])
+
+
+def confident_joint(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Confident learning's calibrated confident joint (K, K): row i, column j estimates how many images
+    labelled i belong to class j. An image is counted in the likeliest of the classes whose threshold its
+    probability clears (not at all if none does); each row is then scaled to the number of images labelled i."""
+    n_classes = probs.shape[1]
+    clears = probs >= thresholds
+    counted = clears.any(axis=1)
+    assigned = np.where(clears, probs, -1.0).argmax(axis=1)
+    joint = np.zeros((n_classes, n_classes))
+    np.add.at(joint, (labels[counted], assigned[counted]), 1.0)
+    totals = joint.sum(axis=1, keepdims=True)
+    return (
+        np.divide(joint, totals, out=np.zeros_like(joint), where=totals > 0)
+        * np.bincount(labels, minlength=n_classes)[:, None]
     )
-    present = np.flatnonzero(counts > 0)  # predict_proba's columns are the classes present
-    own = probs[np.arange(len(labels)), np.searchsorted(present, labels)]
-    return own, present[probs.argmax(axis=1)]
+
+
+def label_issues(
+    probs: np.ndarray, labels: np.ndarray, tiebreak: Optional[np.ndarray] = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(flagged, suggested, thresholds, estimate). ``estimate`` is confident learning's count of wrong labels:
+    the off-diagonal sum of the calibrated confident joint under the per-class thresholds. ``flagged`` holds
+    the indices of that many images, most suspect first, taken from the images whose likeliest class is not
+    their label, by lowest p(label), then highest margin p(suggested) - p(label), then ``tiebreak`` (default:
+    index). ``suggested`` is each image's likeliest class other than its label."""
+    rows = np.arange(len(labels))
+    thresholds = class_thresholds(probs, labels)
+    joint = confident_joint(probs, labels, thresholds)
+    estimate = int(round(float(joint.sum() - np.trace(joint))))
+    others = probs.copy()
+    others[rows, labels] = -1.0
+    suggested = others.argmax(axis=1)
+    own, margin = probs[rows, labels], probs[rows, suggested] - probs[rows, labels]
+    candidates = np.flatnonzero(margin > 0)
+    ties = rows if tiebreak is None else np.asarray(tiebreak)
+    order = np.lexsort((ties[candidates], -margin[candidates], own[candidates]))
+    return candidates[order][:estimate], suggested, thresholds, estimate
+
+
+def trust_summary(probs: Optional[np.ndarray], labels: np.ndarray, classes: list[str], flagged: int) -> dict:
+    """How far to trust the mislabelled list: the probe's out-of-fold accuracy on the labels as given, a
+    level and a sentence saying what that means, and each class's out-of-fold accuracy and threshold."""
+    if probs is None:
+        return {
+            "accuracy": None,
+            "images": int(len(labels)),
+            "flagged": 0,
+            "level": "none",
+            "message": "Too few images per class for an out-of-fold probe (each class needs 2): no image "
+            "is flagged as mislabelled.",
+            "classes": [],
+        }
+    predicted = probs.argmax(axis=1)
+    accuracy = float((predicted == labels).mean())
+    thresholds = class_thresholds(probs, labels)
+    _, level, meaning = next(t for t in TRUST_LEVELS if accuracy >= t[0])
+    per_class = [
+        {
+            "class": name,
+            "images": int((labels == j).sum()),
+            "accuracy": round(float((predicted[labels == j] == j).mean()), 3) if (labels == j).any() else None,
+            "threshold": round(float(thresholds[j]), 3),
+        }
+        for j, name in enumerate(classes)
+    ]
+    weakest = sorted((c for c in per_class if c["accuracy"] is not None), key=lambda c: c["accuracy"])[:3]
+    message = (
+        f"Trust: {level}. The probe behind this list puts {accuracy:.0%} of the {len(labels):,} images in their "
+        f"labelled class out of fold; {meaning} {flagged:,} image(s) flagged as mislabelled."
+    )
+    if level != "high" and weakest:
+        message += " Weakest classes: " + ", ".join(f"{c['class']} {c['accuracy']:.0%}" for c in weakest) + "."
+    return {
+        "accuracy": round(accuracy, 4),
+        "images": int(len(labels)),
+        "flagged": int(flagged),
+        "level": level,
+        "message": message,
+        "classes": per_class,
+    }
 
 
 def _duplicates(unit: np.ndarray, splits: np.ndarray, val_split: str) -> list[tuple[int, int, float]]:
@@ -76,16 +252,30 @@ def _outliers(unit: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return z
 
 
-def find_suspects(dataset: Dataset, features: np.ndarray, seed: int = 0) -> list[dict]:
-    """Every suspect of the dataset, most suspect first (one row per image and kind)."""
+def _tie_hash(item: dict, kind: str) -> str:
+    """A stable order for rows equal on score and margin: content and kind, never the file name."""
+    return hashlib.sha256(f"{kind}:{item['sha256']}".encode()).hexdigest()
+
+
+def analyse(dataset: Dataset, features: np.ndarray, seed: int = 0, progress: Progress = None) -> dict:
+    """``{"rows": every suspect, most suspect first (one row per image and kind), "trust": trust_summary}``."""
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: these fits are small, and BLAS threads spinning against other busy processes made
+    # them tens of times slower on a shared host
+    with threadpool_limits(1):
+        return _analyse(dataset, features, seed, progress)
+
+
+def _analyse(dataset: Dataset, features: np.ndarray, seed: int, progress: Progress) -> dict:
     items, classes = dataset.items, dataset.classes
-    labels = np.array([classes.index(it["class"]) for it in items])
+    labels = np.array([classes.index(it["class"]) for it in items], dtype=int)
     splits = np.array([it["split"] for it in items])
     unit = _normalized(features)
-    rows = []
+    ranked: list[tuple[float, float, str, dict]] = []  # (score, margin, tie hash, row)
 
-    def row(index: int, kind: str, score: float, suggested: Optional[str] = None, detail: str = "") -> dict:
-        return {
+    def add(index: int, kind: str, score: float, suggested=None, detail: str = "", margin: float = 0.0) -> None:
+        row = {
             "file": items[index]["path"],
             "label": items[index]["class"],
             "suggested": suggested,
@@ -94,41 +284,167 @@ def find_suspects(dataset: Dataset, features: np.ndarray, seed: int = 0) -> list
             "split": items[index]["split"],
             "detail": detail,
         }
+        ranked.append((float(score), float(margin), _tie_hash(items[index], kind), row))
 
-    own, likely = _mislabelled(features, labels, seed)
-    for index in np.flatnonzero((likely != labels) & (1 - own >= MISLABEL_MIN_SCORE)):
-        rows.append(
-            row(
+    probs = out_of_fold_probabilities(features, labels, len(classes), seed, progress) if len(items) else None
+    flagged_count = 0
+    if probs is not None:
+        hashes = np.array([_tie_hash(item, "mislabelled") for item in items])
+        flagged, suggested, _, _ = label_issues(probs, labels, hashes)
+        flagged_count = len(flagged)
+        for index in flagged:
+            own, other = probs[index, labels[index]], probs[index, suggested[index]]
+            name = classes[suggested[index]]
+            add(
                 index,
                 "mislabelled",
-                1 - own[index],
-                classes[likely[index]],
-                f"out-of-fold p({items[index]['class']}) = {own[index]:.2f}",
+                1 - own,
+                name,
+                f"calibrated out-of-fold p({items[index]['class']}) = {own:.2f}, p({name}) = {other:.2f}",
+                margin=other - own,
             )
-        )
+    if progress:
+        progress("checks", 0, 1)
     for val_index, train_index, similarity in _duplicates(unit, splits, dataset.validation_split):
-        rows.append(
-            row(
-                val_index,
-                "duplicate",
-                similarity,
-                detail=f"near-duplicate of training image {items[train_index]['path']} (similarity {similarity:.3f})",
-            )
+        add(
+            val_index,
+            "duplicate",
+            similarity,
+            detail=f"near-duplicate of training image {items[train_index]['path']} (similarity {similarity:.3f})",
         )
     z = _outliers(unit, labels)
     for index in np.flatnonzero(z > OUTLIER_Z):
-        rows.append(
-            row(
-                index,
-                "outlier",
-                z[index] / (z[index] + 3),
-                detail=f"{z[index]:.1f} standard deviations from the centre of {items[index]['class']!r}",
-            )
+        add(
+            index,
+            "outlier",
+            z[index] / (z[index] + 3),
+            detail=f"{z[index]:.1f} standard deviations from the centre of {items[index]['class']!r}",
+            margin=z[index],
         )
     for index, item in enumerate(items):
         if item.get("low_detail"):
-            rows.append(row(index, "low-detail", 0.5, detail="few distinct colours (blank, placeholder or drawing)"))
-    return sorted(rows, key=lambda r: (-r["score"], r["file"]))
+            add(index, "low-detail", 0.5, detail="few distinct colours (blank, placeholder or drawing)")
+    ranked.sort(key=lambda r: (-r[0], -r[1], r[2]))
+    return {"rows": [r[3] for r in ranked], "trust": trust_summary(probs, labels, classes, flagged_count)}
+
+
+# ---------------------------------------------------------------- the result, computed once and kept
+
+
+def feature_config(dataset: Dataset, base: str, alpha: Optional[float], size: Optional[int]) -> TrainConfig:
+    """The settings whose features the suspects use (alpha and size resolved as a run would resolve them)."""
+    return TrainConfig(data=dataset.name, base=base, alpha=alpha, size=size).resolved()
+
+
+def report_key(dataset: Dataset, cfg: TrainConfig) -> str:
+    """What the result depends on: the dataset version's content (fingerprint) and its items' paths and
+    order, the features (``model_key``: base, alpha, size, weights file, decoding) and ``METHOD_VERSION``."""
+    paths = hashlib.sha256("\n".join(it["path"] for it in dataset.items).encode()).hexdigest()
+    ident = {"fingerprint": dataset.fingerprint, "paths": paths, "features": model_key(cfg), "method": METHOD_VERSION}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _report_path(key: str, suffix: str = "") -> Path:
+    return cache_dir() / "suspects" / f"{key}{suffix}.json"
+
+
+_READ: dict[Path, tuple[int, dict]] = {}  # path -> (mtime_ns, parsed): a rerun re-parses nothing
+
+
+def _read(path: Path) -> Optional[dict]:
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    if path in _READ and _READ[path][0] == stamp:
+        return _READ[path][1]
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # torn or unreadable: computed again and rewritten
+    _READ[path] = (stamp, payload)
+    return payload
+
+
+def cached_report(
+    dataset: Dataset, base: str = "MobileNetV2", alpha: Optional[float] = None, size: Optional[int] = None
+) -> Optional[dict]:
+    """The kept result for this dataset version and base, or None if none was computed yet."""
+    report = _read(_report_path(report_key(dataset, feature_config(dataset, base, alpha, size))))
+    return report if report and report.get("method") == METHOD_VERSION else None
+
+
+def compute_report(dataset: Dataset, cfg: TrainConfig, progress: Progress = None) -> dict:
+    """Features (through the feature cache), every check and the PCA map of one dataset version: the
+    expensive part, which ``suspects_report`` runs once per key."""
+    features = dataset_features(
+        dataset,
+        cfg.base,
+        cfg.alpha,
+        cfg.size,
+        (lambda done, total: progress("features", done, total)) if progress else None,
+    )
+    from threadpoolctl import threadpool_limits
+
+    result = analyse(dataset, features, progress=progress)
+    with threadpool_limits(1):
+        coords = project(features, "PCA") if len(features) else np.zeros((0, 2))
+    if progress:
+        progress("checks", 1, 1)
+    return {
+        "method": METHOD_VERSION,
+        "key": report_key(dataset, cfg),
+        "dataset": dataset.name,
+        "version": dataset.version,
+        "fingerprint": dataset.fingerprint,
+        "base": cfg.base,
+        "alpha": cfg.alpha,
+        "size": cfg.size,
+        "created": now_iso(),
+        **result,
+        "map": {"PCA": np.round(coords, 5).tolist()},
+    }
+
+
+def suspects_report(
+    dataset: Dataset,
+    base: str = "MobileNetV2",
+    alpha: Optional[float] = None,
+    size: Optional[int] = None,
+    progress: Progress = None,
+) -> dict:
+    """The kept result if there is one, else computed (``progress`` told), written atomically and returned.
+    Keys: rows (as ``analyse``), trust (``trust_summary``), map ({"PCA": [[x, y], ...]} in manifest
+    order), and what it was computed from (dataset, version, fingerprint, base, alpha, size, method, key)."""
+    cfg = feature_config(dataset, base, alpha, size)
+    path = _report_path(report_key(dataset, cfg))
+    report = _read(path)
+    if report and report.get("method") == METHOD_VERSION:
+        return report
+    report = compute_report(dataset, cfg, progress)
+    write_json(path, report)
+    return report
+
+
+def map_coordinates(dataset: Dataset, report: dict, method: str, progress: Progress = None) -> np.ndarray:
+    """(N, 2) map coordinates of the report's dataset by ``method`` (``embedding.METHODS``): PCA from the
+    report, others computed once from the cached features and kept beside it."""
+    if method in report["map"]:
+        return np.asarray(report["map"][method], dtype=float).reshape(-1, 2)
+    path = _report_path(report["key"], f".{method}")
+    kept = _read(path)
+    if kept is not None:
+        return np.asarray(kept["coords"], dtype=float).reshape(-1, 2)
+    features = dataset_features(
+        dataset,
+        report["base"],
+        report["alpha"],
+        report["size"],
+        (lambda done, total: progress("features", done, total)) if progress else None,
+    )
+    coords = project(features, method)
+    write_json(path, {"method": method, "coords": np.round(coords, 5).tolist()})
+    return coords
 
 
 def suspects_of(
@@ -136,7 +452,7 @@ def suspects_of(
     base: str = "MobileNetV2",
     alpha: Optional[float] = None,
     size: Optional[int] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Progress = None,
 ) -> list[dict]:
-    dataset = load_dataset(name)
-    return find_suspects(dataset, dataset_features(dataset, base, alpha, size, progress))
+    """The suspects of dataset ``name`` (or ``name@vN``), most suspect first, from the kept result if any."""
+    return suspects_report(load_dataset(name), base, alpha, size, progress)["rows"]

@@ -11,7 +11,7 @@ import numpy as np
 
 
 def shown_suspects(rows: Iterable[dict], kinds: Collection[str], limit: int) -> list[dict]:
-    """The first ``limit`` suspects of the chosen ``kinds``, in the order given (``find_suspects``: most
+    """The first ``limit`` suspects of the chosen ``kinds``, in the order given (``suspects.analyse``: most
     suspect first)."""
     return [row for row in rows if row["kind"] in kinds][: max(limit, 0)]
 
