@@ -230,7 +230,7 @@ def test_predict_page_labels_uploaded_images_and_offers_csv(seeded, tmp_path, mo
     uploader.upload("bad.png", b"not an image", "image/png")
     uploader.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any(r"bad\.png" in e.value for e in at.error)  # the name, Markdown-escaped
+    assert any("bad.png" in e.value for e in at.error)
     # a few images: one thumbnail each, captioned with the answer in bold and the (escaped) file name
     captions = at.get("image")[0].captions
     assert len(captions) == 3 and not at.dataframe

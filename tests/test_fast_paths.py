@@ -208,7 +208,7 @@ def test_with_its_conversion_cached_the_feature_pass_runs_beside_the_model_build
         "colors-other",
     )
     for head in ("keras", "logreg"):
-        run, metrics = train(cfg(data=other.name, head=head), tmp_path / f"b-{head}")
+        run, metrics = train(cfg(data=other.name, head=head))  # in the workspace (scikit-learn heads load only there)
         assert any(PREFETCH_NOTE in note for note in metrics["notes"]), head
         assert metrics["engine"]["used"] == ({"features": "litert-xnnpack"} if head == "keras" else {})  # all reused
         assert metrics["engine"]["max_rel_diff"] < 1e-4 and metrics["engine"]["top1_agreement"] == 1.0

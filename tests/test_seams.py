@@ -47,9 +47,7 @@ def test_artifact_file_names_are_spelled_only_in_artifacts_module():
 @pytest.mark.parametrize("head", ["keras", "logreg"])
 @pytest.mark.slow
 def test_loaded_model_gives_base_feature_map_head_and_preprocessing_for_both_head_kinds(colors, tmp_path, head):
-    run, metrics = train(
-        TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2, head=head), tmp_path / head
-    )
+    run, metrics = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, epochs=2, head=head))
     loaded = run.load_model()
     assert loaded.head_kind == head and loaded.class_names == colors.classes
     assert loaded.base.name.startswith("mobilenetv2")
@@ -65,7 +63,7 @@ def test_loaded_model_gives_base_feature_map_head_and_preprocessing_for_both_hea
 
 @pytest.mark.slow
 def test_sklearn_probabilities_are_aligned_by_class_even_when_the_head_never_saw_a_class(colors, tmp_path):
-    run, _ = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, head="logreg"), tmp_path / "r")
+    run, _ = train(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64, head="logreg"))
     loaded = run.load_model()
     from sklearn.linear_model import LogisticRegression
 

@@ -191,4 +191,4 @@ def test_user_named_folders_files_and_classes_are_drawn_as_text_not_markdown(tmp
     assert not at.exception, [e.value for e in at.exception]
     drawn = [e.value for kind in ("markdown", "caption", "success", "error", "warning", "info") for e in at.get(kind)]
     source = next(text for text in drawn if "Source" in text)
-    assert "![x](" not in source and r"\!\[x\]\(" in source
+    assert "![x](" not in source and r"\!\[x\](" in source

@@ -157,5 +157,7 @@ def thumbnail(data: bytes) -> bytes:
 
 
 def md_escape(text: str) -> str:
-    """User text (file and class names) shown literally inside Markdown."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text)
+    """User text (file, folder, class, dataset and run names, and messages quoting them) shown literally inside
+    Markdown: the characters that make links and images, emphasis, code, HTML, headings, tables, maths and
+    Streamlit's ``:color[...]`` directives are escaped; ordinary punctuation stays readable in the source."""
+    return re.sub(r"([\\`*_\[\]#|<>~$!])", r"\\\1", text)
