@@ -34,7 +34,10 @@ def test_moves_and_exclusions_make_a_new_version_and_runs_keep_theirs(tmp_path, 
     assert old.version == 1 and old.fingerprint == dataset.fingerprint and len(old.items) == len(dataset.items)
     assert all((old.root / it["path"]).exists() for it in old.items)  # excluded files are kept on disk
     rows = versions.list_versions(saved)
-    assert [(r["version"], r["note"], r["user"]) for r in rows] == [(1, "imported", "anonymous"), (2, "fix a red", "ann")]
+    assert [(r["version"], r["note"], r["user"]) for r in rows] == [
+        (1, "imported", "anonymous"),
+        (2, "fix a red", "ann"),
+    ]
 
     events = []
     original = FeatureCache.features
