@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -94,3 +96,16 @@ def small_config(**settings):
     from tl_core.models.config import TrainConfig
 
     return TrainConfig(**{**SMALL, **settings})
+
+
+def cli(*args, env_extra=None, timeout=600) -> subprocess.CompletedProcess:
+    """``python -m tl_core ARGS`` in a subprocess from the repository root, output captured as text."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "tl_core", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

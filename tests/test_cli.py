@@ -7,19 +7,7 @@ import sys
 
 import pytest
 
-from .factories import HYMENOPTERA, OXFORD, REPO, make_class_folders, require_shared, zip_folder
-
-
-def cli(*args, env_extra=None, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "tl_core", *map(str, args)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from .factories import HYMENOPTERA, OXFORD, REPO, cli, make_class_folders, require_shared, zip_folder
 
 
 def test_models_lists_registry_with_offline_marks():

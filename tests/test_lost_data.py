@@ -18,19 +18,7 @@ from tl_core.data import datasets, versions
 from tl_core.errors import TLError
 from tl_core.runs.store import get_run, new_run
 
-from .factories import REPO, make_class_folders, small_config, zip_folder
-
-
-def cli(*args, env_extra=None, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "tl_core", *map(str, args)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from .factories import REPO, cli, make_class_folders, small_config, zip_folder
 
 
 def tree_digest(root: Path) -> dict[str, str]:
