@@ -350,9 +350,11 @@ def create_app(
     max_bytes: Optional[int] = None,
     max_images: Optional[int] = None,
     skip_unloadable: bool = False,
+    capture: Optional[Callable[[list[tuple[str, bytes]], str], object]] = None,
 ) -> FastAPI:
     """The server's app for ``runs``. A run whose model does not load is a TLError naming it, or with
-    ``skip_unloadable`` a warning on stderr and the run left out (TLError when none is left)."""
+    ``skip_unloadable`` a warning on stderr and the run left out (TLError when none is left). ``capture``
+    (``inbox.Capturer.offer``) is handed each answered ``:classify`` request's images; it must not block."""
     token = api_token(token)
     max_bytes = max_bytes or _env_number("TL_API_MAX_BYTES", DEFAULT_MAX_BYTES)
     max_images = max_images or _env_number("TL_API_MAX_IMAGES", DEFAULT_MAX_IMAGES)
@@ -467,6 +469,8 @@ def create_app(
             except ImageRejected as exc:
                 raise _error(422, f"{upload.filename or 'file'}: {exc}") from None
         probs = await served.batcher(np.stack(pixels))
+        if capture is not None:  # queued for a dataset's inbox (serve --capture), written off this path
+            capture([(upload.filename or "image", data) for upload, data in zip(files, datas)], f"serve:{name}")
         return {
             "model": name,
             "results": [
@@ -625,9 +629,11 @@ def serve(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     allow_no_token: bool = False,
+    capture: Optional[str] = None,
 ) -> None:
     """Serve ``run_refs`` (or every finished run) until stopped. Refuses (TLError) before loading anything when
-    ``startup_token`` does; with ``all_runs`` a run whose model does not load is skipped with a warning."""
+    ``startup_token`` does; with ``all_runs`` a run whose model does not load is skipped with a warning. With
+    ``capture`` (a dataset's name) the images of answered ``:classify`` requests go to that dataset's inbox."""
     import uvicorn
 
     token = startup_token(host, allow_no_token)
@@ -637,7 +643,11 @@ def serve(
             f"port {port} can use these models unless a proxy in front authenticates them.",
             file=sys.stderr,
         )
+    from tl_core.data.inbox import Capturer
+
+    capturer = Capturer(capture) if capture else None
     runs = runs_to_serve(run_refs, all_runs)
-    config = server_config(create_app(runs, token=token, skip_unloadable=all_runs), host, port)
+    app = create_app(runs, token=token, skip_unloadable=all_runs, capture=capturer.offer if capturer else None)
+    config = server_config(app, host, port)
     print(f"serving {', '.join(config.app.state.models)} on http://{host}:{port} (API docs at /docs)", file=sys.stderr)
     uvicorn.Server(config).run()
