@@ -7,6 +7,7 @@ from typing import Optional
 import pandas as pd
 import streamlit as st
 
+from tl_core.data import datasets, inbox
 from tl_core.errors import TLError
 from tl_core.inference.answer_table import Answer, answer_rows, answers_csv, sort_results
 from tl_core.inference.pretrained import PretrainedClassifier
@@ -149,6 +150,31 @@ def _answers(answered: list[Answer], thumbs: Optional[list[bytes]]) -> None:
     )
 
 
+def keep_for_labelling(run: Optional[Run], names: list[str], data: list[bytes]) -> None:
+    """ "Keep these photos for labelling": the uploads go to a dataset's inbox (the run's own dataset first), each
+    image once; the Inbox page suggests their classes."""
+    known = [d.name for d in datasets.list_datasets()]
+    if not known:
+        return
+    own = run.dataset_name if run else None
+    left, right = st.columns([2, 1], vertical_alignment="bottom")
+    target = left.selectbox(
+        "Inbox of dataset", known, index=known.index(own) if own in known else 0, key="predict_inbox_data"
+    )
+    if right.button("Keep these photos for labelling", key="predict_keep", icon=":material/inbox:"):
+        try:
+            report = inbox.add_bytes(
+                target, list(zip(names, data)), source=f"predict:{run.id if run else 'pretrained'}"
+            )
+        except TLError as exc:
+            st.error(widgets.md_escape(str(exc)))
+            return
+        st.success(
+            widgets.md_escape(f"Kept {len(report.added)} photo(s) in the inbox of {target!r}")
+            + (f" ({len(report.skipped)} already there or unusable)." if report.skipped else ".")
+        )
+
+
 @st.fragment
 def uploads_and_answers(
     run: Optional[Run],
@@ -187,6 +213,7 @@ def uploads_and_answers(
         mime="text/csv",
         key="predict_csv",
     )
+    keep_for_labelling(run, [image.name for image in images], data)
     if explain:
         by_index = {answer.index: answer for answer in answered}
         picked = st.selectbox(

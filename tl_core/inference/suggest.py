@@ -98,6 +98,7 @@ def _row(entry: dict, answer: Optional[dict]) -> dict:
         "top_k": top,
         "error": (answer or {}).get("error"),
         "sha256": entry["sha256"],
+        "stored": entry["stored"],
         "added": entry["added"],
     }
 
