@@ -4,13 +4,10 @@ REST server's capture, the Inbox page's bulk accept."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import socket
-import subprocess
-import sys
+import threading
 import time
 
 import numpy as np
@@ -19,7 +16,7 @@ import pytest
 from tl_core import cli as tl_cli
 from tl_core.data import datasets, inbox
 
-from .factories import REPO, cli, make_class_folders, noisy_image, small_config, zip_folder
+from .factories import cli, make_class_folders, noisy_image, small_config, zip_folder
 
 CONTRACT = {"id", "file", "source", "suggested", "probability", "unknown"}
 
@@ -83,7 +80,7 @@ def trained_home(tmp_path_factory, keras_home_copy):
         datasets.add_folder(make_class_folders(root / "src", classes=("red", "blue", "green"), per_class=6), "colors")
         from tl_core.training.runner import train
 
-        run, _ = train(small_config(epochs=3))
+        run, _ = train(small_config(epochs=1))
     return root / "home", run.id
 
 
@@ -116,9 +113,8 @@ def margins_by_file(run, folder) -> dict[str, tuple[float, str, float]]:
 def test_cli_lists_most_uncertain_first_and_accepts_by_id_and_by_probability(home, tmp_path, capsys):
     new = unlabelled(tmp_path)
     assert run_cli(capsys, "inbox", "add", "--data", "colors", new)[0] == 0
-    listed = cli("inbox", "list", "--data", "colors")  # the contract, as a separate process prints it
-    assert listed.returncode == 0, listed.stderr
-    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    code, rows, err = run_cli(capsys, "inbox", "list", "--data", "colors")
+    assert code == 0, err
     assert len(rows) == 7 and all(set(row) == CONTRACT for row in rows)
     expected = margins_by_file(home, new)
     margins = [expected[row["source"]][0] for row in rows]
@@ -209,38 +205,37 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_serve_capture_keeps_a_classify_request_in_the_inbox(home, workspace, tmp_path):
+def test_serve_capture_keeps_a_classify_request_in_the_inbox(home, monkeypatch):
+    """``python -m tl_core serve --capture colors`` (its command, in this process, on a thread): one answered
+    ``:classify`` request's image lands in the inbox, named by where it came from."""
     import httpx
+    import uvicorn
 
+    servers, run = [], uvicorn.Server.run
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **k: (servers.append(self), run(self, *a, **k))[1])
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TL_API_")}
-    env.update(TL_HOME=str(workspace), TF_CPP_MIN_LOG_LEVEL="3")
-    log = (tmp_path / "serve.log").open("w+")
-    command = [sys.executable, "-m", "tl_core", "serve", "--run", home.id, "--port", str(port), "--capture", "colors"]
-    server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    args = ["serve", "--run", home.id, "--port", str(port), "--capture", "colors"]
+    thread = threading.Thread(target=tl_cli.main, args=(args,), daemon=True)
+    thread.start()
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and server.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.3)
-        log.seek(0)
-        assert server.poll() is None, log.read()
+        deadline = time.monotonic() + 120
+        while not (servers and servers[0].started) and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert servers and servers[0].started, "the server did not start"
         photo = noisy_image((200, 40, 40), 40, seed=4242)
-        reply = httpx.post(f"{url}/v1/models/{home.id}:classify", files={"files": ("shot.png", photo)}, timeout=60)
+        url = f"http://127.0.0.1:{port}/v1/models/{home.id}:classify"
+        reply = httpx.post(url, files={"files": ("shot.png", photo)}, timeout=60)
         assert reply.status_code == 200 and reply.json()["results"][0]["top_k"]
         deadline = time.monotonic() + 20
         while not inbox.entries("colors") and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.05)
         (entry,) = inbox.entries("colors", "pending")
         assert (entry["file"], entry["source"]) == ("shot.png", f"serve:{home.id}")
         assert inbox.image_path("colors", entry).read_bytes() == photo
     finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
+        if servers:
+            servers[0].should_exit = True
+        thread.join(30)
 
 
 @pytest.mark.slow
