@@ -93,19 +93,21 @@ def home(trained_home, workspace):
     return get_run(trained_home[1])
 
 
-def margins_by_file(run, folder) -> dict[str, tuple[float, str, float]]:
-    """Each image's (top-two margin, top class, its probability), computed here with the run's model."""
+def answers_by_file(run, folder) -> dict[str, tuple[float, str, float, object]]:
+    """Each image's (top-two margin, top class, its probability, unknown flag), computed here with the run's
+    model: the probabilities from the pixels, the flag as the model's own answer gives it (absent: None)."""
     from tl_core.data.images import load_array
     from tl_core.inference.predict import Predictor
 
     files = sorted(folder.rglob("*.png"))
     predictor = Predictor.from_run(run)
     probs = predictor.probabilities(np.stack([load_array(f, predictor.input_size, predictor.resize) for f in files]))
+    flags = [answer.get("unknown") for answer in predictor.predict_each([f.read_bytes() for f in files])]
     names = run.artifacts.class_names()
     out = {}
-    for file, row in zip(files, probs):
+    for file, row, flag in zip(files, probs, flags):
         first, second = np.sort(row)[::-1][:2]
-        out[str(file)] = (float(first - second), names[int(row.argmax())], float(first))
+        out[str(file)] = (float(first - second), names[int(row.argmax())], float(first), flag)
     return out
 
 
@@ -116,13 +118,13 @@ def test_cli_lists_most_uncertain_first_and_accepts_by_id_and_by_probability(hom
     code, rows, err = run_cli(capsys, "inbox", "list", "--data", "colors")
     assert code == 0, err
     assert len(rows) == 7 and all(set(row) == CONTRACT for row in rows)
-    expected = margins_by_file(home, new)
+    expected = answers_by_file(home, new)
     margins = [expected[row["source"]][0] for row in rows]
     assert margins == sorted(margins), "most uncertain (smallest top-two margin) first"
     for row in rows:
         assert row["suggested"] == expected[row["source"]][1]
         assert row["probability"] == pytest.approx(expected[row["source"]][2], abs=1e-4)
-        assert row["unknown"] in (True, False, None)  # a bool once the run learns its scope (issue #28 part 1)
+        assert row["unknown"] == expected[row["source"]][3]  # a bool once runs learn their scope (issue #28 part 1)
 
     hardest = rows[0]
     code, _, err = run_cli(capsys, "inbox", "accept", "--data", "colors", "--id", hardest["id"], "--label", "purple")

@@ -95,12 +95,17 @@ def _accepted(dataset: str, saved, run: Optional[Run]) -> None:
 
 
 def saved_banner(dataset: str, run: Optional[Run]) -> None:
-    """After an accept: what was saved, and "train again on the new version with the same settings"."""
+    """After an accept, what was saved; whenever the dataset is newer than the version ``run`` learnt from,
+    "train again on the new version with the same settings"."""
     saved = st.session_state.get(SAVED)
-    if not saved or saved["dataset"] != dataset:
+    if saved and saved["dataset"] == dataset:
+        st.success(widgets.md_escape(saved["message"]))
+    if run is None:
         return
-    st.success(widgets.md_escape(saved["message"]))
-    if run is not None:
+    trained = run.artifacts.metrics().get("dataset_version")
+    latest = load_dataset(dataset).version
+    if trained is not None and trained < latest:
+        st.caption(f"This run learnt from version {trained}; the dataset is at version {latest}.")
         train_again_panel(run, dataset, key="inbox")
 
 
@@ -110,7 +115,7 @@ def bulk_accept(dataset: str, result: Listing) -> None:
         return
     left, right = st.columns([3, 2], vertical_alignment="bottom")
     threshold = left.slider("Accept suggestions at or above this probability", 0.0, 1.0, 0.9, 0.01, key="inbox_min_p")
-    count = len(confident(result, threshold))
+    count = len(confident(result, threshold, load_dataset(dataset).classes))
     if right.button(f"Accept {count} suggestion(s)", key="inbox_accept_bulk", disabled=not count, type="primary"):
         try:
             saved = accept_confident(dataset, threshold, result.run, load=predictor_for, user=current_user())

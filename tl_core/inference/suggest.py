@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from tl_core.data import inbox
+from tl_core.data.datasets import load_dataset
 from tl_core.data.refs import parse_ref
 from tl_core.errors import TLError
 from tl_core.runs import table
@@ -151,16 +152,25 @@ def suggest(
     return Listing(chosen, rows, len(missing))
 
 
-def confident(listing: Listing, min_probability: float) -> dict[str, str]:
-    """id -> suggested class for every suggestion at or above ``min_probability`` that is not "unknown"."""
+def check_probability(min_probability) -> float:
     if isinstance(min_probability, bool) or not isinstance(min_probability, (int, float)):
         raise TLError(f"The minimum probability must be a number from 0 to 1; got {min_probability!r}.")
     if not 0 <= min_probability <= 1:
         raise TLError(f"The minimum probability must be from 0 to 1 (say 0.9); got {min_probability!r}.")
+    return float(min_probability)
+
+
+def confident(listing: Listing, min_probability: float, classes: Optional[list[str]] = None) -> dict[str, str]:
+    """id -> suggested class for every suggestion at or above ``min_probability`` that is not "unknown" (and,
+    given the dataset's ``classes``, names one of them: a run trained on an older version may know others)."""
+    check_probability(min_probability)
     return {
         row["id"]: row["suggested"]
         for row in listing.rows
-        if row["probability"] is not None and row["probability"] >= min_probability and row["unknown"] is not True
+        if row["probability"] is not None
+        and row["probability"] >= min_probability
+        and row["unknown"] is not True
+        and (classes is None or row["suggested"] in classes)
     }
 
 
@@ -173,8 +183,9 @@ def accept_confident(
 ):
     """Accept every pending suggestion of ``run`` at or above ``min_probability`` (images flagged unknown are
     left for a person) as the dataset's next version; TLError when there is none."""
+    check_probability(min_probability)
     listing = suggest(dataset, run, load)
-    labels = confident(listing, min_probability)
+    labels = confident(listing, min_probability, load_dataset(parse_ref(dataset).name).classes)
     if listing.run is None:
         raise TLError(
             f"Dataset {parse_ref(dataset).name!r} has no finished run to suggest classes; train one, or accept "
