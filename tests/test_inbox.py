@@ -242,10 +242,19 @@ def test_serve_capture_keeps_a_classify_request_in_the_inbox(home, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
-def test_inbox_page_accepts_suggestions_in_bulk_and_offers_to_train_again(home, tmp_path):
+def test_predict_keeps_photos_and_the_inbox_page_accepts_in_bulk_and_offers_to_train_again(home, tmp_path):
     from .test_app import open_page, texts
 
-    inbox.add_paths("colors", [unlabelled(tmp_path)])
+    new = unlabelled(tmp_path)
+    predict = open_page("pages/predict.py")  # "keep these photos for labelling"
+    uploader = predict.get("file_uploader")[0]
+    uploader.upload("mixed.png", (new / "mixed.png").read_bytes(), "image/png").run()
+    assert predict.selectbox(key="predict_inbox_data").value == "colors"
+    predict.button(key="predict_keep").click().run()
+    assert not predict.exception, [e.value for e in predict.exception]
+    (kept,) = inbox.entries("colors")
+    assert (kept["file"], kept["source"]) == ("mixed.png", f"predict:{home.id}")
+    inbox.add_paths("colors", [new])  # the rest; mixed.png is there already
     at = open_page("pages/inbox.py")
     assert at.selectbox(key="inbox_run_colors").value == home.id
     assert "7 pending image(s), most uncertain first" in texts(at)
