@@ -58,7 +58,7 @@ def cmd_inbox(args) -> int:
         print(
             json.dumps(
                 {
-                    "dataset": saved.ref if saved.pinned else f"{saved.name}@v{saved.version}",
+                    "dataset": f"{saved.name}@v{saved.version}",
                     "version": saved.version,
                     "accepted": len(added),
                     "images": saved.manifest["num_images"],
@@ -66,7 +66,8 @@ def cmd_inbox(args) -> int:
             )
         )
     else:  # discard, restore
-        changed = getattr(inbox, args.action)(args.data, args.ids, user=_user())
+        change = {"discard": inbox.discard, "restore": inbox.restore}[args.action]
+        changed = change(args.data, args.ids, user=_user())
         for row in changed:
             print(json.dumps({"id": row["id"], "file": row["file"], "state": row["state"]}))
     return 0

@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Optional
 
 from tl_core.clock import now_iso
@@ -179,7 +179,9 @@ def add_bytes(name: str, files: Iterable[tuple[str, bytes]], source: str, limit:
     """(file name, bytes) pairs, from a page or a server, into the inbox; ``source`` says where they came from."""
     skipped: list[dict] = []
     candidates = candidates_from_uploaded_paths(
-        [(Path(str(filename or "image")).name or "image", data) for filename, data in files], skipped, labelled=False
+        [(PurePosixPath(str(filename or "").replace("\\", "/")).name or "image", data) for filename, data in files],
+        skipped,
+        labelled=False,
     )
     return _add(name, candidates, skipped, lambda cand: (cand.source, source), limit)
 

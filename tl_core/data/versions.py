@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Optional
 
 from tl_core import audit
@@ -29,7 +29,7 @@ from tl_core.data.datasets import (
 )
 from tl_core.data.refs import DatasetRef, parse_ref
 from tl_core.errors import TLError
-from tl_core.workspace import read_json, write_json
+from tl_core.workspace import read_json, safe_name, write_json
 
 
 def list_versions(dataset: Dataset) -> list[dict]:
@@ -84,7 +84,7 @@ class NewImage:
     sha256: str
     width: int
     height: int
-    name: str  # the file name wanted in images/train/<class>/ (made unique if taken)
+    name: str  # the file name people know it by: its stem names the copy in images/train/<class>/ (made unique)
 
 
 def _place(current: Dataset, added: Sequence[NewImage]) -> list[dict]:
@@ -102,7 +102,11 @@ def _place(current: Dataset, added: Sequence[NewImage]) -> list[dict]:
         if image.sha256 in have:
             continue
         have.add(image.sha256)
-        stem, suffix = Path(image.name).stem or "image", Path(image.name).suffix.lower() or ".jpg"
+        try:  # the name people gave the file, made safe; its format's extension, from the stored copy
+            stem = safe_name(PurePosixPath(image.name.replace("\\", "/")).stem, "file name")[:80]
+        except TLError:
+            stem = f"image-{image.sha256[:12]}"
+        suffix = Path(image.source).suffix.lower()
         path = f"images/train/{image.label}/{stem}{suffix}"
         if path.lower() in taken or (current.root / path).exists():
             path = f"images/train/{image.label}/{stem}-{image.sha256[:8]}{suffix}"
