@@ -254,8 +254,12 @@ def test_predict_keeps_photos_and_the_inbox_page_accepts_in_bulk_and_offers_to_t
     assert not predict.exception, [e.value for e in predict.exception]
     (kept,) = inbox.entries("colors")
     assert (kept["file"], kept["source"]) == ("mixed.png", f"predict:{home.id}")
-    inbox.add_paths("colors", [new])  # the rest; mixed.png is there already
     at = open_page("pages/inbox.py")
+    zipped = zip_folder(new, tmp_path / "new.zip").read_bytes()
+    at.get("file_uploader")[0].upload("new.zip", zipped, "application/zip").run()
+    at.button(key="inbox_add").click().run()  # the rest, as a zip; mixed.png is there already
+    assert "Added 6 image(s)" in texts(at)
+    assert "new.zip:red/red_0.png" in {e["source"] for e in inbox.entries("colors")}
     assert at.selectbox(key="inbox_run_colors").value == home.id
     assert "7 pending image(s), most uncertain first" in texts(at)
     at.slider(key="inbox_min_p").set_value(0.0).run()

@@ -53,11 +53,13 @@ def add_images(dataset: str) -> None:
         if st.button("Add to the inbox", key="inbox_add", disabled=not files):
             staging = uploads.Staging()
             try:
-                zips = [
-                    staging.save(f.name, f, number) for number, f in enumerate(files) if f.name.lower().endswith(".zip")
-                ]
+                zips = {
+                    str(staging.save(f.name, f, number)): f.name
+                    for number, f in enumerate(files)
+                    if f.name.lower().endswith(".zip")
+                }
                 loose = [(f.name, f.getvalue()) for f in files if not f.name.lower().endswith(".zip")]
-                report = inbox.add_paths(dataset, zips) if zips else inbox.Added()
+                report = inbox.add_paths(dataset, list(zips), shown=zips) if zips else inbox.Added()
                 if loose:
                     more = inbox.add_bytes(dataset, loose, source="upload")
                     report.added += more.added

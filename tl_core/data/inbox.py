@@ -146,22 +146,26 @@ def _add(name: str, candidates: Sequence[Candidate], skipped: list[dict], origin
     return report
 
 
-def add_paths(name: str, paths: Iterable, limits: ZipLimits = ZipLimits()) -> Added:
-    """Image files, folders (every image below, at any depth) and zips into dataset ``name``'s inbox."""
+def add_paths(
+    name: str, paths: Iterable, limits: ZipLimits = ZipLimits(), shown: Optional[Mapping[str, str]] = None
+) -> Added:
+    """Image files, folders (every image below, at any depth) and zips into dataset ``name``'s inbox. ``shown``:
+    the name a path goes by in the entries' sources (a staged upload: the file name its owner chose)."""
     _dataset(name)  # an unknown dataset is refused before any file is read
     candidates: list[Candidate] = []
     skipped: list[dict] = []
     sources: dict[int, tuple[str, str]] = {}
     for raw in paths:
         path = Path(raw).expanduser()
+        where = (shown or {}).get(str(raw), str(path))
         if path.is_dir():
             found = candidates_from_folder(path, skipped, labelled=False)
             for cand in found:
-                sources[id(cand)] = (Path(cand.source).name, str(path / cand.source))
+                sources[id(cand)] = (Path(cand.source).name, str(Path(where) / cand.source))
         elif path.is_file() and path.suffix.lower() == ".zip":
             found = candidates_from_zip(path, skipped, limits, labelled=False)
             for cand in found:
-                sources[id(cand)] = (Path(cand.source).name, f"{path}:{cand.source}")
+                sources[id(cand)] = (PurePosixPath(cand.source).name, f"{where}:{cand.source}")
         elif path.is_file():
             problem = too_large(path.stat().st_size)
             if problem:
