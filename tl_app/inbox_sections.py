@@ -99,7 +99,7 @@ def _accepted(dataset: str, saved, run: Optional[Run]) -> None:
 def saved_banner(dataset: str, run: Optional[Run]) -> None:
     """After an accept, what was saved; whenever the dataset is newer than the version ``run`` learnt from,
     "train again on the new version with the same settings"."""
-    saved = st.session_state.get(SAVED)
+    saved = st.session_state.pop(SAVED, None)  # once, right after the accept
     if saved and saved["dataset"] == dataset:
         st.success(widgets.md_escape(saved["message"]))
     if run is None:
