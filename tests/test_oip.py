@@ -123,6 +123,12 @@ def test_tritonclient_health_metadata_and_infer_answer_like_classify(server):
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
         ]
         assert client.get_model_metadata(name, "1", headers=AUTH) == meta
+        config = client.get_model_config(name, headers=AUTH)  # Triton's own, beside the protocol
+        assert config["max_batch_size"] == 8 and config["input"][0]["dims"] == [64, 64, 3]
+        assert [(o["name"], o["data_type"]) for o in config["output"]] == [
+            ("probabilities", "TYPE_FP32"),
+            ("label", "TYPE_STRING"),
+        ]
         assert client.is_model_ready(name, headers=AUTH) and client.is_model_ready(name, "1", headers=AUTH)
         assert not client.is_model_ready(name, "2", headers=AUTH) and not client.is_model_ready("nobody", headers=AUTH)
 

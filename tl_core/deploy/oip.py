@@ -6,6 +6,7 @@
 | ``GET /v2/health/live``, ``/v2/health/ready`` | liveness and readiness (no token needed) |
 | ``GET /v2/models/{name}[/versions/1]`` | model metadata: input ``image`` and outputs ``probabilities``, ``label`` |
 | ``GET /v2/models/{name}[/versions/1]/ready`` | 200 once the model is loaded (it is, or the server would not run) |
+| ``GET /v2/models/{name}[/versions/1]/config`` | Triton's model configuration (not in the protocol; tritonclient asks for it) |
 | ``POST /v2/models/{name}[/versions/1]/infer`` | raw RGB pixels ``[N, H, W, 3]`` (UINT8 or FP32, 0-255, at the model's size) -> probabilities ``[N, classes]`` (FP32) and the top label ``[N]`` (BYTES) |
 
 Inputs come as JSON ``data`` (flat or nested, row-major) or in the binary tensor data extension
@@ -61,7 +62,7 @@ def split_binary(raw: bytes, header_length: Optional[str]) -> tuple[bytes, bytes
 
 
 def _shape(given: object, expected: tuple, max_images: int) -> tuple:
-    size = "x".join(map(str, expected))
+    size = f"{expected[0]}x{expected[1]}"
     if (
         not isinstance(given, list)
         or len(given) != 4
@@ -240,12 +241,33 @@ def model_metadata(served) -> dict:
     }
 
 
+def model_config(served, max_images: int) -> dict:
+    """Triton's model configuration for a served model (``tritonclient``'s ``get_model_config``): the same
+    tensors in its terms, the batch dimension left out of ``dims`` and bounded by ``max_batch_size``."""
+    metadata = model_metadata(served)
+    return {
+        "name": metadata["name"],
+        "platform": metadata["platform"],
+        "max_batch_size": max_images,
+        "input": [
+            {"name": t["name"], "data_type": f"TYPE_{t['datatype'].replace('BYTES', 'STRING')}", "dims": t["shape"][1:]}
+            for t in metadata["inputs"]
+        ],
+        "output": [
+            {"name": t["name"], "data_type": f"TYPE_{t['datatype'].replace('BYTES', 'STRING')}", "dims": t["shape"][1:]}
+            for t in metadata["outputs"]
+        ],
+    }
+
+
 def routes(
     models: dict,
     infer: Callable[[object, bytes, Optional[str]], Awaitable[tuple[np.ndarray, dict]]],
+    max_images: int,
 ) -> APIRouter:
     """The v2 routes over ``models`` (name -> ``ServedModel``); ``infer(served, body, header_length)`` is the
-    server's own path from a body to probabilities (parser process, limits, micro-batcher)."""
+    server's own path from a body to probabilities (parser process, limits, micro-batcher), which takes at most
+    ``max_images`` images a request."""
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
 
     def model_named(name: str, version: Optional[str] = None):
@@ -271,6 +293,11 @@ def routes(
     @router.get("/models/{name}/versions/{version}")
     def metadata(name: str, version: Optional[str] = None) -> dict:
         return model_metadata(model_named(name, version))
+
+    @router.get("/models/{name}/config")
+    @router.get("/models/{name}/versions/{version}/config")
+    def config(name: str, version: Optional[str] = None) -> dict:
+        return model_config(model_named(name, version), max_images)
 
     @router.get("/models/{name}/ready")
     @router.get("/models/{name}/versions/{version}/ready")

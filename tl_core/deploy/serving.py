@@ -499,7 +499,7 @@ def create_app(
         pixels, meta = await _parse_body("infer", raw, served.input_shape, max_images, header_length)
         return await served.batcher(pixels), meta
 
-    app.include_router(oip.routes(models, infer))
+    app.include_router(oip.routes(models, infer, max_images))
     app.state.models = models
     return app
 
