@@ -255,3 +255,81 @@ def test_hand_written_v2_bodies_get_oip_errors_and_nested_json_works(server):
         np.testing.assert_allclose(reply.json()["outputs"][0]["data"], predict.json()["predictions"][0], atol=1e-6)
         assert http.get(f"http://127.0.0.1:{port}/v2").json()["name"] == "tl_core"
     assert httpx.get(f"http://127.0.0.1:{port}/v2", timeout=10).status_code == 401
+
+
+def _answer(sock: socket.socket) -> tuple[int, dict]:
+    """One HTTP/1.1 response read off ``sock``: its status and JSON body."""
+    sock.settimeout(60)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed before answering"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed before the whole answer"
+        body += chunk
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+@pytest.mark.slow
+def test_v2_and_v1_requests_that_arrive_together_share_forward_passes(server):
+    """Eight v2 ``infer`` requests and one v1 ``:predict`` of the same pixels, each held back by its last byte
+    and then completed at once: the server's forward-pass counters (v1 metadata) show the nine images in fewer
+    than nine passes (one micro-batcher for both protocols), and every answer is the same."""
+    import httpx
+
+    port, name = server
+    pixels = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "UINT8",
+                    "shape": [1, 64, 64, 3],
+                    "parameters": {"binary_data_size": pixels.nbytes},
+                }
+            ]
+        }
+    ).encode()
+
+    def request(path: str, body: bytes, extra: str = "") -> bytes:
+        return (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/octet-stream\r\n{extra}\r\n"
+        ).encode() + body
+
+    v2 = request(
+        f"/v2/models/{name}/infer", head + pixels.tobytes(), f"Inference-Header-Content-Length: {len(head)}\r\n"
+    )
+    v1 = request(f"/v1/models/{name}:predict", json.dumps({"instances": pixels.tolist()}).encode())
+
+    def counters() -> dict:
+        url = f"http://127.0.0.1:{port}/v1/models/{name}/metadata"
+        return httpx.get(url, headers=AUTH, timeout=30).json()["serving"]
+
+    before = counters()
+    requests = [v2] * 8 + [v1]
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in requests]
+    try:
+        for sock, raw in zip(sockets, requests):
+            sock.sendall(raw[:-1])
+        time.sleep(0.2)
+        for sock, raw in zip(sockets, requests):
+            sock.sendall(raw[-1:])
+        answers = [_answer(sock) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    after = counters()
+    assert [status for status, _ in answers] == [200] * 9, answers
+    predicted = answers[-1][1]["predictions"]
+    for _, answer in answers[:-1]:
+        np.testing.assert_allclose(answer["outputs"][0]["data"], predicted[0], atol=1e-6)
+    assert after["images"] - before["images"] == 9
+    assert after["forward_passes"] - before["forward_passes"] < 9, (before, after)

@@ -18,7 +18,8 @@ limits, the token, the parser process and the micro-batcher: the same pixels get
 either. Connections are bounded in number and time (``server_config``): headers and body must arrive within their
 deadlines (``TL_API_HEADER_TIMEOUT_S``, ``TL_API_BODY_TIMEOUT_S``, else 408) and at most ``TL_API_MAX_CONNECTIONS``
 are open at once (else 503). ``:predict`` and v2 ``infer`` bodies are parsed in a worker process, so a big one does
-not hold up the server's other answers. Requests that arrive together share one forward pass (``MicroBatcher``).
+not hold up the server's other answers (a v2 body whose tensors come as binary data after a small JSON part is
+parsed in a thread). Requests that arrive together share one forward pass (``MicroBatcher``).
 Probabilities are the run's calibrated ones (its temperature is inside the model, ``LoadedModel``): the same
 numbers as the app, the CLI and every export.
 """
@@ -61,6 +62,7 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_MAX_CONNECTIONS = 256
 MAX_HEADER_BYTES = 64 << 10
+INLINE_JSON_BYTES = 64 << 10  # a v2 body's JSON part this small (binary data after it) is parsed in a thread
 OPEN_PATHS = oip.OPEN_PATHS | {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 LOOPBACK_NAMES = ("localhost",)
 
@@ -496,7 +498,15 @@ def create_app(
         }
 
     async def infer(served: ServedModel, raw: bytes, header_length: Optional[str]) -> tuple[np.ndarray, dict]:
-        pixels, meta = await _parse_body("infer", raw, served.input_shape, max_images, header_length)
+        if header_length is not None and header_length.isdigit() and int(header_length) <= INLINE_JSON_BYTES:
+            # binary tensor data after a small JSON part: a thread parses it at once, concurrent requests reach
+            # the micro-batcher together instead of one parse apart
+            parsed = await asyncio.to_thread(_parse_pixels, "infer", raw, served.input_shape, max_images, header_length)
+            if isinstance(parsed[0], int):
+                raise _error(*parsed)
+            pixels, meta = parsed
+        else:
+            pixels, meta = await _parse_body("infer", raw, served.input_shape, max_images, header_length)
         return await served.batcher(pixels), meta
 
     app.include_router(oip.routes(models, infer, max_images))
