@@ -300,8 +300,8 @@ def test_v2_and_v1_requests_that_arrive_together_share_forward_passes(server):
 
     def request(path: str, body: bytes, extra: str = "") -> bytes:
         return (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\nAuthorization: Bearer {TOKEN}\r\n"
-            f"Content-Type: application/octet-stream\r\n{extra}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/octet-stream\r\n{extra}\r\n"
         ).encode() + body
 
     v2 = request(

@@ -33,6 +33,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from tl_core import __version__
+from tl_core.inference.topk import top_k
 
 VERSION = "1"  # each served run is one model with one version
 INPUT = "image"
@@ -181,25 +182,29 @@ def _as_bytes_tensor(values: list[str]) -> bytes:
     return b"".join(struct.pack("<I", len(data)) + data for data in (v.encode() for v in values))
 
 
+def _classification(row: np.ndarray, class_names: list[str], k: int) -> list[str]:
+    """The classification extension's answer for one image: Triton's ``"value:index:label"`` strings for the top
+    ``k`` (at most every class), ranked as every top-k is (``inference.topk``)."""
+    index = {label: i for i, label in enumerate(class_names)}
+    return [
+        f"{np.format_float_positional(np.float32(t['probability']), unique=True)}:{index[t['label']]}:{t['label']}"
+        for t in top_k(row, class_names, k)
+    ]
+
+
 def infer_answer(name: str, class_names: list[str], probs: np.ndarray, meta: dict) -> Response:
     """The inference response for ``probs`` (N, classes): the outputs ``meta`` asks for, JSON or binary."""
     probs = np.asarray(probs, np.float32)
     outputs, chunks = [], []
     for request in meta["outputs"]:
         if request["classification"]:
-            k = min(request["classification"], len(class_names))
-            order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-            values = [
-                f"{np.format_float_positional(probs[i, c], unique=True)}:{c}:{class_names[c]}"
-                for i in range(len(probs))
-                for c in order[i]
-            ]
-            tensor = {"name": request["name"], "datatype": "BYTES", "shape": [len(probs), k]}
+            values = [text for row in probs for text in _classification(row, class_names, request["classification"])]
+            tensor = {"name": PROBABILITIES, "datatype": "BYTES", "shape": [len(probs), len(values) // len(probs)]}
         elif request["name"] == PROBABILITIES:
             values = probs
             tensor = {"name": PROBABILITIES, "datatype": "FP32", "shape": list(probs.shape)}
         else:
-            values = [class_names[c] for c in probs.argmax(axis=1)]
+            values = [top_k(row, class_names, 1)[0]["label"] for row in probs]
             tensor = {"name": LABEL, "datatype": "BYTES", "shape": [len(probs)]}
         if request["binary"]:
             data = values.astype("<f4").tobytes() if isinstance(values, np.ndarray) else _as_bytes_tensor(values)

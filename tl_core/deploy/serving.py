@@ -260,9 +260,10 @@ class RequestGate:
 
 
 class _BodyParser:
-    """One worker process turns ``:predict`` and v2 ``infer`` bodies (``BODY_PARSERS``) into pixels. ``json.loads`` and ``np.asarray`` hold the
-    interpreter lock for the whole of a big body, so in a thread they would still stall every other answer
-    (``/healthz`` included); in a process they do not. Bodies are parsed one at a time, in arrival order.
+    """One worker process turns ``:predict`` and v2 ``infer`` bodies (``BODY_PARSERS``) into pixels.
+    ``json.loads`` and ``np.asarray`` hold the interpreter lock for the whole of a big body, so in a thread they
+    would still stall every other answer (``/healthz`` included); in a process they do not. Bodies are parsed
+    one at a time, in arrival order.
 
     The worker is a plain ``python -c`` child speaking over its pipes (``_parse_worker``), not multiprocessing:
     spawn would re-import the main module of whatever script created the app, and fork would copy TensorFlow's
