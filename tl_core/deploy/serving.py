@@ -6,18 +6,22 @@
 | ``POST /v1/models/{name}:classify`` | image files (multipart field ``files``, one or more) -> top-k labels per file |
 | ``GET /v1/models``, ``/v1/models/{name}``, ``/v1/models/{name}/metadata`` | what is served, TF Serving's status, classes and input |
 | ``GET /healthz``, ``/readyz`` | liveness and readiness (no token needed, nothing named) |
+| ``/v2/...`` | the Open Inference Protocol (KServe v2, as Triton speaks it): health, metadata, ``infer`` (``oip``) |
 
 A model's name is its run id. With ``TL_API_TOKEN`` set every route but health and the API docs wants
-``Authorization: Bearer <token>``, checked before any body is read; an empty ``TL_API_TOKEN`` refuses to start,
-and so does no token on an address other than loopback unless allowed (``--allow-no-token``,
-``TL_API_ALLOW_NO_TOKEN=1``). Requests are bounded (``TL_API_MAX_BYTES``, ``TL_API_MAX_IMAGES``; a ``:classify``'s images by their headers
-before any is decoded: all together over ``TL_API_MAX_PIXELS`` is a 413, one over ``TL_MAX_SERVE_PIXELS`` a 422);
-a bad image or array gets a 4xx that says what is wrong. Connections are bounded in number and time (``server_config``):
-headers and body must arrive within their deadlines (``TL_API_HEADER_TIMEOUT_S``, ``TL_API_BODY_TIMEOUT_S``,
-else 408) and at most ``TL_API_MAX_CONNECTIONS`` are open at once (else 503). ``:predict`` bodies are parsed in
-a worker process, so a big one does not hold up the server's other answers. Requests that arrive together share
-one forward pass (``MicroBatcher``). Probabilities are the run's calibrated ones (its temperature is inside the
-model, ``LoadedModel``): the same numbers as the app, the CLI and every export.
+``Authorization: Bearer <token>``, checked before any body is read; an empty ``TL_API_TOKEN`` refuses to start, and
+so does no token on an address other than loopback unless allowed (``--allow-no-token``,
+``TL_API_ALLOW_NO_TOKEN=1``). Requests are bounded (``TL_API_MAX_BYTES``, ``TL_API_MAX_IMAGES``; a ``:classify``'s
+images by their headers before any is decoded: all together over ``TL_API_MAX_PIXELS`` is a 413, one over
+``TL_MAX_SERVE_PIXELS`` a 422); a bad image or array gets a 4xx that says what is wrong. Both protocols share these
+limits, the token, the parser process and the micro-batcher: the same pixels get the same probabilities from
+either. Connections are bounded in number and time (``server_config``): headers and body must arrive within their
+deadlines (``TL_API_HEADER_TIMEOUT_S``, ``TL_API_BODY_TIMEOUT_S``, else 408) and at most ``TL_API_MAX_CONNECTIONS``
+are open at once (else 503). ``:predict`` and v2 ``infer`` bodies are parsed in a worker process, so a big one does
+not hold up the server's other answers (a v2 body whose tensors come as binary data after a small JSON part is
+parsed in a thread). Requests that arrive together share one forward pass (``MicroBatcher``).
+Probabilities are the run's calibrated ones (its temperature is inside the model, ``LoadedModel``): the same
+numbers as the app, the CLI and every export.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 
 from tl_core.data.images import ImageRejected, env_pixels, load_array, over_cap, read_header, serve_pixel_cap
+from tl_core.deploy import oip
 from tl_core.errors import TLError
 from tl_core.inference.topk import top_k as top_labels
 from tl_core.runs.store import Run, get_run, list_runs
@@ -57,7 +62,8 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_MAX_CONNECTIONS = 256
 MAX_HEADER_BYTES = 64 << 10
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+INLINE_JSON_BYTES = 64 << 10  # a v2 body's JSON part this small (binary data after it) is parsed in a thread
+OPEN_PATHS = oip.OPEN_PATHS | {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -253,10 +259,11 @@ class RequestGate:
         await (refusal or self.app)(scope, receive, send)
 
 
-class _PredictParser:
-    """One worker process turns ``:predict`` bodies into pixels. ``json.loads`` and ``np.asarray`` hold the
-    interpreter lock for the whole of a big body, so in a thread they would still stall every other answer
-    (``/healthz`` included); in a process they do not. Bodies are parsed one at a time, in arrival order.
+class _BodyParser:
+    """One worker process turns ``:predict`` and v2 ``infer`` bodies (``BODY_PARSERS``) into pixels.
+    ``json.loads`` and ``np.asarray`` hold the interpreter lock for the whole of a big body, so in a thread they
+    would still stall every other answer (``/healthz`` included); in a process they do not. Bodies are parsed
+    one at a time, in arrival order.
 
     The worker is a plain ``python -c`` child speaking over its pipes (``_parse_worker``), not multiprocessing:
     spawn would re-import the main module of whatever script created the app, and fork would copy TensorFlow's
@@ -282,11 +289,12 @@ class _PredictParser:
                 )
             return self._process
 
-    def parse(self, raw: bytes, shape: tuple, max_images: int):
-        """Blocking: the worker's answer, pixels or ``(status, reason)``."""
+    def parse(self, kind: str, raw: bytes, shape: tuple, max_images: int, header_length: Optional[str] = None):
+        """Blocking: the worker's answer, ``(pixels, meta)`` or ``(status, reason)``."""
         process = self.start()
         try:
-            request = {"shape": list(shape), "max_images": max_images, "bytes": len(raw)}
+            request = {"kind": kind, "shape": list(shape), "max_images": max_images, "bytes": len(raw)}
+            request["header_length"] = header_length
             process.stdin.write(json.dumps(request).encode() + b"\n" + raw)
             process.stdin.flush()
             answer = json.loads(process.stdout.readline())
@@ -296,48 +304,64 @@ class _PredictParser:
             return 503, "The body parser stopped (out of memory?); send fewer instances per request."
         if "error" in answer:
             return answer["status"], answer["error"]
-        return np.frombuffer(data, np.float32).reshape(answer["shape"])
+        return np.frombuffer(data, np.float32).reshape(answer["shape"]), answer["meta"]
 
-    async def __call__(self, raw: bytes, shape: tuple, max_images: int) -> np.ndarray:
+    async def __call__(
+        self, kind: str, raw: bytes, shape: tuple, max_images: int, header_length: Optional[str] = None
+    ) -> tuple[np.ndarray, dict]:
+        """``(pixels, meta)`` for a body of ``kind``; HTTPException with the worker's reason for a bad one."""
         loop = asyncio.get_running_loop()
-        parsed = await loop.run_in_executor(self._one_at_a_time, self.parse, raw, shape, max_images)
-        if isinstance(parsed, tuple):
+        parsed = await loop.run_in_executor(
+            self._one_at_a_time, self.parse, kind, raw, shape, max_images, header_length
+        )
+        if isinstance(parsed[0], int):
             raise _error(*parsed)
         return parsed
 
 
-_parse_predict = _PredictParser()
+_parse_body = _BodyParser()
 
 
 def _parse_worker() -> None:
-    """The parser process: a JSON header line (``shape``, ``max_images``, ``bytes``) and that many body bytes on
-    stdin; answers a header line (``shape`` or ``status`` and ``error``, and ``bytes``) and the float32 pixels
-    on stdout; until stdin closes."""
+    """The parser process: a JSON header line (``kind``, ``shape``, ``max_images``, ``bytes``, ``header_length``)
+    and that many body bytes on stdin; answers a header line (``shape`` and ``meta``, or ``status`` and ``error``;
+    and ``bytes``) and the float32 pixels on stdout; until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C stops the server, whose exit closes our stdin
     source, sink = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not corrupt the answers
     while line := source.readline():
         request = json.loads(line)
-        parsed = _predict_pixels(source.read(request["bytes"]), tuple(request["shape"]), request["max_images"])
-        if isinstance(parsed, tuple):
+        raw = source.read(request["bytes"])
+        parsed = _parse_pixels(
+            request["kind"], raw, tuple(request["shape"]), request["max_images"], request["header_length"]
+        )
+        if isinstance(parsed[0], int):
             head, data = {"status": parsed[0], "error": parsed[1]}, b""
         else:
-            pixels = np.ascontiguousarray(parsed, np.float32)
-            head, data = {"shape": list(pixels.shape)}, pixels.tobytes()
+            pixels = np.ascontiguousarray(parsed[0], np.float32)
+            head, data = {"shape": list(pixels.shape), "meta": parsed[1]}, pixels.tobytes()
         sink.write(json.dumps({**head, "bytes": len(data)}).encode() + b"\n" + data)
         sink.flush()
 
 
-def _predict_pixels(raw: bytes, shape: tuple, max_images: int):
-    """A ``:predict`` body as pixels, or ``(status, reason)`` for a bad one."""
+BODY_PARSERS: dict[str, Callable[[object, bytes, tuple, int], tuple[np.ndarray, dict]]] = {
+    # kind -> (JSON body, binary data after it, input shape, max images) -> (pixels, what the answer needs)
+    "predict": lambda body, binary, shape, max_images: (_pixels_from_instances(body, shape, max_images), {}),
+    "infer": oip.infer_pixels,
+}
+
+
+def _parse_pixels(kind: str, raw: bytes, shape: tuple, max_images: int, header_length: Optional[str] = None):
+    """A body of ``kind`` as ``(pixels, meta)``, or ``(status, reason)`` for a bad one."""
     try:
-        body = json.loads(raw)
-    except RecursionError:
-        return 400, "The JSON is nested too deeply; each instance is a height x width x 3 array of numbers."
-    except (ValueError, UnicodeDecodeError) as exc:
-        return 400, f"The body is not valid JSON ({exc})."
-    try:
-        return _pixels_from_instances(body, shape, max_images)
+        head, binary = oip.split_binary(raw, header_length)
+        try:
+            body = json.loads(head)
+        except RecursionError:
+            return 400, "The JSON is nested too deeply; pixels are height x width x 3 arrays of numbers."
+        except (ValueError, UnicodeDecodeError) as exc:
+            return 400, f"The body is not valid JSON ({exc})."
+        return BODY_PARSERS[kind](body, binary, shape, max_images)
     except HTTPException as exc:
         return exc.status_code, exc.detail
     except OverflowError:
@@ -362,7 +386,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        _parse_predict.start()
+        _parse_body.start()
         yield
 
     app = FastAPI(
@@ -433,7 +457,7 @@ def create_app(
     @app.post("/v1/models/{name}:predict", openapi_extra=predict_body)
     async def predict(name: str, request: Request) -> dict:
         served = model_named(name)
-        pixels = await _parse_predict(await request.body(), served.input_shape, max_images)
+        pixels, _ = await _parse_body("predict", await request.body(), served.input_shape, max_images)
         return {"predictions": (await served.batcher(pixels)).tolist()}
 
     per_image, budget = serve_pixel_cap(), env_pixels("TL_API_MAX_PIXELS", DEFAULT_MAX_PIXELS)
@@ -478,6 +502,19 @@ def create_app(
             ],
         }
 
+    async def infer(served: ServedModel, raw: bytes, header_length: Optional[str]) -> tuple[np.ndarray, dict]:
+        if header_length is not None and header_length.isdigit() and int(header_length) <= INLINE_JSON_BYTES:
+            # binary tensor data after a small JSON part: a thread parses it at once, concurrent requests reach
+            # the micro-batcher together instead of one parse apart
+            parsed = await asyncio.to_thread(_parse_pixels, "infer", raw, served.input_shape, max_images, header_length)
+            if isinstance(parsed[0], int):
+                raise _error(*parsed)
+            pixels, meta = parsed
+        else:
+            pixels, meta = await _parse_body("infer", raw, served.input_shape, max_images, header_length)
+        return await served.batcher(pixels), meta
+
+    app.include_router(oip.routes(models, infer, max_images))
     app.state.models = models
     return app
 
