@@ -4,7 +4,7 @@
 write, top-k, test-time augmentation) and the lifecycle files of a run folder (``status.json``,
 ``progress.json``, ``log.txt``, ``process.log``, ``cancel``), written by the same code: ``PredictJob`` is a
 ``Run`` whose work is a prediction, so every backend queues, starts (``python -m tl_core execute FOLDER``),
-follows, cancels and lists a job as it does a training run. The CSV is ``predictions.csv`` in the job's
+follows, cancels and lists a job as it does a training run. The CSV is ``answers.csv`` in the job's
 folder unless the job names another file. Jobs live beside ``runs/``, never in it: the runs table, the
 leaderboard and the dataset locks see training runs only.
 """
@@ -21,7 +21,7 @@ from tl_core.errors import TLError
 from tl_core.runs.store import STATUS, Run, get_run
 from tl_core.workspace import read_json, subdir, write_json
 
-SPEC, RESULT_CSV, INPUT_ZIP = "job.json", "predictions.csv", "input.zip"
+SPEC, RESULT_CSV = "job.json", "answers.csv"
 PREFIX = "predict-"
 
 
