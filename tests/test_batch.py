@@ -239,12 +239,14 @@ def test_predict_page_runs_a_zip_or_a_server_folder_as_a_job_and_offers_its_csv(
     at.get("file_uploader")[1].upload("mine.zip", archive.getvalue(), "application/zip").run()
     at.button(key="predict_batch_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    jobs = [job for job in list_jobs() if job.id not in earlier]
-    assert len(jobs) == 2 and "**mine.zip**: queued" in [m.value for m in at.markdown]
-    for job in jobs:
-        execute_job(job)
-    assert not (Path(jobs[0].spec()["input"])).exists()  # the uploaded zip went with its job
+    zipped, folder_job = [job for job in list_jobs() if job.id not in earlier]  # newest first
+    assert "**mine.zip**: queued" in [m.value for m in at.markdown]
+    at.button(key=f"predict_batch_cancel_{folder_job.id}").click().run()
+    assert folder_job.state == "cancelled"
+    execute_job(zipped)
+    assert not Path(zipped.spec()["input"]).exists()  # the uploaded zip went with its job
     at.run()
-    downloads = {b.key for b in at.get("download_button")}
-    assert {f"predict_batch_csv_{job.id}" for job in jobs} <= downloads
-    assert "1 predicted, 1 skipped" in "\n".join(c.value for c in at.caption)
+    assert f"predict_batch_csv_{zipped.id}" in {b.key for b in at.get("download_button")}
+    assert "1 predicted, 1 skipped; " in "\n".join(c.value for c in at.caption)
+    assert "Cancelled before it started." in [w.value for w in at.warning]
+    assert [row["file"] for row in read_csv(zipped.out)] == ["x/red.png", "x/bad.jpg"]

@@ -253,6 +253,8 @@ def batch_jobs(run: Run) -> None:
 def _batch_jobs_body(job_ids: list[str]) -> None:
     from tl_core.runs.jobs import job_by_id
 
+    from .auth import current_user, may_cancel
+
     for job_id in job_ids:
         job = job_by_id(job_id)
         widgets.backend().check_alive(job)  # a job whose process died shows interrupted
@@ -273,3 +275,9 @@ def _batch_jobs_body(job_ids: list[str]) -> None:
                 )
         elif row["state"] in ("failed", "cancelled", "interrupted"):
             st.warning(widgets.md_escape(row["message"] or row["state"]))
+        if row["state"] in ("queued", "running") and may_cancel(row["user"]):
+            if st.button("Cancel", key=f"predict_batch_cancel_{job.id}"):
+                try:
+                    widgets.backend().cancel(job, user=current_user())
+                except TLError as exc:
+                    st.warning(widgets.md_escape(str(exc)))
