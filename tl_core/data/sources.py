@@ -62,7 +62,7 @@ def _strip_common_top(paths: list[list[str]]) -> list[list[str]]:
     return paths
 
 
-def _is_ignorable(name: str) -> bool:
+def is_ignorable(name: str) -> bool:
     lowered = name.lower()
     return lowered in SYSTEM_NAMES or lowered.startswith("._") or lowered.startswith(".")
 
@@ -79,7 +79,7 @@ def candidates_from_zip(
         parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", "/")]
         if info.is_dir() or not parts:
             continue
-        if not archives.unsafe_path(name, parts) and (parts[0] == "__MACOSX" or any(_is_ignorable(p) for p in parts)):
+        if not archives.unsafe_path(name, parts) and (parts[0] == "__MACOSX" or any(is_ignorable(p) for p in parts)):
             continue
         problem = archives.entry_problem(info, parts, limits)
         if problem:
@@ -106,7 +106,7 @@ def _candidates_from_relative(
 ) -> list[Candidate]:
     """Files given by relative path parts: class (and split) folders read from the parts (unless not
     ``labelled``: then every file, its class empty)."""
-    files = [(parts, read) for parts, read in files if not any(_is_ignorable(p) for p in parts)]
+    files = [(parts, read) for parts, read in files if not any(is_ignorable(p) for p in parts)]
     stripped = _strip_common_top([parts for parts, _ in files])
     result = []
     for (original, read), parts in zip(files, stripped):
@@ -131,7 +131,7 @@ def candidates_from_folder(
     files = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
-        if any(_is_ignorable(p) for p in rel.parts):
+        if any(is_ignorable(p) for p in rel.parts):
             continue
         if path.is_symlink() and not path.resolve().is_relative_to(root):
             skipped.append({"file": str(rel), "reason": "symbolic link pointing outside the folder; not followed"})
