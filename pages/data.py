@@ -30,4 +30,5 @@ with browse_tab:
     dataset = datasets.load_dataset(chosen)
     data_sections.overview(dataset)
     data_sections.samples(dataset)
+    data_sections.settle_conflicts(dataset)
     data_sections.rename_or_delete(chosen)
