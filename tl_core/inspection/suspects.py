@@ -526,6 +526,10 @@ def suspects_report(
         return report
     report = compute_report(dataset, cfg, progress)
     write_json(path, report)
+    try:  # the next rerun reads it from memory, not parsed again from the file just written
+        _READ[path] = (path.stat().st_mtime_ns, report)
+    except OSError:
+        pass
     return report
 
 
