@@ -60,19 +60,50 @@ def save_version(
     note: str = "",
     user: Optional[str] = None,
     added: Sequence[NewImage] = (),
+    conflicts: Optional[Mapping[str, Optional[str]]] = None,
 ) -> Dataset:
     """A new latest version of dataset ``name`` with images moved to other classes (``moves``: path -> class),
     images left out (``exclude``: paths) and new images added to the training split (``added``, for example
     from the dataset's inbox). The current version stays readable as ``name@vN``.
 
+    ``conflicts`` settles label conflicts (an image the import found under two classes and kept out of both,
+    ``manifest["label_conflicts"]``): content hash -> the class it belongs to (it joins that class, in the split
+    its first file came from) or None (it stays out for good). Settled conflicts leave the new version's list.
+
     The fix is applied to the latest version as of the save, under the dataset's lock: when someone else saved
     since the caller looked, this one becomes the next version on top of theirs (its number says which), or is
     refused with a TLError when it names images their version no longer has. Nothing saved is overwritten."""
-    moves, exclude = dict(moves or {}), set(exclude)
-    if not moves and not exclude and not added:
-        raise TLError("Nothing to save: move, exclude or add at least one image first.")
+    moves, exclude, conflicts = dict(moves or {}), set(exclude), dict(conflicts or {})
+    if not moves and not exclude and not added and not conflicts:
+        raise TLError("Nothing to save: move, exclude or add at least one image, or settle a label conflict, first.")
     with dataset_lock(load_dataset(parse_ref(name).name).name):
-        return save_locked(name, moves, exclude, note, user, added)
+        return save_locked(name, moves, exclude, note, user, added, conflicts)
+
+
+def _settled(current: Dataset, conflicts: dict) -> tuple[list[dict], list[dict]]:
+    """(items the settled conflicts add, the label conflicts still open)."""
+    open_rows = current.manifest.get("label_conflicts", [])
+    by_hash = {row["sha256"]: row for row in open_rows}
+    unknown = sorted(set(conflicts) - set(by_hash))
+    if unknown:
+        raise TLError(
+            f"No open label conflict for image(s) {[h[:12] for h in unknown]} in dataset {current.name!r} "
+            f"(version {current.version}). Reload the page: they may have been settled since."
+        )
+    added = []
+    for digest, cls in conflicts.items():
+        if cls is None:
+            continue
+        row = by_hash[digest]
+        if cls not in current.classes:
+            raise TLError(f"Unknown class {cls!r} for dataset {current.name!r}; choose one of {current.classes}.")
+        if not row.get("path") or not (current.root / row["path"]).is_file():
+            raise TLError(
+                f"The image {' = '.join(row['files'])} was not kept by its import (an older import); put it "
+                "in the one folder where it belongs and import the dataset again."
+            )
+        added.append({k: row[k] for k in ("path", "split", "sha256", "width", "height")} | {"class": cls})
+    return added, [row for row in open_rows if row["sha256"] not in conflicts]
 
 
 @dataclass(frozen=True)
@@ -126,10 +157,18 @@ def _place(current: Dataset, added: Sequence[NewImage]) -> list[dict]:
 
 
 def save_locked(
-    name: str, moves: dict, exclude: set, note: str, user: Optional[str], added: Sequence[NewImage] = ()
+    name: str,
+    moves: dict,
+    exclude: set,
+    note: str,
+    user: Optional[str],
+    added: Sequence[NewImage] = (),
+    conflicts: Optional[dict] = None,
 ) -> Dataset:
     """``save_version`` for a caller already holding the dataset's lock (``datasets.dataset_lock``)."""
+    conflicts = dict(conflicts or {})
     current = load_dataset(name)
+    settled, still_open = _settled(current, conflicts)
     known = {item["path"] for item in current.items}
     unknown = sorted((set(moves) | exclude) - known)
     if unknown:
@@ -143,11 +182,15 @@ def save_locked(
     new_items = _place(current, added)
     if added and not new_items and not moves and not exclude:
         raise TLError(f"Nothing to save: every image given is already in dataset {name!r} (by content).")
-    items = [
-        {**item, "class": moves.get(item["path"], item["class"])}
-        for item in current.items
-        if item["path"] not in exclude
-    ] + [{k: v for k, v in item.items() if k != "copy_from"} for item in new_items]
+    items = (
+        [
+            {**item, "class": moves.get(item["path"], item["class"])}
+            for item in current.items
+            if item["path"] not in exclude
+        ]
+        + settled
+        + [{k: v for k, v in item.items() if k != "copy_from"} for item in new_items]
+    )
     classes = [cls for cls in current.classes if any(item["class"] == cls for item in items)]
     if len(classes) < 2:
         raise TLError(f"After these changes only {classes} would be left; a classifier needs two classes.")
@@ -163,7 +206,7 @@ def save_locked(
         old.get("predefined_split"),
         rule.get("val_fraction", 0.2),
         rule.get("seed", 42),
-        old.get("label_conflicts", []),
+        still_open,
     )
     folder = current.root / VERSIONS
     folder.mkdir(exist_ok=True)
@@ -173,12 +216,13 @@ def save_locked(
     manifest.update(
         version=number,
         parent=current.version,
-        note=note or f"{len(moves)} moved, {len(exclude)} excluded" + (f", {len(new_items)} added" if added else ""),
+        note=note or _note(moves, exclude, new_items if added else None, conflicts),
         saved_by=user,
         changes={
             "moved": moves,
             "excluded": sorted(exclude),
             **({"added": {item["path"]: item["class"] for item in new_items}} if added else {}),
+            **({"conflicts": conflicts} if conflicts else {}),
         },
         created=now_iso(),
     )
@@ -208,5 +252,16 @@ def save_locked(
         moved=len(moves),
         excluded=len(exclude),
         **({"added": len(new_items)} if added else {}),
+        **({"conflicts_settled": len(conflicts)} if conflicts else {}),
     )
     return Dataset(current.name, current.root, manifest)
+
+
+def _note(moves: dict, exclude: set, new_items: Optional[list], conflicts: dict) -> str:
+    note = f"{len(moves)} moved, {len(exclude)} excluded"
+    if new_items is not None:
+        note += f", {len(new_items)} added"
+    if conflicts:
+        given = sum(cls is not None for cls in conflicts.values())
+        note += f", {given} label conflict(s) given a class, {len(conflicts) - given} left out"
+    return note
