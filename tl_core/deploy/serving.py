@@ -17,7 +17,9 @@ headers and body must arrive within their deadlines (``TL_API_HEADER_TIMEOUT_S``
 else 408) and at most ``TL_API_MAX_CONNECTIONS`` are open at once (else 503). ``:predict`` bodies are parsed in
 a worker process, so a big one does not hold up the server's other answers. Requests that arrive together share
 one forward pass (``MicroBatcher``). Probabilities are the run's calibrated ones (its temperature is inside the
-model, ``LoadedModel``): the same numbers as the app, the CLI and every export.
+model, ``LoadedModel``): the same numbers as the app, the CLI and every export. Each image's answer says whether
+it is outside what the run was trained on (``"unknown"``, with its ``"distance"``; null for a run without a
+scope, ``runs/scope.py``), and every prediction is recorded for monitoring (``inference/monitoring.py``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ from starlette.requests import ClientDisconnect
 
 from tl_core.data.images import ImageRejected, env_pixels, load_array, over_cap, read_header, serve_pixel_cap
 from tl_core.errors import TLError
+from tl_core.inference import monitoring
 from tl_core.inference.topk import top_k as top_labels
+from tl_core.runs.scope import scope_for
 from tl_core.runs.store import Run, get_run, list_runs
 
 DEFAULT_PORT = 8600  # not 8501: that is the app's own (Streamlit's) port
@@ -108,7 +112,21 @@ class ServedModel:
         self.run = run
         self.loaded = run.load_model()
         self.loaded.warm_up()
-        self.batcher = MicroBatcher(self.loaded.probabilities)
+        self.scope = scope_for(run)
+        self.recorder = monitoring.Recorder(run.id)
+        self.batcher = MicroBatcher(self.loaded.features)  # the head and the scope apply per request
+
+    async def answer(self, pixels: np.ndarray) -> tuple[np.ndarray, list, list]:
+        """(probabilities, unknown flags, distances) for raw pixels, recorded for monitoring."""
+        features = await self.batcher(pixels)
+        probs = self.loaded.head_probabilities(features).astype(np.float64)
+        if self.scope is None:
+            unknown = distances = [None] * len(probs)
+        else:
+            measured = self.scope.distances(features)
+            unknown, distances = self.scope.is_unknown(measured).tolist(), [round(float(d), 6) for d in measured]
+        self.recorder.record(monitoring.records(probs.argmax(1), probs.max(1), unknown, distances, "rest"))
+        return probs, unknown, distances
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -432,7 +450,8 @@ def create_app(
     async def predict(name: str, request: Request) -> dict:
         served = model_named(name)
         pixels = await _parse_predict(await request.body(), served.input_shape, max_images)
-        return {"predictions": (await served.batcher(pixels)).tolist()}
+        probs, unknown, _ = await served.answer(pixels)
+        return {"predictions": probs.tolist(), "unknown": unknown}
 
     per_image, budget = serve_pixel_cap(), env_pixels("TL_API_MAX_PIXELS", DEFAULT_MAX_PIXELS)
 
@@ -466,11 +485,12 @@ def create_app(
                 )
             except ImageRejected as exc:
                 raise _error(422, f"{upload.filename or 'file'}: {exc}") from None
-        probs = await served.batcher(np.stack(pixels))
+        probs, unknown, distances = await served.answer(np.stack(pixels))
         return {
             "model": name,
             "results": [
-                {"file": upload.filename, "top_k": served.top_k(row, top_k)} for upload, row in zip(files, probs)
+                {"file": upload.filename, "top_k": served.top_k(row, top_k), "unknown": flag, "distance": distance}
+                for upload, row, flag, distance in zip(files, probs, unknown, distances)
             ],
         }
 
