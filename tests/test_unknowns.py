@@ -196,3 +196,25 @@ def test_scope_thresholds_keep_the_share_of_validation_images_asked():
         np.testing.assert_allclose(again.distances(far), scope.distances(far))
     with pytest.raises(TLError, match="'cosine'"):
         fit_scope(train, labels, val, 3, method="cosine")
+
+
+def test_the_drift_tests_agree_with_scipy():
+    from scipy import stats
+
+    from tl_core.inference.monitoring import binomial_upper, chi_square, ks_lower
+
+    for successes, trials, rate in [(10, 46, 0.05), (3, 30, 0.05), (1, 10, 0.05), (5000, 100000, 0.05), (20, 20, 0.05)]:
+        exact = stats.binomtest(successes, trials, rate, alternative="greater").pvalue
+        assert binomial_upper(successes, trials, rate) == pytest.approx(exact, rel=1e-6)
+    rng = np.random.default_rng(0)
+    for low in (0.0, 0.3):  # the same distribution, then a sample lying lower
+        sample, reference = rng.uniform(0, 1 - low, 400), rng.uniform(0, 1, 120)
+        statistic, p = ks_lower(sample, reference)
+        expected = stats.ks_2samp(sample, reference, alternative="greater", method="asymp")
+        assert statistic == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue, rel=0.5)
+    for observed in ([30.0, 10, 10], [100.0, 80, 120, 90, 110]):
+        observed = np.array(observed)
+        expected = np.full(len(observed), observed.sum() / len(observed))
+        statistic, p = chi_square(observed, expected)
+        assert statistic == pytest.approx(stats.chisquare(observed, expected).statistic)
+        assert p == pytest.approx(stats.chisquare(observed, expected).pvalue, rel=0.35)

@@ -17,11 +17,14 @@ top-1 probabilities and the training images per class):
   images (1 - keep), flagged when p < ``ALPHA`` and the rate is at least twice that; at least ``MIN_UNKNOWN``
   measured predictions;
 - confidence: a one-sided two-sample Kolmogorov-Smirnov test, recorded top-1 probabilities lower than the
-  validation images', flagged when p < ``ALPHA`` and the statistic is at least ``MIN_KS``; at least
-  ``MIN_CONFIDENCE`` predictions;
+  validation images' (Smirnov's asymptotic p-value), flagged when p < ``ALPHA`` and the statistic is at least
+  ``MIN_KS``; at least ``MIN_CONFIDENCE`` predictions;
 - class mix: Pearson's chi-square goodness-of-fit test of the answers per class against the training images'
-  class shares (classes expected fewer than 5 times pooled), flagged when p < ``ALPHA``; at least
-  ``MIN_CLASS_MIX`` predictions.
+  class shares (classes expected fewer than 5 times pooled; the Wilson-Hilferty approximation of the chi-square
+  tail), flagged when p < ``ALPHA``; at least ``MIN_CLASS_MIX`` predictions.
+
+The tests are written here in NumPy (``tests/test_unknowns.py`` checks them against SciPy's): importing
+``scipy.stats`` costs a fresh server more than the whole report of 100,000 predictions.
 
 ``drift`` is true when any test is flagged; ``warnings`` says which, in sentences.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import math
 import os
 import threading
 import time
@@ -178,6 +182,56 @@ def read(run_id: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, RECORD)
 
 
+# ------------------------------------------------------------------ the tests (NumPy; checked against SciPy)
+def binomial_upper(successes: int, trials: int, rate: float) -> float:
+    """P(X >= successes) for X ~ Binomial(trials, rate), exactly: the terms are summed away from the mode (the
+    upper tail above it, else one minus the lower tail), until they stop counting; a few hundred terms, not
+    ``trials``."""
+    if successes <= 0:
+        return 1.0
+    if successes > trials:
+        return 0.0
+    if rate <= 0.0 or rate >= 1.0:
+        return float(rate >= 1.0)
+    log_rate, log_rest, log_all = math.log(rate), math.log1p(-rate), math.lgamma(trials + 1)
+
+    def term(i: int) -> float:
+        return math.exp(
+            log_all - math.lgamma(i + 1) - math.lgamma(trials - i + 1) + i * log_rate + (trials - i) * log_rest
+        )
+
+    upper = successes > math.floor((trials + 1) * rate)
+    total, i, step = 0.0, (successes if upper else successes - 1), (1 if upper else -1)
+    while 0 <= i <= trials:
+        value = term(i)
+        total += value
+        if value <= total * 1e-17:
+            break
+        i += step
+    return float(min(1.0, total)) if upper else float(max(0.0, 1.0 - total))
+
+
+def ks_lower(sample: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(D+, p): the one-sided two-sample Kolmogorov-Smirnov statistic for ``sample`` lying below ``reference``
+    (the largest amount by which the sample's CDF exceeds the reference's) and Smirnov's asymptotic p-value,
+    exp(-2 D+^2 mn / (m + n))."""
+    sample, reference = np.sort(sample), np.sort(reference)
+    points = np.concatenate([sample, reference])
+    above = np.searchsorted(sample, points, side="right") / len(sample)
+    below = np.searchsorted(reference, points, side="right") / len(reference)
+    statistic = float(max(0.0, (above - below).max()))
+    m, n = len(sample), len(reference)
+    return statistic, float(min(1.0, math.exp(-2.0 * statistic**2 * m * n / (m + n))))
+
+
+def chi_square(observed: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+    """(statistic, p): Pearson's goodness-of-fit test, the tail by the Wilson-Hilferty approximation."""
+    statistic = float(((observed - expected) ** 2 / expected).sum())
+    df = len(observed) - 1
+    z = ((statistic / df) ** (1 / 3) - (1 - 2 / (9 * df))) / math.sqrt(2 / (9 * df))
+    return statistic, float(0.5 * math.erfc(z / math.sqrt(2)))
+
+
 # ------------------------------------------------------------------ the report
 def _pooled(observed: np.ndarray, expected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Classes expected fewer than 5 times merged into one bin (the chi-square test's rule of thumb)."""
@@ -193,8 +247,6 @@ def _pooled(observed: np.ndarray, expected: np.ndarray) -> tuple[np.ndarray, np.
 def report(run: Run, days: float = 7.0, now: Optional[float] = None, scope: Optional[Scope] = None, rows=None) -> dict:
     """The run's predictions so far and the recent window's drift tests (module docstring). ``scope``, ``rows``:
     already loaded ones (default: the run's)."""
-    from scipy import stats
-
     from tl_core.runs.scope import scope_for
 
     if days <= 0:
@@ -234,7 +286,7 @@ def report(run: Run, days: float = 7.0, now: Optional[float] = None, scope: Opti
         test = {"test": "one-sided exact binomial", "expected_rate": round(expected, 4), "n": int(len(measured))}
         if len(measured) >= MIN_UNKNOWN:
             unknowns = int(measured["unknown"].sum())
-            p = float(stats.binomtest(unknowns, len(measured), expected, alternative="greater").pvalue)
+            p = binomial_upper(unknowns, len(measured), expected)
             test.update(p_value=p, flagged=bool(p < ALPHA and out["unknown_rate"] >= 2 * expected))
             if test["flagged"]:
                 warnings.append(
@@ -243,13 +295,13 @@ def report(run: Run, days: float = 7.0, now: Optional[float] = None, scope: Opti
                     f"(binomial test p = {p:.1e}): it is being shown things it was not taught."
                 )
         out["tests"]["unknown_rate"] = test
-    out.update(_confidence(window, scope, days, warnings, out["tests"], stats))
-    out.update(_class_mix(window, classes, scope, days, warnings, out["tests"], stats))
+    out.update(_confidence(window, scope, days, warnings, out["tests"]))
+    out.update(_class_mix(window, classes, scope, days, warnings, out["tests"]))
     out["drift"] = any(t.get("flagged") for t in out["tests"].values())
     return out
 
 
-def _confidence(window, scope, days, warnings, tests, stats) -> dict:
+def _confidence(window, scope, days, warnings, tests) -> dict:
     recorded = window["probability"].astype(np.float64)
     validation = scope.val_confidence if scope is not None else np.zeros(0)
     edges = np.linspace(0.0, 1.0, 21)
@@ -264,21 +316,19 @@ def _confidence(window, scope, days, warnings, tests, stats) -> dict:
     }
     test = {"test": "one-sided two-sample Kolmogorov-Smirnov", "n": int(len(recorded))}
     if len(recorded) >= MIN_CONFIDENCE and len(validation) >= MIN_CONFIDENCE:
-        # alternative "greater": the recorded probabilities' CDF lies above the validation's somewhere (lower)
-        result = stats.ks_2samp(recorded, validation, alternative="greater")
-        test.update(statistic=round(float(result.statistic), 4), p_value=float(result.pvalue))
-        test["flagged"] = bool(result.pvalue < ALPHA and result.statistic >= MIN_KS)
+        statistic, p = ks_lower(recorded, validation)
+        test.update(statistic=round(statistic, 4), p_value=p, flagged=bool(p < ALPHA and statistic >= MIN_KS))
         if test["flagged"]:
             warnings.append(
                 f"The model is less sure than on its validation images: median top probability "
                 f"{np.median(recorded):.0%} over the last {days:g} days against {np.median(validation):.0%} "
-                f"(Kolmogorov-Smirnov test p = {result.pvalue:.1e})."
+                f"(Kolmogorov-Smirnov test p = {p:.1e})."
             )
     tests["confidence"] = test
     return out
 
 
-def _class_mix(window, classes, scope, days, warnings, tests, stats) -> dict:
+def _class_mix(window, classes, scope, days, warnings, tests) -> dict:
     counts = np.bincount(window["label"], minlength=len(classes))[: len(classes)] if len(window) else np.zeros(0)
     training = scope.train_counts.astype(np.float64) if scope is not None else np.zeros(0)
     out = {
@@ -293,15 +343,14 @@ def _class_mix(window, classes, scope, days, warnings, tests, stats) -> dict:
     if len(counts) and test["n"] >= MIN_CLASS_MIX and training.sum() and len(training) == len(counts):
         observed, expected = _pooled(counts.astype(np.float64), training / training.sum() * counts.sum())
         if len(observed) >= 2 and (expected > 0).all():
-            result = stats.chisquare(observed, expected)
-            test.update(statistic=round(float(result.statistic), 2), p_value=float(result.pvalue))
-            test["flagged"] = bool(result.pvalue < ALPHA)
+            statistic, p = chi_square(observed, expected)
+            test.update(statistic=round(statistic, 2), p_value=p, flagged=bool(p < ALPHA))
             if test["flagged"]:
                 share = counts / counts.sum()
                 gap = int(np.argmax(np.abs(share - training / training.sum())))
                 warnings.append(
                     f"The answers' class mix differs from the training images' (chi-square test p = "
-                    f"{result.pvalue:.1e}): {classes[gap]!r} is {share[gap]:.0%} of the last {days:g} days' "
+                    f"{p:.1e}): {classes[gap]!r} is {share[gap]:.0%} of the last {days:g} days' "
                     f"answers against {training[gap] / training.sum():.0%} of the training images."
                 )
     tests["class_mix"] = test
