@@ -162,8 +162,16 @@ def test_the_prediction_log_is_bounded_and_ignores_a_torn_record(monkeypatch):
     assert monitoring.read("r1")["label"][-1] == 7
 
 
-def test_a_buffered_recorder_writes_on_count_time_and_flush():
+def test_a_buffered_recorder_writes_in_the_background_on_count_and_time_and_on_flush():
+    import time
+
     from tl_core.inference import monitoring
+
+    def written(count):
+        deadline = time.monotonic() + 10
+        while len(monitoring.read("r2")) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(monitoring.read("r2"))
 
     recorder = monitoring.Recorder("r2", flush_every=3, flush_after_s=60)
     one = lambda: monitoring.records([1], [0.7], [False], [0.1], "rest")  # noqa: E731
@@ -171,10 +179,13 @@ def test_a_buffered_recorder_writes_on_count_time_and_flush():
     recorder.record(one())
     assert len(monitoring.read("r2")) == 0  # buffered
     recorder.record(one())
-    assert len(monitoring.read("r2")) == 3  # the third filled the buffer
+    assert written(3) == 3  # the third filled the buffer: written by another thread
     recorder.record(one())
     recorder.flush()
     assert len(monitoring.read("r2")) == 4
+    quick = monitoring.Recorder("r2", flush_every=100, flush_after_s=0.05)
+    quick.record(one())
+    assert written(5) == 5  # a lone record is written shortly after
 
 
 def test_scope_thresholds_keep_the_share_of_validation_images_asked():

@@ -4,9 +4,9 @@
 index), its probability, the unknown flag and the distance from the training images (``runs/scope.py``); never
 the image. Each run has an append-only log, ``$TL_HOME/monitoring/<run id>/predictions.bin``: fixed-size binary
 records (``RECORD``, 22 bytes), appended in whole records under a file lock, so the app and the server can write
-the same run's log. A ``Recorder`` buffers records in memory and writes them together (every ``FLUSH_EVERY``
-records, or ``FLUSH_AFTER_S`` after the first waiting one, and at exit): a request pays for building a few
-bytes, not for a write. The log is bounded: past ``MAX_RECORDS`` it becomes ``predictions.1.bin`` (replacing the
+the same run's log. A ``Recorder`` buffers records in memory and writes them together, in a thread of its own
+(when ``FLUSH_EVERY`` records wait, or ``FLUSH_AFTER_S`` after the first waiting one, and at exit): a request
+pays for building a few bytes, never for a write. The log is bounded: past ``MAX_RECORDS`` it becomes ``predictions.1.bin`` (replacing the
 older one) and a new log starts, so at most twice that is kept.
 
 **Report.** ``report(run)`` reads the log (100,000 records in a few milliseconds) and compares the recent
@@ -123,16 +123,19 @@ def append(run_id: str, rows: np.ndarray) -> None:
 
 
 class Recorder:
-    """Buffered appends to one run's log: ``record`` costs building the records; the write happens every
-    ``flush_every`` records, ``flush_after_s`` after the first waiting one (a timer thread), or at exit."""
+    """Buffered appends to one run's log: ``record`` costs building the records; the write happens in another
+    thread (never the request's), when ``flush_every`` records wait or ``flush_after_s`` after the first waiting
+    one, and at exit. ``flush`` writes what waits now, in the caller's thread."""
 
     def __init__(self, run_id: str, flush_every: int = FLUSH_EVERY, flush_after_s: float = FLUSH_AFTER_S):
         self.run_id = run_id
         self.flush_every, self.flush_after_s = flush_every, flush_after_s
         self._pending: list[np.ndarray] = []
         self._count = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held only to swap the buffer, never while writing
+        self._write_lock = threading.Lock()  # one write at a time, in order
         self._timer: Optional[threading.Timer] = None
+        self._due_now = False  # the timer waiting is an immediate write (the buffer filled)
         _RECORDERS.add(self)
 
     def record(self, rows: np.ndarray) -> None:
@@ -140,21 +143,23 @@ class Recorder:
             self._pending.append(rows)
             self._count += len(rows)
             full = self._count >= self.flush_every
-            if not full and self._timer is None:
-                self._timer = threading.Timer(self.flush_after_s, self.flush)
+            if self._timer is None or (full and not self._due_now):
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = threading.Timer(0 if full else self.flush_after_s, self.flush)
                 self._timer.daemon = True
+                self._due_now = full
                 self._timer.start()
-        if full:
-            self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            pending, self._pending, self._count = self._pending, [], 0
-            if self._timer is not None:
-                self._timer.cancel()
+        with self._write_lock:
+            with self._lock:
+                pending, self._pending, self._count = self._pending, [], 0
+                if self._timer is not None and self._timer is not threading.current_thread():
+                    self._timer.cancel()
                 self._timer = None
-        if pending:
-            append(self.run_id, np.concatenate(pending))
+            if pending:
+                append(self.run_id, np.concatenate(pending))
 
 
 _RECORDERS: weakref.WeakSet = weakref.WeakSet()
