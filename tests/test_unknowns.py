@@ -229,3 +229,19 @@ def test_the_drift_tests_agree_with_scipy():
         statistic, p = chi_square(observed, expected)
         assert statistic == pytest.approx(stats.chisquare(observed, expected).statistic)
         assert p == pytest.approx(stats.chisquare(observed, expected).pvalue, rel=0.35)
+
+
+def test_a_damaged_scope_file_is_a_clear_error_and_a_missing_one_means_not_measured(tmp_path):
+    from tl_core.errors import TLError
+    from tl_core.models.config import TrainConfig
+    from tl_core.runs.scope import fit_scope, scope_for
+    from tl_core.runs.store import new_run
+
+    run = new_run(TrainConfig(data="colors", base="MobileNetV2", alpha=0.35, size=64))
+    assert scope_for(run) is None
+    features = np.random.default_rng(0).normal(0, 1, (12, 8))
+    run.artifacts.save_scope(fit_scope(features, np.arange(12) % 2, features[:4], 2).to_arrays())
+    assert scope_for(run).method == "knn"
+    run.artifacts.scope_path.write_bytes(b"not a zip")
+    with pytest.raises(TLError, match="scope.npz"):
+        scope_for(run)

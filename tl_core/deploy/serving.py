@@ -114,16 +114,23 @@ class ServedModel:
         self.loaded.warm_up()
         self.scope = scope_for(run)
         self.recorder = monitoring.Recorder(run.id)
-        self.batcher = MicroBatcher(self.loaded.features)  # the head and the scope apply per request
+        self.batcher = MicroBatcher(self._forward)
+
+    def _forward(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw pixels -> one row per image: its probabilities, then its distance from the training images (NaN
+        without a scope); in the batcher's thread, for the whole batch at once."""
+        features = self.loaded.features(pixels)
+        distances = self.scope.distances(features) if self.scope is not None else np.full(len(features), np.nan)
+        return np.column_stack([self.loaded.head_probabilities(features).astype(np.float64), distances])
 
     async def answer(self, pixels: np.ndarray) -> tuple[np.ndarray, list, list]:
-        """(probabilities, unknown flags, distances) for raw pixels, recorded for monitoring."""
-        features = await self.batcher(pixels)
-        probs = self.loaded.head_probabilities(features).astype(np.float64)
+        """(probabilities, unknown flags, distances) for raw pixels (flags and distances None without a scope),
+        recorded for monitoring."""
+        rows = await self.batcher(pixels)
+        probs, measured = rows[:, :-1], rows[:, -1]
         if self.scope is None:
             unknown = distances = [None] * len(probs)
         else:
-            measured = self.scope.distances(features)
             unknown, distances = self.scope.is_unknown(measured).tolist(), [round(float(d), 6) for d in measured]
         self.recorder.record(monitoring.records(probs.argmax(1), probs.max(1), unknown, distances, "rest"))
         return probs, unknown, distances

@@ -18,6 +18,8 @@ Public API: ``scope_for(run)`` -> ``Scope`` or None; ``Scope.distances(features)
 
 from __future__ import annotations
 
+import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
@@ -209,7 +211,8 @@ def fit_scope(
     )
 
 
-_LOADED: dict[Path, tuple[tuple, Scope]] = {}  # scope file -> (its stamp, the scope): loaded once per change
+_LOADED: OrderedDict[Path, tuple[tuple, Scope]] = OrderedDict()  # scope file -> (its stamp, the scope)
+LOADED_MAX = 4  # scopes kept loaded (each up to REFERENCE_MAX feature rows): the ones used last
 
 
 def scope_for(run: Union[Run, str, Path]) -> Optional[Scope]:
@@ -225,6 +228,18 @@ def scope_for(run: Union[Run, str, Path]) -> Optional[Scope]:
     stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
     cached = _LOADED.get(path)
     if cached is None or cached[0] != stamp:
-        cached = (stamp, Scope.from_arrays(run.artifacts.scope_arrays()))
-        _LOADED[path] = cached
+        try:
+            arrays = run.artifacts.scope_arrays()
+            if arrays is None:  # removed since the stat
+                return None
+            cached = (stamp, Scope.from_arrays(arrays))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise TLError(
+                f"Run {run.id!r}: its scope file {path.name!r} is damaged ({type(exc).__name__}: {exc}). Delete it "
+                "(the run then answers no 'unknown') or train the run again."
+            ) from None
+    _LOADED[path] = cached
+    _LOADED.move_to_end(path)
+    while len(_LOADED) > LOADED_MAX:
+        _LOADED.popitem(last=False)
     return cached[1]
