@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -126,24 +127,36 @@ def test_cli_predict_lines_carry_the_unknown_flag(scoped_run, capsys):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
-def test_monitoring_page_shows_recorded_predictions_and_the_drift_warning(scoped_run):
+def test_predict_page_answers_unknown_and_the_monitoring_page_shows_it_with_the_drift_warning(scoped_run):
     from tl_core.inference import monitoring
 
     from .test_app import open_page, texts
 
-    page = open_page("pages/monitor.py")
-    assert "No predictions recorded" in texts(page)
+    monitor = open_page("pages/monitor.py")
+    assert "No predictions recorded" in texts(monitor)
 
-    now = 1_800_000_000.0
+    predict = open_page("pages/predict.py")
+    assert predict.slider(key="predict_keep").value == pytest.approx(0.95)
+    predict.toggle(key="predict_as_table").set_value(True).run()
+    cat = SHARED / "samples" / "cat_720p.jpg"
+    predict.get("file_uploader")[0].upload("cat.jpg", cat.read_bytes(), "image/jpeg").run()
+    assert not predict.exception, [e.value for e in predict.exception]
+    table = predict.dataframe[-1].value
+    assert table["answer"][0] == "unknown" and table["top1"][0] in ("red", "blue", "green")
+    predict.run()  # a rerun shows the same upload: recorded once
+    recorded = monitoring.read(scoped_run.id)
+    assert len(recorded) == 1 and recorded["unknown"][0] == 1 and recorded["source"][0] == 0
+
+    now = time.time()
     calm = monitoring.records([0, 1, 2] * 10, [0.9] * 30, [False] * 30, [0.2] * 30, "rest", when=now)
     far = monitoring.records([0] * 20, [0.5] * 20, [True] * 20, [1.3] * 20, "app", when=now)
     monitoring.append(scoped_run.id, np.concatenate([calm, far]))
-    page.run()
-    assert not page.exception, [e.value for e in page.exception]
-    metrics = {m.label: m.value for m in page.metric}
-    assert metrics["Predictions recorded"] == "50" and metrics["Drift"] == "yes", metrics
-    assert page.warning and "unknown" in page.warning[0].value
-    assert len(page.get("plotly_chart")) == 3
+    monitor.run()
+    assert not monitor.exception, [e.value for e in monitor.exception]
+    metrics = {m.label: m.value for m in monitor.metric}
+    assert metrics["Predictions recorded"] == "51" and metrics["Drift"] == "yes", metrics
+    assert monitor.warning and "unknown" in monitor.warning[0].value
+    assert len(monitor.get("plotly_chart")) == 3
 
 
 def test_the_prediction_log_is_bounded_and_ignores_a_torn_record(monkeypatch):

@@ -2,8 +2,8 @@
 
 | route | what |
 |---|---|
-| ``POST /v1/models/{name}:predict`` | TF Serving's body, ``{"instances": [...]}`` (or ``"inputs"``): raw RGB pixel arrays at the model's size -> ``{"predictions": [[p, ...], ...]}`` |
-| ``POST /v1/models/{name}:classify`` | image files (multipart field ``files``, one or more) -> top-k labels per file |
+| ``POST /v1/models/{name}:predict`` | TF Serving's body, ``{"instances": [...]}`` (or ``"inputs"``): raw RGB pixel arrays at the model's size -> ``{"predictions": [[p, ...], ...], "unknown": [...]}`` |
+| ``POST /v1/models/{name}:classify`` | image files (multipart field ``files``, one or more) -> top-k labels, ``unknown`` and ``distance`` per file |
 | ``GET /v1/models``, ``/v1/models/{name}``, ``/v1/models/{name}/metadata`` | what is served, TF Serving's status, classes and input |
 | ``GET /healthz``, ``/readyz`` | liveness and readiness (no token needed, nothing named) |
 
