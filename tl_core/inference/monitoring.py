@@ -123,41 +123,47 @@ def append(run_id: str, rows: np.ndarray) -> None:
 
 
 class Recorder:
-    """Buffered appends to one run's log: ``record`` costs building the records; the write happens in another
-    thread (never the request's), when ``flush_every`` records wait or ``flush_after_s`` after the first waiting
-    one, and at exit. ``flush`` writes what waits now, in the caller's thread."""
+    """Buffered appends to one run's log: ``record`` costs building the records and a list append; one writer
+    thread per recorder (started with the first record, never the request's) writes when ``flush_every``
+    records wait or ``flush_after_s`` after the first waiting one, and at exit. ``flush`` writes what waits now,
+    in the caller's thread."""
 
     def __init__(self, run_id: str, flush_every: int = FLUSH_EVERY, flush_after_s: float = FLUSH_AFTER_S):
         self.run_id = run_id
         self.flush_every, self.flush_after_s = flush_every, flush_after_s
         self._pending: list[np.ndarray] = []
         self._count = 0
-        self._lock = threading.Lock()  # held only to swap the buffer, never while writing
+        self._wake = threading.Condition()  # guards the buffer; held only to swap it, never while writing
         self._write_lock = threading.Lock()  # one write at a time, in order
-        self._timer: Optional[threading.Timer] = None
-        self._due_now = False  # the timer waiting is an immediate write (the buffer filled)
+        self._writer: Optional[threading.Thread] = None
         _RECORDERS.add(self)
 
     def record(self, rows: np.ndarray) -> None:
-        with self._lock:
+        with self._wake:
             self._pending.append(rows)
             self._count += len(rows)
-            full = self._count >= self.flush_every
-            if self._timer is None or (full and not self._due_now):
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer = threading.Timer(0 if full else self.flush_after_s, self.flush)
-                self._timer.daemon = True
-                self._due_now = full
-                self._timer.start()
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name=f"monitor-{self.run_id}", daemon=True)
+                self._writer.start()
+            elif self._count >= self.flush_every or len(self._pending) == 1:
+                self._wake.notify()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending:
+                    self._wake.wait()
+                if self._count < self.flush_every:  # the first waiting record: give others a moment to join it
+                    self._wake.wait_for(lambda: self._count >= self.flush_every, timeout=self.flush_after_s)
+            try:
+                self.flush()
+            except OSError:  # a full or vanished disk: monitoring loses these records, serving goes on
+                pass
 
     def flush(self) -> None:
         with self._write_lock:
-            with self._lock:
+            with self._wake:
                 pending, self._pending, self._count = self._pending, [], 0
-                if self._timer is not None and self._timer is not threading.current_thread():
-                    self._timer.cancel()
-                self._timer = None
             if pending:
                 append(self.run_id, np.concatenate(pending))
 
