@@ -21,3 +21,4 @@ if not report["predictions"]:
 monitor_sections.headline(report)
 monitor_sections.charts(report)
 monitor_sections.tests_table(report)
+monitor_sections.next_steps(run, report)

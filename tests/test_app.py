@@ -22,6 +22,7 @@ PAGES = [
     "pages/train.py",
     "pages/results.py",
     "pages/predict.py",
+    "pages/inbox.py",
     "pages/monitor.py",
 ]
 

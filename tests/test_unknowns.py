@@ -136,7 +136,7 @@ def test_predict_page_answers_unknown_and_the_monitoring_page_shows_it_with_the_
     assert "No predictions recorded" in texts(monitor)
 
     predict = open_page("pages/predict.py")
-    assert predict.slider(key="predict_keep").value == pytest.approx(0.95)
+    assert predict.slider(key="predict_unknown_keep").value == pytest.approx(0.95)
     predict.toggle(key="predict_as_table").set_value(True).run()
     cat = SHARED / "samples" / "cat_720p.jpg"
     predict.get("file_uploader")[0].upload("cat.jpg", cat.read_bytes(), "image/jpeg").run()
@@ -157,6 +157,7 @@ def test_predict_page_answers_unknown_and_the_monitoring_page_shows_it_with_the_
     assert metrics["Predictions recorded"] == "51" and metrics["Drift"] == "yes", metrics
     assert monitor.warning and "unknown" in monitor.warning[0].value
     assert len(monitor.get("plotly_chart")) == 3
+    assert monitor.button(key="monitor_again")  # drift: train again on the dataset's newest version
 
 
 def test_the_prediction_log_is_bounded_and_ignores_a_torn_record(monkeypatch):

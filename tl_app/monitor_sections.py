@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from tl_core.data.refs import parse_ref
 from tl_core.inference import monitoring
 from tl_core.runs import table
 from tl_core.runs.scope import Scope, scope_for
@@ -16,6 +17,7 @@ from tl_core.runs.store import Run
 
 from . import widgets
 from .results_sections import CHOSEN_RUN, remember_choice
+from .retrain import train_again_panel
 
 RECORDED = "monitor_recorded"  # session state: the uploads this session has recorded, per run and view
 
@@ -130,3 +132,17 @@ def tests_table(report: dict) -> None:
         for what, test in report["tests"].items()
     ]
     st.dataframe(pd.DataFrame(rows).astype({"drift": str}), hide_index=True, key="monitor_tests")
+
+
+def next_steps(run: Run, report: dict) -> None:
+    """When the inputs drift: label what the model is shown (the Inbox), then train again with the same settings
+    on the dataset's newest version."""
+    if not report["drift"]:
+        return
+    st.subheader("Close the loop")
+    st.caption(
+        "Label photos like the ones it is shown now: keep them from the Predict page, or run the REST server with "
+        "`serve --capture DATASET`, then accept them in the Inbox as a new dataset version and train again."
+    )
+    st.page_link("pages/inbox.py", label="Open the Inbox", icon=":material/inbox:")
+    train_again_panel(run, parse_ref(run.dataset_name).name, key="monitor")

@@ -192,7 +192,7 @@ def check_splits(items: list[dict], classes: list[str]) -> None:
         )
 
 
-def _inspected(candidates: list[Candidate], min_colors: int):
+def inspected(candidates: list[Candidate], min_colors: int):
     """(candidate, bytes, image info, None) or (candidate, None, None, why it is skipped), in order. Files are
     read and checked on one thread per core (Pillow decodes without holding the GIL), a window at a time."""
 
@@ -245,7 +245,7 @@ def build_dataset(
     conflicts: dict[str, list[dict]] = {}  # content hash -> every file of it, when they are in different classes
     class_names = _ClassNames()
     try:
-        for done, (cand, data, info, reason) in enumerate(_inspected(candidates, min_colors), 1):
+        for done, (cand, data, info, reason) in enumerate(inspected(candidates, min_colors), 1):
             if progress:
                 progress(done, len(candidates))
             if reason:

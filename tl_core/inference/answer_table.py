@@ -75,3 +75,25 @@ def answers_csv(answers: Sequence[Answer]) -> str:
     writer.writeheader()
     writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in rows)
     return buffer.getvalue()
+
+
+def batch_columns(top_k: int) -> list[str]:
+    """A batch prediction CSV's header: the file, its predicted class and that class's probability, the top-k
+    labels and probabilities, and why a file got no prediction (empty when it got one)."""
+    return [
+        "file",
+        "predicted",
+        "probability",
+        *(f"top{i + 1}" for i in range(top_k)),
+        *(f"p{i + 1}" for i in range(top_k)),
+        "error",
+    ]
+
+
+def batch_row(name: str, top_k: int, top: Sequence[dict] = (), error: str = "") -> list:
+    """One CSV row of ``batch_columns(top_k)``, every text cell spreadsheet-safe: an image's top-k (best
+    first; probabilities to 6 places), or for a file that could not be read, its name and ``error``."""
+    labels = [guess["label"] for guess in top] + [""] * (top_k - len(top))
+    probs = [round(guess["probability"], 6) for guess in top] + [""] * (top_k - len(top))
+    best = (labels[0], probs[0]) if top else ("", "")
+    return [spreadsheet_safe(cell) for cell in (name, *best, *labels, *probs, error)]
