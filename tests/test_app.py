@@ -23,6 +23,7 @@ PAGES = [
     "pages/results.py",
     "pages/predict.py",
     "pages/inbox.py",
+    "pages/monitor.py",
 ]
 
 

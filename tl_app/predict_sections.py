@@ -15,7 +15,7 @@ from tl_core.inference.tta import MODES as TTA_MODES
 from tl_core.runs import table
 from tl_core.runs.store import Run
 
-from . import charts, explanations, widgets
+from . import charts, explanations, monitor_sections, widgets
 from .models import pick_pretrained, predictor_for
 from .results_sections import CHOSEN_RUN, remember_choice
 
@@ -77,6 +77,27 @@ def answer_settings(run: Optional[Run], num_classes: int) -> tuple[int, str, flo
     return top_k, tta, threshold
 
 
+def unknown_setting(run: Optional[Run]) -> Optional[float]:
+    """The share of validation images the "unknown" threshold keeps (None: the run has no scope, or a pretrained
+    classifier): an image farther from the training images than that answers "unknown"."""
+    scope = monitor_sections.scope_of(run) if run else None
+    if scope is None:
+        if run:
+            st.caption("This run was trained before 'unknown' answers existed: train it again to get them.")
+        return None
+    keep = st.slider(
+        "Answer 'unknown' for images farther from the training images than this share of validation images",
+        0.80,
+        1.0,
+        float(scope.keep),
+        0.01,
+        key="predict_unknown_keep",
+        help="the nearest class is still shown; 1.0 keeps every image as far out as the farthest validation image",
+    )
+    st.caption(f"distance threshold {scope.threshold_for(keep):.3f} ({scope.method})")
+    return keep
+
+
 def view_options(run: Optional[Run]) -> tuple[bool, bool, bool]:
     """(camera on, as a table, explain). Drawn outside the uploads' fragment: an upload does not redraw
     them (a photo taken reruns the page, fragment included)."""
@@ -118,11 +139,13 @@ def thumbnails(images: list, data: list[bytes], shown: list[int]) -> list[bytes]
 def answer_caption(answer: Answer) -> str:
     """Markdown under a thumbnail: the answer in bold (or "not sure"), the runners-up, the file name."""
     top = answer.top
-    best = (
-        f"**{widgets.md_escape(top[0]['label'])}** {top[0]['probability']:.1%}"
-        if answer.sure
-        else f"**not sure** (best guess {widgets.md_escape(top[0]['label'])}, {top[0]['probability']:.1%})"
-    )
+    guess = f"{widgets.md_escape(top[0]['label'])}, {top[0]['probability']:.1%}"
+    if answer.unknown:
+        best = f"**unknown**: not like the training images (nearest class {guess})"
+    elif answer.sure:
+        best = f"**{widgets.md_escape(top[0]['label'])}** {top[0]['probability']:.1%}"
+    else:
+        best = f"**not sure** (best guess {guess})"
     rest = " · ".join(f"{widgets.md_escape(g['label'])} {g['probability']:.1%}" for g in top[1:])
     return "  \n".join(part for part in (best, rest, widgets.md_escape(answer.name)) if part)
 
@@ -183,6 +206,7 @@ def uploads_and_answers(
     tta: str,
     threshold: float,
     options: tuple[bool, bool, bool],
+    keep: Optional[float] = None,
 ) -> None:
     """The uploads and their answers, with ``run``'s model or else ``pretrained``; ``options`` as from
     ``view_options``. An upload reruns only this part: the choices above, the chart and the sidebar are not
@@ -197,7 +221,13 @@ def uploads_and_answers(
             predictor_for(run)  # load the model while the user picks images
         return
     data = [i.getvalue() for i in images]
-    results = predictor_for(run).predict_each(data, top_k, tta=tta) if run else pretrained_each(pretrained, data, top_k)
+    results = (
+        predictor_for(run).predict_each(data, top_k, tta=tta, keep=keep)
+        if run
+        else pretrained_each(pretrained, data, top_k)
+    )
+    if run:  # each upload recorded once for monitoring (the page reruns with the same uploads)
+        monitor_sections.record_answers(run, [image.file_id for image in images], results, tta)
     answered, refused = sort_results([image.name for image in images], results, threshold)
     for name, error in refused:
         st.error(widgets.md_escape(f"{name}: {error}"))

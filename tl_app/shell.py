@@ -25,6 +25,7 @@ PAGES = [
     ("pages/results.py", "Results", ":material/insights:"),
     ("pages/predict.py", "Predict", ":material/label:"),
     ("pages/inbox.py", "Inbox", ":material/inbox:"),
+    ("pages/monitor.py", "Monitoring", ":material/monitor_heart:"),
 ]
 
 

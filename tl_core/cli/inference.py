@@ -23,14 +23,8 @@ def cmd_predict(args) -> int:
     missing = [f for f in args.images if not Path(f).is_file()]
     if missing:
         raise TLError(f"Image file(s) not found: {missing}")
-    from tl_core.data.images import ImageRejected
-
-    for image in args.images:
-        try:
-            top = predictor.predict([image], args.top_k, tta=args.tta)[0]
-            print(json.dumps({"image": image, "top_k": top}))
-        except ImageRejected as exc:
-            print(json.dumps({"image": image, "error": str(exc)}))
+    for image in args.images:  # one line each: top_k, unknown (null for a run without a scope), distance
+        print(json.dumps({"image": image, **predictor.predict_each([image], args.top_k, tta=args.tta)[0]}))
     return 0
 
 

@@ -2,8 +2,8 @@
 
 | route | what |
 |---|---|
-| ``POST /v1/models/{name}:predict`` | TF Serving's body, ``{"instances": [...]}`` (or ``"inputs"``): raw RGB pixel arrays at the model's size -> ``{"predictions": [[p, ...], ...]}`` |
-| ``POST /v1/models/{name}:classify`` | image files (multipart field ``files``, one or more) -> top-k labels per file |
+| ``POST /v1/models/{name}:predict`` | TF Serving's body, ``{"instances": [...]}`` (or ``"inputs"``): raw RGB pixel arrays at the model's size -> ``{"predictions": [[p, ...], ...], "unknown": [...]}`` |
+| ``POST /v1/models/{name}:classify`` | image files (multipart field ``files``, one or more) -> top-k labels, ``unknown`` and ``distance`` per file |
 | ``GET /v1/models``, ``/v1/models/{name}``, ``/v1/models/{name}/metadata`` | what is served, TF Serving's status, classes and input |
 | ``GET /healthz``, ``/readyz`` | liveness and readiness (no token needed, nothing named) |
 | ``/v2/...`` | the Open Inference Protocol (KServe v2, as Triton speaks it): health, metadata, ``infer`` (``oip``) |
@@ -21,7 +21,9 @@ are open at once (else 503). ``:predict`` and v2 ``infer`` bodies are parsed in 
 not hold up the server's other answers (a v2 body whose tensors come as binary data after a small JSON part is
 parsed in a thread). Requests that arrive together share one forward pass (``MicroBatcher``).
 Probabilities are the run's calibrated ones (its temperature is inside the model, ``LoadedModel``): the same
-numbers as the app, the CLI and every export.
+numbers as the app, the CLI and every export. Each image's answer says whether it is outside what the run was
+trained on (``"unknown"``, with its ``"distance"``; null for a run without a scope, ``runs/scope.py``), and every
+prediction (v1 and v2) is recorded for monitoring (``inference/monitoring.py``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ from starlette.requests import ClientDisconnect
 from tl_core.data.images import ImageRejected, env_pixels, load_array, over_cap, read_header, serve_pixel_cap
 from tl_core.deploy import oip
 from tl_core.errors import TLError
+from tl_core.inference import monitoring
 from tl_core.inference.topk import top_k as top_labels
+from tl_core.runs.scope import scope_for
 from tl_core.runs.store import Run, get_run, list_runs
 
 DEFAULT_PORT = 8600  # not 8501: that is the app's own (Streamlit's) port
@@ -114,7 +118,28 @@ class ServedModel:
         self.run = run
         self.loaded = run.load_model()
         self.loaded.warm_up()
-        self.batcher = MicroBatcher(self.loaded.probabilities)
+        self.scope = scope_for(run)
+        self.recorder = monitoring.Recorder(run.id)
+        self.batcher = MicroBatcher(self._forward)
+
+    def _forward(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw pixels -> one row per image: its probabilities, then its distance from the training images (NaN
+        without a scope); in the batcher's thread, for the whole batch at once."""
+        features = self.loaded.features(pixels)
+        distances = self.scope.distances(features) if self.scope is not None else np.full(len(features), np.nan)
+        return np.column_stack([self.loaded.head_probabilities(features).astype(np.float64), distances])
+
+    async def answer(self, pixels: np.ndarray) -> tuple[np.ndarray, list, list]:
+        """(probabilities, unknown flags, distances) for raw pixels (flags and distances None without a scope),
+        recorded for monitoring."""
+        rows = await self.batcher(pixels)
+        probs, measured = rows[:, :-1], rows[:, -1]
+        if self.scope is None:
+            unknown = distances = [None] * len(probs)
+        else:
+            unknown, distances = self.scope.is_unknown(measured).tolist(), [round(float(d), 6) for d in measured]
+        self.recorder.record(monitoring.records(probs.argmax(1), probs.max(1), unknown, distances, "rest"))
+        return probs, unknown, distances
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -458,7 +483,8 @@ def create_app(
     async def predict(name: str, request: Request) -> dict:
         served = model_named(name)
         pixels, _ = await _parse_body("predict", await request.body(), served.input_shape, max_images)
-        return {"predictions": (await served.batcher(pixels)).tolist()}
+        probs, unknown, _ = await served.answer(pixels)
+        return {"predictions": probs.tolist(), "unknown": unknown}
 
     per_image, budget = serve_pixel_cap(), env_pixels("TL_API_MAX_PIXELS", DEFAULT_MAX_PIXELS)
 
@@ -492,13 +518,14 @@ def create_app(
                 )
             except ImageRejected as exc:
                 raise _error(422, f"{upload.filename or 'file'}: {exc}") from None
-        probs = await served.batcher(np.stack(pixels))
+        probs, unknown, distances = await served.answer(np.stack(pixels))
         if capture is not None:  # queued for a dataset's inbox (serve --capture), written off this path
             capture([(upload.filename or "image", data) for upload, data in zip(files, datas)], f"serve:{name}")
         return {
             "model": name,
             "results": [
-                {"file": upload.filename, "top_k": served.top_k(row, top_k)} for upload, row in zip(files, probs)
+                {"file": upload.filename, "top_k": served.top_k(row, top_k), "unknown": flag, "distance": distance}
+                for upload, row, flag, distance in zip(files, probs, unknown, distances)
             ],
         }
 
@@ -512,7 +539,8 @@ def create_app(
             pixels, meta = parsed
         else:
             pixels, meta = await _parse_body("infer", raw, served.input_shape, max_images, header_length)
-        return await served.batcher(pixels), meta
+        probs, _, _ = await served.answer(pixels)  # recorded for monitoring, as v1 answers are
+        return probs, meta
 
     app.include_router(oip.routes(models, infer, max_images))
     app.state.models = models
