@@ -84,7 +84,10 @@ def test_a_folder_streams_into_a_csv_with_the_probabilities_of_single_image_pred
     assert (summary["images"], summary["predicted"], summary["skipped"]) == (16, 14, 2)
     assert "16/16" in captured.err and "14 predicted, 2 skipped" in captured.err  # the bar and the summary
     rows = read_csv(out)
-    assert list(rows[0]) == ["file", "predicted", "probability", "top1", "top2", "p1", "p2", "error"]
+    assert list(rows[0]) == [
+        *("file", "predicted", "probability", "unknown", "distance"),
+        *("top1", "top2", "p1", "p2", "error"),
+    ]
     names = [row["file"] for row in rows]
     assert names[:2] == ["'=HYPERLINK(1).png", "empty.png"]  # spreadsheet-safe, in walk order
     assert "a/blue/blue_0.png" in names and "photos/val/ants/" in " ".join(names) and ".DS_Store" not in names
@@ -96,7 +99,10 @@ def test_a_folder_streams_into_a_csv_with_the_probabilities_of_single_image_pred
     for row in rows:
         if row["error"]:
             continue
-        single = predictor.predict([folder / row["file"].lstrip("'")], top_k=2)[0]
+        each = predictor.predict_each([folder / row["file"].lstrip("'")], top_k=2)[0]
+        single = each["top_k"]
+        assert row["unknown"] == str(each["unknown"]).lower() and row["unknown"] in ("true", "false")
+        assert float(row["distance"]) == pytest.approx(each["distance"], abs=1e-5)
         assert [row["top1"], row["top2"]] == [g["label"] for g in single]
         assert row["predicted"] == single[0]["label"]
         np.testing.assert_allclose([float(row["p1"]), float(row["p2"])], [g["probability"] for g in single], atol=1e-6)
@@ -148,9 +154,9 @@ def test_a_zip_predicts_in_one_pass_and_a_crash_leaves_no_csv(trained_run, tmp_p
         calls.append(len(pixels))
         if len(calls) > 1:
             raise MemoryError("engine died")
-        return np.full((len(pixels), 3), 1 / 3)
+        return np.full((len(pixels), 3), 1 / 3), [None] * len(pixels)
 
-    monkeypatch.setattr(Predictor, "probabilities", failing)
+    monkeypatch.setattr(Predictor, "probabilities_and_distances", failing)
     before = out.read_bytes()
     with pytest.raises(MemoryError):
         cli.main(["predict", "--run", trained_run.id, "--input", str(archive), "--out", str(out)])

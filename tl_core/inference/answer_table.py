@@ -78,22 +78,36 @@ def answers_csv(answers: Sequence[Answer]) -> str:
 
 
 def batch_columns(top_k: int) -> list[str]:
-    """A batch prediction CSV's header: the file, its predicted class and that class's probability, the top-k
-    labels and probabilities, and why a file got no prediction (empty when it got one)."""
+    """A batch prediction CSV's header: the file, its predicted class and that class's probability, whether it
+    is outside the run's scope (``unknown``: true or false, empty for a run without a scope) and its distance
+    from the training images, the top-k labels and probabilities, and why a file got no prediction (empty when
+    it got one)."""
     return [
         "file",
         "predicted",
         "probability",
+        "unknown",
+        "distance",
         *(f"top{i + 1}" for i in range(top_k)),
         *(f"p{i + 1}" for i in range(top_k)),
         "error",
     ]
 
 
-def batch_row(name: str, top_k: int, top: Sequence[dict] = (), error: str = "") -> list:
+def batch_row(
+    name: str,
+    top_k: int,
+    top: Sequence[dict] = (),
+    error: str = "",
+    unknown: Optional[bool] = None,
+    distance: Optional[float] = None,
+) -> list:
     """One CSV row of ``batch_columns(top_k)``, every text cell spreadsheet-safe: an image's top-k (best
-    first; probabilities to 6 places), or for a file that could not be read, its name and ``error``."""
+    first; probabilities to 6 places) with its unknown flag and distance, or for a file that could not be read,
+    its name and ``error``."""
     labels = [guess["label"] for guess in top] + [""] * (top_k - len(top))
     probs = [round(guess["probability"], 6) for guess in top] + [""] * (top_k - len(top))
     best = (labels[0], probs[0]) if top else ("", "")
-    return [spreadsheet_safe(cell) for cell in (name, *best, *labels, *probs, error)]
+    flag = "" if unknown is None else str(bool(unknown)).lower()
+    far = "" if distance is None else round(float(distance), 6)
+    return [spreadsheet_safe(cell) for cell in (name, *best, flag, far, *labels, *probs, error)]

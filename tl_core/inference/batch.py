@@ -8,7 +8,7 @@ decode budget of ``data/images.py``; zip entries one by one with the safe reader
 why, unread). A file that cannot be read is a row with the reason: one bad file never stops the batch.
 
 Each image is decoded as single-image ``predict`` decodes it (``load_array`` under ``serve_pixel_cap()``) and
-goes through the same ``Predictor.probabilities``: one model, one answer. The CSV (``answer_table``'s
+goes through the same ``Predictor.probabilities_and_distances``, with the run's unknown flag: one model, one answer. The CSV (``answer_table``'s
 columns, spreadsheet-safe cells) is written under a temporary name and renamed when complete, so a crash or
 a cancel leaves no half file under the name asked for.
 """
@@ -232,11 +232,15 @@ def predict_to_csv(
     def finish(prepared, writer) -> None:
         rows: list = [value if isinstance(value, str) else value.result() for _, value in prepared]
         good = [i for i, row in enumerate(rows) if not isinstance(row, str)]
-        probs = predictor.probabilities(np.stack([rows[i] for i in good]), tta=tta) if good else []
-        by_index = dict(zip(good, probs))
+        probs, distances = (
+            predictor.probabilities_and_distances(np.stack([rows[i] for i in good]), tta=tta) if good else ([], [])
+        )
+        by_index = dict(zip(good, zip(probs, distances)))
         for index, (item, _) in enumerate(prepared):
             if index in by_index:
-                writer.writerow(batch_row(item.name, k, top_labels(by_index[index], predictor.class_names, k)))
+                row, distance = by_index[index]
+                top = top_labels(row, predictor.class_names, k)
+                writer.writerow(batch_row(item.name, k, top, unknown=predictor.unknown(distance), distance=distance))
                 counts["predicted"] += 1
             else:
                 writer.writerow(batch_row(item.name, k, error=rows[index]))
