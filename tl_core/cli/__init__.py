@@ -1,8 +1,8 @@
 """Command line: ``python -m tl_core models | datasets | train | compare | lr-find | submit | wait | predict |
-evaluate | classify | explain | suspects | runs | export | serve | worker | execute``.
+evaluate | classify | explain | suspects | runs | export | serve | mlflow-log | mlflow-register | worker | execute``.
 
 This package only parses and dispatches: each command lives with its arguments in the module of its group
-(``catalog``, ``training``, ``jobs``, ``inference``, ``deploy``); the training flags are made from the settings'
+(``catalog``, ``training``, ``jobs``, ``inference``, ``deploy``, ``experiments``); the training flags are made from the settings'
 schema (``settings``). An engine ``TLError`` becomes an ``error:`` line and exit code 2, as argparse's own are.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tl_core.cli import catalog, deploy, inference, jobs, training
+from tl_core.cli import catalog, deploy, experiments, inference, jobs, training
 from tl_core.errors import TLError
 
 # In the order ``--help`` lists them.
@@ -31,6 +31,8 @@ COMMANDS = (
     jobs.add_runs,
     deploy.add_export,
     deploy.add_serve,
+    experiments.add_mlflow_log,
+    experiments.add_mlflow_register,
     jobs.add_worker,
     jobs.add_execute,
 )

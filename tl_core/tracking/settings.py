@@ -1,0 +1,95 @@
+"""Where runs are logged: the MLflow tracking URI and experiment, from the environment or a secrets file.
+
+``TL_MLFLOW_TRACKING_URI`` (set but empty: off), else ``[mlflow] tracking_uri`` in the secrets files the app
+reads (``.streamlit/secrets.toml`` in the working folder, then ``~/.streamlit/secrets.toml``), read here with
+``tomllib`` so the engine needs no Streamlit. Nothing configured: logging is off. The experiment is
+``TL_MLFLOW_EXPERIMENT`` or ``[mlflow] experiment``, else ``DEFAULT_EXPERIMENT``.
+
+A tracking server that does not answer must never hold a run up: ``quick_requests`` gives MLflow's HTTP
+calls a short timeout and no retries unless the environment says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Optional
+
+from tl_core.errors import TLError
+
+URI_ENV, EXPERIMENT_ENV = "TL_MLFLOW_TRACKING_URI", "TL_MLFLOW_EXPERIMENT"
+DEFAULT_EXPERIMENT = "Transfer Learning Studio"
+# MLflow's own defaults are a 120 s timeout and 7 retries with exponential back-off: minutes per call
+REQUEST_TIMEOUT_S, REQUEST_RETRIES = "5", "0"
+
+
+def secrets_files() -> list[Path]:
+    """The secrets files Streamlit reads by default, the project's first (it wins over the user's)."""
+    return [Path.cwd() / ".streamlit" / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml"]
+
+
+def _secrets_section() -> dict:
+    for path in secrets_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        try:
+            section = tomllib.loads(text).get("mlflow", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise TLError(f"The secrets file {str(path)!r} is not valid TOML ({exc}). Fix it.") from None
+        if section:
+            if not isinstance(section, dict):
+                raise TLError(f'[mlflow] in {str(path)!r} must be a table (tracking_uri = "..."); got {section!r}.')
+            return section
+    return {}
+
+
+def tracking_uri() -> Optional[str]:
+    """The configured tracking URI, or None when logging to MLflow is off."""
+    if URI_ENV in os.environ:
+        return os.environ[URI_ENV].strip() or None
+    uri = _secrets_section().get("tracking_uri")
+    if uri is not None and not isinstance(uri, str):
+        raise TLError(f'[mlflow] tracking_uri must be a text like "http://127.0.0.1:5000"; got {uri!r}.')
+    return (uri or "").strip() or None
+
+
+def experiment_name() -> str:
+    name = os.environ.get(EXPERIMENT_ENV) or _secrets_section().get("experiment") or DEFAULT_EXPERIMENT
+    return str(name).strip() or DEFAULT_EXPERIMENT
+
+
+def enabled() -> bool:
+    return tracking_uri() is not None
+
+
+def required_uri() -> str:
+    """The tracking URI, or a TLError that says how to set one."""
+    uri = tracking_uri()
+    if uri is None:
+        raise TLError(
+            f"No MLflow tracking server is configured. Set {URI_ENV} (for example http://127.0.0.1:5000), or "
+            'tracking_uri = "..." under [mlflow] in .streamlit/secrets.toml.'
+        )
+    return uri
+
+
+def quick_requests() -> None:
+    """MLflow's HTTP calls in this process: a short timeout, no retries (unless set in the environment)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", REQUEST_TIMEOUT_S)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", REQUEST_RETRIES)
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> Optional[str]:
+    """The run's page in the MLflow UI (a server URI only; a local store has no page)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def model_url(uri: str, name: str, version: str) -> Optional[str]:
+    if not uri.startswith(("http://", "https://")):
+        return None
+    return f"{uri.rstrip('/')}/#/models/{name}/versions/{version}"
