@@ -20,8 +20,6 @@ from tl_core.models.config import SETTINGS
 
 from .factories import SHARED, cli, require_shared, small_config
 
-pytestmark = pytest.mark.slow
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -99,6 +97,7 @@ def _photos(size: int, resize: str) -> np.ndarray:
     return load_batch(files, size, resize=resize).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_a_dead_tracking_server_leaves_the_run_finished_and_mlflow_log_logs_it_later(
     colors, mlflow_server, monkeypatch
 ):
@@ -140,6 +139,7 @@ def test_a_dead_tracking_server_leaves_the_run_finished_and_mlflow_log_logs_it_l
     print(f"training with a dead tracking server took {took:.1f} s")
 
 
+@pytest.mark.slow
 def test_a_run_is_logged_live_and_its_registered_model_predicts_as_the_run(colors, mlflow_server, monkeypatch):
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -216,3 +216,103 @@ def test_a_run_is_logged_live_and_its_registered_model_predicts_as_the_run(color
     np.testing.assert_allclose(answers.to_numpy(), loaded.probabilities(pixels), atol=1e-5)
     with pytest.raises(TLError, match="registered model name"):
         register(run, "a/b")
+
+
+# ---------------------------------------------------------------- fast: settings, what is logged, the Results section
+
+
+def test_the_tracking_uri_comes_from_the_environment_else_the_secrets_file(tmp_path, monkeypatch):
+    from tl_core.tracking import settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TL_MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("TL_MLFLOW_EXPERIMENT", raising=False)
+    assert settings.tracking_uri() is None and not settings.enabled()  # off by default
+    secrets = tmp_path / ".streamlit" / "secrets.toml"
+    secrets.parent.mkdir()
+    secrets.write_text('password = "x"\n[mlflow]\ntracking_uri = "http://mlflow.example:5000"\nexperiment = "ants"\n')
+    assert settings.tracking_uri() == "http://mlflow.example:5000" and settings.experiment_name() == "ants"
+    assert settings.job_env() == {
+        "TL_MLFLOW_TRACKING_URI": "http://mlflow.example:5000",
+        "TL_MLFLOW_EXPERIMENT": "ants",
+    }
+    monkeypatch.setenv("TL_MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
+    assert settings.tracking_uri() == "http://127.0.0.1:5001"  # the environment wins
+    monkeypatch.setenv("TL_MLFLOW_TRACKING_URI", "")
+    assert settings.tracking_uri() is None and settings.job_env() == {"TL_MLFLOW_TRACKING_URI": ""}  # off on purpose
+    monkeypatch.delenv("TL_MLFLOW_TRACKING_URI")
+    secrets.write_text("[mlflow]\ntracking_uri = 5000\n")
+    with pytest.raises(TLError, match="5000"):
+        settings.tracking_uri()
+    secrets.write_text("[mlflow\n")
+    with pytest.raises(TLError, match="not valid TOML"):
+        settings.tracking_uri()
+    with pytest.raises(TLError, match="not valid TOML"):
+        settings.required_uri()
+
+
+def test_final_metrics_keep_epoch_metric_names_for_the_epochs_and_the_pictures_are_pngs():
+    from tl_core.tracking import figures
+    from tl_core.tracking.mlflow_runs import epoch_metrics, final_metrics
+
+    final = final_metrics(
+        {
+            "val_accuracy": 0.9,
+            "val_macro_f1": 0.8,
+            "ece_after": 0.03,
+            "num_val_images": 20,
+            "features_cached": True,
+            "engine": {"top1_agreement": 1.0, "max_rel_diff": 2e-6, "engine": "litert-xnnpack"},
+            "class_names": ["a", "b"],
+        }
+    )
+    assert final == {
+        "final_val_accuracy": 0.9,
+        "val_macro_f1": 0.8,
+        "ece_after": 0.03,
+        "num_val_images": 20.0,
+        "engine_top1_agreement": 1.0,
+        "engine_max_rel_diff": 2e-6,
+    }
+    row = {"epoch": 2, "phase": "head", "loss": 0.5, "val_accuracy": 0.75, "learning_rate": 1e-3, "seconds": 1.5}
+    assert epoch_metrics(row) == {"loss": 0.5, "val_accuracy": 0.75, "learning_rate": 1e-3, "epoch_seconds": 1.5}
+    png = figures.confusion_png([[3, 1], [0, 4]], ["ants", "bees"])
+    assert png.startswith(b"\x89PNG") and figures.curves_png([row, {**row, "loss": 0.4}]).startswith(b"\x89PNG")
+    assert figures.confusion_png([[1] * 60] * 60, [str(i) for i in range(60)]) is None  # unreadable: not drawn
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_results_links_a_logged_run_to_its_mlflow_page_and_offers_to_register_it(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tl_core.runs.evaluate import evaluate
+    from tl_core.runs.store import new_run
+
+    from .factories import REPO
+
+    uri = f"http://127.0.0.1:{_free_port()}"  # nobody listens: registering fails, and says so
+    monkeypatch.setenv("TL_MLFLOW_TRACKING_URI", uri)
+    run = new_run(small_config())
+    summary = evaluate(run.artifacts, ["red", "blue"], np.array([0, 1]), np.array([[0.8, 0.2], [0.3, 0.7]]), ["a", "b"])
+    run.artifacts.write_metrics(summary)
+    run.set_status("finished", val_accuracy=1.0)
+    page = f"{uri}/#/experiments/3/runs/abc"
+    run.record_mlflow(
+        tracking_uri=uri, experiment_id="3", run_id="abc", url=page, complete=True, model_uri="models:/m-abc"
+    )
+
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120).run()
+    at.switch_page("pages/results.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    links = [element.proto.url for element in at.get("link_button")]
+    assert page in links
+    assert at.text_input(key=f"results_mlflow_name_{run.id}").value == "colors"
+    at.text_input(key=f"results_mlflow_name_{run.id}").input("ants / bees")
+    at.button(key="results_mlflow_register").click().run()
+    assert any("registered model name" in e.value and "ants / bees" in e.value for e in at.error)
+    at.text_input(key=f"results_mlflow_name_{run.id}").input("ants-and-bees")
+    at.button(key="results_mlflow_register").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("did not register 'ants-and-bees'" in e.value for e in at.error), [e.value for e in at.error]
+    assert "models" not in run.mlflow()

@@ -76,6 +76,18 @@ def required_uri() -> str:
     return uri
 
 
+def job_env() -> dict[str, str]:
+    """What a training job started elsewhere (a Ray job) needs in its environment to log where this process would:
+    the tracking URI and experiment as resolved here (a secrets file need not exist there)."""
+    try:
+        uri = tracking_uri()
+    except TLError:  # the job reports the broken secrets file in its own log
+        return {}
+    if uri is None:
+        return {URI_ENV: ""} if URI_ENV in os.environ else {}
+    return {URI_ENV: uri, EXPERIMENT_ENV: experiment_name()}
+
+
 def quick_requests() -> None:
     """MLflow's HTTP calls in this process: a short timeout, no retries (unless set in the environment)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", REQUEST_TIMEOUT_S)
