@@ -106,7 +106,8 @@ def test_a_dead_tracking_server_leaves_the_run_finished_and_mlflow_log_logs_it_l
     from tl_core.tracking.mlflow_runs import log_finished
     from tl_core.training.runner import train
 
-    monkeypatch.setenv("TL_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")  # nobody listens there
+    dead = f"http://127.0.0.1:{_free_port()}"  # nobody listens there
+    monkeypatch.setenv("TL_MLFLOW_TRACKING_URI", dead)
     monkeypatch.setenv("TL_MLFLOW_EXPERIMENT", "later")
     started = time.time()
     run, _ = train(small_config(epochs=2))
@@ -114,7 +115,7 @@ def test_a_dead_tracking_server_leaves_the_run_finished_and_mlflow_log_logs_it_l
     assert run.state == "finished"
     assert took < 120, took  # connection refused at once: no retries, no back-off
     assert "mlflow: not logged" in run.log_text() and f"mlflow-log {run.id}" in run.log_text()
-    assert not run.mlflow().get("complete")
+    assert not run.mlflow().get("complete") and dead in run.mlflow()["error"]
 
     # the command's contract, quickly: nothing configured is refused before TensorFlow loads
     refused = cli("mlflow-log", run.root, env_extra={"TL_MLFLOW_TRACKING_URI": ""})

@@ -106,8 +106,8 @@ def tags(run: Run) -> dict[str, str]:
     }
     if status.get("user"):
         found["mlflow.user"] = status["user"]
-    if run.name:
-        found["mlflow.note.content"] = run.meta()["note"] or run.name
+    if run.meta()["note"]:
+        found["mlflow.note.content"] = run.meta()["note"]  # the run's note, as MLflow's description
     return {key: str(value) for key, value in found.items() if value not in (None, "")}
 
 
@@ -246,8 +246,7 @@ class LiveLog:
                     f"mlflow: not logged: the tracking server at {self.uri} did not answer or refused "
                     f"({self.failed}). The run itself is unaffected; " + LATER.format(run=self.run.id)
                 )
-                if self.run_id:
-                    self.run.record_mlflow(complete=False, error=self.failed)
+                self.run.record_mlflow(tracking_uri=self.uri, complete=False, error=self.failed)
 
     def _open(self) -> None:
         self.client = _client(self.uri)

@@ -89,9 +89,11 @@ def job_env() -> dict[str, str]:
 
 
 def quick_requests() -> None:
-    """MLflow's HTTP calls in this process: a short timeout, no retries (unless set in the environment)."""
+    """MLflow's HTTP calls in this process: a short timeout, no retries (unless set in the environment); and no
+    "View run at" lines on standard output, where the CLI prints its JSON."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", REQUEST_TIMEOUT_S)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", REQUEST_RETRIES)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def run_url(uri: str, experiment_id: str, run_id: str) -> Optional[str]:
