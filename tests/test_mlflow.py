@@ -133,6 +133,8 @@ def test_a_dead_tracking_server_leaves_the_run_finished_and_mlflow_log_logs_it_l
     assert sorted(p.step for p in points) == [1, 2]
     assert logged.data.metrics["final_val_accuracy"] == pytest.approx(run.artifacts.metrics()["val_accuracy"])
     assert "model_card.md" in {item.path for item in client.list_artifacts(printed["mlflow_run_id"])}
+    [model] = client.search_logged_models([logged.info.experiment_id])  # in the run's experiment, from the run
+    assert model.source_run_id == printed["mlflow_run_id"] and model.name == "model"
     assert run.mlflow()["complete"] and run.mlflow()["run_id"] == printed["mlflow_run_id"]
 
     with pytest.raises(TLError, match="already logged"):

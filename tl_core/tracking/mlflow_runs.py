@@ -154,7 +154,8 @@ def _log_outcome(client, uri: str, run_id: str, run: Run, end_ms: Optional[int] 
         _files(run, Path(tmp), facts)
         client.log_artifacts(run_id, tmp)
     mlflow.set_tracking_uri(uri)
-    info = pyfunc_model.log_model(run, run_id, facts)
+    with mlflow.start_run(run_id=run_id):  # the active run puts the model in the run's experiment (MLflow 3)
+        info = pyfunc_model.log_model(run, run_id, facts)
     client.set_terminated(run_id, "FINISHED", end_time=stamp)
     return {"model_uri": info.model_uri, "complete": True}
 
