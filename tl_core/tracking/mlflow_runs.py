@@ -250,6 +250,9 @@ class LiveLog:
                 self.run.record_mlflow(tracking_uri=self.uri, complete=False, error=self.failed)
 
     def _open(self) -> None:
+        why = settings.unreachable(self.uri)
+        if why:
+            raise ConnectionError(f"{self.uri} unreachable: {why}")
         self.client = _client(self.uri)
         self.experiment_id = _experiment_id(self.client)
         created = self.client.create_run(

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import tomllib
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Optional
 
@@ -86,6 +88,22 @@ def job_env() -> dict[str, str]:
     if uri is None:
         return {URI_ENV: ""} if URI_ENV in os.environ else {}
     return {URI_ENV: uri, EXPERIMENT_ENV: experiment_name()}
+
+
+def unreachable(uri: str) -> Optional[str]:
+    """Why an http(s) tracking server cannot be reached (no connection, or no answer within the timeout), else
+    None: any HTTP answer counts. Asked before MLflow is imported, so a server that is down costs a run nothing
+    (not even that import). Other URIs (a local store, ``databricks``) are not checked here."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    timeout = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", REQUEST_TIMEOUT_S))
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError:  # it answered, if only to refuse
+        return None
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}"
 
 
 def quick_requests() -> None:
