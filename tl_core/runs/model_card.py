@@ -68,6 +68,8 @@ def _limits(run: Run, quantized: bool, classes: list[dict], metrics: dict, parit
 def build(
     run: Run, fmt: str, description: str, loaded: LoadedModel, parity: Optional[dict], quantized: bool = False
 ) -> dict:
+    """The card's content. Of ``loaded`` only ``input_size`` and ``resize`` are read (MLflow logging passes
+    what model_info.json says, without loading the model)."""
     cfg, status, metrics = run.config, run.status(), run.artifacts.metrics()
     dataset, classes = _dataset_part(run)
     size = loaded.input_size
