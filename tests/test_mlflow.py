@@ -129,6 +129,7 @@ def test_a_dead_tracking_server_leaves_the_run_finished_and_mlflow_log_logs_it_l
     client = MlflowClient(url)
     logged = client.get_run(printed["mlflow_run_id"])
     assert logged.info.status == "FINISHED" and logged.data.params["epochs"] == "2"
+    assert client.get_experiment(logged.info.experiment_id).name == "later"
     points = client.get_metric_history(printed["mlflow_run_id"], "val_loss")
     assert sorted(p.step for p in points) == [1, 2]
     assert logged.data.metrics["final_val_accuracy"] == pytest.approx(run.artifacts.metrics()["val_accuracy"])
@@ -152,7 +153,6 @@ def test_a_run_is_logged_live_and_its_registered_model_predicts_as_the_run(color
 
     tracked = mlflow_server.url
     monkeypatch.setenv("TL_MLFLOW_TRACKING_URI", tracked)
-    monkeypatch.setenv("TL_MLFLOW_EXPERIMENT", "live")
     run, metrics = train(small_config(epochs=2))
     record = run.mlflow()
     assert record["complete"] and record["tracking_uri"] == tracked and record["url"].startswith(tracked)
@@ -160,7 +160,7 @@ def test_a_run_is_logged_live_and_its_registered_model_predicts_as_the_run(color
 
     client = MlflowClient(tracked)
     logged = client.get_run(record["run_id"])
-    assert logged.info.status == "FINISHED"
+    assert logged.info.status == "FINISHED" and logged.info.experiment_id == "0"  # none named: MLflow's Default
     assert set(SETTINGS) <= set(logged.data.params)
     assert logged.data.params["base"] == "MobileNetV2" and logged.data.params["epochs"] == "2"
     assert logged.data.params["data"] == run.config.data
@@ -230,8 +230,10 @@ def test_the_tracking_uri_comes_from_the_environment_else_the_secrets_file(tmp_p
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("TL_MLFLOW_TRACKING_URI")
-    monkeypatch.delenv("TL_MLFLOW_EXPERIMENT", raising=False)
+    for name in ("TL_MLFLOW_EXPERIMENT", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(name, raising=False)
     assert settings.tracking_uri() is None and not settings.enabled()  # off by default
+    assert settings.experiment_name() is None and settings.experiment_id() == "0"  # MLflow's Default experiment
     secrets = tmp_path / ".streamlit" / "secrets.toml"
     secrets.parent.mkdir()
     secrets.write_text('password = "x"\n[mlflow]\ntracking_uri = "http://mlflow.example:5000"\nexperiment = "ants"\n')

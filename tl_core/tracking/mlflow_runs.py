@@ -52,6 +52,8 @@ def _client(uri: str):
 
 def _experiment_id(client) -> str:
     name = settings.experiment_name()
+    if name is None:
+        return settings.experiment_id()
     found = client.get_experiment_by_name(name)
     return found.experiment_id if found is not None else client.create_experiment(name)
 

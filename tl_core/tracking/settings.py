@@ -3,7 +3,8 @@
 ``TL_MLFLOW_TRACKING_URI`` (set but empty: off), else ``[mlflow] tracking_uri`` in the secrets files the app
 reads (``.streamlit/secrets.toml`` in the working folder, then ``~/.streamlit/secrets.toml``), read here with
 ``tomllib`` so the engine needs no Streamlit. Nothing configured: logging is off. The experiment is
-``TL_MLFLOW_EXPERIMENT`` or ``[mlflow] experiment``, else ``DEFAULT_EXPERIMENT``.
+``TL_MLFLOW_EXPERIMENT`` or ``[mlflow] experiment``, else MLflow's own ``MLFLOW_EXPERIMENT_NAME`` or
+``MLFLOW_EXPERIMENT_ID``, else MLflow's Default experiment (id ``0``).
 
 A tracking server that does not answer must never hold a run up: ``quick_requests`` gives MLflow's HTTP
 calls a short timeout and no retries unless the environment says otherwise.
@@ -21,7 +22,7 @@ from typing import Optional
 from tl_core.errors import TLError
 
 URI_ENV, EXPERIMENT_ENV = "TL_MLFLOW_TRACKING_URI", "TL_MLFLOW_EXPERIMENT"
-DEFAULT_EXPERIMENT = "Transfer Learning Studio"
+DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default" experiment
 # MLflow's own defaults are a 120 s timeout and 7 retries with exponential back-off: minutes per call
 REQUEST_TIMEOUT_S, REQUEST_RETRIES = "5", "0"
 
@@ -58,9 +59,21 @@ def tracking_uri() -> Optional[str]:
     return (uri or "").strip() or None
 
 
-def experiment_name() -> str:
-    name = os.environ.get(EXPERIMENT_ENV) or _secrets_section().get("experiment") or DEFAULT_EXPERIMENT
-    return str(name).strip() or DEFAULT_EXPERIMENT
+def experiment_name() -> Optional[str]:
+    """The experiment named for this app, or MLflow's own environment's; None: the id from
+    ``MLFLOW_EXPERIMENT_ID``, else MLflow's Default experiment (``experiment_id``)."""
+    name = (
+        os.environ.get(EXPERIMENT_ENV)
+        or _secrets_section().get("experiment")
+        or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+        or ""
+    )
+    return str(name).strip() or None
+
+
+def experiment_id() -> str:
+    """The experiment id when no experiment is named (``experiment_name`` is None)."""
+    return os.environ.get("MLFLOW_EXPERIMENT_ID", "").strip() or DEFAULT_EXPERIMENT_ID
 
 
 def enabled() -> bool:
@@ -87,7 +100,8 @@ def job_env() -> dict[str, str]:
         return {}
     if uri is None:
         return {URI_ENV: ""} if URI_ENV in os.environ else {}
-    return {URI_ENV: uri, EXPERIMENT_ENV: experiment_name()}
+    name = experiment_name()
+    return {URI_ENV: uri, **({EXPERIMENT_ENV: name} if name else {"MLFLOW_EXPERIMENT_ID": experiment_id()})}
 
 
 def unreachable(uri: str) -> Optional[str]:
