@@ -29,5 +29,6 @@ with browse_tab:
     chosen = st.selectbox("Dataset", [d.name for d in all_datasets], key="data_browse_name")
     dataset = datasets.load_dataset(chosen)
     data_sections.overview(dataset)
+    data_sections.settle_conflicts(dataset)  # above the samples: a dozen classes of thumbnails hid it
     data_sections.samples(dataset)
     data_sections.rename_or_delete(chosen)

@@ -15,7 +15,16 @@ from .factories import REPO, colors_dataset, make_class_folders, small_config
 
 pytestmark = pytest.mark.usefixtures("server_past_pages_folder_mode")
 
-PAGES = ["pages/home.py", "pages/data.py", "pages/inspect.py", "pages/train.py", "pages/results.py", "pages/predict.py"]
+PAGES = [
+    "pages/home.py",
+    "pages/data.py",
+    "pages/inspect.py",
+    "pages/train.py",
+    "pages/results.py",
+    "pages/predict.py",
+    "pages/inbox.py",
+    "pages/monitor.py",
+]
 
 
 def open_page(page: str) -> AppTest:

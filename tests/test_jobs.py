@@ -132,3 +132,31 @@ def test_a_relative_workspace_is_resolved_once(tmp_path, monkeypatch):
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert home() == first == tmp_path / "ws_resolved_once"
+
+
+def test_a_queued_job_with_nothing_running_is_said_to_be_next_not_waiting_on_a_running_one(colors):
+    """The walk of issue 27: 'Waiting ... It starts when a running job finishes.' with no job running."""
+    import time
+
+    from streamlit.testing.v1 import AppTest
+
+    from .factories import small_config
+
+    first = new_run(small_config(data="colors"))
+    first.set_status("queued", queued_at=time.time())
+    second = new_run(small_config(data="colors"))
+    second.set_status("queued", queued_at=time.time() + 1)
+
+    def panel(run_id):
+        from tl_app.widgets import job_progress
+        from tl_core.runs.store import get_run
+
+        job_progress(get_run(run_id), "test")
+
+    infos = {}
+    for run in (first, second):
+        at = AppTest.from_function(panel, args=(run.id,)).run()
+        assert not at.exception, [e.value for e in at.exception]
+        infos[run.id] = " ".join(i.value for i in at.info)
+    assert "Next in the queue" in infos[first.id] and "running job" not in infos[first.id]
+    assert "position 2" in infos[second.id] and "before it finish" in infos[second.id]

@@ -295,3 +295,59 @@ def test_data_page_shows_label_conflicts_and_refuses_to_delete_a_dataset_in_use(
     assert not at.exception, [e.value for e in at.exception]
     assert queued.id in "\n".join(e.value for e in at.error)
     assert datasets.load_dataset("colors").manifest["num_images"] == 7  # 9 files, one photo under two labels
+
+
+def _conflicted(tmp_path, name="c"):
+    src = make_class_folders(tmp_path / "src", per_class=4)
+    shutil.copy(src / "red" / "red_0.png", src / "blue" / "looks_red.png")  # one photo, two labels
+    shutil.copy(src / "blue" / "blue_1.png", src / "red" / "looks_blue.png")  # another
+    return datasets.add_folder(src, name)
+
+
+def test_a_label_conflict_is_settled_by_a_saved_version_that_gives_it_the_chosen_class(tmp_path):
+    dataset = _conflicted(tmp_path)
+    first, second = dataset.manifest["label_conflicts"]
+    assert (dataset.root / first["path"]).is_file(), "the import keeps one copy to assign later"
+    assert first["sha256"] not in {it["sha256"] for it in dataset.items}
+    red = next(r for r in (first, second) if "red_0.png" in " ".join(r["files"]))
+    blue = second if red is first else first
+
+    with pytest.raises(TLError, match="Unknown class 'green'"):
+        versions.save_version("c", conflicts={red["sha256"]: "green"})
+    with pytest.raises(TLError, match="No open label conflict"):
+        versions.save_version("c", conflicts={"0" * 64: "red"})
+
+    saved = versions.save_version("c", conflicts={red["sha256"]: "red", blue["sha256"]: None}, user="ana")
+    assert saved.version == 2 and saved.manifest["label_conflicts"] == []
+    (joined,) = [it for it in saved.items if it["sha256"] == red["sha256"]]
+    assert joined["class"] == "red" and joined["split"] in ("train", "val")
+    assert (saved.root / joined["path"]).is_file()
+    assert blue["sha256"] not in {it["sha256"] for it in saved.items}, "left out stays out"
+    assert saved.manifest["num_images"] == dataset.manifest["num_images"] + 1
+    assert "1 label conflict(s) given a class, 1 left out" in saved.manifest["note"]
+    # the earlier version keeps its open conflicts; settling again is refused as stale
+    assert len(datasets.load_dataset("c@v1").manifest["label_conflicts"]) == 2
+    with pytest.raises(TLError, match="No open label conflict"):
+        versions.save_version("c", conflicts={red["sha256"]: "blue"})
+    assert datasets.thumbnail(saved, joined).is_file(), "the joined image reads like any other"
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_data_page_settles_a_label_conflict_as_a_new_version(tmp_path):
+    from .test_app import open_page, texts
+
+    dataset = _conflicted(tmp_path)
+    red = next(r for r in dataset.manifest["label_conflicts"] if "red_0.png" in " ".join(r["files"]))
+    at = open_page("pages/data.py")
+    assert "Settle label conflicts" in texts(at)
+    assert at.button(key="data_conflicts_go").disabled
+    assert "Choose a class (or 'leave it out') for at least one image first." in texts(at), "a disabled button says why"
+    choice = at.selectbox(key=f"data_conflict_c_{red['sha256'][:16]}")
+    assert choice.options[0] == "not decided yet" and "class red" in choice.options and "leave it out" in choice.options
+    choice.set_value("class red").run()
+    at.button(key="data_conflicts_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Saved 'c' version 2" in texts(at), texts(at)
+    saved = datasets.load_dataset("c")
+    assert saved.version == 2 and red["sha256"] in {it["sha256"] for it in saved.items if it["class"] == "red"}
+    assert len(saved.manifest["label_conflicts"]) == 1, "the undecided one stays open"

@@ -1,6 +1,7 @@
 """The Ray backend against a real local Ray head (127.0.0.1, 2 CPUs, stopped afterwards).
 
-Runs go through the Jobs API exactly as on a cluster: one from the app's backend, one from the CLI;
+Runs go through the Jobs API exactly as on a cluster: one from the app's backend, one from the CLI (whose
+model then predicts a zip as a batch prediction job);
 one cancelled mid-run; one whose training process is killed, shown interrupted and resumed.
 """
 
@@ -19,7 +20,7 @@ from functools import partial
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from .factories import REPO, colors_dataset, small_config
+from .factories import REPO, colors_dataset, make_class_folders, small_config, zip_folder
 
 pytestmark = pytest.mark.ray
 
@@ -124,7 +125,7 @@ SLOW = dict(freeze_depth="none", epochs=60, early_stopping=False, augment=False)
 
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
-def test_runs_from_the_app_and_the_cli_finish_on_the_cluster(ray_backend, capsys):
+def test_runs_from_the_app_and_the_cli_finish_on_the_cluster_and_a_batch_prediction_too(ray_backend, capsys, tmp_path):
     from tl_core import cli
     from tl_core.runs.store import get_run
 
@@ -151,6 +152,19 @@ def test_runs_from_the_app_and_the_cli_finish_on_the_cluster(ray_backend, capsys
             time.sleep(0.5)
         assert ray_backend.job_status(run) == "SUCCEEDED"
         assert f"--- Ray job tl-{run.id}-1 ---" in ray_backend.logs(run)
+
+    # a finished run's model predicts a zip as a Ray job of its own (submit --predict), followed by wait
+    archive = zip_folder(make_class_folders(tmp_path / "new", per_class=3, size=48), tmp_path / "new.zip")
+    out = tmp_path / "predictions.csv"
+    argv = ["submit", "--predict", "--run", from_cli.id, "--input", str(archive), "--out", str(out), "--top-k", "1"]
+    assert cli.main(argv) == 0
+    job_id = capsys.readouterr().out.strip().splitlines()[-1]
+    assert cli.main(["wait", job_id, "--timeout", "240"]) == 0, ray_backend.logs(ray_backend.refresh_jobs()[0])
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (answer["state"], answer["predicted"], answer["skipped"]) == ("finished", 6, 0)
+    assert out.read_text().splitlines()[0] == "file,predicted,probability,top1,p1,error"
+    job = ray_backend.refresh_jobs()[0]
+    assert job.status()["ray_job"] == f"tl-{job_id}-1" and f"--- Ray job tl-{job_id}-1 ---" in ray_backend.logs(job)
 
 
 def test_cancel_stops_a_job_mid_run_and_a_killed_process_shows_interrupted_and_resumes(ray_backend):

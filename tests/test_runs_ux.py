@@ -249,6 +249,19 @@ def test_train_again_fills_the_train_page_and_start_queues_an_equal_config(color
 
 
 @pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_a_reload_of_train_with_a_run_in_its_url_brings_that_run_s_settings_back(colors):
+    source = finished_run(small_config(epochs=3, size=96, learning_rate=3e-4), 0.8)
+    at = open_page("pages/train.py", run=source.id)  # a new session: a reload, or a link someone shared
+    assert at.number_input(key="train_epochs").value == 3
+    assert at.select_slider(key="train_lr").value == 3e-4
+    assert f"Settings of run {md_escape(source.id)} filled in" in "\n".join(i.value for i in at.info)
+    at.number_input(key="train_epochs").set_value(5).run()
+    assert at.number_input(key="train_epochs").value == 5, "filled once: the user's edits stay"
+    gone = open_page("pages/train.py", run="20990101-000000-gone")
+    assert not gone.exception and gone.number_input(key="train_epochs").value == TrainConfig().epochs
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
 def test_results_opens_the_best_run_then_the_one_chosen_and_the_url_wins(colors):
     other_best = finished_run(small_config(data="other"), 0.95)
     best = finished_run(small_config(), 0.9)

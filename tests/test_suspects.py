@@ -328,3 +328,51 @@ def test_inspect_page_computes_once_with_counted_progress_then_answers_from_the_
     second.toggle(key="inspect_on").set_value(True).run()
     assert not second.exception, [e.value for e in second.exception]
     assert computed == [1] and "mislabelled_red" in texts(second)
+
+
+def test_a_version_saved_from_fixes_reuses_its_parents_folds_and_fits(tmp_path):
+    """Fixing a few labels keeps the earlier computation's folds and starts each fold's fit from its earlier
+    solution: far fewer solver steps, and the same probabilities as a cold fit on those folds (one optimum)."""
+    import numpy as np
+
+    from tl_core.inspection.suspects import _reused_folds, out_of_fold_probabilities
+
+    dataset, features, truth = synthetic(tmp_path, dim=64, spread=3.0, moved=8)
+    labels = np.array([dataset.classes.index(it["class"]) for it in dataset.items])
+    cold: dict = {}
+    out_of_fold_probabilities(features, labels, 4, keep=cold)
+    fixed = labels.copy()
+    index_of = {it["path"]: i for i, it in enumerate(dataset.items)}
+    for path, true_class in list(truth.items())[:3]:  # three labels fixed, one image dropped
+        fixed[index_of[path]] = dataset.classes.index(true_class)
+    kept_rows = np.arange(len(labels)) != 5
+    start = {**cold, "fold_of": cold["fold_of"][kept_rows]}
+    warm: dict = {}
+    started = out_of_fold_probabilities(features[kept_rows], fixed[kept_rows], 4, start=start, keep=warm)
+    assert np.array_equal(warm["fold_of"], cold["fold_of"][kept_rows]), "the same folds"
+    assert warm["iterations"] < 0.85 * cold["iterations"], (warm["iterations"], cold["iterations"])
+    again: dict = {}  # a cold fit on the same folds: start from nothing
+    same_folds = {**start, "coef": np.zeros_like(cold["coef"]), "intercept": np.zeros_like(cold["intercept"])}
+    reference = out_of_fold_probabilities(features[kept_rows], fixed[kept_rows], 4, start=same_folds, keep=again)
+    np.testing.assert_allclose(started, reference, atol=2e-3)
+
+    new_image = {**start, "fold_of": np.r_[start["fold_of"], -1]}  # an image the earlier version did not have
+    assert _reused_folds(new_image, np.r_[fixed[kept_rows], 0], 5, 4)[-1] in range(5)
+    assert _reused_folds({**start, "coef": cold["coef"][:3]}, fixed[kept_rows], 5, 4) is None, "other folds"
+
+
+def test_suspects_of_a_saved_version_start_from_the_kept_probe_of_the_version_before(tmp_path, monkeypatch):
+    from tl_core.inspection import suspects
+
+    dataset = datasets.add_folder(make_class_folders(tmp_path / "src", ("red", "blue"), per_class=10, size=48), "c")
+    starts = []
+    probe = suspects.out_of_fold_probabilities
+    monkeypatch.setattr(suspects, "out_of_fold_probabilities", lambda *a, **k: starts.append(a[5]) or probe(*a, **k))
+    first = suspects.suspects_report(dataset, "MobileNetV2", None, 64)
+    assert starts == [None], "an imported version has no earlier probe"
+    moved = dataset.items[0]
+    fixed = versions.save_version("c", moves={moved["path"]: "red" if moved["class"] == "blue" else "blue"})
+    second = suspects.suspects_report(fixed, "MobileNetV2", None, 64)
+    start = starts[-1]
+    assert start is not None and len(start["fold_of"]) == len(fixed.items) and (start["fold_of"] >= 0).all()
+    assert second["version"] == 2 and second["key"] != first["key"]

@@ -117,3 +117,43 @@ def test_a_real_fine_tune_run_reports_its_whole_progress_and_the_page_shows_it(c
     assert not at.exception, [e.value for e in at.exception]
     assert at.get("progress")[0].proto.value == 31
     assert "2m 05s" in [m.value for m in at.metric]
+
+
+@pytest.mark.slow
+def test_a_real_fine_tune_run_s_time_left_is_within_twice_the_truth_from_forty_percent_on(tmp_path):
+    """A real CPU run (hymenoptera photos, MobileNetV2 alpha 0.35, 3 head + 4 fine-tune epochs): the first
+    fine-tune epoch traces the training step and the evaluation, yet from 40% of the bar on each estimate of the
+    time left is within 2x of the time the run really took to end (checked where more than 3 s were left)."""
+    import time
+
+    from tl_core.data import datasets
+    from tl_core.models.config import TrainConfig
+    from tl_core.training.runner import train
+
+    from .factories import hymenoptera_photos
+
+    datasets.add_folder(hymenoptera_photos(tmp_path / "photos", {"train": 12, "val": 5}), "hym")
+    cfg = TrainConfig(
+        data="hym",
+        base="MobileNetV2",
+        alpha=0.35,
+        size=64,
+        epochs=3,
+        batch_size=8,
+        fine_tune_depth=100,
+        fine_tune_epochs=4,
+    )
+    events = []
+    train(cfg, progress=lambda event: events.append((time.time(), event)))
+    end = time.time()
+    checked = [
+        (round(event["overall_fraction"], 2), round(event["remaining_s"], 1), round(end - now, 1))
+        for now, event in events
+        if event.get("overall_fraction", 0) >= 0.4 and end - now > 3
+    ]
+    ratios = [max(estimate / truth, truth / max(estimate, 1e-9)) for _, estimate, truth in checked]
+    print(f"\n{len(checked)} estimates from 40% on; worst ratio to the truth {max(ratios):.2f}")
+    assert len(checked) >= 4, events[-5:]
+    assert max(ratios) <= 2.0, checked
+    fractions = [event["overall_fraction"] for _, event in events if "overall_fraction" in event]
+    assert fractions == sorted(fractions), "the bar never goes back"

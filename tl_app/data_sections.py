@@ -94,8 +94,8 @@ def label_conflicts(manifest: dict, key: str) -> None:
     if rows:
         st.warning(
             f"Label conflicts: {len(rows)} image(s) are in more than one class folder, so the import could not "
-            "tell which label is right and kept them out of every class. Put each in the one folder where it "
-            "belongs and import again."
+            "tell which label is right and kept them out of every class. Choose each one's class (or leave it "
+            "out) under 'Settle label conflicts' on the Browse datasets tab."
         )
         table = [
             {"files": " = ".join(r["files"]), "classes": ", ".join(r["classes"]), "reason": r["reason"]} for r in rows
@@ -230,6 +230,55 @@ def samples(dataset: datasets.Dataset) -> None:
         st.subheader("Import report: skipped files")
         st.dataframe(pd.DataFrame(dataset.manifest["skipped"]), hide_index=True)
     label_conflicts(dataset.manifest, "data_browse_conflicts")
+
+
+UNDECIDED, LEAVE_OUT = "not decided yet", "leave it out"
+
+
+def settle_conflicts(dataset: datasets.Dataset) -> None:
+    """Each label conflict with its image and a choice: one of its classes (or any class of the dataset), or
+    leave it out; the decided ones are saved together as the dataset's next version (``versions``)."""
+    from tl_core.data import versions
+
+    saved = st.session_state.pop("data_conflicts_saved", None)
+    if saved:
+        st.success(saved)
+    rows = [row for row in dataset.manifest.get("label_conflicts") or [] if row.get("path")]
+    if not rows:
+        return
+    st.subheader("Settle label conflicts")
+    st.caption(
+        "The same photo was in two class folders. Choose the class it belongs to (it joins that class), or "
+        "leave it out; saving makes a new version of the dataset (earlier versions and their runs stay as they are)."
+    )
+    decided = {}
+    for row in rows:
+        picture, choice = st.columns([1, 4], vertical_alignment="center")
+        try:
+            picture.image(widgets.thumbnail((dataset.root / row["path"]).read_bytes()), width=96)
+        except (OSError, ValueError):
+            picture.caption("(image unreadable)")
+        others = [c for c in dataset.classes if c not in row["classes"]]
+        options = [UNDECIDED, *(f"class {c}" for c in row["classes"] + others), LEAVE_OUT]
+        picked = choice.selectbox(
+            f"{' = '.join(row['files'])} (in {', '.join(row['classes'])})",
+            options,
+            key=f"data_conflict_{dataset.name}_{row['sha256'][:16]}",
+        )
+        if picked != UNDECIDED:
+            decided[row["sha256"]] = None if picked == LEAVE_OUT else picked.removeprefix("class ")
+    needs = {"Choose a class (or 'leave it out') for at least one image first.": decided}
+    if _action("Save as a new version", "data_conflicts_go", needs, type="primary"):
+        try:
+            new = versions.save_version(dataset.name, conflicts=decided, user=current_user())
+        except TLError as exc:
+            st.error(widgets.md_escape(str(exc)))
+            return
+        st.session_state["data_conflicts_saved"] = widgets.md_escape(
+            f"Saved {dataset.name!r} version {new.version} ({new.manifest['num_images']} images); "
+            f"{len(decided)} conflict(s) settled."
+        )
+        st.rerun()
 
 
 def rename_or_delete(name: str) -> None:

@@ -7,6 +7,7 @@ from typing import Optional
 import pandas as pd
 import streamlit as st
 
+from tl_core.data import datasets, inbox
 from tl_core.errors import TLError
 from tl_core.inference.answer_table import Answer, answer_rows, answers_csv, sort_results
 from tl_core.inference.pretrained import PretrainedClassifier
@@ -14,7 +15,7 @@ from tl_core.inference.tta import MODES as TTA_MODES
 from tl_core.runs import table
 from tl_core.runs.store import Run
 
-from . import charts, explanations, widgets
+from . import charts, explanations, monitor_sections, widgets
 from .models import pick_pretrained, predictor_for
 from .results_sections import CHOSEN_RUN, remember_choice
 
@@ -76,6 +77,27 @@ def answer_settings(run: Optional[Run], num_classes: int) -> tuple[int, str, flo
     return top_k, tta, threshold
 
 
+def unknown_setting(run: Optional[Run]) -> Optional[float]:
+    """The share of validation images the "unknown" threshold keeps (None: the run has no scope, or a pretrained
+    classifier): an image farther from the training images than that answers "unknown"."""
+    scope = monitor_sections.scope_of(run) if run else None
+    if scope is None:
+        if run:
+            st.caption("This run was trained before 'unknown' answers existed: train it again to get them.")
+        return None
+    keep = st.slider(
+        "Answer 'unknown' for images farther from the training images than this share of validation images",
+        0.80,
+        1.0,
+        float(scope.keep),
+        0.01,
+        key="predict_unknown_keep",
+        help="the nearest class is still shown; 1.0 keeps every image as far out as the farthest validation image",
+    )
+    st.caption(f"distance threshold {scope.threshold_for(keep):.3f} ({scope.method})")
+    return keep
+
+
 def view_options(run: Optional[Run]) -> tuple[bool, bool, bool]:
     """(camera on, as a table, explain). Drawn outside the uploads' fragment: an upload does not redraw
     them (a photo taken reruns the page, fragment included)."""
@@ -117,11 +139,13 @@ def thumbnails(images: list, data: list[bytes], shown: list[int]) -> list[bytes]
 def answer_caption(answer: Answer) -> str:
     """Markdown under a thumbnail: the answer in bold (or "not sure"), the runners-up, the file name."""
     top = answer.top
-    best = (
-        f"**{widgets.md_escape(top[0]['label'])}** {top[0]['probability']:.1%}"
-        if answer.sure
-        else f"**not sure** (best guess {widgets.md_escape(top[0]['label'])}, {top[0]['probability']:.1%})"
-    )
+    guess = f"{widgets.md_escape(top[0]['label'])}, {top[0]['probability']:.1%}"
+    if answer.unknown:
+        best = f"**unknown**: not like the training images (nearest class {guess})"
+    elif answer.sure:
+        best = f"**{widgets.md_escape(top[0]['label'])}** {top[0]['probability']:.1%}"
+    else:
+        best = f"**not sure** (best guess {guess})"
     rest = " · ".join(f"{widgets.md_escape(g['label'])} {g['probability']:.1%}" for g in top[1:])
     return "  \n".join(part for part in (best, rest, widgets.md_escape(answer.name)) if part)
 
@@ -149,6 +173,31 @@ def _answers(answered: list[Answer], thumbs: Optional[list[bytes]]) -> None:
     )
 
 
+def keep_for_labelling(run: Optional[Run], names: list[str], data: list[bytes]) -> None:
+    """ "Keep these photos for labelling": the uploads go to a dataset's inbox (the run's own dataset first), each
+    image once; the Inbox page suggests their classes."""
+    known = [d.name for d in datasets.list_datasets()]
+    if not known:
+        return
+    own = run.dataset_name if run else None
+    left, right = st.columns([2, 1], vertical_alignment="bottom")
+    target = left.selectbox(
+        "Inbox of dataset", known, index=known.index(own) if own in known else 0, key="predict_inbox_data"
+    )
+    if right.button("Keep these photos for labelling", key="predict_keep", icon=":material/inbox:"):
+        try:
+            report = inbox.add_bytes(
+                target, list(zip(names, data)), source=f"predict:{run.id if run else 'pretrained'}"
+            )
+        except TLError as exc:
+            st.error(widgets.md_escape(str(exc)))
+            return
+        st.success(
+            widgets.md_escape(f"Kept {len(report.added)} photo(s) in the inbox of {target!r}")
+            + (f" ({len(report.skipped)} already there or unusable)." if report.skipped else ".")
+        )
+
+
 @st.fragment
 def uploads_and_answers(
     run: Optional[Run],
@@ -157,6 +206,7 @@ def uploads_and_answers(
     tta: str,
     threshold: float,
     options: tuple[bool, bool, bool],
+    keep: Optional[float] = None,
 ) -> None:
     """The uploads and their answers, with ``run``'s model or else ``pretrained``; ``options`` as from
     ``view_options``. An upload reruns only this part: the choices above, the chart and the sidebar are not
@@ -171,7 +221,13 @@ def uploads_and_answers(
             predictor_for(run)  # load the model while the user picks images
         return
     data = [i.getvalue() for i in images]
-    results = predictor_for(run).predict_each(data, top_k, tta=tta) if run else pretrained_each(pretrained, data, top_k)
+    results = (
+        predictor_for(run).predict_each(data, top_k, tta=tta, keep=keep)
+        if run
+        else pretrained_each(pretrained, data, top_k)
+    )
+    if run:  # each upload recorded once for monitoring (the page reruns with the same uploads)
+        monitor_sections.record_answers(run, [image.file_id for image in images], results, tta)
     answered, refused = sort_results([image.name for image in images], results, threshold)
     for name, error in refused:
         st.error(widgets.md_escape(f"{name}: {error}"))
@@ -187,6 +243,7 @@ def uploads_and_answers(
         mime="text/csv",
         key="predict_csv",
     )
+    keep_for_labelling(run, [image.name for image in images], data)
     if explain:
         by_index = {answer.index: answer for answer in answered}
         picked = st.selectbox(
@@ -197,3 +254,87 @@ def uploads_and_answers(
         )
         if picked is not None:
             explanations.gradcam_view(run, data[picked], by_index[picked].top[0]["label"], key="predict_cam")
+
+
+BATCH_SOURCES = ["Zip upload", "Folder on the server"]
+JOBS_SHOWN = 5
+
+
+def batch_job(run: Optional[Run], top_k: int, tta: str) -> None:
+    """Many images at once: a zip upload or a server folder (``TL_IMPORT_ROOTS``) predicted by a background
+    job into a CSV, its progress and download below."""
+    if not run:
+        return
+    from tl_core.inference import batch
+
+    from .auth import current_user
+    from .data_sections import import_roots
+
+    with st.expander("Many images: a zip or a server folder as a background job (CSV)"):
+        source = st.radio("From", BATCH_SOURCES, horizontal=True, key="predict_batch_source")
+        roots = import_roots()
+        if source == "Zip upload":
+            upload = st.file_uploader("Zip of images", type=["zip"], key="predict_batch_zip")
+            ready = upload is not None
+        else:
+            if not roots:
+                st.info(
+                    "Server folders are off. An admin enables them with TL_IMPORT_ROOTS (folders separated by ':')."
+                )
+            folder = st.text_input("Folder on the server", key="predict_batch_folder", disabled=not roots)
+            ready = bool(roots and folder.strip())
+        if st.button("Start batch job", key="predict_batch_go", disabled=not ready, type="primary"):
+            try:
+                if source == "Zip upload":
+                    path, name, allowed = batch.stage_upload(upload), upload.name, None
+                else:
+                    path, name, allowed = folder.strip(), None, roots
+                job = widgets.backend().submit_predict(
+                    run.root, path, None, top_k, tta, user=current_user(), allowed_roots=allowed, input_name=name
+                )
+                st.toast(f"Queued {job.id}")
+            except TLError as exc:
+                st.error(widgets.md_escape(str(exc)))
+        batch_jobs(run)
+
+
+def batch_jobs(run: Run) -> None:
+    """This run's latest prediction jobs, redrawn every 2 s while one is queued or running."""
+    jobs = [job for job in widgets.backend().refresh_jobs() if job.spec().get("run_id") == run.id][:JOBS_SHOWN]
+    if not jobs:
+        return
+    busy = any(job.listed_state in ("queued", "running") for job in jobs)
+    st.fragment(_batch_jobs_body, run_every=2 if busy else None)([job.id for job in jobs])
+
+
+def _batch_jobs_body(job_ids: list[str]) -> None:
+    from tl_core.runs.jobs import job_by_id
+
+    from .auth import current_user, may_cancel
+
+    for job_id in job_ids:
+        job = job_by_id(job_id)
+        widgets.backend().check_alive(job)  # a job whose process died shows interrupted
+        row = job.summary()
+        st.markdown(f"**{widgets.md_escape(row['input'] or job.id)}**: {row['state']}")
+        if row["state"] == "running" and row["total"]:
+            st.progress(min(1.0, (row["done"] or 0) / row["total"]), text=f"{row['done']}/{row['total']} images")
+        elif row["state"] == "finished":
+            st.caption(widgets.md_escape(f"{row['message']}; {row['images_per_s']} images/s"))
+            if job.out.is_file():
+                st.download_button(
+                    "Download predictions (CSV)",
+                    lambda path=job.out: path.read_bytes(),
+                    on_click="ignore",
+                    file_name=f"predictions-{job.id}.csv",
+                    mime="text/csv",
+                    key=f"predict_batch_csv_{job.id}",
+                )
+        elif row["state"] in ("failed", "cancelled", "interrupted"):
+            st.warning(widgets.md_escape(row["message"] or row["state"]))
+        if row["state"] in ("queued", "running") and may_cancel(row["user"]):
+            if st.button("Cancel", key=f"predict_batch_cancel_{job.id}"):
+                try:
+                    widgets.backend().cancel(job, user=current_user())
+                except TLError as exc:
+                    st.warning(widgets.md_escape(str(exc)))

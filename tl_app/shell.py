@@ -24,6 +24,8 @@ PAGES = [
     ("pages/train.py", "Train", ":material/model_training:"),
     ("pages/results.py", "Results", ":material/insights:"),
     ("pages/predict.py", "Predict", ":material/label:"),
+    ("pages/inbox.py", "Inbox", ":material/inbox:"),
+    ("pages/monitor.py", "Monitoring", ":material/monitor_heart:"),
 ]
 
 

@@ -263,6 +263,7 @@ def fine_tune_settings(description: dict, base: str, head: str) -> tuple[bool, d
 
 
 AGAIN = "train_again"  # a run id: Results asks this page to copy that run's settings into the form
+URL_FILLED = "form_filled_from_url"  # set once this session looked at ?run= (only a session's first visit fills; not a train_* key, which "Back to the defaults" clears)
 COPIED = "train_copied"  # {"run": its name and id, "config": its settings}: where the form's settings came from
 
 
@@ -270,7 +271,19 @@ def prefill_from_run(dataset_names: list[str]) -> None:
     """With a run id under ``AGAIN`` (Results' "Train again with these settings"), put every setting of its
     ``config.json`` into the form's widgets (their ``train_*`` keys), its dataset at the current version, and
     remember the run for ``carry_over``. Then, while a copied run is remembered, say so, with a way back to
-    the defaults. Call before the form's widgets exist."""
+    the defaults. Call before the form's widgets exist.
+
+    A session's first look at this page with ``?run=`` in its URL (a reload after queueing, a shared link)
+    fills the form from that run the same way: the settings come back with the page."""
+    if not st.session_state.get(URL_FILLED):
+        st.session_state[URL_FILLED] = True
+        linked = st.query_params.get("run")
+        if linked and AGAIN not in st.session_state and COPIED not in st.session_state:
+            try:
+                run_by_id(linked)
+                st.session_state[AGAIN] = linked
+            except TLError:
+                pass  # a run deleted since: the form keeps its defaults
     run_id = st.session_state.pop(AGAIN, None)
     if run_id:
         try:

@@ -94,9 +94,13 @@ def job_progress(run: Run, key: str) -> None:
     status, event = run.status(), run.progress()
     st.markdown(f"**{md_escape(run.id)}** — {state}")
     if state == "queued":
-        queued_ids = [r.id for r in jobs.queue()]
+        runs = jobs.refresh()
+        queued_ids = [r.id for r in jobs.queue(runs)]
         position = queued_ids.index(run.id) + 1 if run.id in queued_ids else "?"
-        st.info(f"Waiting in the queue (position {position}). It starts when a running job finishes.")
+        if position == 1 and not jobs.active(runs):  # nothing runs: it is next, not waiting on anyone
+            st.info("Next in the queue: the background worker starts it in a moment.")
+        else:
+            st.info(f"Waiting in the queue (position {position}). It starts when the job(s) before it finish.")
     elif state == "running":
         fraction, text = _progress_line(event)
         elapsed = event.get("elapsed_s")

@@ -11,7 +11,7 @@ from tl_core.errors import TLError
 LAYERS = (
     ("errors", "clock"),  # the foundation: exceptions, time-zone-aware timestamps
     ("workspace", "device", "audit"),  # the $TL_HOME folder, the host's cores and accelerators, the audit log
-    ("data",),  # images, archives, sources, uploads, datasets, versions
+    ("data",),  # images, archives, sources, uploads, datasets, versions, inboxes
     ("models",),  # architectures, preprocessing, settings, freeze depth, model building, engines, features
     ("runs",),  # run folders, their artifacts, the evaluation, the loaded model, the model card
     ("tracking",),  # runs in MLflow: logged live or after the fact, the run's model as an MLflow model

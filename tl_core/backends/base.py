@@ -9,6 +9,7 @@ from tl_core import audit
 from tl_core.data import datasets
 from tl_core.models import freeze
 from tl_core.models.config import TrainConfig
+from tl_core.runs.jobs import PredictJob, list_jobs, new_job
 from tl_core.runs.store import Run, list_runs, new_run
 
 
@@ -18,6 +19,21 @@ class ExecutionBackend(ABC):
     @abstractmethod
     def submit(self, cfg: TrainConfig, user: Optional[str] = None) -> Run:
         """Check the config, write a queued run folder, see that something will train it."""
+
+    def start_job(self, job: PredictJob) -> None:
+        """See that something will run a queued prediction job; by default what picks up queued runs."""
+        self.ensure_running()
+
+    def submit_predict(
+        self, run, source, out=None, top_k: int = 3, tta: str = "none", user=None, allowed_roots=None, input_name=None
+    ) -> PredictJob:
+        """Check a batch prediction (``inference.batch.check_spec``), write its queued job folder, start it."""
+        from tl_core.inference.batch import check_spec
+
+        job = new_job(check_spec(run, source, out, top_k, tta, allowed_roots, input_name), user=user)
+        job.log(f"queued by {user or 'anonymous'}")
+        self.start_job(job)
+        return job
 
     @abstractmethod
     def cancel(self, run: Run, user: Optional[str] = None) -> None:
@@ -65,7 +81,13 @@ class ExecutionBackend(ABC):
     def refresh(self) -> list[Run]:
         """All runs, newest first, with 'running' runs whose process is gone marked interrupted. Each
         run's ``listed`` status is current; pass the list to ``queue``/``active`` to read nothing twice."""
-        runs = list_runs()
+        return self._checked(list_runs())
+
+    def refresh_jobs(self) -> list[PredictJob]:
+        """All prediction jobs, newest first, checked as ``refresh`` checks runs."""
+        return self._checked(list_jobs())
+
+    def _checked(self, runs: list) -> list:
         for run in runs:
             if run.listed_state == "running" and self.check_alive(run) != "running":
                 run.listed = run.status()

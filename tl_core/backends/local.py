@@ -25,6 +25,7 @@ from tl_core.device import describe as describe_device
 from tl_core.device import gpu_names, process_start_time
 from tl_core.errors import TLError
 from tl_core.models.config import TrainConfig
+from tl_core.runs.jobs import list_jobs
 from tl_core.runs.store import ACTIVE, PROCESS_LOG, Run
 from tl_core.workspace import home
 
@@ -112,7 +113,7 @@ class LocalBackend(ExecutionBackend):
         return text + (f"\n--- training process output ---\n{process}\n" if process else "")
 
     def ensure_running(self) -> None:
-        if self.queue():
+        if self.queue() or self.queue(list_jobs()):
             start_worker()
 
     def describe(self) -> dict:
@@ -197,9 +198,9 @@ def worker_loop(idle_exit_s: Optional[float] = None, poll_s: float = 1.0) -> Non
             for run_id, child in list(children.items()):
                 if child.process.poll() is not None:
                     _finish_child(children.pop(run_id))
-            runs = backend.refresh()
+            queued = backend.queue(backend.refresh()) + backend.queue(backend.refresh_jobs())  # runs, then jobs
             # a child marks its run 'running' a moment after it starts: skip runs we already started
-            waiting = [run for run in backend.queue(runs) if run.id not in children and not run.cancel_requested()]
+            waiting = [run for run in queued if run.id not in children and not run.cancel_requested()]
             free = sorted(set(range(slots)) - {child.slot for child in children.values()})
             for run, slot in zip(waiting, free):
                 children[run.id] = _start_child(run, slot, slots)

@@ -22,6 +22,7 @@ from tl_core.backends.base import ExecutionBackend
 from tl_core.backends.local import REPO_ROOT
 from tl_core.errors import TLError
 from tl_core.models.config import TrainConfig
+from tl_core.runs.jobs import PredictJob, list_jobs
 from tl_core.runs.store import ACTIVE, Run
 from tl_core.tracking import settings as tracking
 from tl_core.workspace import home
@@ -146,9 +147,13 @@ class RayBackend(ExecutionBackend):
     def is_alive(self, run: Run) -> bool:
         return self.job_status(run) in (*LIVE, UNKNOWN)  # an unreachable head does not interrupt runs
 
-    def refresh(self) -> list[Run]:
-        """As the base class, and a queued run whose job ended before training began says why."""
-        runs = super().refresh()
+    def start_job(self, job: PredictJob) -> None:
+        _ = self.client
+        self._submit_job(job)
+
+    def _checked(self, runs: list) -> list:
+        """As the base class, and a queued run (or job) whose Ray job ended before it began says why."""
+        runs = super()._checked(runs)
         for run in runs:
             if run.listed_state == "queued" and run.listed.get("ray_job") and not run.cancel_requested():
                 state = self.job_status(run)
@@ -177,7 +182,7 @@ class RayBackend(ExecutionBackend):
 
     def ensure_running(self) -> None:
         """Queued runs whose job the cluster lost (a restarted head) are submitted again."""
-        for run in self.queue():
+        for run in self.queue() + self.queue(list_jobs()):
             if self.job_status(run) is None and not run.cancel_requested():
                 self._submit_job(run)
 

@@ -24,6 +24,10 @@ def cmd_serve(args) -> int:
     from tl_core.deploy.serving import DEFAULT_PORT, serve, startup_token
 
     startup_token(args.host, args.allow_no_token)  # a refusal comes before the slow TensorFlow import
+    if args.capture:
+        from tl_core.data.datasets import load_dataset
+
+        load_dataset(args.capture)  # an unknown dataset too
     load_tensorflow()
     serve(
         args.run or [],
@@ -31,6 +35,7 @@ def cmd_serve(args) -> int:
         host=args.host,
         port=DEFAULT_PORT if args.port is None else args.port,
         allow_no_token=args.allow_no_token,
+        capture=args.capture,
     )
     return 0
 
@@ -57,4 +62,5 @@ def add_serve(sub) -> None:
         action="store_true",
         help="serve on a non-loopback host without TL_API_TOKEN (behind an authenticating proxy); also TL_API_ALLOW_NO_TOKEN=1",
     )
+    p.add_argument("--capture", metavar="DATASET", help="keep the images of :classify requests in DATASET's inbox")
     p.set_defaults(func=cmd_serve)

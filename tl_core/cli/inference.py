@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from tl_core.cli.common import load_tensorflow
@@ -11,6 +12,10 @@ from tl_core.inference.tta import MODES as TTA_MODES
 
 
 def cmd_predict(args) -> int:
+    if args.input or args.out:
+        return predict_batch(args)
+    if not args.images:
+        raise TLError("Name image files to predict, or a folder or zip with --input DIR_OR_ZIP --out FILE.csv.")
     load_tensorflow()
     from tl_core.inference.predict import Predictor
 
@@ -18,14 +23,39 @@ def cmd_predict(args) -> int:
     missing = [f for f in args.images if not Path(f).is_file()]
     if missing:
         raise TLError(f"Image file(s) not found: {missing}")
-    from tl_core.data.images import ImageRejected
+    for image in args.images:  # one line each: top_k, unknown (null for a run without a scope), distance
+        print(json.dumps({"image": image, **predictor.predict_each([image], args.top_k, tta=args.tta)[0]}))
+    return 0
 
-    for image in args.images:
-        try:
-            top = predictor.predict([image], args.top_k, tta=args.tta)[0]
-            print(json.dumps({"image": image, "top_k": top}))
-        except ImageRejected as exc:
-            print(json.dumps({"image": image, "error": str(exc)}))
+
+def predict_batch(args) -> int:
+    """``predict --input DIR_OR_ZIP --out FILE.csv``: every image of a folder or zip into one CSV, streamed in
+    chunks with a progress bar on stderr; one JSON summary line on stdout."""
+    from tl_core.inference import batch
+
+    if args.images:
+        raise TLError(f"Give image files or --input, not both; got {args.images[:3]!r} with --input.")
+    if not (args.input and args.out):
+        raise TLError("--input DIR_OR_ZIP and --out FILE.csv go together: name both.")
+    spec = batch.check_spec(args.run, args.input, args.out, args.top_k, args.tta)  # bad input: no TensorFlow
+    load_tensorflow()
+    from tl_core.inference.predict import Predictor
+
+    predictor = Predictor.from_run(spec["run"])
+    bar = batch.ProgressBar(0)
+
+    def progress(event: dict) -> None:
+        bar.total = event["total"]
+        bar.update(event)
+
+    summary = batch.predict_to_csv(predictor, spec["input"], spec["out"], spec["top_k"], spec["tta"], progress)
+    print(
+        f"{summary['predicted']} predicted, {summary['skipped']} skipped (rows with an error) of "
+        f"{summary['images']} files in {summary['seconds']} s ({summary['images_per_s']} images/s); "
+        f"CSV: {summary['out']}",
+        file=sys.stderr,
+    )
+    print(json.dumps(summary))
     return 0
 
 
@@ -95,12 +125,22 @@ def cmd_explain(args) -> int:
 
 
 def add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="top-k labels for images, one JSON line each")
+    p = sub.add_parser(
+        "predict",
+        help="top-k labels for images, one JSON line each; or a whole folder or zip into a CSV (--input, --out)",
+    )
     p.add_argument("--run", required=True, help="run folder or run id")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--tta", default="none", choices=list(TTA_MODES), help="test-time augmentation views to average")
-    p.add_argument("images", nargs="+")
+    add_batch_io(p)
+    p.add_argument("images", nargs="*")
     p.set_defaults(func=cmd_predict)
+
+
+def add_batch_io(p) -> None:
+    """``--input`` and ``--out`` of a batch prediction (``predict`` and ``submit --predict``)."""
+    p.add_argument("--input", help="a folder (read recursively) or a .zip of images to predict in batches")
+    p.add_argument("--out", help="the CSV to write: one row per file (written whole, then renamed into place)")
 
 
 def add_evaluate(sub) -> None:

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 from tl_core.cli.common import load_tensorflow
+from tl_core.cli.inference import add_batch_io
 from tl_core.cli.settings import add_settings, config_from_args
 from tl_core.data import datasets
 from tl_core.errors import TLError
+from tl_core.inference.tta import MODES as TTA_MODES
 
 
 def cmd_train(args) -> int:
@@ -57,12 +59,37 @@ def cmd_train(args) -> int:
 def cmd_submit(args) -> int:
     from tl_core.backends import get_backend
 
+    if args.predict:
+        return submit_predict(args)
+    if args.run or args.input or args.out:
+        raise TLError("--run, --input and --out queue a prediction: add --predict (or drop them to train).")
     cfg = config_from_args(args)
     cfg.data = datasets.resolve_dataset(cfg.data).ref  # a folder or zip is imported here, once
     backend = get_backend()
     run = backend.submit(cfg, user=f"cli:{getpass.getuser()}")
     print(f"queued on the {backend.name} backend; follow it with: python -m tl_core wait {run.id}", file=sys.stderr)
     print(run.id)
+    return 0
+
+
+def submit_predict(args) -> int:
+    """``submit --predict --run RUN --input DIR_OR_ZIP [--out FILE.csv]``: a batch prediction as a background
+    job on the configured backend; prints the job id last (``wait`` and ``runs --predict`` follow it)."""
+    from tl_core.backends import get_backend
+    from tl_core.models.config import SETTINGS
+
+    given = [SETTINGS[name].cli_flags[0] for name in SETTINGS if hasattr(args, name)]
+    if given or args.config_file:
+        raise TLError(f"--predict queues a prediction, not training: drop the training flags {given or ['--config']}.")
+    if not (args.run and args.input):
+        raise TLError("submit --predict needs --run RUN and --input DIR_OR_ZIP (and optionally --out FILE.csv).")
+    backend = get_backend()
+    job = backend.submit_predict(args.run, args.input, args.out, args.top_k, args.tta, user=f"cli:{getpass.getuser()}")
+    print(
+        f"queued on the {backend.name} backend; follow it with: python -m tl_core wait {job.id} (CSV: {job.out})",
+        file=sys.stderr,
+    )
+    print(job.id)
     return 0
 
 
@@ -121,9 +148,18 @@ def add_train(sub) -> None:
 
 def add_submit(sub) -> None:
     p = sub.add_parser(
-        "submit", help="queue a training run on the configured backend (TL_RAY_ADDRESS: Ray); prints the run id last"
+        "submit",
+        help="queue a training run (or with --predict a batch prediction) on the configured backend "
+        "(TL_RAY_ADDRESS: Ray); prints the run or job id last",
     )
     add_settings(p)
+    p.add_argument(
+        "--predict", action="store_true", help="queue a batch prediction instead: --run RUN --input DIR_OR_ZIP"
+    )
+    p.add_argument("--run", help="with --predict: the run (id or folder) whose model predicts")
+    add_batch_io(p)
+    p.add_argument("--top-k", type=int, default=3, help="with --predict: labels per image in the CSV")
+    p.add_argument("--tta", default="none", choices=list(TTA_MODES), help="with --predict: test-time augmentation")
     p.set_defaults(func=cmd_submit)
 
 

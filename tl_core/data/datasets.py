@@ -192,7 +192,7 @@ def check_splits(items: list[dict], classes: list[str]) -> None:
         )
 
 
-def _inspected(candidates: list[Candidate], min_colors: int):
+def inspected(candidates: list[Candidate], min_colors: int):
     """(candidate, bytes, image info, None) or (candidate, None, None, why it is skipped), in order. Files are
     read and checked on one thread per core (Pillow decodes without holding the GIL), a window at a time."""
 
@@ -245,7 +245,7 @@ def build_dataset(
     conflicts: dict[str, list[dict]] = {}  # content hash -> every file of it, when they are in different classes
     class_names = _ClassNames()
     try:
-        for done, (cand, data, info, reason) in enumerate(_inspected(candidates, min_colors), 1):
+        for done, (cand, data, info, reason) in enumerate(inspected(candidates, min_colors), 1):
             if progress:
                 progress(done, len(candidates))
             if reason:
@@ -285,14 +285,14 @@ def build_dataset(
                     "low_detail": info["low_detail"],
                 }
             )
-        label_conflicts = _label_conflicts(conflicts)
+        kept_out = {it["sha256"]: it for it in items if it["sha256"] in conflicts}
         items = [it for it in items if it["sha256"] not in conflicts]
         classes = sorted({it["class"] for it in items})
         try:
             _validate(items, classes, skipped)
         except TLError as exc:
-            if label_conflicts:  # the conflicts may be why a class came up short: say so in the same message
-                exc.args = (f"{exc} {_conflicts_sentence(label_conflicts)}",)
+            if conflicts:  # the conflicts may be why a class came up short: say so in the same message
+                exc.args = (f"{exc} {_conflicts_sentence(_label_conflicts(conflicts, kept_out, False))}",)
             raise
         has_split = any(it["split"] != "unsplit" for it in items)
         if has_split:
@@ -309,6 +309,11 @@ def build_dataset(
             target = staging / it["path"]
             target.parent.mkdir(parents=True, exist_ok=True)
             (staging / ".incoming" / it["sha256"]).rename(target)
+        label_conflicts = _label_conflicts(conflicts, kept_out, has_split)
+        for row in label_conflicts:  # one copy of each, outside every class, so the user can assign it later
+            target = staging / row["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (staging / ".incoming" / row["sha256"]).rename(target)
         shutil.rmtree(staging / ".incoming", ignore_errors=True)
         manifest = manifest_for(name, source, items, classes, skipped, has_split, val_fraction, seed, label_conflicts)
         if user:
@@ -334,10 +339,16 @@ def build_dataset(
     return Dataset(name, final, manifest)
 
 
-def _label_conflicts(conflicts: dict[str, list[dict]]) -> list[dict]:
-    """One entry per image found under two or more classes: its files and their classes, and why it is out."""
+CONFLICTS = "conflicts"  # the dataset folder's copy of each image found under two classes
+
+
+def _label_conflicts(conflicts: dict[str, list[dict]], kept_out: dict[str, dict], has_split: bool) -> list[dict]:
+    """One entry per image found under two or more classes: its files and their classes, why it is out, and
+    where its one copy is kept (``path``, with its ``split``, ``width``, ``height``), so that a saved version
+    can give it the class the user chooses (``versions.save_version(..., conflicts=...)``)."""
     rows = []
     for digest, files in conflicts.items():
+        first = kept_out[digest]
         classes = sorted({f["class"] for f in files})
         rows.append(
             {
@@ -346,8 +357,12 @@ def _label_conflicts(conflicts: dict[str, list[dict]]) -> list[dict]:
                 "files": [f["file"] for f in files],
                 "reason": (
                     f"the same image is in classes {' and '.join(map(repr, classes))}; it was kept out of "
-                    "every class: keep it in the one folder where it belongs and import again"
+                    "every class until you choose its class"
                 ),
+                "path": f"{CONFLICTS}/{digest[:16]}{PurePosixPath(first['file']).suffix}",
+                "split": first["split"] if has_split and first["split"] in ("train", "val", "test") else "train",
+                "width": first["width"],
+                "height": first["height"],
             }
         )
     return rows

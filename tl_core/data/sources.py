@@ -62,12 +62,16 @@ def _strip_common_top(paths: list[list[str]]) -> list[list[str]]:
     return paths
 
 
-def _is_ignorable(name: str) -> bool:
+def is_ignorable(name: str) -> bool:
     lowered = name.lower()
     return lowered in SYSTEM_NAMES or lowered.startswith("._") or lowered.startswith(".")
 
 
-def candidates_from_zip(path: Path, skipped: list[dict], limits: ZipLimits = ZipLimits()) -> list[Candidate]:
+def candidates_from_zip(
+    path: Path, skipped: list[dict], limits: ZipLimits = ZipLimits(), labelled: bool = True
+) -> list[Candidate]:
+    """The zip's entries as candidates; ``labelled=False`` (unlabelled images, for an inbox): any entry may be
+    a candidate, its class left empty, instead of only entries inside a class folder."""
     archive, infos = archives.open_archive(path, limits)
     entries, total = [], 0
     for info in infos:
@@ -75,7 +79,7 @@ def candidates_from_zip(path: Path, skipped: list[dict], limits: ZipLimits = Zip
         parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", "/")]
         if info.is_dir() or not parts:
             continue
-        if not archives.unsafe_path(name, parts) and (parts[0] == "__MACOSX" or any(_is_ignorable(p) for p in parts)):
+        if not archives.unsafe_path(name, parts) and (parts[0] == "__MACOSX" or any(is_ignorable(p) for p in parts)):
             continue
         problem = archives.entry_problem(info, parts, limits)
         if problem:
@@ -87,7 +91,7 @@ def candidates_from_zip(path: Path, skipped: list[dict], limits: ZipLimits = Zip
     stripped = _strip_common_top([parts for parts, _ in entries])
     result = []
     for parts, (_, info) in zip(stripped, entries):
-        split, class_name = _split_and_class(parts[:-1])
+        split, class_name = _split_and_class(parts[:-1]) if labelled else (None, "")
         if class_name is None:
             skipped.append({"file": info.filename, "reason": "not inside a class folder"})
             continue
@@ -98,15 +102,16 @@ def candidates_from_zip(path: Path, skipped: list[dict], limits: ZipLimits = Zip
 
 
 def _candidates_from_relative(
-    files: list[tuple[list[str], Callable[[], bytes]]], skipped: list[dict]
+    files: list[tuple[list[str], Callable[[], bytes]]], skipped: list[dict], labelled: bool = True
 ) -> list[Candidate]:
-    """Files given by relative path parts: class (and split) folders read from the parts."""
-    files = [(parts, read) for parts, read in files if not any(_is_ignorable(p) for p in parts)]
+    """Files given by relative path parts: class (and split) folders read from the parts (unless not
+    ``labelled``: then every file, its class empty)."""
+    files = [(parts, read) for parts, read in files if not any(is_ignorable(p) for p in parts)]
     stripped = _strip_common_top([parts for parts, _ in files])
     result = []
     for (original, read), parts in zip(files, stripped):
         rel = "/".join(original)
-        split, class_name = _split_and_class(parts[:-1])
+        split, class_name = _split_and_class(parts[:-1]) if labelled else (None, "")
         if class_name is None:
             skipped.append({"file": rel, "reason": "not inside a class folder"})
             continue
@@ -114,8 +119,11 @@ def _candidates_from_relative(
     return result
 
 
-def candidates_from_folder(folder: Path, skipped: list[dict], max_file_bytes: int = MAX_FILE_BYTES) -> list[Candidate]:
-    """The folder's files as candidates; a file over ``max_file_bytes`` is skipped by its size, unread."""
+def candidates_from_folder(
+    folder: Path, skipped: list[dict], max_file_bytes: int = MAX_FILE_BYTES, labelled: bool = True
+) -> list[Candidate]:
+    """The folder's files as candidates; a file over ``max_file_bytes`` is skipped by its size, unread;
+    ``labelled`` as for ``candidates_from_zip``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise TLError(f"Folder {str(folder)!r} does not exist or is not a folder.")
@@ -123,7 +131,7 @@ def candidates_from_folder(folder: Path, skipped: list[dict], max_file_bytes: in
     files = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
-        if any(_is_ignorable(p) for p in rel.parts):
+        if any(is_ignorable(p) for p in rel.parts):
             continue
         if path.is_symlink() and not path.resolve().is_relative_to(root):
             skipped.append({"file": str(rel), "reason": "symbolic link pointing outside the folder; not followed"})
@@ -134,7 +142,7 @@ def candidates_from_folder(folder: Path, skipped: list[dict], max_file_bytes: in
                 skipped.append({"file": str(rel), "reason": problem})
                 continue
             files.append((list(rel.parts), lambda p=path: read_file(p, max_file_bytes)))
-    return _candidates_from_relative(files, skipped)
+    return _candidates_from_relative(files, skipped, labelled)
 
 
 Content = Union[bytes, Callable[[], bytes]]  # the bytes, or a reader called when the importer gets to it
@@ -144,8 +152,11 @@ def _reader(content: Content) -> Callable[[], bytes]:
     return content if callable(content) else (lambda: content)
 
 
-def candidates_from_uploaded_paths(files: Iterable[tuple[str, Content]], skipped: list[dict]) -> list[Candidate]:
-    """A browser folder upload: (relative path such as 'flowers/daisy/1.jpg', content) pairs."""
+def candidates_from_uploaded_paths(
+    files: Iterable[tuple[str, Content]], skipped: list[dict], labelled: bool = True
+) -> list[Candidate]:
+    """A browser folder upload: (relative path such as 'flowers/daisy/1.jpg', content) pairs; ``labelled`` as
+    for ``candidates_from_zip``."""
     entries = []
     for rel, content in files:
         parts = [p for p in PurePosixPath(str(rel).replace("\\", "/")).parts if p not in ("", "/")]
@@ -153,7 +164,7 @@ def candidates_from_uploaded_paths(files: Iterable[tuple[str, Content]], skipped
             skipped.append({"file": str(rel), "reason": "unsafe or empty path; not imported"})
             continue
         entries.append((parts, _reader(content)))
-    return _candidates_from_relative(entries, skipped)
+    return _candidates_from_relative(entries, skipped, labelled)
 
 
 def candidates_from_items(items: Iterable[tuple[str, str, Content]]) -> list[Candidate]:

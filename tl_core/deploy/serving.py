@@ -2,22 +2,28 @@
 
 | route | what |
 |---|---|
-| ``POST /v1/models/{name}:predict`` | TF Serving's body, ``{"instances": [...]}`` (or ``"inputs"``): raw RGB pixel arrays at the model's size -> ``{"predictions": [[p, ...], ...]}`` |
-| ``POST /v1/models/{name}:classify`` | image files (multipart field ``files``, one or more) -> top-k labels per file |
+| ``POST /v1/models/{name}:predict`` | TF Serving's body, ``{"instances": [...]}`` (or ``"inputs"``): raw RGB pixel arrays at the model's size -> ``{"predictions": [[p, ...], ...], "unknown": [...]}`` |
+| ``POST /v1/models/{name}:classify`` | image files (multipart field ``files``, one or more) -> top-k labels, ``unknown`` and ``distance`` per file |
 | ``GET /v1/models``, ``/v1/models/{name}``, ``/v1/models/{name}/metadata`` | what is served, TF Serving's status, classes and input |
 | ``GET /healthz``, ``/readyz`` | liveness and readiness (no token needed, nothing named) |
+| ``/v2/...`` | the Open Inference Protocol (KServe v2, as Triton speaks it): health, metadata, ``infer`` (``oip``) |
 
 A model's name is its run id. With ``TL_API_TOKEN`` set every route but health and the API docs wants
-``Authorization: Bearer <token>``, checked before any body is read; an empty ``TL_API_TOKEN`` refuses to start,
-and so does no token on an address other than loopback unless allowed (``--allow-no-token``,
-``TL_API_ALLOW_NO_TOKEN=1``). Requests are bounded (``TL_API_MAX_BYTES``, ``TL_API_MAX_IMAGES``; a ``:classify``'s images by their headers
-before any is decoded: all together over ``TL_API_MAX_PIXELS`` is a 413, one over ``TL_MAX_SERVE_PIXELS`` a 422);
-a bad image or array gets a 4xx that says what is wrong. Connections are bounded in number and time (``server_config``):
-headers and body must arrive within their deadlines (``TL_API_HEADER_TIMEOUT_S``, ``TL_API_BODY_TIMEOUT_S``,
-else 408) and at most ``TL_API_MAX_CONNECTIONS`` are open at once (else 503). ``:predict`` bodies are parsed in
-a worker process, so a big one does not hold up the server's other answers. Requests that arrive together share
-one forward pass (``MicroBatcher``). Probabilities are the run's calibrated ones (its temperature is inside the
-model, ``LoadedModel``): the same numbers as the app, the CLI and every export.
+``Authorization: Bearer <token>``, checked before any body is read; an empty ``TL_API_TOKEN`` refuses to start, and
+so does no token on an address other than loopback unless allowed (``--allow-no-token``,
+``TL_API_ALLOW_NO_TOKEN=1``). Requests are bounded (``TL_API_MAX_BYTES``, ``TL_API_MAX_IMAGES``; a ``:classify``'s
+images by their headers before any is decoded: all together over ``TL_API_MAX_PIXELS`` is a 413, one over
+``TL_MAX_SERVE_PIXELS`` a 422); a bad image or array gets a 4xx that says what is wrong. Both protocols share these
+limits, the token, the parser process and the micro-batcher: the same pixels get the same probabilities from
+either. Connections are bounded in number and time (``server_config``): headers and body must arrive within their
+deadlines (``TL_API_HEADER_TIMEOUT_S``, ``TL_API_BODY_TIMEOUT_S``, else 408) and at most ``TL_API_MAX_CONNECTIONS``
+are open at once (else 503). ``:predict`` and v2 ``infer`` bodies are parsed in a worker process, so a big one does
+not hold up the server's other answers (a v2 body whose tensors come as binary data after a small JSON part is
+parsed in a thread). Requests that arrive together share one forward pass (``MicroBatcher``).
+Probabilities are the run's calibrated ones (its temperature is inside the model, ``LoadedModel``): the same
+numbers as the app, the CLI and every export. Each image's answer says whether it is outside what the run was
+trained on (``"unknown"``, with its ``"distance"``; null for a run without a scope, ``runs/scope.py``), and every
+prediction (v1 and v2) is recorded for monitoring (``inference/monitoring.py``).
 """
 
 from __future__ import annotations
@@ -45,8 +51,11 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 
 from tl_core.data.images import ImageRejected, env_pixels, load_array, over_cap, read_header, serve_pixel_cap
+from tl_core.deploy import oip
 from tl_core.errors import TLError
+from tl_core.inference import monitoring
 from tl_core.inference.topk import top_k as top_labels
+from tl_core.runs.scope import scope_for
 from tl_core.runs.store import Run, get_run, list_runs
 
 DEFAULT_PORT = 8600  # not 8501: that is the app's own (Streamlit's) port
@@ -57,7 +66,8 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_MAX_CONNECTIONS = 256
 MAX_HEADER_BYTES = 64 << 10
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+INLINE_JSON_BYTES = 64 << 10  # a v2 body's JSON part this small (binary data after it) is parsed in a thread
+OPEN_PATHS = oip.OPEN_PATHS | {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -108,7 +118,28 @@ class ServedModel:
         self.run = run
         self.loaded = run.load_model()
         self.loaded.warm_up()
-        self.batcher = MicroBatcher(self.loaded.probabilities)
+        self.scope = scope_for(run)
+        self.recorder = monitoring.Recorder(run.id)
+        self.batcher = MicroBatcher(self._forward)
+
+    def _forward(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw pixels -> one row per image: its probabilities, then its distance from the training images (NaN
+        without a scope); in the batcher's thread, for the whole batch at once."""
+        features = self.loaded.features(pixels)
+        distances = self.scope.distances(features) if self.scope is not None else np.full(len(features), np.nan)
+        return np.column_stack([self.loaded.head_probabilities(features).astype(np.float64), distances])
+
+    async def answer(self, pixels: np.ndarray) -> tuple[np.ndarray, list, list]:
+        """(probabilities, unknown flags, distances) for raw pixels (flags and distances None without a scope),
+        recorded for monitoring."""
+        rows = await self.batcher(pixels)
+        probs, measured = rows[:, :-1], rows[:, -1]
+        if self.scope is None:
+            unknown = distances = [None] * len(probs)
+        else:
+            unknown, distances = self.scope.is_unknown(measured).tolist(), [round(float(d), 6) for d in measured]
+        self.recorder.record(monitoring.records(probs.argmax(1), probs.max(1), unknown, distances, "rest"))
+        return probs, unknown, distances
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -253,10 +284,11 @@ class RequestGate:
         await (refusal or self.app)(scope, receive, send)
 
 
-class _PredictParser:
-    """One worker process turns ``:predict`` bodies into pixels. ``json.loads`` and ``np.asarray`` hold the
-    interpreter lock for the whole of a big body, so in a thread they would still stall every other answer
-    (``/healthz`` included); in a process they do not. Bodies are parsed one at a time, in arrival order.
+class _BodyParser:
+    """One worker process turns ``:predict`` and v2 ``infer`` bodies (``BODY_PARSERS``) into pixels.
+    ``json.loads`` and ``np.asarray`` hold the interpreter lock for the whole of a big body, so in a thread they
+    would still stall every other answer (``/healthz`` included); in a process they do not. Bodies are parsed
+    one at a time, in arrival order.
 
     The worker is a plain ``python -c`` child speaking over its pipes (``_parse_worker``), not multiprocessing:
     spawn would re-import the main module of whatever script created the app, and fork would copy TensorFlow's
@@ -282,11 +314,12 @@ class _PredictParser:
                 )
             return self._process
 
-    def parse(self, raw: bytes, shape: tuple, max_images: int):
-        """Blocking: the worker's answer, pixels or ``(status, reason)``."""
+    def parse(self, kind: str, raw: bytes, shape: tuple, max_images: int, header_length: Optional[str] = None):
+        """Blocking: the worker's answer, ``(pixels, meta)`` or ``(status, reason)``."""
         process = self.start()
         try:
-            request = {"shape": list(shape), "max_images": max_images, "bytes": len(raw)}
+            request = {"kind": kind, "shape": list(shape), "max_images": max_images, "bytes": len(raw)}
+            request["header_length"] = header_length
             process.stdin.write(json.dumps(request).encode() + b"\n" + raw)
             process.stdin.flush()
             answer = json.loads(process.stdout.readline())
@@ -296,48 +329,64 @@ class _PredictParser:
             return 503, "The body parser stopped (out of memory?); send fewer instances per request."
         if "error" in answer:
             return answer["status"], answer["error"]
-        return np.frombuffer(data, np.float32).reshape(answer["shape"])
+        return np.frombuffer(data, np.float32).reshape(answer["shape"]), answer["meta"]
 
-    async def __call__(self, raw: bytes, shape: tuple, max_images: int) -> np.ndarray:
+    async def __call__(
+        self, kind: str, raw: bytes, shape: tuple, max_images: int, header_length: Optional[str] = None
+    ) -> tuple[np.ndarray, dict]:
+        """``(pixels, meta)`` for a body of ``kind``; HTTPException with the worker's reason for a bad one."""
         loop = asyncio.get_running_loop()
-        parsed = await loop.run_in_executor(self._one_at_a_time, self.parse, raw, shape, max_images)
-        if isinstance(parsed, tuple):
+        parsed = await loop.run_in_executor(
+            self._one_at_a_time, self.parse, kind, raw, shape, max_images, header_length
+        )
+        if isinstance(parsed[0], int):
             raise _error(*parsed)
         return parsed
 
 
-_parse_predict = _PredictParser()
+_parse_body = _BodyParser()
 
 
 def _parse_worker() -> None:
-    """The parser process: a JSON header line (``shape``, ``max_images``, ``bytes``) and that many body bytes on
-    stdin; answers a header line (``shape`` or ``status`` and ``error``, and ``bytes``) and the float32 pixels
-    on stdout; until stdin closes."""
+    """The parser process: a JSON header line (``kind``, ``shape``, ``max_images``, ``bytes``, ``header_length``)
+    and that many body bytes on stdin; answers a header line (``shape`` and ``meta``, or ``status`` and ``error``;
+    and ``bytes``) and the float32 pixels on stdout; until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C stops the server, whose exit closes our stdin
     source, sink = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not corrupt the answers
     while line := source.readline():
         request = json.loads(line)
-        parsed = _predict_pixels(source.read(request["bytes"]), tuple(request["shape"]), request["max_images"])
-        if isinstance(parsed, tuple):
+        raw = source.read(request["bytes"])
+        parsed = _parse_pixels(
+            request["kind"], raw, tuple(request["shape"]), request["max_images"], request["header_length"]
+        )
+        if isinstance(parsed[0], int):
             head, data = {"status": parsed[0], "error": parsed[1]}, b""
         else:
-            pixels = np.ascontiguousarray(parsed, np.float32)
-            head, data = {"shape": list(pixels.shape)}, pixels.tobytes()
+            pixels = np.ascontiguousarray(parsed[0], np.float32)
+            head, data = {"shape": list(pixels.shape), "meta": parsed[1]}, pixels.tobytes()
         sink.write(json.dumps({**head, "bytes": len(data)}).encode() + b"\n" + data)
         sink.flush()
 
 
-def _predict_pixels(raw: bytes, shape: tuple, max_images: int):
-    """A ``:predict`` body as pixels, or ``(status, reason)`` for a bad one."""
+BODY_PARSERS: dict[str, Callable[[object, bytes, tuple, int], tuple[np.ndarray, dict]]] = {
+    # kind -> (JSON body, binary data after it, input shape, max images) -> (pixels, what the answer needs)
+    "predict": lambda body, binary, shape, max_images: (_pixels_from_instances(body, shape, max_images), {}),
+    "infer": oip.infer_pixels,
+}
+
+
+def _parse_pixels(kind: str, raw: bytes, shape: tuple, max_images: int, header_length: Optional[str] = None):
+    """A body of ``kind`` as ``(pixels, meta)``, or ``(status, reason)`` for a bad one."""
     try:
-        body = json.loads(raw)
-    except RecursionError:
-        return 400, "The JSON is nested too deeply; each instance is a height x width x 3 array of numbers."
-    except (ValueError, UnicodeDecodeError) as exc:
-        return 400, f"The body is not valid JSON ({exc})."
-    try:
-        return _pixels_from_instances(body, shape, max_images)
+        head, binary = oip.split_binary(raw, header_length)
+        try:
+            body = json.loads(head)
+        except RecursionError:
+            return 400, "The JSON is nested too deeply; pixels are height x width x 3 arrays of numbers."
+        except (ValueError, UnicodeDecodeError) as exc:
+            return 400, f"The body is not valid JSON ({exc})."
+        return BODY_PARSERS[kind](body, binary, shape, max_images)
     except HTTPException as exc:
         return exc.status_code, exc.detail
     except OverflowError:
@@ -350,9 +399,11 @@ def create_app(
     max_bytes: Optional[int] = None,
     max_images: Optional[int] = None,
     skip_unloadable: bool = False,
+    capture: Optional[Callable[[list[tuple[str, bytes]], str], object]] = None,
 ) -> FastAPI:
     """The server's app for ``runs``. A run whose model does not load is a TLError naming it, or with
-    ``skip_unloadable`` a warning on stderr and the run left out (TLError when none is left)."""
+    ``skip_unloadable`` a warning on stderr and the run left out (TLError when none is left). ``capture``
+    (``inbox.Capturer.offer``) is handed each answered ``:classify`` request's images; it must not block."""
     token = api_token(token)
     max_bytes = max_bytes or _env_number("TL_API_MAX_BYTES", DEFAULT_MAX_BYTES)
     max_images = max_images or _env_number("TL_API_MAX_IMAGES", DEFAULT_MAX_IMAGES)
@@ -360,7 +411,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        _parse_predict.start()
+        _parse_body.start()
         yield
 
     app = FastAPI(
@@ -431,8 +482,9 @@ def create_app(
     @app.post("/v1/models/{name}:predict", openapi_extra=predict_body)
     async def predict(name: str, request: Request) -> dict:
         served = model_named(name)
-        pixels = await _parse_predict(await request.body(), served.input_shape, max_images)
-        return {"predictions": (await served.batcher(pixels)).tolist()}
+        pixels, _ = await _parse_body("predict", await request.body(), served.input_shape, max_images)
+        probs, unknown, _ = await served.answer(pixels)
+        return {"predictions": probs.tolist(), "unknown": unknown}
 
     per_image, budget = serve_pixel_cap(), env_pixels("TL_API_MAX_PIXELS", DEFAULT_MAX_PIXELS)
 
@@ -466,14 +518,31 @@ def create_app(
                 )
             except ImageRejected as exc:
                 raise _error(422, f"{upload.filename or 'file'}: {exc}") from None
-        probs = await served.batcher(np.stack(pixels))
+        probs, unknown, distances = await served.answer(np.stack(pixels))
+        if capture is not None:  # queued for a dataset's inbox (serve --capture), written off this path
+            capture([(upload.filename or "image", data) for upload, data in zip(files, datas)], f"serve:{name}")
         return {
             "model": name,
             "results": [
-                {"file": upload.filename, "top_k": served.top_k(row, top_k)} for upload, row in zip(files, probs)
+                {"file": upload.filename, "top_k": served.top_k(row, top_k), "unknown": flag, "distance": distance}
+                for upload, row, flag, distance in zip(files, probs, unknown, distances)
             ],
         }
 
+    async def infer(served: ServedModel, raw: bytes, header_length: Optional[str]) -> tuple[np.ndarray, dict]:
+        if header_length is not None and header_length.isdigit() and int(header_length) <= INLINE_JSON_BYTES:
+            # binary tensor data after a small JSON part: a thread parses it at once, concurrent requests reach
+            # the micro-batcher together instead of one parse apart
+            parsed = await asyncio.to_thread(_parse_pixels, "infer", raw, served.input_shape, max_images, header_length)
+            if isinstance(parsed[0], int):
+                raise _error(*parsed)
+            pixels, meta = parsed
+        else:
+            pixels, meta = await _parse_body("infer", raw, served.input_shape, max_images, header_length)
+        probs, _, _ = await served.answer(pixels)  # recorded for monitoring, as v1 answers are
+        return probs, meta
+
+    app.include_router(oip.routes(models, infer, max_images))
     app.state.models = models
     return app
 
@@ -625,9 +694,11 @@ def serve(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     allow_no_token: bool = False,
+    capture: Optional[str] = None,
 ) -> None:
     """Serve ``run_refs`` (or every finished run) until stopped. Refuses (TLError) before loading anything when
-    ``startup_token`` does; with ``all_runs`` a run whose model does not load is skipped with a warning."""
+    ``startup_token`` does; with ``all_runs`` a run whose model does not load is skipped with a warning. With
+    ``capture`` (a dataset's name) the images of answered ``:classify`` requests go to that dataset's inbox."""
     import uvicorn
 
     token = startup_token(host, allow_no_token)
@@ -637,7 +708,11 @@ def serve(
             f"port {port} can use these models unless a proxy in front authenticates them.",
             file=sys.stderr,
         )
+    from tl_core.data.inbox import Capturer
+
+    capturer = Capturer(capture) if capture else None
     runs = runs_to_serve(run_refs, all_runs)
-    config = server_config(create_app(runs, token=token, skip_unloadable=all_runs), host, port)
+    app = create_app(runs, token=token, skip_unloadable=all_runs, capture=capturer.offer if capturer else None)
+    config = server_config(app, host, port)
     print(f"serving {', '.join(config.app.state.models)} on http://{host}:{port} (API docs at /docs)", file=sys.stderr)
     uvicorn.Server(config).run()

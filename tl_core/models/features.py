@@ -256,11 +256,14 @@ def dataset_features(
     from tl_core.models.modeling import build_classifier
 
     cfg = TrainConfig(data=dataset.name, base=base, alpha=alpha, size=size).resolved()
-    extractor = build_classifier(cfg, len(dataset.classes), with_augmentation=False).extractor
-    if about is not None:
-        about["params"] = int(extractor.count_params())
     items = dataset.items
-    cache = FeatureCache(cfg, extractor)
+    cache = FeatureCache(cfg, None)
+    # the Keras model only when some image's features are not cached yet (or its size is asked for): building
+    # it costs a second or more, reading the cache a fraction of that
+    if about is not None or any(cache._entry(it["sha256"], 0) not in cache.store.index for it in items):
+        cache.extractor = build_classifier(cfg, len(dataset.classes), with_augmentation=False).extractor
+        if about is not None:
+            about["params"] = int(cache.extractor.count_params())
     return cache.features(
         [dataset.root / it["path"] for it in items], [it["sha256"] for it in items], progress=progress
     )[:, 0, :]

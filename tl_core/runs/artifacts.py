@@ -11,6 +11,7 @@ holds what training made:
 | ``class_names.json`` | class names in label order |
 | ``checkpoint.json`` + ``checkpoint.weights.h5`` / ``checkpoint_head.npz`` | the best epoch so far |
 | ``metrics.json``, ``predictions.csv`` | evaluation on the validation split |
+| ``scope.npz`` | what the training images look like in feature space, for "unknown" answers (``scope.py``); optional |
 | ``export/`` | exported formats (one folder per format) and ``parity.json``, each export checked in its runtime |
 
 Every write is atomic. ``Run.load_model()`` gives the one loaded-model handle (``loaded_model.LoadedModel``),
@@ -41,6 +42,7 @@ CHECKPOINT_MODEL = "checkpoint.weights.h5"
 CHECKPOINT_HEAD = "checkpoint_head.npz"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
+SCOPE = "scope.npz"
 EXPORT_DIR = "export"
 PARITY = "parity.json"
 # inside each export folder: the model (a file, or for saved_model the version folder TF Serving wants), labels, card
@@ -158,6 +160,28 @@ class Artifacts:
     @property
     def predictions_path(self) -> Path:
         return self._path(PREDICTIONS)
+
+    # ------------------------------------------------------------ the scope ("unknown" answers, scope.py)
+    @property
+    def scope_path(self) -> Path:
+        return self._path(SCOPE)
+
+    def save_scope(self, arrays: dict) -> None:
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(self.scope_path, buffer.getvalue())
+
+    def scope_arrays(self) -> Optional[dict]:
+        """The scope file's arrays (no pickles), or None when the run has none (trained before scopes)."""
+        import numpy as np
+
+        try:
+            with np.load(self.scope_path, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        except FileNotFoundError:
+            return None
 
     # ------------------------------------------------------------ checkpoints (best epoch so far)
     def checkpoint(self) -> Optional[dict]:

@@ -42,10 +42,32 @@ def _dataset_part(run: Run) -> tuple[dict, list[dict]]:
     return part, [{"name": name, "images_by_split": counts.get(name, {})} for name in run.artifacts.class_names()]
 
 
+def _unknown_part(run: Run) -> dict:
+    """What the run's scope (``runs/scope.py``) answers: images unlike the training images are "unknown"."""
+    from tl_core.runs.scope import scope_for
+
+    scope = scope_for(run)
+    if scope is None:
+        return {"answered": False, "why": "trained before scopes existed: no unknown answers (null)"}
+    return {
+        "answered": True,
+        **scope.summary(),
+        "where": "the studio's Predict page, `python -m tl_core predict` and its REST server (`serve`); not this "
+        "exported file on its own, which gives one of the classes for every image",
+    }
+
+
 def _limits(run: Run, quantized: bool, classes: list[dict], metrics: dict, parity: Optional[dict]) -> list[str]:
+    unknown = _unknown_part(run)
     limits = [
         f"It knows only the {len(classes)} classes in labels.txt: every image is given one of them, "
-        "so an image of anything else still gets a confident-looking answer."
+        "so an image of anything else still gets a confident-looking answer"
+        + (
+            f" from this file; served by the studio, images farther from the training images than "
+            f"{unknown['keep']:.0%} of the validation images are answered 'unknown' instead ({unknown['method_label']})."
+            if unknown["answered"]
+            else "."
+        )
     ]
     n, accuracy = metrics.get("num_val_images", 0), metrics.get("val_accuracy")
     if n and accuracy is not None:
@@ -109,6 +131,7 @@ def build(
             "meaning": "class probabilities in labels.txt order" + (" (uint8, multiply by 1/256)" if integer else ""),
             "calibration": f"temperature {temperature:g}, fitted on the validation split, inside the model",
         },
+        "unknown": _unknown_part(run),
         "known_limits": _limits(run, quantized, classes, metrics, parity),
     }
 
@@ -161,10 +184,23 @@ Accuracy {"n/a" if accuracy is None else f"{accuracy:.3f}"} on {card["metrics"][
 {card["input"]["range"]}; {card["input"]["resize"]}; preprocessing {card["input"]["preprocessing"]}.
 - Output `{card["output"]["name"]}`: {card["output"]["meaning"]}; calibration: {card["output"]["calibration"]}.
 
+## Unknown answers
+{_unknown_line(card.get("unknown", {}))}
+
 ## Known limits
 """
         + "\n".join(f"- {line}" for line in card["known_limits"])
         + "\n"
+    )
+
+
+def _unknown_line(unknown: dict) -> str:
+    if not unknown.get("answered"):
+        return f"None: {unknown.get('why', 'not measured')}."
+    return (
+        f"An image whose {unknown['method_label']} distance exceeds {unknown['threshold']:g} (the distance that keeps "
+        f"{unknown['keep']:.0%} of the {unknown['validation_images']} validation images) is answered 'unknown', with "
+        f"the nearest class still shown, by {unknown['where']}."
     )
 
 

@@ -32,6 +32,7 @@ from tl_core.training import paths
 from tl_core.training.calibration import calibrate
 from tl_core.training.callbacks import ProgressFn
 from tl_core.training.context import TrainingContext
+from tl_core.training.scope_fit import learn_scope
 from tl_core.workspace import datasets_dir, home
 
 
@@ -106,6 +107,7 @@ def _train(ctx: TrainingContext) -> dict:
         temperature=calibration["temperature"],
         temperature_folded=kind.folds_temperature,
     )
+    scope = learn_scope(ctx, outcome, loaded, val_probs, calibration["temperature"])  # "unknown" answers
     metrics = {
         **evaluation,
         **calibration,
@@ -125,6 +127,7 @@ def _train(ctx: TrainingContext) -> dict:
         "notes": ctx.notes,
         "model_bytes": artifacts.model_bytes(),
         "engine": engine_check,
+        "scope": scope,
     }
     if outcome.cache is not None:  # the tables say when a fast run only reused features an earlier one computed
         cache = outcome.cache

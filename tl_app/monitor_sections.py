@@ -1,0 +1,148 @@
+"""Monitoring: the page's sections (a finished run's recorded predictions against what it saw in training), and
+the Predict page's recording of its answers (``tl_core/inference/monitoring.py`` owns the log and the tests)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from tl_core.data.refs import parse_ref
+from tl_core.inference import monitoring
+from tl_core.runs import table
+from tl_core.runs.scope import Scope, scope_for
+from tl_core.runs.store import Run
+
+from . import widgets
+from .results_sections import CHOSEN_RUN, remember_choice
+from .retrain import train_again_panel
+
+RECORDED = "monitor_recorded"  # session state: the uploads this session has recorded, per run and view
+
+
+def scope_of(run: Run) -> Optional[Scope]:
+    return scope_for(run)
+
+
+def record_answers(run: Run, upload_ids: list[str], results: list[dict], tta: str) -> None:
+    """Record the answers of uploads this session has not recorded yet (the page reruns with the same ones)."""
+    done = st.session_state.setdefault(RECORDED, set())
+    fresh = [
+        (key, result)
+        for key, result in ((f"{run.id}:{tta}:{upload}", result) for upload, result in zip(upload_ids, results))
+        if key not in done and "top_k" in result
+    ]
+    if not fresh:
+        return
+    class_index = {name: i for i, name in enumerate(run.artifacts.class_names())}
+    rows = monitoring.records(
+        [class_index.get(r["top_k"][0]["label"], -1) for _, r in fresh],
+        [r["top_k"][0]["probability"] for _, r in fresh],
+        [r.get("unknown") for _, r in fresh],
+        [r.get("distance") for _, r in fresh],
+        "app",
+    )
+    monitoring.append(run.id, rows)  # a page's few answers: written now, no buffer to lose
+    done.update(key for key, _ in fresh)
+
+
+def pick_run() -> Run:
+    """A finished run (the URL's ?run=, else the last chosen, else the dataset's best); with none, the page stops."""
+    finished = [r for r in widgets.backend().refresh() if r.listed_state == "finished" and r.artifacts.has_model()]
+    if not finished:
+        widgets.stop_with(
+            "No trained model yet, so nothing to watch. Train one, then its predictions on the Predict page and "
+            "through the REST server (`python -m tl_core serve`) are recorded here.",
+            "pages/train.py",
+            "Go to Train",
+        )
+    by_id = {r.id: r for r in finished}
+    default = table.default_run_id(finished, st.query_params.get("run"), st.session_state.get(CHOSEN_RUN))
+    run_id = st.selectbox(
+        "Model (finished run)",
+        list(by_id),
+        index=list(by_id).index(default),
+        key="monitor_run",
+        format_func=lambda rid: table.run_label(by_id[rid]),
+        on_change=remember_choice,
+        args=("monitor_run",),
+    )
+    st.query_params["run"] = run_id
+    return by_id[run_id]
+
+
+def window_days() -> float:
+    return float(st.number_input("Drift tests look at the last N days", 1, 365, 7, key="monitor_days"))
+
+
+def headline(report: dict) -> None:
+    left, middle, right, last = st.columns(4)
+    left.metric("Predictions recorded", f"{report['predictions']:,}")
+    middle.metric(f"In the last {report['window_days']:g} days", f"{report['window_predictions']:,}")
+    rate = report["unknown_rate"]
+    right.metric("Unknown rate", "not measured" if rate is None else f"{rate:.1%}")
+    last.metric("Drift", "yes" if report["drift"] else "no")
+    for warning in report["warnings"]:
+        st.warning(widgets.md_escape(warning))
+    if not report["drift"]:
+        st.success("No drift found by the tests below (or too few predictions yet for them).")
+
+
+def charts(report: dict) -> None:
+    per_day = report["per_day"]
+    st.plotly_chart(
+        go.Figure(go.Bar(x=list(per_day), y=list(per_day.values()))).update_layout(
+            title="Predictions per day (UTC)", height=280, margin=dict(t=40, b=20)
+        ),
+        key="monitor_per_day",
+    )
+    confidence = report["confidence"]
+    edges = confidence["histogram_edges"]
+    centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
+    figure = go.Figure()
+    for name, counts in (("recorded", confidence["histogram"]), ("validation", confidence["validation_histogram"])):
+        total = sum(counts) or 1
+        figure.add_bar(x=centres, y=[c / total for c in counts], name=name)
+    st.plotly_chart(
+        figure.update_layout(title="Top probability: recorded vs validation", height=280, margin=dict(t=40, b=20)),
+        key="monitor_confidence",
+    )
+    mix = report["class_mix"]
+    answers, total = mix["answers"], sum(mix["answers"].values()) or 1
+    figure = go.Figure()
+    figure.add_bar(x=list(answers), y=[n / total for n in answers.values()], name="answers (window)")
+    figure.add_bar(x=list(mix["training_share"]), y=list(mix["training_share"].values()), name="training images")
+    st.plotly_chart(
+        figure.update_layout(title="Class mix: answers vs training", height=300, margin=dict(t=40, b=20)),
+        key="monitor_class_mix",
+    )
+
+
+def tests_table(report: dict) -> None:
+    rows = [
+        {
+            "what": what,
+            "test": test["test"],
+            "predictions": test.get("n"),
+            "p-value": test.get("p_value"),
+            "drift": test.get("flagged", "too few predictions"),
+        }
+        for what, test in report["tests"].items()
+    ]
+    st.dataframe(pd.DataFrame(rows).astype({"drift": str}), hide_index=True, key="monitor_tests")
+
+
+def next_steps(run: Run, report: dict) -> None:
+    """When the inputs drift: label what the model is shown (the Inbox), then train again with the same settings
+    on the dataset's newest version."""
+    if not report["drift"]:
+        return
+    st.subheader("Close the loop")
+    st.caption(
+        "Label photos like the ones it is shown now: keep them from the Predict page, or run the REST server with "
+        "`serve --capture DATASET`, then accept them in the Inbox as a new dataset version and train again."
+    )
+    st.page_link("pages/inbox.py", label="Open the Inbox", icon=":material/inbox:")
+    train_again_panel(run, parse_ref(run.dataset_name).name, key="monitor")
