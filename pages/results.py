@@ -3,7 +3,7 @@ compare."""
 
 import streamlit as st
 
-from tl_app import compare_ui, exports, results_sections, shell, widgets
+from tl_app import compare_ui, exports, mlflow_ui, results_sections, shell, widgets
 
 shell.guard()
 
@@ -25,6 +25,7 @@ results_sections.train_again(run)
 metrics = run.artifacts.metrics()
 if metrics:
     results_sections.headline(metrics)
+    mlflow_ui.panel(run)
 
 curves, confusion, per_class, mistakes, export, details = st.tabs(results_sections.TABS)
 with curves:

@@ -13,7 +13,8 @@ LAYERS = (
     ("workspace", "device", "audit"),  # the $TL_HOME folder, the host's cores and accelerators, the audit log
     ("data",),  # images, archives, sources, uploads, datasets, versions, inboxes
     ("models",),  # architectures, preprocessing, settings, freeze depth, model building, engines, features
-    ("runs",),  # run folders, their artifacts, the evaluation, the loaded model
+    ("runs",),  # run folders, their artifacts, the evaluation, the loaded model, the model card
+    ("tracking",),  # runs in MLflow: logged live or after the fact, the run's model as an MLflow model
     ("training",),  # running a config into a run, and the tools that choose its settings
     ("inference",),  # predicting with a run's model, pretrained classifiers, explanations
     ("inspection",),  # data quality: suspects, the embedding map

@@ -24,6 +24,7 @@ from tl_core.errors import TLError
 from tl_core.models.config import TrainConfig
 from tl_core.runs.jobs import PredictJob, list_jobs
 from tl_core.runs.store import ACTIVE, Run
+from tl_core.tracking import settings as tracking
 from tl_core.workspace import home
 
 LIVE = ("PENDING", "RUNNING")
@@ -79,6 +80,7 @@ class RayBackend(ExecutionBackend):
         env = {"TL_HOME": str(home()), "TF_CPP_MIN_LOG_LEVEL": "2"}
         if os.environ.get("KERAS_HOME"):
             env["KERAS_HOME"] = os.environ["KERAS_HOME"]
+        env.update(tracking.job_env())  # the job logs to MLflow where this process would
         placement = (
             {"entrypoint_num_gpus": 1}
             if self._gpus_in_cluster()

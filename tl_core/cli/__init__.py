@@ -1,8 +1,9 @@
 """Command line: ``python -m tl_core models | datasets | train | compare | lr-find | submit | wait | predict |
-evaluate | classify | explain | suspects | inbox | runs | export | serve | monitor | worker | execute``.
+evaluate | classify | explain | suspects | inbox | runs | export | serve | monitor | mlflow-log | mlflow-register |
+worker | execute``.
 
 This package only parses and dispatches: each command lives with its arguments in the module of its group
-(``catalog``, ``training``, ``jobs``, ``inference``, ``deploy``, ``inbox``, ``watch``); the training flags are made from the settings'
+(``catalog``, ``training``, ``jobs``, ``inference``, ``deploy``, ``inbox``, ``watch``, ``experiments``); the training flags are made from the settings'
 schema (``settings``). An engine ``TLError`` becomes an ``error:`` line and exit code 2, as argparse's own are.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tl_core.cli import catalog, deploy, inbox, inference, jobs, training, watch
+from tl_core.cli import catalog, deploy, experiments, inbox, inference, jobs, training, watch
 from tl_core.errors import TLError
 
 # In the order ``--help`` lists them.
@@ -33,6 +34,8 @@ COMMANDS = (
     deploy.add_export,
     deploy.add_serve,
     watch.add_monitor,
+    experiments.add_mlflow_log,
+    experiments.add_mlflow_register,
     jobs.add_worker,
     jobs.add_execute,
 )

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from tl_core.deploy import model_card
 from tl_core.deploy.formats import FORMATS, get_format
 from tl_core.deploy.parity import check_export
 from tl_core.errors import TLError
 from tl_core.models.heads import HEAD_KINDS, head_kind
 from tl_core.models.preprocessing import pixel_affine
+from tl_core.runs import model_card
 from tl_core.runs.artifacts import EXPORT_LABELS, MODEL_CARD_JSON
 from tl_core.workspace import read_json
 
@@ -117,5 +117,5 @@ def export_run(run: Run, fmt: str, out: Optional[Path] = None, check: bool = Tru
         result = {"run": run.id, "format": fmt, "path": str(target), "folder": str(folder)}
         if check:
             result["parity"] = check_export(run, spec, target, loaded)
-        model_card.write(run, folder, fmt, spec.description, loaded, result.get("parity"))
+        model_card.write(run, folder, fmt, spec.description, loaded, result.get("parity"), spec.quantized)
     return result

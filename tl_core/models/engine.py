@@ -89,6 +89,11 @@ class LiteRTEngine:
         self._lanes: Optional[queue.Queue] = None  # made at the first batch
         self._lanes_lock = threading.Lock()
 
+    @property
+    def path(self) -> Path:
+        """The conversion this engine runs."""
+        return self._path
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.asarray(pixels, dtype=np.float32)
         if len(pixels) == 0:

@@ -124,15 +124,16 @@ class Artifacts:
     def model_info(self) -> dict:
         return read_json(self._path(MODEL_INFO), {})
 
-    def sklearn_head(self):
+    def sklearn_head(self, trusted: bool = False):
         """The scikit-learn head written by our own trainer, or None. ``head.joblib`` is a pickle, which can run
         any code when loaded, so it is loaded only from a run folder inside this workspace's ``runs/`` (where only
-        the app's trainer writes); elsewhere a TLError says why and what to do."""
+        the app's trainer writes); elsewhere a TLError says why and what to do. ``trusted``: the caller already
+        runs a pickle from the same place (an MLflow model is one), so the folder may be anywhere."""
         if self.model_info().get("output") != "features":
             return None
         runs = runs_dir().resolve()
         head = self._path(HEAD).resolve()  # a link out of the workspace counts as outside
-        if not (self.root.resolve().is_relative_to(runs) and head.is_relative_to(runs)):
+        if not trusted and not (self.root.resolve().is_relative_to(runs) and head.is_relative_to(runs)):
             raise TLError(
                 f"Run folder {str(self.root)!r} is outside this workspace's runs folder {str(runs)!r}. Its "
                 "scikit-learn head (head.joblib) is a pickle, which can run any code when loaded, so it is loaded "

@@ -47,7 +47,9 @@ class LoadedModel:
     _dense: Any = field(default=None, repr=False)
 
     @classmethod
-    def from_artifacts(cls, artifacts: Artifacts) -> LoadedModel:
+    def from_artifacts(cls, artifacts: Artifacts, trusted: bool = False, engine_file=None) -> LoadedModel:
+        """The run's model from its files. ``trusted``: see ``Artifacts.sklearn_head``. ``engine_file``: a LiteRT
+        conversion of its feature model shipped beside it (an MLflow model's), used where this host runs LiteRT."""
         info = artifacts.model_info()
         if not info or not artifacts.model_path.exists():
             raise TLError(f"Run {artifacts.root.name!r} has no saved model. Pick a finished run.")
@@ -59,9 +61,11 @@ class LoadedModel:
             int(info["input_size"]),
             info.get("resize", "squash"),
             info.get("head", "keras"),
-            artifacts.sklearn_head(),
+            artifacts.sklearn_head(trusted),
             info.get("engine_key"),
         )
+        if engine_file is not None and engines.wanted() == "litert":
+            loaded._engine = engines.LiteRTEngine(engine_file)
         if not info.get("temperature_folded"):  # an older run folder, or a head that cannot hold it
             loaded.calibrate(float(info.get("temperature", artifacts.metrics().get("temperature", 1.0))))
         return loaded

@@ -3,8 +3,8 @@
 ``$TL_HOME/runs/<run id>/`` keeps ``config.json`` (the ``TrainConfig``), ``status.json`` (queued,
 running, finished, failed, cancelled or interrupted, with timestamps), ``progress.json`` (the latest
 progress event), ``history.csv`` (one row per epoch), ``log.txt``, ``process.log`` (the training
-process's stderr), ``cancel`` (a cancellation request) and ``run_meta.json`` (the name and note people gave
-the run; optional: older runs have none). What training produces (model, head,
+process's stderr), ``cancel`` (a cancellation request), ``run_meta.json`` (the name and note people gave
+the run; optional: older runs have none) and ``mlflow.json`` (where the run was logged in MLflow; optional). What training produces (model, head,
 checkpoints, metrics, predictions, exports) is named and read by ``artifacts.py``, reached as
 ``run.artifacts``. Nothing lives only in memory: any process can read a run.
 """
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from tl_core.runs.evaluate import Interpretation
     from tl_core.runs.loaded_model import LoadedModel
 
-CONFIG, STATUS, PROGRESS, HISTORY, LOG, PROCESS_LOG, CANCEL, META = (
+CONFIG, STATUS, PROGRESS, HISTORY, LOG, PROCESS_LOG, CANCEL, META, MLFLOW = (
     "config.json",
     "status.json",
     "progress.json",
@@ -44,6 +44,7 @@ CONFIG, STATUS, PROGRESS, HISTORY, LOG, PROCESS_LOG, CANCEL, META = (
     "process.log",
     "cancel",
     "run_meta.json",
+    "mlflow.json",
 )
 NAME_MAX, NOTE_MAX = 80, 4000  # characters: a name fits a table cell and a picker's line
 ACTIVE = ("queued", "running")
@@ -244,6 +245,18 @@ class Run:
         changed = {"name": name, "previous_name": before["name"]} if name != before["name"] else {}
         audit.record("describe run", self.id, user, note_changed=note != before["note"], **changed)
         return meta
+
+    # ---------------------------------------------------------------- MLflow
+    def mlflow(self) -> dict:
+        """Where this run was logged in MLflow (``tracking_uri``, ``experiment_id``, ``run_id``, ``url``,
+        ``complete``: everything logged, ``models``: registered versions); empty when it never was."""
+        saved = read_json(self.path(MLFLOW), {})
+        return saved if isinstance(saved, dict) else {}
+
+    def record_mlflow(self, **fields) -> dict:
+        record = {**self.mlflow(), **fields, "updated": now_iso()}
+        write_json(self.path(MLFLOW), record)
+        return record
 
     def summary(self) -> dict:
         """One row for the runs table; remembered until one of the files it reads changes."""

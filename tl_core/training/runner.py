@@ -27,6 +27,7 @@ from tl_core.models.modeling import build_classifier, parameter_counts
 from tl_core.runs.evaluate import evaluate
 from tl_core.runs.loaded_model import LoadedModel
 from tl_core.runs.store import Run, new_run
+from tl_core.tracking.mlflow_runs import LiveLog
 from tl_core.training import paths
 from tl_core.training.calibration import calibrate
 from tl_core.training.callbacks import ProgressFn
@@ -205,21 +206,26 @@ def execute(run: Run, progress: ProgressFn = None) -> dict:
         "running", pid=os.getpid(), pid_start=device.process_start_time(os.getpid()), started=now_iso(), message=None
     )
     run.log(f"started in process {os.getpid()}")
+    mlflow_log = LiveLog.start(run)  # off unless a tracking URI is configured; never holds training up
     try:
-        metrics = _train(TrainingContext(run, progress))
+        metrics = _train(TrainingContext(run, mlflow_log.progress(progress)))
     except Cancelled:
         run.set_status("cancelled", message="Cancelled by the user; history so far is kept.")
         run.log("cancelled")
+        mlflow_log.end("cancelled")
         return {}
     except TLError as exc:
         _record_failure(run, str(exc), f"failed: {exc}")
+        mlflow_log.end("failed")
         raise
     except Exception as exc:
         explained = _explained(exc)
         if explained is None:
             _record_failure(run, f"{type(exc).__name__}: {exc}", "failed:\n" + traceback.format_exc())
+            mlflow_log.end("failed")
             raise
         _record_failure(run, str(explained), f"failed: {explained}\n" + traceback.format_exc())
+        mlflow_log.end("failed")
         raise explained from None
     finally:
         # Keras' global state goes; its full gc.collect() (costly with TensorFlow loaded) is left to
@@ -227,6 +233,7 @@ def execute(run: Run, progress: ProgressFn = None) -> dict:
         keras.backend.clear_session(free_memory=False)
     run.set_status("finished", message=None, val_accuracy=metrics["val_accuracy"])
     run.log(f"finished: val_accuracy={metrics['val_accuracy']:.4f}")
+    mlflow_log.end("finished")  # the run is finished already: its model and files go to MLflow now
     return metrics
 
 

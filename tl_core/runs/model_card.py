@@ -1,5 +1,7 @@
-"""The model card written beside every export: what the model is, what it was trained on, how well it does,
-what it expects as input, and what it cannot do (``model_card.json`` for machines, ``model_card.md`` for people).
+"""The model card written beside every export and logged with the run's MLflow model: what the model is, what it
+was trained on, how well it does, what it expects as input, and what it cannot do (``model_card.json`` for
+machines, ``model_card.md`` for people). The caller says the format and whether it is integer-quantized (the
+export formats' registry is above this layer).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from tl_core.clock import now_iso
-from tl_core.deploy.formats import get_format
 from tl_core.errors import TLError
 from tl_core.runs.artifacts import MODEL_CARD_JSON, MODEL_CARD_MD
 from tl_core.workspace import atomic_write_text, write_json
@@ -56,7 +57,7 @@ def _unknown_part(run: Run) -> dict:
     }
 
 
-def _limits(run: Run, fmt: str, classes: list[dict], metrics: dict, parity: Optional[dict]) -> list[str]:
+def _limits(run: Run, quantized: bool, classes: list[dict], metrics: dict, parity: Optional[dict]) -> list[str]:
     unknown = _unknown_part(run)
     limits = [
         f"It knows only the {len(classes)} classes in labels.txt: every image is given one of them, "
@@ -78,7 +79,7 @@ def _limits(run: Run, fmt: str, classes: list[dict], metrics: dict, parity: Opti
     sizes = [sum(c.get("images_by_split", {}).values()) for c in classes if c.get("images_by_split")]
     if sizes and min(sizes) and max(sizes) >= 3 * min(sizes):
         limits.append(f"Classes are imbalanced ({max(sizes)} vs {min(sizes)} images): rare classes are less reliable.")
-    if get_format(fmt).quantized and parity:
+    if quantized and parity:
         limits.append(
             f"Full-integer quantization: agrees with the float model on {parity['agreement']:.1%} of "
             f"validation images, accuracy change {-parity['accuracy_drop']:+.3f}."
@@ -86,11 +87,15 @@ def _limits(run: Run, fmt: str, classes: list[dict], metrics: dict, parity: Opti
     return limits
 
 
-def build(run: Run, fmt: str, description: str, loaded: LoadedModel, parity: Optional[dict]) -> dict:
+def build(
+    run: Run, fmt: str, description: str, loaded: LoadedModel, parity: Optional[dict], quantized: bool = False
+) -> dict:
+    """The card's content. Of ``loaded`` only ``input_size`` and ``resize`` are read (MLflow logging passes
+    what model_info.json says, without loading the model)."""
     cfg, status, metrics = run.config, run.status(), run.artifacts.metrics()
     dataset, classes = _dataset_part(run)
     size = loaded.input_size
-    integer = get_format(fmt).quantized
+    integer = quantized
     temperature = metrics.get("temperature", 1.0)
     return {
         "model": run.id,
@@ -127,7 +132,7 @@ def build(run: Run, fmt: str, description: str, loaded: LoadedModel, parity: Opt
             "calibration": f"temperature {temperature:g}, fitted on the validation split, inside the model",
         },
         "unknown": _unknown_part(run),
-        "known_limits": _limits(run, fmt, classes, metrics, parity),
+        "known_limits": _limits(run, quantized, classes, metrics, parity),
     }
 
 
@@ -199,8 +204,16 @@ def _unknown_line(unknown: dict) -> str:
     )
 
 
-def write(run: Run, folder: Path, fmt: str, description: str, loaded: LoadedModel, parity: Optional[dict]) -> dict:
-    card = build(run, fmt, description, loaded, parity)
+def write(
+    run: Run,
+    folder: Path,
+    fmt: str,
+    description: str,
+    loaded: LoadedModel,
+    parity: Optional[dict],
+    quantized: bool = False,
+) -> dict:
+    card = build(run, fmt, description, loaded, parity, quantized)
     write_json(folder / MODEL_CARD_JSON, card)
     atomic_write_text(folder / MODEL_CARD_MD, markdown(card))
     return card
