@@ -58,6 +58,20 @@ class Timeline:
         self.first_epoch: dict[str, int] = {}
         self.progress: dict[str, list[tuple[float, int]]] = {}  # phase -> (time, units done)
         self.features: dict[str, tuple[list[tuple[float, int]], int]] = {}  # what -> (points, total)
+        self.priors: dict[str, float] = {}
+        self.start_costs: dict[
+            str, float
+        ] = {}  # phase -> its start's cost, when known better than the set-up's  # phase -> seconds per step measured before it started
+
+    def add(self, phase: Phase, seconds_per_step: Optional[float] = None, setup_s: float = 0.0) -> None:
+        """A phase planned while the run goes (the autopilot's fine-tune phase), with the cost per step it measured
+        for it and its one-time start (its frozen prefix's pass): counted until the phase measures its own."""
+        self.phases[phase.name] = phase
+        if phase.name not in self.order:
+            self.order.append(phase.name)
+        if seconds_per_step is not None:
+            self.priors[phase.name] = seconds_per_step
+        self.start_costs[phase.name] = setup_s
 
     # ------------------------------------------------------------ measuring
     def _units_done(self, phase: Phase, event: dict) -> int:
@@ -88,6 +102,8 @@ class Timeline:
             return rate
         if self.phases[name].cheap:
             return 0.0
+        if name in self.priors:
+            return self.priors[name]
         for measured in ("train", "fine-tune"):  # the whole model's steps, measured
             if measured in self.progress and (rate := _recent_rate(self.progress[measured])) is not None:
                 return rate
@@ -128,7 +144,8 @@ class Timeline:
                 return None
             left += units_left * rate
             if name not in self.progress and not phase.cheap:
-                left += self.setup  # a phase's start (decoding, tracing its training step) costs like the set-up
+                # a phase's start (decoding, tracing its training step) costs like the set-up
+                left += self.start_costs.get(name, self.setup)
         return left
 
     def observe(self, event: dict, now: float) -> dict:
