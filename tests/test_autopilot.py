@@ -73,15 +73,17 @@ def test_the_budget_setting_resolves_per_host_and_lets_the_autopilot_choose_a_mi
         small_config(budget=-1).resolved()
 
 
-# a head that underfits on purpose: one epoch at a tiny learning rate
-underfit = partial(small_config, epochs=1, learning_rate=1e-5, batch_size=8, augment=False, seed=3)
+# a head that underfits on purpose: one epoch at a learning rate too small to move it
+underfit = partial(small_config, epochs=1, learning_rate=1e-7, batch_size=8, augment=False, seed=3)
 
 
 def fine_tune_rows(run: Run) -> list[dict]:
     return [row for row in run.history() if row.get("phase") == "fine-tune"]
 
 
-def test_an_underfitting_task_gets_a_recorded_fine_tune_phase_that_train_again_repeats(colors, tmp_path):
+def test_an_underfitting_task_gets_a_recorded_fine_tune_phase_that_train_again_repeats(colors, tmp_path, monkeypatch):
+    monkeypatch.setattr(autopilot, "CANDIDATE_FRACTIONS", (0.65,))  # one depth measured, a short phase: a quick test
+    monkeypatch.setattr(autopilot, "MAX_EPOCHS", 4)
     budget = 90
     run, metrics = train(underfit(budget=budget, fine_tune_lr=1e-3), tmp_path / "auto")
     pilot = metrics["autopilot"]

@@ -82,7 +82,7 @@ def strategy(setting: str):
 
 
 # A run's default time budget (seconds; ``TrainConfig.budget``): on a CPU a fine-tune phase fits only small data
-CPU_BUDGET_S = 60.0
+CPU_BUDGET_S = 120.0
 GPU_BUDGET_S = 600.0
 
 

@@ -54,6 +54,9 @@ MEASURE_STEPS = 3
 RANGE_STEPS = 20
 RANGE_IMAGES = 128
 LR_RANGE = (1e-5, 3e-4)  # the fine-tune rate stays in here whatever a short, noisy range test says
+# from this many images the phase's frozen prefix is converted for the faster engine (LiteRT on a CPU) before its
+# one pass; below, converting costs more than it saves
+CONVERT_FROM_IMAGES = 2000
 FINISH_SHARE = 1.0  # the finish after a fine-tune (evaluation, conversion, saving) against the run's set-up
 
 
@@ -187,7 +190,7 @@ def _worth_measuring(inputs: Inputs) -> bool:
     """Whether a deeper candidate than the last measured could fit ``GOOD_EPOCHS``: its start and steps cost
     at least what the last one's did, and measuring it costs about its start."""
     last = inputs.candidates[-1]
-    return inputs.left_s >= 2 * last.start_s + GOOD_EPOCHS * epoch_seconds(last, inputs) * 2
+    return inputs.left_s >= 3 * last.start_s + GOOD_EPOCHS * epoch_seconds(last, inputs) * 2
 
 
 def candidate_depths(base, hand_depth: Optional[int]) -> list[int]:
@@ -209,8 +212,8 @@ def _trainable_part(ctx: TrainingContext, built: Built, depth: int, pixels: np.n
     if split is None:  # no clean cut: the whole model trains on pixels
         return built.model, pixels.astype(np.float32), 0.0
     prefix, suffix = split
-    forward = engines.engine_for(prefix, log=ctx.note)
-    forward(pixels[:1])  # conversion and tracing: a one-time cost, counted with the step's tracing
+    forward = engines.TensorFlowEngine(prefix)  # as the phase runs it (``CONVERT_FROM_IMAGES``)
+    forward(pixels[:1])  # tracing: a one-time cost, counted with the step's tracing
     start = time.perf_counter()
     inputs = forward(pixels)
     return (
@@ -391,7 +394,8 @@ def run(ctx: TrainingContext, built: Built, outcome: paths.Outcome) -> Pilot:
     chosen = next(c for c in candidates if c.depth == choice.depth)
     ctx.reporter.add_phase(paths.fine_tune_phase(ctx), chosen.step_s, chosen.start_s)
     stop = BudgetStop(deadline, reserve_s, choice.epoch_s)
-    cancelled = paths.fine_tune(ctx, built, (stop,))
+    convert = len(ctx.train_items) + len(ctx.val_items) >= CONVERT_FROM_IMAGES
+    cancelled = paths.fine_tune(ctx, built, (stop,), convert)
     if stop.stopped_after is not None:
         ctx.note(f"autopilot: fine-tune stopped after epoch {stop.stopped_after}: the next would pass the budget")
     scores = _phase_scores(ctx, ctx.cfg.early_stopping)

@@ -215,6 +215,7 @@ def fit_plain(
     lr: float,
     frozen: int,
     extra_callbacks: tuple = (),
+    convert: bool = True,
 ) -> KerasProgress:
     """Fit the whole model (or, past a clean cut with augmentation off, the part above a prefix computed once)."""
     cfg, n = ctx.cfg, ctx.num_classes
@@ -222,7 +223,7 @@ def fit_plain(
     split = _prefix_split(ctx, built, frozen, augment)
     if split is not None:
         prefix, model = split
-        x_train, x_val = ctx.activations(prefix, "train"), ctx.activations(prefix, "validation")
+        x_train, x_val = ctx.activations(prefix, "train", convert), ctx.activations(prefix, "validation", convert)
         ctx.note(f"{phase}: frozen prefix computed once ({x_train.shape[1:]} per image); training the suffix only")
     else:
         model = built.model
@@ -287,12 +288,12 @@ def choose(ctx: TrainingContext, built: Built) -> TrainingPath:
     return next(path for path in PATHS if path.applies(ctx, built))()
 
 
-def fine_tune(ctx: TrainingContext, built: Built, extra_callbacks: tuple = ()) -> bool:
+def fine_tune(ctx: TrainingContext, built: Built, extra_callbacks: tuple = (), convert: bool = True) -> bool:
     """Unfreeze the base down to the fine-tune depth and continue at its learning rate; True if cancelled."""
     cfg = ctx.cfg
     done = len([row for row in ctx.run.history() if row.get("phase") != "fine-tune"])
     frozen = freeze.apply(built.base, cfg.fine_tune_depth)
     ctx.note(f"fine-tune: {frozen} of {len(built.base.layers)} base layers frozen, lr={cfg.fine_tune_lr}")
     return fit_plain(
-        ctx, built, "fine-tune", cfg.fine_tune_epochs, done, cfg.fine_tune_lr, frozen, extra_callbacks
+        ctx, built, "fine-tune", cfg.fine_tune_epochs, done, cfg.fine_tune_lr, frozen, extra_callbacks, convert
     ).cancelled
