@@ -56,7 +56,7 @@ RANGE_IMAGES = 128
 LR_RANGE = (1e-5, 3e-4)  # the fine-tune rate stays in here whatever a short, noisy range test says
 # from this many images the phase's frozen prefix is converted for the faster engine (LiteRT on a CPU) before its
 # one pass; below, converting costs more than it saves
-CONVERT_FROM_IMAGES = 2000
+CONVERT_FROM_IMAGES = 500
 FINISH_SHARE = 1.0  # the finish after a fine-tune (evaluation, conversion, saving) against the run's set-up
 
 
@@ -205,6 +205,11 @@ def candidate_depths(base, hand_depth: Optional[int]) -> list[int]:
     return sorted(chosen, reverse=True)
 
 
+def converts(ctx: TrainingContext) -> bool:
+    """Whether the phase's frozen prefix is converted for the faster engine before its one pass."""
+    return len(ctx.train_items) + len(ctx.val_items) >= CONVERT_FROM_IMAGES
+
+
 def _trainable_part(ctx: TrainingContext, built: Built, depth: int, pixels: np.ndarray):
     """(model that trains, its inputs for ``pixels``, seconds per image of the frozen prefix) at ``depth``."""
     freeze.apply(built.base, depth)
@@ -212,8 +217,9 @@ def _trainable_part(ctx: TrainingContext, built: Built, depth: int, pixels: np.n
     if split is None:  # no clean cut: the whole model trains on pixels
         return built.model, pixels.astype(np.float32), 0.0
     prefix, suffix = split
-    forward = engines.TensorFlowEngine(prefix)  # as the phase runs it (``CONVERT_FROM_IMAGES``)
-    forward(pixels[:1])  # tracing: a one-time cost, counted with the step's tracing
+    # the engine the phase will run it on; converting (cached on disk) is a one-time cost, as is tracing
+    forward = engines.engine_for(prefix, log=ctx.note) if converts(ctx) else engines.TensorFlowEngine(prefix)
+    forward(pixels[:1])
     start = time.perf_counter()
     inputs = forward(pixels)
     return (
@@ -394,8 +400,7 @@ def run(ctx: TrainingContext, built: Built, outcome: paths.Outcome) -> Pilot:
     chosen = next(c for c in candidates if c.depth == choice.depth)
     ctx.reporter.add_phase(paths.fine_tune_phase(ctx), chosen.step_s, chosen.start_s)
     stop = BudgetStop(deadline, reserve_s, choice.epoch_s)
-    convert = len(ctx.train_items) + len(ctx.val_items) >= CONVERT_FROM_IMAGES
-    cancelled = paths.fine_tune(ctx, built, (stop,), convert)
+    cancelled = paths.fine_tune(ctx, built, (stop,), converts(ctx))
     if stop.stopped_after is not None:
         ctx.note(f"autopilot: fine-tune stopped after epoch {stop.stopped_after}: the next would pass the budget")
     scores = _phase_scores(ctx, ctx.cfg.early_stopping)
