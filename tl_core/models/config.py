@@ -277,7 +277,7 @@ class TrainConfig:
         None,
         "Time budget (s)",
         "seconds the run may spend: after the head trains, the autopilot adds a fine-tune phase when the frozen "
-        f"base underfits and one fits the budget; auto: {device.CPU_BUDGET_S:g} on a CPU host, "
+        f"base falls short and one fits the budget; auto: {device.CPU_BUDGET_S:g} on a CPU host, "
         f"{device.GPU_BUDGET_S:g} with a GPU; 0: the head only",
         low=0,
         none_word="auto",
