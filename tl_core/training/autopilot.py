@@ -8,9 +8,10 @@ above 0) and no fine-tune phase set wholly by hand:
    ``UNDERFIT_BELOW`` (the frozen features underfit), or when it is ``GAP`` or more above the validation
    accuracy (the head memorises images whose frozen features miss what tells the classes apart). If not, no
    fine-tune phase, and nothing else is spent.
-2. What does a fine-tune epoch cost? At each candidate depth (clean cuts near ``CANDIDATE_FRACTIONS`` of the
-   base's layers frozen, so the frozen prefix runs once) a few training steps of the part above the cut, on one
-   batch of the run's images, give a step's cost; its first pass (converting and tracing) gives the phase's start.
+2. What does a fine-tune epoch cost? At candidate depths (clean cuts near ``CANDIDATE_FRACTIONS`` of the base's
+   layers frozen, so the frozen prefix runs once; the most trainable first, the next only when the last does
+   not fit ``GOOD_EPOCHS``) a few training steps of the part above the cut, on one batch of the run's images,
+   give a step's cost; its first pass (converting and tracing) and the prefix's pass give the phase's start.
 3. ``decide``, a pure function of those measurements, the data's size and the time left: the deepest candidate
    for which ``GOOD_EPOCHS`` epochs fit, else the one that fits the most epochs if ``MIN_EPOCHS`` do, else none.
 4. The fine-tune learning rate: the learning-rate finder's rule (``lr_find.suggest``) on a short range test of
@@ -46,10 +47,10 @@ from tl_core.workspace import atomic_write_text
 GOOD_ENOUGH = 0.9  # the head's validation accuracy from which a fine-tune phase is not tried
 UNDERFIT_BELOW = 0.9  # the head's training accuracy under which the frozen base underfits
 GAP = 0.1  # training minus validation accuracy from which the head memorises what the features cannot tell
-CANDIDATE_FRACTIONS = (0.65, 0.35)  # share of base layers frozen at the candidate depths, shallowest first
+CANDIDATE_FRACTIONS = (0.35, 0.65)  # share of base layers frozen at the candidate depths, most trainable first
 GOOD_EPOCHS = 10  # a deeper candidate is taken when this many of its epochs fit
 MIN_EPOCHS = 3  # fewer fitting epochs than this: no fine-tune phase
-MAX_EPOCHS = 20
+MAX_EPOCHS = 10  # the keras-io guide's fine-tune length; early stopping may end it sooner
 MEASURE_STEPS = 3
 RANGE_STEPS = 20
 RANGE_IMAGES = 128
@@ -186,15 +187,15 @@ def applies(ctx: TrainingContext, outcome: paths.Outcome) -> bool:
     return bool(cfg.budget) and not cfg.fine_tunes and outcome.train_probs is not None and not outcome.cancelled
 
 
-def _worth_measuring(inputs: Inputs) -> bool:
-    """Whether a deeper candidate than the last measured could fit ``GOOD_EPOCHS``: its start and steps cost
-    at least what the last one's did, and measuring it costs about its start."""
-    last = inputs.candidates[-1]
-    return inputs.left_s >= 3 * last.start_s + GOOD_EPOCHS * epoch_seconds(last, inputs) * 2
+def _needs_another(inputs: Inputs) -> bool:
+    """Whether to measure a shallower candidate: the last measured (more trainable) one does not fit
+    ``GOOD_EPOCHS``."""
+    return fitting_epochs(inputs.candidates[-1], inputs) < GOOD_EPOCHS
 
 
 def candidate_depths(base, hand_depth: Optional[int]) -> list[int]:
-    """Clean cuts nearest ``CANDIDATE_FRACTIONS`` of the base's layers (or the hand-set depth), shallowest first."""
+    """Clean cuts nearest ``CANDIDATE_FRACTIONS`` of the base's layers (or the hand-set depth), the most trainable
+    first."""
     if hand_depth is not None:
         return [hand_depth]
     cuts = freeze.clean_cuts(base)
@@ -202,7 +203,7 @@ def candidate_depths(base, hand_depth: Optional[int]) -> list[int]:
     if not cuts:
         return [0]
     chosen = {min(cuts, key=lambda cut: abs(cut - fraction * layers)) for fraction in CANDIDATE_FRACTIONS}
-    return sorted(chosen, reverse=True)
+    return sorted(chosen)
 
 
 def converts(ctx: TrainingContext) -> bool:
@@ -362,8 +363,8 @@ def run(ctx: TrainingContext, built: Built, outcome: paths.Outcome) -> Pilot:
         for depth in candidate_depths(built.base, hand_depth):
             if inputs().left_s <= setup_s:
                 break  # measuring a depth costs about the run's set-up (building, converting, tracing)
-            if candidates and not _worth_measuring(inputs(candidates)):
-                break  # a deeper candidate could not get its epochs in what is left
+            if candidates and not _needs_another(inputs(candidates)):
+                break  # the more trainable one measured fits its epochs
             candidate, probes[depth] = measure(ctx, built, depth)
             candidates.append(candidate)
         freeze.apply(built.base, as_built)
