@@ -5,7 +5,9 @@
 
 Each part runs in its own process (so peak memory is its own) on MobileNetV2 alpha 0.35 at 224 px
 with the ImageNet weights from ../shared/keras_home (copied to a temporary KERAS_HOME). Prints one
-line per part, then ratios as key=value lines. Runs unchanged on a GPU host.
+line per part, then ratios as key=value lines. Runs unchanged on a GPU host. Our side trains with
+``budget=0`` (the head only, no autopilot): the ratios compare the head paths (``bench_autopilot.py``
+measures the budget's fine-tune phase).
 
 Every part starts with an empty workspace (no cached features), except that the base's engine
 conversion (LiteRT, once per machine, base, size and cut, like the weights download) and the NumPy
@@ -103,7 +105,7 @@ def part_ours(data: Path, epochs: int) -> dict:
     start = time.time()
     resolve_dataset(str(data))
     imported = time.time()
-    _, metrics = train(TrainConfig(data=str(data), base="MobileNetV2", alpha=ALPHA, size=SIZE))
+    _, metrics = train(TrainConfig(data=str(data), base="MobileNetV2", alpha=ALPHA, size=SIZE, budget=0))
     return {
         "wall_s": time.time() - start,
         "import_s": imported - start,
@@ -192,6 +194,7 @@ def part_finetune_ours(data: Path, epochs: int) -> dict:
             early_stopping=False,
             learning_rate=1e-5,
             optimizer="rmsprop",
+            budget=0,
         )
     )
     return {
@@ -231,7 +234,7 @@ def part_predict(data: Path, epochs: int) -> dict:
     from tl_core.models.config import TrainConfig
     from tl_core.training.runner import train
 
-    run, _ = train(TrainConfig(data=str(data), base="MobileNetV2", alpha=ALPHA, size=SIZE, epochs=2))
+    run, _ = train(TrainConfig(data=str(data), base="MobileNetV2", alpha=ALPHA, size=SIZE, epochs=2, budget=0))
     predictor = Predictor.from_run(run)
     ours = _latency_ms(lambda path: predictor.predict([path]), _predict_images(data))
     return {

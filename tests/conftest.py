@@ -43,6 +43,7 @@ def workspace(tmp_path, monkeypatch, keras_home_copy) -> Path:
     monkeypatch.setenv("TL_HOME", str(home))
     monkeypatch.setenv("KERAS_HOME", str(keras_home_copy))
     monkeypatch.setenv("TL_MLFLOW_TRACKING_URI", "")  # MLflow off, whatever this machine's secrets file says
+    monkeypatch.setenv("TL_DEFAULT_BUDGET", "0")  # runs keep to the head unless a test sets a budget
     return home
 
 

@@ -172,6 +172,9 @@ def test_the_train_page_widgets_show_the_schemas_defaults(tmp_path, monkeypatch)
     assert at.slider(key="train_rotation").value == SETTINGS["rotation"].default
     assert at.selectbox(key="train_views").value == "auto"
     assert at.selectbox(key="train_class_weights").value == SETTINGS["class_weights"].default
+    assert at.selectbox(key="train_budget").value == "auto" and at.selectbox(key="train_budget").help == (
+        SETTINGS["budget"].help
+    )
     assert at.number_input(key="train_epochs").help == SETTINGS["epochs"].help
     head = at.radio(key="train_head")
     assert head.options == ["Keras head (dense)", "Logistic regression on embeddings", "SVM on embeddings"]

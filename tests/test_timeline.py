@@ -157,3 +157,16 @@ def test_a_real_fine_tune_run_s_time_left_is_within_twice_the_truth_from_forty_p
     assert max(ratios) <= 2.0, checked
     fractions = [event["overall_fraction"] for _, event in events if "overall_fraction" in event]
     assert fractions == sorted(fractions), "the bar never goes back"
+
+
+def test_a_phase_the_autopilot_adds_counts_from_the_cost_it_measured():
+    timeline = Timeline([Phase("head", 2, 5, cheap=True)], 32, started_at=0.0, now=10.0)
+    for epoch in (1, 2):
+        timeline.observe({"kind": "epoch", "phase": "head", "epoch": epoch}, 10.0 + epoch)
+    head_only = timeline.remaining()
+    assert head_only == pytest.approx(10.0 * 0.2)  # only the finish is left
+    timeline.add(Phase("fine-tune", 5, 4), seconds_per_step=0.5, setup_s=3.0)
+    # its 20 steps at the measured 0.5 s, its measured start, and a finish that converts the changed model again
+    assert timeline.remaining() == pytest.approx(20 * 0.5 + 3.0 + 10.0 + 10.0)
+    timeline.observe({"kind": "epoch", "phase": "fine-tune", "epoch": 3}, 12.0 + 4 * 0.25)
+    assert timeline.remaining() == pytest.approx(16 * 0.25 + 20.0), "once it runs, its own rate counts"

@@ -170,6 +170,30 @@ def headline(metrics: dict) -> None:
             f"{metrics['temperature']:.2f}, inside the model: every probability shown here, on Predict, from "
             "the CLI, the REST server and the exports is calibrated."
         )
+    autopilot_note(metrics)
+
+
+def autopilot_note(metrics: dict) -> None:
+    """What the time budget's autopilot chose after the head, and why (``metrics.json``'s ``autopilot``)."""
+    pilot = metrics.get("autopilot") or {}
+    if pilot.get("decision") in (None, "off"):
+        return
+    words = (
+        f"Autopilot ({pilot['budget_s']:g} s budget): **{pilot['decision']}**. "
+        + widgets.md_escape(pilot["reason"])
+        + "."
+    )
+    if pilot.get("kept") == "head":
+        words += (
+            f" The fine-tuned model reached {pilot.get('fine_tune_val_accuracy')} validation accuracy against the "
+            f"head's {pilot.get('head_val_accuracy')}: the head was kept."
+        )
+    elif pilot.get("kept") == "fine-tuned":
+        words += (
+            f" Fine-tuned at learning rate {pilot['learning_rate']:.1e}; kept ({pilot['fine_tune_val_accuracy']} "
+            f"validation accuracy against the head's {pilot['head_val_accuracy']}). Train again repeats it."
+        )
+    st.info(words)
 
 
 def curves(history: list[dict]) -> None:

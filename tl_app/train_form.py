@@ -98,6 +98,7 @@ KEYS = {  # settings whose widget key is the same for every base
     "aug_views": "train_views",
     "fine_tune_lr": "train_ft_lr",
     "fine_tune_epochs": "train_ft_epochs",
+    "budget": "train_budget",
 }
 
 
@@ -224,8 +225,14 @@ def augmentation_settings() -> dict:
 
 
 def fine_tune_settings(description: dict, base: str, head: str) -> tuple[bool, dict]:
-    """Whether to fine-tune after the head is trained (only a head that fine-tunes can), and the phase's depth,
-    learning rate and epochs."""
+    """The time budget (the autopilot's fine-tune phase); whether to fine-tune by hand after the head is trained
+    (only a head that fine-tunes can), and the phase's depth, learning rate and epochs."""
+    budget = _selectbox(st, "budget", KEYS["budget"], disabled=not head_kind(head).fine_tunes)
+    st.caption(
+        "With a budget, the head trains as always; then, if the frozen base falls short, a fine-tune phase that "
+        "fits the budget follows, and the better model by validation is kept. Results says what was chosen and "
+        "why. Set the phase by hand below and your settings win; 0 trains the head only."
+    )
     on = st.toggle(
         "Unfreeze the top of the base and continue at a lower learning rate",
         key="train_ft",
@@ -255,6 +262,7 @@ def fine_tune_settings(description: dict, base: str, head: str) -> tuple[bool, d
         )
     cols = st.columns(2)
     values = {
+        "budget": budget,
         "fine_tune_depth": depth,
         "fine_tune_lr": _select_slider(cols[0], "fine_tune_lr", KEYS["fine_tune_lr"], disabled=not on),
         "fine_tune_epochs": _number_input(cols[1], "fine_tune_epochs", KEYS["fine_tune_epochs"], disabled=not on),

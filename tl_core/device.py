@@ -81,6 +81,23 @@ def strategy(setting: str):
     return tf.distribute.get_strategy()
 
 
+# A run's default time budget (seconds; ``TrainConfig.budget``): on a CPU a fine-tune phase fits only small data
+CPU_BUDGET_S = 120.0
+GPU_BUDGET_S = 600.0
+
+
+def default_budget() -> float:
+    """The budget a run gets unless its settings name one: ``TL_DEFAULT_BUDGET`` (seconds) where set (the test
+    suite sets 0: its runs keep to the head unless a test asks), else by the host's accelerator."""
+    given = os.environ.get("TL_DEFAULT_BUDGET", "").strip()
+    if given:
+        try:
+            return max(0.0, float(given))
+        except ValueError:
+            pass  # a typo in the environment falls back to the host's default
+    return GPU_BUDGET_S if gpu_names() else CPU_BUDGET_S
+
+
 def process_start_time(pid: int) -> Optional[int]:
     """The process's start time in clock ticks since boot (Linux), which with its PID identifies it:
     after a reboot or PID reuse, the same number belongs to a process with another start time."""

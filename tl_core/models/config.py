@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from tl_core import device
 from tl_core.errors import TLError
 from tl_core.models import architectures
 from tl_core.models.heads import HEAD_KINDS, head_kind
@@ -266,6 +267,22 @@ class TrainConfig:
         high_open=True,
         widget={"options": (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4), "value": 1e-4},
     )
+    fine_tune_augment: bool = setting(
+        True,
+        "Fine-tune augmentation",
+        "augment images in the fine-tune phase too; off, the frozen part of the base runs once (at a clean cut) "
+        "instead of every epoch (the autopilot turns it off)",
+    )
+    budget: Optional[float] = setting(
+        None,
+        "Time budget (s)",
+        "seconds the run may spend: after the head trains, the autopilot adds a fine-tune phase when the frozen "
+        f"base falls short and one fits the budget; auto: {device.CPU_BUDGET_S:g} on a CPU host, "
+        f"{device.GPU_BUDGET_S:g} with a GPU; 0: the head only",
+        low=0,
+        none_word="auto",
+        widget={"options": ("auto", 0, 30, 60, 120, 300, 600, 1800, 3600)},
+    )
     use_feature_cache: bool = setting(True, "Feature cache", "with a frozen base, compute and reuse its features once")
     mixed_precision: str = setting(
         "auto", "Mixed precision", "float16 compute: auto (on with a GPU), on or off", choices=("auto", "on", "off")
@@ -303,15 +320,29 @@ class TrainConfig:
             if not architectures.find_weights(arch, arch.default_alpha, size):
                 alpha = next((a for a in arch.alphas if architectures.find_weights(arch, a, size)), None)
         cfg = dataclasses.replace(cfg, base=arch.name, alpha=arch.check_alpha(alpha), size=arch.check_size(cfg.size))
-        if cfg.fine_tune_epochs and cfg.fine_tune_depth is None:
-            raise TLError("A fine-tune phase needs --fine-tune-depth (how many base layers stay frozen in it).")
-        if cfg.fine_tune_depth is not None and cfg.fine_tune_epochs < 1:
-            raise TLError("A fine-tune depth needs --fine-tune-epochs of at least 1.")
-        if cfg.fine_tune_depth is not None and not head_kind(cfg.head).fine_tunes:
+        if cfg.budget is None:
+            cfg.budget = device.default_budget()
+        # with a budget, the autopilot chooses whichever of the fine-tune depth and epochs is not set by hand
+        if cfg.fine_tune_epochs and cfg.fine_tune_depth is None and not cfg.budget:
+            raise TLError(
+                "A fine-tune phase needs --fine-tune-depth (how many base layers stay frozen in it), or a time "
+                "budget (--budget) for the autopilot to choose it."
+            )
+        if cfg.fine_tune_depth is not None and cfg.fine_tune_epochs < 1 and not cfg.budget:
+            raise TLError(
+                "A fine-tune depth needs --fine-tune-epochs of at least 1, or a time budget (--budget) for the "
+                "autopilot to choose them."
+            )
+        if (cfg.fine_tune_depth is not None or cfg.fine_tune_epochs) and not head_kind(cfg.head).fine_tunes:
             raise TLError(f"Fine-tuning needs the Keras head; the {cfg.head!r} head uses frozen features only.")
-        if cfg.fine_tune_lr is None and cfg.fine_tune_depth is not None:
+        if cfg.fine_tune_lr is None and cfg.fine_tunes:
             cfg.fine_tune_lr = cfg.learning_rate / 10
         return cfg
+
+    @property
+    def fine_tunes(self) -> bool:
+        """A fine-tune phase set wholly by hand (or recorded by the autopilot): its depth and epochs."""
+        return self.fine_tune_depth is not None and self.fine_tune_epochs >= 1
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

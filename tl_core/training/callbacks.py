@@ -33,6 +33,11 @@ class Reporter:
         """From now on each event also carries the whole run's ``overall_fraction`` and ``remaining_s``."""
         self.timeline = Timeline(phases, batch_size, started_at=self.started, now=time.time())
 
+    def add_phase(self, phase: Phase, seconds_per_step: Optional[float] = None, setup_s: float = 0.0) -> None:
+        """A phase decided while the run goes (the autopilot's): the time-left estimate counts it from now on."""
+        if self.timeline is not None:
+            self.timeline.add(phase, seconds_per_step, setup_s)
+
     def __call__(self, event: dict) -> None:
         now = time.time()
         event = {**event, "elapsed_s": round(now - self.started, 2)}

@@ -198,8 +198,9 @@ class TrainingContext:
         if self._prefetch is not None:
             self._prefetch.abandon()
 
-    def activations(self, prefix, split: str) -> np.ndarray:
-        """The frozen prefix's output for every image: in memory, or in a disk memmap when too large."""
+    def activations(self, prefix, split: str, convert: bool = True) -> np.ndarray:
+        """The frozen prefix's output for every image: in memory, or in a disk memmap when too large. Without
+        ``convert`` TensorFlow runs the prefix (converting it for a faster engine does not pay on few images)."""
         pixels = self.pixels(split)
         shape = (len(pixels),) + tuple(prefix.output_shape[1:])
         nbytes = int(np.prod(shape)) * 4
@@ -210,7 +211,7 @@ class TrainingContext:
             self.note(f"{split} activations ({nbytes / 1024**2:.0f} MB) stream from disk: {path.name}")
         else:
             out = np.empty(shape, dtype=np.float32)
-        forward = engines.engine_for(prefix, log=self.note)
+        forward = engines.engine_for(prefix, log=self.note) if convert else engines.TensorFlowEngine(prefix)
         self.engines_used[f"{split} activations"] = forward.name
         for start in range(0, len(pixels), 64):
             if self.should_stop():

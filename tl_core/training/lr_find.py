@@ -45,11 +45,10 @@ def lr_find(
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> dict:
     """{"suggested_lr", "lrs", "losses"} for ``cfg`` (its dataset, base, size, freeze depth and optimizer)."""
-    import keras
 
     from tl_core.data.datasets import load_dataset
     from tl_core.data.images import load_batch
-    from tl_core.models.modeling import build_classifier, make_optimizer, suffix_model
+    from tl_core.models.modeling import build_classifier, suffix_model
 
     cfg = cfg.resolved()
     if not 0 < start_lr < end_lr:
@@ -70,26 +69,62 @@ def lr_find(
         else:
             prefix, trainable = parts
             inputs = prefix.predict(pixels.astype(np.float32), batch_size=32, verbose=0)
-        optimizer = make_optimizer(cfg.optimizer, start_lr)
-        trainable.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy())
-        batch = min(cfg.batch_size, len(labels))
-        factor = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
-        lrs, losses, average, best = [], [], 0.0, np.inf
-        for step in range(steps):
-            lr = start_lr * factor**step
-            optimizer.learning_rate.assign(lr)
-            chosen = rng.choice(len(labels), batch, replace=False)
-            loss = float(np.asarray(trainable.train_on_batch(inputs[chosen], labels[chosen])).ravel()[0])
-            average = 0.9 * average + 0.1 * loss
-            smoothed = average / (1 - 0.9 ** (step + 1))
-            if not np.isfinite(smoothed) or smoothed > 4 * best:
-                break  # diverged: the curve past here says nothing
-            best = min(best, smoothed)
-            lrs.append(lr)
-            losses.append(smoothed)
-            if progress:
-                progress(step + 1, steps)
+        lrs, losses = range_test(
+            trainable,
+            inputs,
+            labels,
+            cfg.optimizer,
+            rng,
+            start_lr,
+            end_lr,
+            steps,
+            min(cfg.batch_size, len(labels)),
+            progress,
+        )
     finally:
         random.setstate(state[0])
         np.random.set_state(state[1])
     return {"suggested_lr": suggest(np.array(lrs), np.array(losses)), "lrs": lrs, "losses": losses}
+
+
+def range_test(
+    trainable,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    optimizer_name: Optional[str],
+    rng: np.random.Generator,
+    start_lr: float,
+    end_lr: float,
+    steps: int,
+    batch: int,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> tuple[list[float], list[float]]:
+    """(learning rates, smoothed losses): ``trainable`` (changed: callers keep their own weights) trained one
+    mini-batch per step while the rate grows exponentially, until the loss diverges. The autopilot runs it on
+    the part of the model its fine-tune phase trains."""
+    import keras
+
+    from tl_core.models.modeling import make_optimizer
+
+    if optimizer_name is None:  # compiled already (with a sparse cross-entropy loss): its optimizer goes on
+        optimizer = trainable.optimizer
+    else:
+        optimizer = make_optimizer(optimizer_name, start_lr)
+        trainable.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy())
+    factor = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
+    lrs, losses, average, best = [], [], 0.0, np.inf
+    for step in range(steps):
+        lr = start_lr * factor**step
+        optimizer.learning_rate.assign(lr)
+        chosen = rng.choice(len(labels), batch, replace=False)
+        loss = float(np.asarray(trainable.train_on_batch(inputs[chosen], labels[chosen])).ravel()[0])
+        average = 0.9 * average + 0.1 * loss
+        smoothed = average / (1 - 0.9 ** (step + 1))
+        if not np.isfinite(smoothed) or smoothed > 4 * best:
+            break  # diverged: the curve past here says nothing
+        best = min(best, smoothed)
+        lrs.append(lr)
+        losses.append(smoothed)
+        if progress:
+            progress(step + 1, steps)
+    return lrs, losses

@@ -40,6 +40,9 @@ class Outcome:
     val_probs: Optional[np.ndarray] = None
     cache: Optional[FeatureCache] = None
     sklearn_head: object = None
+    # the head's probabilities on the training images as they are (no augmentation, no dropout): how well the
+    # frozen features separate the training set (the autopilot reads it)
+    train_probs: Optional[np.ndarray] = None
 
 
 class TrainingPath:
@@ -61,11 +64,15 @@ def _steps(images: int, batch_size: int) -> int:
     return max(1, math.ceil(images / batch_size))
 
 
+def fine_tune_phase(ctx: TrainingContext) -> Phase:
+    return Phase("fine-tune", ctx.cfg.fine_tune_epochs, _steps(len(ctx.train_items), ctx.cfg.batch_size))
+
+
 def phases(path: TrainingPath, ctx: TrainingContext) -> list[Phase]:
     """The run's phases in order: the path's own, then the fine-tune phase if the config asks for one."""
     planned = [phase for phase in [path.head_phase(ctx)] if phase is not None]
-    if ctx.cfg.fine_tune_depth is not None:
-        planned.append(Phase("fine-tune", ctx.cfg.fine_tune_epochs, _steps(len(ctx.train_items), ctx.cfg.batch_size)))
+    if ctx.cfg.fine_tunes:
+        planned.append(fine_tune_phase(ctx))
     return planned
 
 
@@ -196,18 +203,27 @@ class CachedFeatures(TrainingPath):
         )
         built.model.get_layer("predictions").set_weights([head.kernel, head.bias])
         # the head on cached features computes exactly what the whole model would (tests check they agree)
-        return Outcome(head.cancelled, head.probabilities(x_val), cache)
+        return Outcome(head.cancelled, head.probabilities(x_val), cache, train_probs=head.probabilities(x_train[:, 0]))
 
 
 def fit_plain(
-    ctx: TrainingContext, built: Built, phase: str, epochs: int, initial_epoch: int, lr: float, frozen: int
+    ctx: TrainingContext,
+    built: Built,
+    phase: str,
+    epochs: int,
+    initial_epoch: int,
+    lr: float,
+    frozen: int,
+    extra_callbacks: tuple = (),
+    convert: bool = True,
 ) -> KerasProgress:
     """Fit the whole model (or, past a clean cut with augmentation off, the part above a prefix computed once)."""
     cfg, n = ctx.cfg, ctx.num_classes
-    split = _prefix_split(ctx, built, frozen)
+    augment = cfg.augment and (phase != "fine-tune" or cfg.fine_tune_augment)
+    split = _prefix_split(ctx, built, frozen, augment)
     if split is not None:
         prefix, model = split
-        x_train, x_val = ctx.activations(prefix, "train"), ctx.activations(prefix, "validation")
+        x_train, x_val = ctx.activations(prefix, "train", convert), ctx.activations(prefix, "validation", convert)
         ctx.note(f"{phase}: frozen prefix computed once ({x_train.shape[1:]} per image); training the suffix only")
     else:
         model = built.model
@@ -231,18 +247,18 @@ def fit_plain(
             epochs=initial_epoch + epochs,
             initial_epoch=start,
             class_weight=ctx.class_weight,
-            callbacks=with_early_stopping(cfg, progress, best),
+            callbacks=with_early_stopping(cfg, progress, best) + list(extra_callbacks),
             verbose=0,
             shuffle=False,
         )  # tf.data shuffles
     return progress
 
 
-def _prefix_split(ctx: TrainingContext, built: Built, frozen: int):
+def _prefix_split(ctx: TrainingContext, built: Built, frozen: int, augment: bool):
     """(prefix, suffix) models when the frozen prefix's output can be computed once, else None."""
     if not ctx.cfg.use_feature_cache:
         return None
-    if ctx.cfg.augment:
+    if augment:
         ctx.note(f"{frozen} frozen layers: augmentation is on, so images go through the whole base each epoch")
         return None
     split = suffix_model(built, frozen)
@@ -272,10 +288,12 @@ def choose(ctx: TrainingContext, built: Built) -> TrainingPath:
     return next(path for path in PATHS if path.applies(ctx, built))()
 
 
-def fine_tune(ctx: TrainingContext, built: Built) -> bool:
+def fine_tune(ctx: TrainingContext, built: Built, extra_callbacks: tuple = (), convert: bool = True) -> bool:
     """Unfreeze the base down to the fine-tune depth and continue at its learning rate; True if cancelled."""
     cfg = ctx.cfg
     done = len([row for row in ctx.run.history() if row.get("phase") != "fine-tune"])
     frozen = freeze.apply(built.base, cfg.fine_tune_depth)
     ctx.note(f"fine-tune: {frozen} of {len(built.base.layers)} base layers frozen, lr={cfg.fine_tune_lr}")
-    return fit_plain(ctx, built, "fine-tune", cfg.fine_tune_epochs, done, cfg.fine_tune_lr, frozen).cancelled
+    return fit_plain(
+        ctx, built, "fine-tune", cfg.fine_tune_epochs, done, cfg.fine_tune_lr, frozen, extra_callbacks, convert
+    ).cancelled

@@ -28,7 +28,7 @@ from tl_core.runs.evaluate import evaluate
 from tl_core.runs.loaded_model import LoadedModel
 from tl_core.runs.store import Run, new_run
 from tl_core.tracking.mlflow_runs import LiveLog
-from tl_core.training import paths
+from tl_core.training import autopilot, paths
 from tl_core.training.calibration import calibrate
 from tl_core.training.callbacks import ProgressFn
 from tl_core.training.context import TrainingContext
@@ -50,7 +50,7 @@ def _train(ctx: TrainingContext) -> dict:
         with strategy.scope():
             ctx.reporter({"kind": "stage", "stage": "building model"})
             built = build_classifier(cfg, ctx.num_classes)
-            if prefetching and cfg.fine_tune_depth is None:  # the base stays as built: check it now
+            if prefetching and not cfg.fine_tunes:  # the base stays as built: check it now
                 reference = engines.reference_outputs(built.extractor, ctx.first_pixels("validation", AGREEMENT_IMAGES))
             num_layers = len(built.base.layers)
             ctx.note(
@@ -69,10 +69,15 @@ def _train(ctx: TrainingContext) -> dict:
                 )
             ctx.note(f"training path: {path.name}")
             params, params_ft = parameter_counts(built.model), None
-            cancelled = outcome.cancelled
-            if cfg.fine_tune_depth is not None and not cancelled:
+            cancelled, pilot = outcome.cancelled, None
+            if cfg.fine_tunes and not cancelled:
                 cancelled = paths.fine_tune(ctx, built)
                 params_ft = parameter_counts(built.model)
+            elif autopilot.applies(ctx, outcome):  # the budget's fine-tune phase, if it pays: its own module
+                pilot = autopilot.run(ctx, built, outcome)
+                cancelled, cfg = pilot.cancelled, ctx.cfg
+                params_ft = parameter_counts(built.model) if pilot.fine_tuned else None
+                reference = None if pilot.fine_tuned else reference
             if cancelled:
                 raise Cancelled()
     finally:
@@ -83,11 +88,11 @@ def _train(ctx: TrainingContext) -> dict:
     ctx.reporter({"kind": "stage", "stage": "evaluating"})
     artifacts = ctx.run.artifacts
     # a base that training left untouched runs on the feature cache's conversion, also when loaded later
-    engine_key = outcome.cache.engine_key if outcome.cache is not None and cfg.fine_tune_depth is None else None
+    engine_key = outcome.cache.engine_key if outcome.cache is not None and not cfg.fine_tunes else None
     kind = head_kind(cfg.head)
     saved = built.model if kind.in_model else built.extractor
     # heads on cached features already computed what the saved model gives; otherwise ask the model
-    val_probs = outcome.val_probs if cfg.fine_tune_depth is None else None
+    val_probs = outcome.val_probs if not cfg.fine_tunes else None
     loaded = LoadedModel(saved, ctx.class_names, cfg.size, cfg.resize, cfg.head, outcome.sklearn_head, engine_key)
     if val_probs is None:
         val_probs = loaded.probabilities(ctx.pixels("validation"))
@@ -128,6 +133,7 @@ def _train(ctx: TrainingContext) -> dict:
         "model_bytes": artifacts.model_bytes(),
         "engine": engine_check,
         "scope": scope,
+        "autopilot": pilot.record if pilot is not None else autopilot.off_record(cfg),
     }
     if outcome.cache is not None:  # the tables say when a fast run only reused features an earlier one computed
         cache = outcome.cache

@@ -76,6 +76,18 @@ class Timeline:
         self.epoch_ends: dict[str, list[tuple[float, int]]] = {}  # phase -> (time, units done) at epoch ends
         self.shown = 0.0  # the largest share reported so far
         self.features: dict[str, tuple[list[tuple[float, int]], int]] = {}  # what -> (points, total)
+        self.priors: dict[str, float] = {}  # phase -> seconds per step measured before it started (the autopilot)
+        self.start_costs: dict[str, float] = {}  # phase -> its start's cost, measured before it started
+
+    def add(self, phase: Phase, seconds_per_step: Optional[float] = None, setup_s: float = 0.0) -> None:
+        """A phase planned while the run goes (the autopilot's fine-tune phase), with the cost per step it measured
+        for it and its one-time start (its frozen prefix's pass): counted until the phase measures its own."""
+        self.phases[phase.name] = phase
+        if phase.name not in self.order:
+            self.order.append(phase.name)
+        if seconds_per_step is not None:
+            self.priors[phase.name] = seconds_per_step
+        self.start_costs[phase.name] = setup_s
 
     # ------------------------------------------------------------ measuring
     def _units_done(self, phase: Phase, event: dict) -> int:
@@ -131,6 +143,8 @@ class Timeline:
             return rate
         if self.phases[name].cheap:
             return 0.0
+        if name in self.priors:
+            return self.priors[name]
         for measured in ("train", "fine-tune"):  # the whole model's steps, measured
             if measured != name and measured in self.progress and (rate := self._measured_step(measured)):
                 return rate
@@ -185,7 +199,9 @@ class Timeline:
             if name in self.progress and not phase.cheap and not self.epoch_ends.get(name):
                 left += self._first_end(name)
             if name not in self.progress and not phase.cheap:
-                left += self._start()
+                # a phase's start (its model built, its training step traced): measured by the autopilot when it
+                # planned the phase, else from the set-up and the conversion
+                left += self.start_costs[name] if name in self.start_costs else self._start()
         return left
 
     def observe(self, event: dict, now: float) -> dict:
