@@ -178,8 +178,8 @@ def test_predictor_remembers_images_it_has_seen_and_computes_only_new_ones(color
     predictor = Predictor.from_run(run)
     photos = [(colors.root / item["path"]).read_bytes() for item in colors.items[:4]]
     computed = []
-    real = predictor.probabilities
-    predictor.probabilities = lambda pixels, **kw: computed.append(len(pixels)) or real(pixels, **kw)
+    real = predictor.probabilities_and_distances  # the one forward pass predict_each makes (with the scope's)
+    predictor.probabilities_and_distances = lambda pixels, **kw: computed.append(len(pixels)) or real(pixels, **kw)
 
     first = predictor.predict_each(photos[:3], top_k=2)
     again = predictor.predict_each(photos[:3] + [b"not an image", photos[3]], top_k=2)  # a rerun adding two files

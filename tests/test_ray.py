@@ -162,7 +162,7 @@ def test_runs_from_the_app_and_the_cli_finish_on_the_cluster_and_a_batch_predict
     assert cli.main(["wait", job_id, "--timeout", "240"]) == 0, ray_backend.logs(ray_backend.refresh_jobs()[0])
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (answer["state"], answer["predicted"], answer["skipped"]) == ("finished", 6, 0)
-    assert out.read_text().splitlines()[0] == "file,predicted,probability,top1,p1,error"
+    assert out.read_text().splitlines()[0] == "file,predicted,probability,unknown,distance,top1,p1,error"
     job = ray_backend.refresh_jobs()[0]
     assert job.status()["ray_job"] == f"tl-{job_id}-1" and f"--- Ray job tl-{job_id}-1 ---" in ray_backend.logs(job)
 

@@ -112,6 +112,8 @@ def _train(ctx: TrainingContext) -> dict:
         temperature=calibration["temperature"],
         temperature_folded=kind.folds_temperature,
     )
+    # the training's own feature pass, counted before the scope reads the cached features once more
+    feature_counts = (outcome.cache.computed, outcome.cache.reused) if outcome.cache is not None else None
     scope = learn_scope(ctx, outcome, loaded, val_probs, calibration["temperature"])  # "unknown" answers
     metrics = {
         **evaluation,
@@ -135,10 +137,10 @@ def _train(ctx: TrainingContext) -> dict:
         "scope": scope,
         "autopilot": pilot.record if pilot is not None else autopilot.off_record(cfg),
     }
-    if outcome.cache is not None:  # the tables say when a fast run only reused features an earlier one computed
-        cache = outcome.cache
-        metrics["feature_pass"] = {"computed": cache.computed, "reused": cache.reused}
-        metrics["features_cached"] = cache.computed == 0 and cache.reused > 0
+    if feature_counts is not None:  # the tables say when a fast run only reused features an earlier one computed
+        computed, reused = feature_counts
+        metrics["feature_pass"] = {"computed": computed, "reused": reused}
+        metrics["features_cached"] = computed == 0 and reused > 0
     artifacts.write_metrics(metrics)
     return metrics
 
