@@ -8,7 +8,7 @@ import pytest
 from tl_core.errors import TLError
 from tl_core.models.config import TrainConfig
 from tl_core.runs.store import Run
-from tl_core.training import autopilot
+from tl_core.training import autopilot, paths
 from tl_core.training.autopilot import Candidate, Inputs, decide
 from tl_core.training.runner import train
 
@@ -84,9 +84,23 @@ def fine_tune_rows(run: Run) -> list[dict]:
 def test_an_underfitting_task_gets_a_recorded_fine_tune_phase_that_train_again_repeats(colors, tmp_path, monkeypatch):
     monkeypatch.setattr(autopilot, "CANDIDATE_FRACTIONS", (0.65,))  # one depth measured, a short phase: a quick test
     monkeypatch.setattr(autopilot, "MAX_EPOCHS", 4)
+    builds = {"measured": 0, "phase": 0}
+
+    def counted(where, make):
+        def counting(*args, **kwargs):
+            builds[where] += 1
+            return make(*args, **kwargs)
+
+        return counting
+
+    monkeypatch.setattr(autopilot, "suffix_model", counted("measured", autopilot.suffix_model))
+    monkeypatch.setattr(paths, "suffix_model", counted("phase", paths.suffix_model))
+    monkeypatch.setattr(paths, "compile_classifier", counted("phase", paths.compile_classifier))
     budget = 90
     run, metrics = train(underfit(budget=budget, fine_tune_lr=1e-3), tmp_path / "auto")
     pilot = metrics["autopilot"]
+    # the phase trains the model measured at the chosen depth: one build there, nothing built or compiled again
+    assert builds == {"measured": len(pilot["inputs"]["candidates"]), "phase": 0}, builds
     assert pilot["decision"] == "fine-tune" and "underfits" in pilot["reason"], pilot
     assert pilot["inputs"]["candidates"] and pilot["learning_rate"] == 1e-3  # the hand-set rate won
     rows = fine_tune_rows(run)

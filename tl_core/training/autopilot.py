@@ -10,12 +10,14 @@ above 0) and no fine-tune phase set wholly by hand:
    fine-tune phase, and nothing else is spent.
 2. What does a fine-tune epoch cost? At candidate depths (clean cuts near ``CANDIDATE_FRACTIONS`` of the base's
    layers frozen, so the frozen prefix runs once; the most trainable first, the next only when the last does
-   not fit ``GOOD_EPOCHS``) a few training steps of the part above the cut, on one batch of the run's images,
-   give a step's cost; its first pass (converting and tracing) and the prefix's pass give the phase's start.
+   not fit ``GOOD_EPOCHS``) the part above the cut is built and compiled as the phase compiles it, and a few
+   training steps through ``fit`` (as the phase trains), on one batch of the run's images, give a step's cost
+   (the first step traces, as does one validation step). The phase's start: the prefix's pass over the images
+   the measurement did not cover; the phase trains that very model, so nothing is built or traced again.
 3. ``decide``, a pure function of those measurements, the data's size and the time left: the deepest candidate
    for which ``GOOD_EPOCHS`` epochs fit, else the one that fits the most epochs if ``MIN_EPOCHS`` do, else none.
 4. The fine-tune learning rate: the learning-rate finder's rule (``lr_find.suggest``) on a short range test of
-   the part that will train, clamped to ``LR_RANGE``.
+   the part that will train (the measured model, its steps traced already), clamped to ``LR_RANGE``.
 5. The phase: early stopping with the best weights restored, and a stop before an epoch that would end past the
    budget. Then the better of the head alone and the fine-tuned model, by validation accuracy (loss breaks ties).
 
@@ -38,7 +40,7 @@ import numpy as np
 
 from tl_core.models import engine as engines
 from tl_core.models import freeze
-from tl_core.models.modeling import Built, suffix_model
+from tl_core.models.modeling import Built, compile_classifier, suffix_model
 from tl_core.runs.store import CONFIG
 from tl_core.training import lr_find, paths
 from tl_core.training.context import TrainingContext
@@ -212,75 +214,125 @@ def converts(ctx: TrainingContext) -> bool:
 
 
 def _trainable_part(ctx: TrainingContext, built: Built, depth: int, pixels: np.ndarray):
-    """(model that trains, its inputs for ``pixels``, seconds per image of the frozen prefix) at ``depth``."""
+    """(model that trains, frozen prefix or None, its engine, its inputs for ``pixels``, seconds per image of the
+    prefix) at ``depth``."""
     freeze.apply(built.base, depth)
     split = suffix_model(built, depth)
     if split is None:  # no clean cut: the whole model trains on pixels
-        return built.model, pixels.astype(np.float32), 0.0
+        return built.model, None, None, pixels.astype(np.float32), 0.0
     prefix, suffix = split
-    # the engine the phase will run it on; converting (cached on disk) is a one-time cost, as is tracing
+    # the engine the phase will run it on (the phase reuses it); converting (cached on disk) and tracing: once
     forward = engines.engine_for(prefix, log=ctx.note) if converts(ctx) else engines.TensorFlowEngine(prefix)
     forward(pixels[:1])
     start = time.perf_counter()
     inputs = forward(pixels)
     return (
         suffix,
+        prefix,
+        forward,
         inputs.reshape((len(pixels),) + tuple(suffix.input_shape[1:])),
         (time.perf_counter() - start) / len(pixels),
     )
 
 
-def _compiled(model, optimizer: str, learning_rate: float):
-    from tl_core.models.modeling import make_optimizer
+class Steps(keras.callbacks.Callback):
+    """Each training step of a ``fit`` at its own learning rate (``rates``, one a step), its duration kept; with
+    a range test's ``curve``, its loss (the batch's own) goes on it, and training stops once it diverged."""
 
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=keras.losses.SparseCategoricalCrossentropy())
-    return model
+    def __init__(self, rates: list[float], curve: Optional[lr_find.Curve] = None):
+        super().__init__()
+        self.rates, self.curve = rates, curve
+        self.durations: list[float] = []
+        self.tick = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rates[len(self.durations)])
+        self.model.reset_metrics()  # the logs then hold this batch's loss, not the epoch's running mean
+        self.tick = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float(logs["loss"])
+        self.durations.append(time.perf_counter() - self.tick)
+        if self.curve is not None and not self.curve.add(self.rates[len(self.durations) - 1], loss):
+            self.model.stop_training = True  # diverged: the curve past here says nothing
 
 
 @dataclass
 class Probe:
-    """The trainable part at one depth, compiled, with its inputs for a sample of training images."""
+    """The trainable part at one depth, compiled as the phase compiles it and traced through ``fit`` (the phase
+    trains this very model, so nothing is built or traced again), with its inputs for a sample of training
+    images."""
 
     model: object
+    prefix: object
+    forward: object
+    rows: np.ndarray
     inputs: np.ndarray
     labels: np.ndarray
-    weights: list
+    initial: tuple = ()  # (weights, optimizer variables) before the first step
+
+    def state(self) -> tuple:
+        return self.model.get_weights(), [np.array(v) for v in self.model.optimizer.variables]
+
+    def reset(self) -> None:
+        """Weights and optimizer as before the first step."""
+        weights, optimizer = self.initial
+        self.model.set_weights(weights)
+        for variable, value in zip(self.model.optimizer.variables, optimizer):
+            variable.assign(value)
+
+    def train(self, ctx: TrainingContext, batches: list, steps: Steps) -> None:
+        """One step on each batch (rows of the sample), in one ``fit``: the phase's traced step."""
+        data = ctx.pipeline(self.inputs, self.labels, False, np.concatenate(batches), len(batches[0]))
+        self.model.fit(data, epochs=1, class_weight=ctx.class_weight, callbacks=[steps], verbose=0)
+
+    def prepared(self) -> paths.Prepared:
+        """For the phase: weights and optimizer as before any step."""
+        self.reset()
+        known = None if self.prefix is None else (self.rows, self.inputs)
+        return paths.Prepared(self.model, self.prefix, self.forward, known)
+
+
+MEASURE_LR = 1e-7  # the measuring steps' rate: they barely move the weights (which are put back)
+RANGE_LRS = (1e-6, 1e-2)  # the range test's rates, from the first step to the last
 
 
 def measure(ctx: TrainingContext, built: Built, depth: int) -> tuple[Candidate, Probe]:
-    """A fine-tune phase's cost at ``depth``, from a few steps on one batch (the weights are put back), and the
-    probe that measured it (the range test goes on with it)."""
+    """A fine-tune phase's cost at ``depth``, from a few steps on one batch of a sample of training images (the
+    first traces; the weights are put back), and the probe that measured it (the range test and the phase go
+    on with it)."""
     cfg = ctx.cfg
     rng = np.random.default_rng(cfg.seed)
     rows = np.sort(rng.choice(len(ctx.train_items), min(RANGE_IMAGES, len(ctx.train_items)), replace=False))
-    started = time.perf_counter()
-    model, inputs, per_image = _trainable_part(ctx, built, depth, ctx.pixels("train")[rows])
-    probe = Probe(model, inputs, ctx.y_train[rows], model.get_weights())
-    _compiled(model, cfg.optimizer, 1e-7)
-    batch = slice(0, min(cfg.batch_size, len(rows)))
-    model.train_on_batch(inputs[batch], probe.labels[batch])  # traces the step
-    first = time.perf_counter() - started - per_image * len(rows)
-    times = []
-    for _ in range(MEASURE_STEPS):
-        tick = time.perf_counter()
-        model.train_on_batch(inputs[batch], probe.labels[batch])
-        times.append(time.perf_counter() - tick)
-    model.set_weights(probe.weights)
+    model, prefix, forward, inputs, per_image = _trainable_part(ctx, built, depth, ctx.pixels("train")[rows])
+    compile_classifier(model, cfg.optimizer, MEASURE_LR, cfg.label_smoothing, ctx.num_classes, cfg.xla or False)
+    model.optimizer.build(model.trainable_variables)
+    probe = Probe(model, prefix, forward, rows, inputs, ctx.y_train[rows])
+    probe.initial = probe.state()
+    batch = np.arange(min(cfg.batch_size, len(rows)))
+    steps = Steps([MEASURE_LR] * (1 + MEASURE_STEPS))
+    probe.train(ctx, [batch] * (1 + MEASURE_STEPS), steps)
+    model.evaluate(ctx.pipeline(inputs, probe.labels, False, batch), verbose=0)  # the validation step's trace
+    model.set_weights(probe.initial[0])  # the optimizer goes on into the range test, as it always did
     images = len(ctx.train_items) + len(ctx.val_items)
-    # the phase starts with the prefix's pass over every image and traces its step again
-    return Candidate(depth, float(np.median(times)), round(first + per_image * images, 3)), probe
+    # the phase starts with the prefix's pass over the images the sample did not cover; nothing is traced again
+    left = images - (len(rows) if prefix is not None else 0)
+    return Candidate(depth, float(np.median(steps.durations[1:])), round(per_image * left, 3)), probe
 
 
 def learning_rate(ctx: TrainingContext, probe: Probe) -> tuple[float, dict]:
-    """The fine-tune rate by the learning-rate finder's rule, on a short range test of the probe's part."""
-    cfg = ctx.cfg
-    rng = np.random.default_rng(cfg.seed)
-    batch = min(cfg.batch_size, len(probe.labels))
-    lrs, losses = lr_find.range_test(probe.model, probe.inputs, probe.labels, None, rng, 1e-6, 1e-2, RANGE_STEPS, batch)
-    probe.model.set_weights(probe.weights)
-    suggested = lr_find.suggest(np.array(lrs), np.array(losses))
+    """The fine-tune rate by the learning-rate finder's rule, on a short range test of the probe's part (its
+    batches drawn as ``lr_find.range_test`` draws them); its weights and optimizer are put back after."""
+    rng = np.random.default_rng(ctx.cfg.seed)
+    batch = min(ctx.cfg.batch_size, len(probe.labels))
+    batches = [rng.choice(len(probe.labels), batch, replace=False) for _ in range(RANGE_STEPS)]
+    steps = Steps(lr_find.rates(*RANGE_LRS, RANGE_STEPS), lr_find.Curve())
+    probe.train(ctx, batches, steps)
+    probe.reset()
+    curve = steps.curve
+    suggested = lr_find.suggest(np.array(curve.lrs), np.array(curve.losses))
     rate = float(min(max(suggested, LR_RANGE[0]), LR_RANGE[1]))
-    return rate, {"suggested": suggested, "steps": len(lrs)}
+    return rate, {"suggested": suggested, "steps": len(curve.lrs)}
 
 
 class BudgetStop(keras.callbacks.Callback):
@@ -386,7 +438,7 @@ def run(ctx: TrainingContext, built: Built, outcome: paths.Outcome) -> Pilot:
 
     lr = cfg.fine_tune_lr
     if lr is None:
-        freeze.apply(built.base, choice.depth)  # as the probe was compiled
+        freeze.apply(built.base, choice.depth)  # as the probe was traced
         lr, found = learning_rate(ctx, probes[choice.depth])
         freeze.apply(built.base, as_built)
         record["lr_find"] = found
@@ -401,7 +453,8 @@ def run(ctx: TrainingContext, built: Built, outcome: paths.Outcome) -> Pilot:
     chosen = next(c for c in candidates if c.depth == choice.depth)
     ctx.reporter.add_phase(paths.fine_tune_phase(ctx), chosen.step_s, chosen.start_s)
     stop = BudgetStop(deadline, reserve_s, choice.epoch_s)
-    cancelled = paths.fine_tune(ctx, built, (stop,), converts(ctx))
+    # the measured model at the chosen depth, as it was compiled and traced: the phase builds nothing again
+    cancelled = paths.fine_tune(ctx, built, (stop,), converts(ctx), probes[choice.depth].prepared())
     if stop.stopped_after is not None:
         ctx.note(f"autopilot: fine-tune stopped after epoch {stop.stopped_after}: the next would pass the budget")
     scores = _phase_scores(ctx, ctx.cfg.early_stopping)

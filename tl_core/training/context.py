@@ -198,9 +198,11 @@ class TrainingContext:
         if self._prefetch is not None:
             self._prefetch.abandon()
 
-    def activations(self, prefix, split: str, convert: bool = True) -> np.ndarray:
+    def activations(self, prefix, split: str, convert: bool = True, forward=None, known=None) -> np.ndarray:
         """The frozen prefix's output for every image: in memory, or in a disk memmap when too large. Without
-        ``convert`` TensorFlow runs the prefix (converting it for a faster engine does not pay on few images)."""
+        ``convert`` TensorFlow runs the prefix (converting it for a faster engine does not pay on few images).
+        ``forward``: the prefix's engine, already made; ``known``: (rows, their outputs) computed already, not
+        computed again (the autopilot's measurement)."""
         pixels = self.pixels(split)
         shape = (len(pixels),) + tuple(prefix.output_shape[1:])
         nbytes = int(np.prod(shape)) * 4
@@ -211,17 +213,24 @@ class TrainingContext:
             self.note(f"{split} activations ({nbytes / 1024**2:.0f} MB) stream from disk: {path.name}")
         else:
             out = np.empty(shape, dtype=np.float32)
-        forward = engines.engine_for(prefix, log=self.note) if convert else engines.TensorFlowEngine(prefix)
+        if forward is None:
+            forward = engines.engine_for(prefix, log=self.note) if convert else engines.TensorFlowEngine(prefix)
         self.engines_used[f"{split} activations"] = forward.name
-        for start in range(0, len(pixels), 64):
+        todo = np.arange(len(pixels))
+        if known is not None:
+            rows, values = known
+            out[rows] = np.asarray(values, dtype=np.float32).reshape((-1,) + shape[1:])
+            todo = np.setdiff1d(todo, rows)
+        for start in range(0, len(todo), 64):
             if self.should_stop():
                 raise Cancelled()
-            out[start : start + 64] = forward(pixels[start : start + 64]).reshape((-1,) + shape[1:])
+            chunk = todo[start : start + 64]
+            out[chunk] = forward(pixels[chunk]).reshape((-1,) + shape[1:])
             self.reporter(
                 {
                     "kind": "features",
                     "what": f"{split} activations",
-                    "done": min(start + 64, len(pixels)),
+                    "done": len(pixels) - len(todo) + min(start + 64, len(todo)),
                     "total": len(pixels),
                 }
             )
@@ -245,17 +254,21 @@ class TrainingContext:
         rows = tf.data.Dataset.from_tensors(0).map(lambda dummy: tf.numpy_function(order, [dummy], tf.int64))
         return rows.unbatch().apply(tf.data.experimental.assert_cardinality(count))
 
-    def pipeline(self, x: np.ndarray, y: np.ndarray, shuffle: bool):
+    def pipeline(self, x: np.ndarray, y: np.ndarray, shuffle: bool, rows=None, batch_size: Optional[int] = None):
         """Batches of x (uint8 pixels, float activations or features; in memory or memory-mapped) as float32,
         shuffled per epoch and prefetched.
 
         The row numbers are shuffled, not the images, and each batch is gathered from ``x`` when it is
         needed: the data is never copied whole into TensorFlow (``from_tensor_slices`` plus a full
-        shuffle buffer held it twice more)."""
+        shuffle buffer held it twice more). ``rows``: these row numbers in this order instead (the autopilot's
+        measuring steps), in batches of ``batch_size``; the batches are alike whatever the rows."""
         import tensorflow as tf
 
         y = self.targets(y)
-        index = self._shuffled_rows(len(x)) if shuffle else tf.data.Dataset.range(len(x))
+        if rows is not None:
+            index = tf.data.Dataset.from_tensor_slices(np.asarray(rows, dtype=np.int64))
+        else:
+            index = self._shuffled_rows(len(x)) if shuffle else tf.data.Dataset.range(len(x))
 
         def gather(batch_index: np.ndarray):
             return np.asarray(x[batch_index], dtype=np.float32), y[batch_index]
@@ -266,7 +279,7 @@ class TrainingContext:
             yb.set_shape((None,) + tuple(y.shape[1:]))
             return xb, yb
 
-        return index.batch(self.cfg.batch_size).map(load).prefetch(tf.data.AUTOTUNE)
+        return index.batch(batch_size or self.cfg.batch_size).map(load).prefetch(tf.data.AUTOTUNE)
 
     # ------------------------------------------------------------ resume
     def find_resume_point(self) -> Optional[dict]:

@@ -87,6 +87,32 @@ def lr_find(
     return {"suggested_lr": suggest(np.array(lrs), np.array(losses)), "lrs": lrs, "losses": losses}
 
 
+def rates(start_lr: float, end_lr: float, steps: int) -> list[float]:
+    """The range test's learning rates: growing exponentially from ``start_lr`` to ``end_lr`` in ``steps``."""
+    factor = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
+    return [start_lr * factor**step for step in range(steps)]
+
+
+class Curve:
+    """The range test's smoothed loss against the learning rate, one step at a time."""
+
+    def __init__(self):
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.average, self.best = 0.0, np.inf
+
+    def add(self, lr: float, loss: float) -> bool:
+        """Adds a step's loss; False once the loss diverged (that step is not kept: the curve ends there)."""
+        self.average = 0.9 * self.average + 0.1 * loss
+        smoothed = self.average / (1 - 0.9 ** (len(self.lrs) + 1))
+        if not np.isfinite(smoothed) or smoothed > 4 * self.best:
+            return False
+        self.best = min(self.best, smoothed)
+        self.lrs.append(lr)
+        self.losses.append(smoothed)
+        return True
+
+
 def range_test(
     trainable,
     inputs: np.ndarray,
@@ -100,8 +126,8 @@ def range_test(
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> tuple[list[float], list[float]]:
     """(learning rates, smoothed losses): ``trainable`` (changed: callers keep their own weights) trained one
-    mini-batch per step while the rate grows exponentially, until the loss diverges. The autopilot runs it on
-    the part of the model its fine-tune phase trains."""
+    mini-batch per step while the rate grows exponentially, until the loss diverges. The autopilot runs the
+    same rates and curve through the compiled model its fine-tune phase trains."""
     import keras
 
     from tl_core.models.modeling import make_optimizer
@@ -111,20 +137,13 @@ def range_test(
     else:
         optimizer = make_optimizer(optimizer_name, start_lr)
         trainable.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy())
-    factor = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
-    lrs, losses, average, best = [], [], 0.0, np.inf
-    for step in range(steps):
-        lr = start_lr * factor**step
+    curve = Curve()
+    for step, lr in enumerate(rates(start_lr, end_lr, steps)):
         optimizer.learning_rate.assign(lr)
         chosen = rng.choice(len(labels), batch, replace=False)
         loss = float(np.asarray(trainable.train_on_batch(inputs[chosen], labels[chosen])).ravel()[0])
-        average = 0.9 * average + 0.1 * loss
-        smoothed = average / (1 - 0.9 ** (step + 1))
-        if not np.isfinite(smoothed) or smoothed > 4 * best:
+        if not curve.add(lr, loss):
             break  # diverged: the curve past here says nothing
-        best = min(best, smoothed)
-        lrs.append(lr)
-        losses.append(smoothed)
         if progress:
             progress(step + 1, steps)
-    return lrs, losses
+    return curve.lrs, curve.losses

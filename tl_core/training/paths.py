@@ -45,6 +45,18 @@ class Outcome:
     train_probs: Optional[np.ndarray] = None
 
 
+@dataclass
+class Prepared:
+    """A fine-tune phase's trainable part made before the phase (the autopilot measured its steps there): built,
+    compiled with the phase's loss and optimizer, its train and test steps traced, its weights and optimizer as
+    before any step. The phase trains it as it is, at its own learning rate."""
+
+    model: object  # the part above the cut, or the whole model where there is no clean cut
+    prefix: object = None  # the frozen prefix (None: no clean cut, the model trains on pixels)
+    forward: object = None  # the engine that runs the prefix
+    known: Optional[tuple] = None  # (training rows, the prefix's outputs for them), computed already
+
+
 class TrainingPath:
     name = ""
 
@@ -216,19 +228,30 @@ def fit_plain(
     frozen: int,
     extra_callbacks: tuple = (),
     convert: bool = True,
+    prepared: Optional[Prepared] = None,
 ) -> KerasProgress:
-    """Fit the whole model (or, past a clean cut with augmentation off, the part above a prefix computed once)."""
+    """Fit the whole model (or, past a clean cut with augmentation off, the part above a prefix computed once);
+    with ``prepared``, that part as it was made, compiled and traced already."""
     cfg, n = ctx.cfg, ctx.num_classes
     augment = cfg.augment and (phase != "fine-tune" or cfg.fine_tune_augment)
-    split = _prefix_split(ctx, built, frozen, augment)
+    if prepared is not None:
+        split = None if prepared.prefix is None else (prepared.prefix, prepared.model)
+    else:
+        split = _prefix_split(ctx, built, frozen, augment)
     if split is not None:
         prefix, model = split
-        x_train, x_val = ctx.activations(prefix, "train", convert), ctx.activations(prefix, "validation", convert)
+        forward = None if prepared is None else prepared.forward
+        known = None if prepared is None else prepared.known
+        x_train = ctx.activations(prefix, "train", convert, forward, known)
+        x_val = ctx.activations(prefix, "validation", convert, forward)
         ctx.note(f"{phase}: frozen prefix computed once ({x_train.shape[1:]} per image); training the suffix only")
     else:
         model = built.model
         x_train, x_val = ctx.pixels("train"), ctx.pixels("validation")
-    compile_classifier(model, cfg.optimizer, lr, cfg.label_smoothing, n, jit_compile=cfg.xla or False)
+    if prepared is None:
+        compile_classifier(model, cfg.optimizer, lr, cfg.label_smoothing, n, jit_compile=cfg.xla or False)
+    else:  # compiled and traced already: recompiling would trace its steps again
+        model.optimizer.learning_rate.assign(lr)
     start, best = initial_epoch, np.inf
     if ctx.resumes(phase):
         ctx.run.artifacts.load_model_checkpoint(built.model)
@@ -288,12 +311,27 @@ def choose(ctx: TrainingContext, built: Built) -> TrainingPath:
     return next(path for path in PATHS if path.applies(ctx, built))()
 
 
-def fine_tune(ctx: TrainingContext, built: Built, extra_callbacks: tuple = (), convert: bool = True) -> bool:
+def fine_tune(
+    ctx: TrainingContext,
+    built: Built,
+    extra_callbacks: tuple = (),
+    convert: bool = True,
+    prepared: Optional[Prepared] = None,
+) -> bool:
     """Unfreeze the base down to the fine-tune depth and continue at its learning rate; True if cancelled."""
     cfg = ctx.cfg
     done = len([row for row in ctx.run.history() if row.get("phase") != "fine-tune"])
     frozen = freeze.apply(built.base, cfg.fine_tune_depth)
     ctx.note(f"fine-tune: {frozen} of {len(built.base.layers)} base layers frozen, lr={cfg.fine_tune_lr}")
     return fit_plain(
-        ctx, built, "fine-tune", cfg.fine_tune_epochs, done, cfg.fine_tune_lr, frozen, extra_callbacks, convert
+        ctx,
+        built,
+        "fine-tune",
+        cfg.fine_tune_epochs,
+        done,
+        cfg.fine_tune_lr,
+        frozen,
+        extra_callbacks,
+        convert,
+        prepared,
     ).cancelled
