@@ -350,6 +350,25 @@ def test_data_page_names_a_chosen_zip_after_its_file_and_says_why_import_is_grey
     assert at.button(key="data_zip_go").disabled and "Give the dataset a name." in [c.value for c in at.caption]
 
 
+def test_a_released_upload_seen_by_the_zip_uploaders_callback_leaves_the_name_alone(monkeypatch):
+    """The import lets go of the uploaded zip, yet the browser reports the old uploader's file on the next rerun:
+    its on_change then sees a DeletedFile (the walk: AttributeError 'DeletedFile' has no attribute 'name' on
+    choosing a dataset under Browse datasets, right after importing one)."""
+    from types import SimpleNamespace
+
+    from streamlit.runtime.uploaded_file_manager import DeletedFile
+
+    from tl_app import data_sections
+
+    state = {"data_zip_0": DeletedFile("gone"), "data_zip_name": "garden"}
+    monkeypatch.setattr(data_sections, "st", SimpleNamespace(session_state=state))
+    data_sections._name_from_upload("data_zip_0", "data_zip_name")
+    assert state["data_zip_name"] == "garden"
+    state["data_zip_0"] = SimpleNamespace(name="roses.zip")
+    data_sections._name_from_upload("data_zip_0", "data_zip_name")
+    assert state["data_zip_name"] == "roses"
+
+
 def test_an_import_with_no_usable_image_shows_the_report_it_points_to_and_no_stale_progress(tmp_path):
     archive = tmp_path / "junk.zip"
     with zipfile.ZipFile(archive, "w") as handle:
