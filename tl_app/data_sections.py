@@ -73,6 +73,7 @@ def run_import(make: Make, released: Sequence = ()) -> Optional[datasets.Dataset
     bar.empty()
     streamlit_internals.release_uploads(released)
     st.session_state["data_upload_round"] = upload_round() + 1
+    st.session_state["data_browse_name"] = dataset.name  # Browse datasets opens on it (its conflicts are there)
     m = dataset.manifest
     st.success(widgets.md_escape(summary.import_summary(dataset.name, m)))
     if m["skipped"]:
