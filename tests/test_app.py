@@ -350,6 +350,38 @@ def test_data_page_names_a_chosen_zip_after_its_file_and_says_why_import_is_grey
     assert at.button(key="data_zip_go").disabled and "Give the dataset a name." in [c.value for c in at.caption]
 
 
+def test_a_released_upload_seen_by_the_zip_uploaders_callback_leaves_the_name_alone(monkeypatch):
+    """The import lets go of the uploaded zip, yet the browser reports the old uploader's file on the next rerun:
+    its on_change then sees a DeletedFile (the walk: AttributeError 'DeletedFile' has no attribute 'name' on
+    choosing a dataset under Browse datasets, right after importing one)."""
+    from types import SimpleNamespace
+
+    from streamlit.runtime.uploaded_file_manager import DeletedFile
+
+    from tl_app import data_sections
+
+    state = {"data_zip_0": DeletedFile("gone"), "data_zip_name": "garden"}
+    monkeypatch.setattr(data_sections, "st", SimpleNamespace(session_state=state))
+    data_sections._name_from_upload("data_zip_0", "data_zip_name")
+    assert state["data_zip_name"] == "garden"
+    state["data_zip_0"] = SimpleNamespace(name="roses.zip")
+    data_sections._name_from_upload("data_zip_0", "data_zip_name")
+    assert state["data_zip_name"] == "roses"
+
+
+def test_browse_datasets_opens_on_the_dataset_just_imported(colors, tmp_path):
+    """The import's report sends a person to Browse datasets (to settle label conflicts); it opened on another
+    dataset."""
+    from .conftest import zip_folder
+
+    at = open_page("pages/data.py")
+    archive = zip_folder(make_class_folders(tmp_path / "src", per_class=3, seed=9), tmp_path / "zz garden.zip")
+    at.get("file_uploader")[0].upload(archive.name, archive.read_bytes(), "application/zip").run()
+    at.button(key="data_zip_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="data_browse_name").value == "zz garden"
+
+
 def test_an_import_with_no_usable_image_shows_the_report_it_points_to_and_no_stale_progress(tmp_path):
     archive = tmp_path / "junk.zip"
     with zipfile.ZipFile(archive, "w") as handle:

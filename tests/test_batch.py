@@ -247,6 +247,10 @@ def test_predict_page_runs_a_zip_or_a_server_folder_as_a_job_and_offers_its_csv(
     assert not at.exception, [e.value for e in at.exception]
     zipped, folder_job = [job for job in list_jobs() if job.id not in earlier]  # newest first
     assert "**mine.zip**: queued" in [m.value for m in at.markdown]
+    reloaded = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120).run()  # F5 on the page
+    reloaded.switch_page("pages/predict.py").run()
+    batch = [e for e in reloaded.expander if e.label.startswith("Many images")]
+    assert batch and batch[0].proto.expanded, "a queued job's progress stays in sight after a reload"
     at.button(key=f"predict_batch_cancel_{folder_job.id}").click().run()
     assert folder_job.state == "cancelled"
     execute_job(zipped)
@@ -256,3 +260,5 @@ def test_predict_page_runs_a_zip_or_a_server_folder_as_a_job_and_offers_its_csv(
     assert "1 predicted, 1 skipped; " in "\n".join(c.value for c in at.caption)
     assert "Cancelled before it started." in [w.value for w in at.warning]
     assert [row["file"] for row in read_csv(zipped.out)] == ["x/red.png", "x/bad.jpg"]
+    reloaded.run()
+    assert not [e for e in reloaded.expander if e.label.startswith("Many images")][0].proto.expanded  # all done

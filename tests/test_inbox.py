@@ -278,3 +278,24 @@ def test_predict_keeps_photos_and_the_inbox_page_accepts_in_bulk_and_offers_to_t
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="train_data").value == "colors"
     assert "Settings of run" in texts(at)
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_without_a_run_the_inbox_page_claims_no_order_and_files_nothing_until_a_class_is_chosen(colors, tmp_path):
+    """The walk: with no run, the page said "most uncertain first" and each image's class was preset to the
+    dataset's first class, so Accept filed a hot dog under it."""
+    from .test_app import open_page, texts
+
+    new = make_class_folders(tmp_path / "new", classes=("red", "blue"), per_class=1, seed=701)
+    inbox.add_paths("colors", [str(new)])
+    at = open_page("pages/inbox.py")
+    assert not at.exception, [e.value for e in at.exception]
+    assert "2 pending image(s), in the order they came in" in texts(at) and "most uncertain" not in texts(at)
+    first = inbox.entries("colors")[0]["id"]
+    assert at.selectbox(key=f"inbox_label_{first}").value is None
+    assert at.button(key=f"inbox_accept_{first}").disabled
+    at.selectbox(key=f"inbox_label_{first}").set_value("blue").run()
+    at.button(key=f"inbox_accept_{first}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    version = datasets.load_dataset("colors")
+    assert version.version == 2 and len(inbox.entries("colors", "pending")) == 1

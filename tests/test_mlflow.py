@@ -321,3 +321,37 @@ def test_results_links_a_logged_run_to_its_mlflow_page_and_offers_to_register_it
     assert not at.exception, [e.value for e in at.exception]
     assert any("did not register 'ants-and-bees'" in e.value for e in at.error), [e.value for e in at.error]
     assert "models" not in run.mlflow()
+
+
+@pytest.mark.usefixtures("server_past_pages_folder_mode")
+def test_results_offers_no_second_log_while_the_runs_process_still_logs_it(monkeypatch):
+    """A run shows finished while its process still sends the model to MLflow (seconds on a small model): the
+    panel says so instead of "not logged yet" with a Log button that would log it twice."""
+    import os
+
+    from streamlit.testing.v1 import AppTest
+
+    from tl_core import device
+    from tl_core.runs.evaluate import evaluate
+    from tl_core.runs.store import new_run
+
+    from .factories import REPO
+
+    uri = f"http://127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("TL_MLFLOW_TRACKING_URI", uri)
+    run = new_run(small_config())
+    summary = evaluate(run.artifacts, ["red", "blue"], np.array([0, 1]), np.array([[0.8, 0.2], [0.3, 0.7]]), ["a", "b"])
+    run.artifacts.write_metrics(summary)
+    run.set_status("finished", val_accuracy=1.0, pid=os.getpid(), pid_start=device.process_start_time(os.getpid()))
+    run.record_mlflow(tracking_uri=uri, experiment_id="0", run_id="abc", url=None, complete=False, error=None)
+
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120).run()
+    at.switch_page("pages/results.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("still logging" in c.value and "abc" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert not [b for b in at.button if b.key == "results_mlflow_log"]
+
+    run.set_status("finished", pid=2**22 + 7, pid_start=None)  # that process is gone: logging can be retried
+    at.run()
+    assert any("not logged" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert at.button(key="results_mlflow_log")

@@ -175,6 +175,9 @@ def test_the_train_page_widgets_show_the_schemas_defaults(tmp_path, monkeypatch)
     assert at.selectbox(key="train_budget").value == "auto" and at.selectbox(key="train_budget").help == (
         SETTINGS["budget"].help
     )
+    monkeypatch.setenv("TL_DEFAULT_BUDGET", "120")
+    at.run()  # "auto" says the seconds it means on this server
+    assert any("On this server 'auto' is 120 s." in c.value for c in at.caption), [c.value for c in at.caption]
     assert at.number_input(key="train_epochs").help == SETTINGS["epochs"].help
     head = at.radio(key="train_head")
     assert head.options == ["Keras head (dense)", "Logistic regression on embeddings", "SVM on embeddings"]

@@ -259,3 +259,13 @@ def test_a_damaged_scope_file_is_a_clear_error_and_a_missing_one_means_not_measu
     run.artifacts.scope_path.write_bytes(b"not a zip")
     with pytest.raises(TLError, match="scope.npz"):
         scope_for(run)
+
+
+def test_predictions_per_day_are_whole_days_with_quiet_days_at_zero():
+    from tl_app.monitor_sections import per_day_figure
+
+    one = per_day_figure({"2026-12-06": 10})
+    assert list(one.data[0].x) == ["2026-12-06"] and one.layout.xaxis.type == "category"  # not a millisecond axis
+    gap = per_day_figure({"2026-12-04": 2, "2026-12-06": 5})
+    assert list(gap.data[0].x) == ["2026-12-04", "2026-12-05", "2026-12-06"] and list(gap.data[0].y) == [2, 0, 5]
+    assert len(per_day_figure({}).data[0].x) == 0

@@ -52,8 +52,9 @@ def _action(label: str, key: str, needs: dict[str, object], **kwargs) -> bool:
 def _name_from_upload(uploader_key: str, name_key: str) -> None:
     """A newly chosen zip names the dataset after its file (the name stays editable)."""
     upload = st.session_state.get(uploader_key)
-    if upload is not None:
-        st.session_state[name_key] = Path(upload.name).stem
+    name = getattr(upload, "name", None)  # a zip the import already let go of is a DeletedFile: no name
+    if name:
+        st.session_state[name_key] = Path(name).stem
 
 
 def run_import(make: Make, released: Sequence = ()) -> Optional[datasets.Dataset]:
@@ -72,6 +73,7 @@ def run_import(make: Make, released: Sequence = ()) -> Optional[datasets.Dataset
     bar.empty()
     streamlit_internals.release_uploads(released)
     st.session_state["data_upload_round"] = upload_round() + 1
+    st.session_state["data_browse_name"] = dataset.name  # Browse datasets opens on it (its conflicts are there)
     m = dataset.manifest
     st.success(widgets.md_escape(summary.import_summary(dataset.name, m)))
     if m["skipped"]:

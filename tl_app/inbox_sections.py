@@ -140,8 +140,9 @@ def grid(dataset: str, result: Listing) -> None:
     """The most uncertain pending images: each with its suggestion, a class to accept it as, or discard."""
     rows = result.rows[:GRID]
     classes = load_dataset(dataset).classes
+    order = "most uncertain first" if result.run else "in the order they came in (no run suggests classes yet)"
     st.caption(
-        f"{len(result.rows)} pending image(s), most uncertain first"
+        f"{len(result.rows)} pending image(s), {order}"
         + (f" (showing {GRID})" if len(result.rows) > GRID else "")
         + "."
     )
@@ -151,9 +152,17 @@ def grid(dataset: str, result: Listing) -> None:
             st.image(str(inbox.thumbnail(dataset, row)))
             st.markdown(_caption(row))
             options = sorted(classes, key=lambda c: c != row["suggested"])
-            label = st.selectbox("Class", options, key=f"inbox_label_{row['id']}", label_visibility="collapsed")
+            label = st.selectbox(
+                "Class",
+                options,
+                # no suggestion: no class chosen for the person, or Accept would file it under the first class
+                index=0 if row["suggested"] in classes else None,
+                placeholder="Choose a class",
+                key=f"inbox_label_{row['id']}",
+                label_visibility="collapsed",
+            )
             left, right = st.columns(2)
-            if left.button("Accept", key=f"inbox_accept_{row['id']}"):
+            if left.button("Accept", key=f"inbox_accept_{row['id']}", disabled=label is None):
                 try:
                     saved = inbox.accept(dataset, {row["id"]: label}, user=current_user())
                 except TLError as exc:

@@ -23,6 +23,12 @@ def _links(record: dict) -> None:
         st.markdown(f"{line}: [open in MLflow]({model['url']})" if model.get("url") else line)
 
 
+def _still_logging(run: Run, record: dict, uri: str) -> bool:
+    """Whether the run's own process is still logging it there (started, neither complete nor failed)."""
+    started = record.get("run_id") and record.get("tracking_uri") == uri
+    return bool(started and not record.get("complete") and not record.get("error")) and widgets.backend().is_alive(run)
+
+
 def panel(run: Run) -> None:
     """For a finished run while MLflow is configured: its link, "Log to MLflow" when it is not logged there, and
     the register form (for whoever may change the run, ``auth.may_cancel``)."""
@@ -39,6 +45,12 @@ def panel(run: Run) -> None:
     with st.expander("MLflow", expanded=False, icon=":material/science:"):
         if logged:
             _links(record)
+        elif _still_logging(run, record, uri):
+            # the run shows finished while its process still sends the model: a second log would be a duplicate
+            st.caption(
+                f"The run's process is still logging it and its model to {widgets.md_escape(uri)} "
+                f"(MLflow run `{record['run_id']}`); reload in a moment."
+            )
         else:
             st.caption(f"This run is not logged at {widgets.md_escape(uri)} yet.")
             if record.get("error"):

@@ -90,14 +90,18 @@ def headline(report: dict) -> None:
         st.success("No drift found by the tests below (or too few predictions yet for them).")
 
 
-def charts(report: dict) -> None:
-    per_day = report["per_day"]
-    st.plotly_chart(
-        go.Figure(go.Bar(x=list(per_day), y=list(per_day.values()))).update_layout(
-            title="Predictions per day (UTC)", height=280, margin=dict(t=40, b=20)
-        ),
-        key="monitor_per_day",
+def per_day_figure(per_day: dict) -> go.Figure:
+    """One bar per calendar day (``YYYY-MM-DD``) from the first recorded to the last, quiet days at 0. The days
+    are categories: as dates, plotly drew a single day's bar on an axis of milliseconds."""
+    days = [d.strftime("%Y-%m-%d") for d in pd.date_range(min(per_day), max(per_day))] if per_day else []
+    figure = go.Figure(go.Bar(x=days, y=[per_day.get(day, 0) for day in days]))
+    return figure.update_layout(title="Predictions per day (UTC)", height=280, margin=dict(t=40, b=20)).update_xaxes(
+        type="category"
     )
+
+
+def charts(report: dict) -> None:
+    st.plotly_chart(per_day_figure(report["per_day"]), key="monitor_per_day")
     confidence = report["confidence"]
     edges = confidence["histogram_edges"]
     centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]

@@ -270,7 +270,9 @@ def batch_job(run: Optional[Run], top_k: int, tta: str) -> None:
     from .auth import current_user
     from .data_sections import import_roots
 
-    with st.expander("Many images: a zip or a server folder as a background job (CSV)"):
+    # open while one of this run's jobs is queued or running: after a reload its progress stays in sight
+    busy = any(job.listed_state in ("queued", "running") for job in _jobs_of(run))
+    with st.expander("Many images: a zip or a server folder as a background job (CSV)", expanded=busy):
         source = st.radio("From", BATCH_SOURCES, horizontal=True, key="predict_batch_source")
         roots = import_roots()
         if source == "Zip upload":
@@ -298,9 +300,13 @@ def batch_job(run: Optional[Run], top_k: int, tta: str) -> None:
         batch_jobs(run)
 
 
+def _jobs_of(run: Run) -> list:
+    return [job for job in widgets.backend().refresh_jobs() if job.spec().get("run_id") == run.id][:JOBS_SHOWN]
+
+
 def batch_jobs(run: Run) -> None:
     """This run's latest prediction jobs, redrawn every 2 s while one is queued or running."""
-    jobs = [job for job in widgets.backend().refresh_jobs() if job.spec().get("run_id") == run.id][:JOBS_SHOWN]
+    jobs = _jobs_of(run)
     if not jobs:
         return
     busy = any(job.listed_state in ("queued", "running") for job in jobs)

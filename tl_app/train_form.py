@@ -8,6 +8,7 @@ import dataclasses
 
 import streamlit as st
 
+from tl_core import device
 from tl_core.data import datasets
 from tl_core.errors import TLError
 from tl_core.models import architectures, freeze
@@ -228,8 +229,9 @@ def fine_tune_settings(description: dict, base: str, head: str) -> tuple[bool, d
     """The time budget (the autopilot's fine-tune phase); whether to fine-tune by hand after the head is trained
     (only a head that fine-tunes can), and the phase's depth, learning rate and epochs."""
     budget = _selectbox(st, "budget", KEYS["budget"], disabled=not head_kind(head).fine_tunes)
+    auto = f"On this server 'auto' is {device.default_budget():g} s. " if budget == SETTINGS["budget"].none_word else ""
     st.caption(
-        "With a budget, the head trains as always; then, if the frozen base falls short, a fine-tune phase that "
+        auto + "With a budget, the head trains as always; then, if the frozen base falls short, a fine-tune phase that "
         "fits the budget follows, and the better model by validation is kept. Results says what was chosen and "
         "why. Set the phase by hand below and your settings win; 0 trains the head only."
     )
