@@ -87,8 +87,8 @@ def server(tmp_path_factory, keras_home_copy):
     assert "Traceback" not in output, output
 
 
-def _classify(port: int, name: str, photos: list, classes: list) -> np.ndarray:
-    """``:classify``'s probabilities for ``photos``, in ``classes`` order."""
+def _classify(port: int, name: str, photos: list, classes: list, unknown: bool = False):
+    """``:classify``'s probabilities for ``photos``, in ``classes`` order (and its unknown flags, with ``unknown``)."""
     import httpx
 
     files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
@@ -96,9 +96,9 @@ def _classify(port: int, name: str, photos: list, classes: list) -> np.ndarray:
         f"http://127.0.0.1:{port}/v1/models/{name}:classify?top_k={len(classes)}", files=files, headers=AUTH, timeout=60
     )
     assert reply.status_code == 200, reply.text
-    return np.array(
-        [[{t["label"]: t["probability"] for t in r["top_k"]}[c] for c in classes] for r in reply.json()["results"]]
-    )
+    results = reply.json()["results"]
+    probs = np.array([[{t["label"]: t["probability"] for t in r["top_k"]}[c] for c in classes] for r in results])
+    return (probs, [r["unknown"] for r in results]) if unknown else probs
 
 
 @pytest.mark.slow
@@ -121,6 +121,7 @@ def test_tritonclient_health_metadata_and_infer_answer_like_classify(server):
         assert meta["outputs"] == [
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]},
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "unknown", "datatype": "BOOL", "shape": [-1]},
         ]
         assert client.get_model_metadata(name, "1", headers=AUTH) == meta
         config = client.get_model_config(name, headers=AUTH)  # Triton's own, beside the protocol
@@ -128,12 +129,13 @@ def test_tritonclient_health_metadata_and_infer_answer_like_classify(server):
         assert [(o["name"], o["data_type"]) for o in config["output"]] == [
             ("probabilities", "TYPE_FP32"),
             ("label", "TYPE_STRING"),
+            ("unknown", "TYPE_BOOL"),
         ]
         assert client.is_model_ready(name, headers=AUTH) and client.is_model_ready(name, "1", headers=AUTH)
         assert not client.is_model_ready(name, "2", headers=AUTH) and not client.is_model_ready("nobody", headers=AUTH)
 
         photos = _photos()
-        expected = _classify(port, name, photos, classes)
+        expected, expected_unknown = _classify(port, name, photos, classes, unknown=True)
         pixels = load_batch(photos, 64, resize=meta["parameters"]["resize"])
         assert pixels.dtype == np.uint8 and len(photos) == 8
 
@@ -147,6 +149,9 @@ def test_tritonclient_health_metadata_and_infer_answer_like_classify(server):
         np.testing.assert_allclose(probs, expected, atol=1e-6)
         labels = [label.decode() for label in result.as_numpy("label")]
         assert labels == [classes[i] for i in expected.argmax(1)]
+        flags = result.as_numpy("unknown")  # the same flags as :classify's, in the BOOL binary layout
+        assert flags.dtype == np.bool_ and flags.tolist() == expected_unknown
+        assert all(isinstance(flag, bool) for flag in expected_unknown)
         assert result.get_response()["model_name"] == name
 
         # FP32 as JSON, one requested output as JSON, the top 2 as Triton's classification strings, a version
@@ -250,7 +255,7 @@ def test_hand_written_v2_bodies_get_oip_errors_and_nested_json_works(server):
         reply = http.post(f"{url}/infer", json={"inputs": [{**image, "data": nested}]})
         flat_reply = http.post(f"{url}/infer", json={"inputs": [{**image, "data": flat}]})
         assert reply.status_code == 200 and reply.json() == flat_reply.json()
-        assert {o["name"] for o in reply.json()["outputs"]} == {"probabilities", "label"}
+        assert {o["name"] for o in reply.json()["outputs"]} == {"probabilities", "label", "unknown"}
         predict = http.post(f"http://127.0.0.1:{port}/v1/models/{name}:predict", json={"instances": nested})
         np.testing.assert_allclose(reply.json()["outputs"][0]["data"], predict.json()["predictions"][0], atol=1e-6)
         assert http.get(f"http://127.0.0.1:{port}/v2").json()["name"] == "tl_core"

@@ -50,7 +50,10 @@ def add_export(sub) -> None:
 
 
 def add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="serve finished runs over REST (TF Serving's predict, plus classify)")
+    p = sub.add_parser(
+        "serve",
+        help="serve finished runs over REST (TF Serving's predict, classify, and the Open Inference Protocol v2)",
+    )
     p.add_argument("--run", action="append", help="run folder or run id; repeat for several")
     p.add_argument(
         "--all", action="store_true", help="serve every finished run (skipping, with a warning, any that does not load)"

@@ -4,10 +4,10 @@
 |---|---|
 | ``GET /v2`` | server metadata: name, version, extensions |
 | ``GET /v2/health/live``, ``/v2/health/ready`` | liveness and readiness (no token needed) |
-| ``GET /v2/models/{name}[/versions/1]`` | model metadata: input ``image`` and outputs ``probabilities``, ``label`` |
+| ``GET /v2/models/{name}[/versions/1]`` | model metadata: input ``image`` and outputs ``probabilities``, ``label`` (and ``unknown`` for a run with a scope) |
 | ``GET /v2/models/{name}[/versions/1]/ready`` | 200 once the model is loaded (it is, or the server would not run) |
 | ``GET /v2/models/{name}[/versions/1]/config`` | Triton's model configuration (not in the protocol; tritonclient asks for it) |
-| ``POST /v2/models/{name}[/versions/1]/infer`` | raw RGB pixels ``[N, H, W, 3]`` (UINT8 or FP32, 0-255, at the model's size) -> probabilities ``[N, classes]`` (FP32) and the top label ``[N]`` (BYTES) |
+| ``POST /v2/models/{name}[/versions/1]/infer`` | raw RGB pixels ``[N, H, W, 3]`` (UINT8 or FP32, 0-255, at the model's size) -> probabilities ``[N, classes]`` (FP32), the top label ``[N]`` (BYTES) and, for a run with a scope, whether each image is outside it, ``unknown`` ``[N]`` (BOOL) |
 
 Inputs come as JSON ``data`` (flat or nested, row-major) or in the binary tensor data extension
 (``Inference-Header-Content-Length``, ``binary_data_size``); outputs come as JSON unless asked for in binary
@@ -37,8 +37,8 @@ from tl_core.inference.topk import top_k
 
 VERSION = "1"  # each served run is one model with one version
 INPUT = "image"
-PROBABILITIES, LABEL = "probabilities", "label"
-OUTPUTS = (PROBABILITIES, LABEL)
+PROBABILITIES, LABEL, UNKNOWN = "probabilities", "label", "unknown"
+OUTPUTS = (PROBABILITIES, LABEL, UNKNOWN)  # unknown (BOOL): outside the run's scope; only for a run that has one
 DATATYPES = {"UINT8": np.dtype("<u1"), "FP32": np.dtype("<f4")}
 EXTENSIONS = ["binary_tensor_data", "classification"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -130,8 +130,8 @@ def _requested_outputs(body: dict) -> list[dict]:
         raise _refuse(400, f'"parameters" must be an object; got {json.dumps(parameters)[:100]}.')
     binary_default = parameters.get("binary_data_output") is True
     requested = body.get("outputs")
-    if requested is None:
-        return [{"name": name, "binary": binary_default, "classification": 0} for name in OUTPUTS]
+    if requested is None:  # every output (the unknown flags only where the run has a scope: infer_answer)
+        return [{"name": name, "binary": binary_default, "classification": 0, "default": True} for name in OUTPUTS]
     if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
         raise _refuse(400, f'"outputs" must be a list of objects with a "name"; got {json.dumps(requested)[:100]}.')
     outputs = []
@@ -192,12 +192,25 @@ def _classification(row: np.ndarray, class_names: list[str], k: int) -> list[str
     ]
 
 
-def infer_answer(name: str, class_names: list[str], probs: np.ndarray, meta: dict) -> Response:
-    """The inference response for ``probs`` (N, classes): the outputs ``meta`` asks for, JSON or binary."""
+def infer_answer(name: str, class_names: list[str], probs: np.ndarray, meta: dict, unknown: list) -> Response:
+    """The inference response for ``probs`` (N, classes) and the ``unknown`` flags (None each for a run without a
+    scope): the outputs ``meta`` asks for, JSON or binary. HTTPException (400) when the unknown flags are asked
+    of a run that has none."""
     probs = np.asarray(probs, np.float32)
     outputs, chunks = [], []
     for request in meta["outputs"]:
-        if request["classification"]:
+        if request["name"] == UNKNOWN:
+            if any(flag is None for flag in unknown):
+                if request.get("default"):
+                    continue
+                raise _refuse(
+                    400,
+                    f"Model {name!r} answers no {UNKNOWN!r}: it was trained before runs learned their scope; "
+                    "train it again, or ask for the other outputs.",
+                )
+            values = np.array(unknown, dtype=bool)
+            tensor = {"name": UNKNOWN, "datatype": "BOOL", "shape": [len(probs)]}
+        elif request["classification"]:
             values = [text for row in probs for text in _classification(row, class_names, request["classification"])]
             tensor = {"name": PROBABILITIES, "datatype": "BYTES", "shape": [len(probs), len(values) // len(probs)]}
         elif request["name"] == PROBABILITIES:
@@ -207,7 +220,10 @@ def infer_answer(name: str, class_names: list[str], probs: np.ndarray, meta: dic
             values = [top_k(row, class_names, 1)[0]["label"] for row in probs]
             tensor = {"name": LABEL, "datatype": "BYTES", "shape": [len(probs)]}
         if request["binary"]:
-            data = values.astype("<f4").tobytes() if isinstance(values, np.ndarray) else _as_bytes_tensor(values)
+            if isinstance(values, np.ndarray):  # FP32 little-endian, BOOL one byte each
+                data = values.astype("u1" if values.dtype == bool else "<f4").tobytes()
+            else:
+                data = _as_bytes_tensor(values)
             tensor["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)
         else:
@@ -235,6 +251,7 @@ def model_metadata(served) -> dict:
         "outputs": [
             {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, len(loaded.class_names)]},
             {"name": LABEL, "datatype": "BYTES", "shape": [-1]},
+            *([{"name": UNKNOWN, "datatype": "BOOL", "shape": [-1]}] if served.scope is not None else []),
         ],
         "parameters": {
             "class_names": loaded.class_names,
@@ -267,7 +284,7 @@ def model_config(served, max_images: int) -> dict:
 
 def routes(
     models: dict,
-    infer: Callable[[object, bytes, Optional[str]], Awaitable[tuple[np.ndarray, dict]]],
+    infer: Callable[[object, bytes, Optional[str]], Awaitable[tuple[np.ndarray, dict, list]]],
     max_images: int,
 ) -> APIRouter:
     """The v2 routes over ``models`` (name -> ``ServedModel``); ``infer(served, body, header_length)`` is the
@@ -333,7 +350,7 @@ def routes(
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             raise _refuse(415, f"Content-Encoding {encoding!r} is not accepted; send the body uncompressed.")
-        probs, meta = await infer(served, await request.body(), request.headers.get(HEADER_LENGTH))
-        return infer_answer(name, served.loaded.class_names, probs, meta)
+        probs, meta, unknown = await infer(served, await request.body(), request.headers.get(HEADER_LENGTH))
+        return infer_answer(name, served.loaded.class_names, probs, meta, unknown)
 
     return router

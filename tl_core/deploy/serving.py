@@ -529,7 +529,7 @@ def create_app(
             ],
         }
 
-    async def infer(served: ServedModel, raw: bytes, header_length: Optional[str]) -> tuple[np.ndarray, dict]:
+    async def infer(served: ServedModel, raw: bytes, header_length: Optional[str]) -> tuple[np.ndarray, dict, list]:
         if header_length is not None and header_length.isdigit() and int(header_length) <= INLINE_JSON_BYTES:
             # binary tensor data after a small JSON part: a thread parses it at once, concurrent requests reach
             # the micro-batcher together instead of one parse apart
@@ -539,8 +539,8 @@ def create_app(
             pixels, meta = parsed
         else:
             pixels, meta = await _parse_body("infer", raw, served.input_shape, max_images, header_length)
-        probs, _, _ = await served.answer(pixels)  # recorded for monitoring, as v1 answers are
-        return probs, meta
+        probs, unknown, _ = await served.answer(pixels)  # recorded for monitoring, as v1 answers are
+        return probs, meta, unknown
 
     app.include_router(oip.routes(models, infer, max_images))
     app.state.models = models
