@@ -262,3 +262,12 @@ def test_predict_page_runs_a_zip_or_a_server_folder_as_a_job_and_offers_its_csv(
     assert [row["file"] for row in read_csv(zipped.out)] == ["x/red.png", "x/bad.jpg"]
     reloaded.run()
     assert not [e for e in reloaded.expander if e.label.startswith("Many images")][0].proto.expanded  # all done
+
+
+def test_a_folder_outside_the_allowed_ones_is_refused_before_saying_whether_it_exists(tmp_path):
+    from tl_core.errors import TLError
+    from tl_core.inference.batch import check_input
+
+    for outside in (tmp_path.parent / "not-there", tmp_path.parent):
+        with pytest.raises(TLError, match="outside the allowed folders"):
+            check_input(outside, allowed_roots=[tmp_path])

@@ -299,3 +299,19 @@ def test_without_a_run_the_inbox_page_claims_no_order_and_files_nothing_until_a_
     assert not at.exception, [e.value for e in at.exception]
     version = datasets.load_dataset("colors")
     assert version.version == 2 and len(inbox.entries("colors", "pending")) == 1
+
+
+def test_images_the_inbox_turns_away_leave_nothing_on_disk(colors):
+    """Over the capture limit, or already in the dataset, an image is reported skipped and not stored either:
+    a server capturing past its limit must not fill the disk with files no index lists."""
+    folder = colors.root / inbox.FOLDER / "images"
+    first = inbox.add_bytes(colors.name, [("a.png", noisy_image((10, 200, 30), 48, 901))], "test", limit=1)
+    assert len(first.added) == 1 and len(list(folder.iterdir())) == 1
+    over = inbox.add_bytes(colors.name, [("b.png", noisy_image((200, 10, 30), 48, 902))], "test", limit=1)
+    assert over.added == [] and "pending images" in over.skipped[0]["reason"]
+    in_dataset = (colors.root / colors.items[0]["path"]).read_bytes()
+    twin = inbox.add_bytes(colors.name, [("c.png", in_dataset)], "test")
+    assert twin.added == [] and "already in the dataset" in twin.skipped[0]["reason"]
+    assert [p.name for p in folder.iterdir()] == [first.added[0]["stored"].split("/")[-1]]
+    again = inbox.accept(colors.name, {" " + first.added[0]["id"].upper(): colors.classes[0]})  # ids as listed
+    assert again.version == 2

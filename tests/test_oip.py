@@ -338,3 +338,24 @@ def test_v2_and_v1_requests_that_arrive_together_share_forward_passes(server):
         np.testing.assert_allclose(answer["outputs"][0]["data"], predicted[0], atol=1e-6)
     assert after["images"] - before["images"] == 9
     assert after["forward_passes"] - before["forward_passes"] < 9, (before, after)
+
+
+def test_a_header_length_that_is_not_ascii_digits_is_a_400_not_a_crash():
+    """``str.isdigit`` is true for "²", which ``int`` refuses: a parser process must answer 400, not die."""
+    from fastapi import HTTPException
+
+    from tl_core.deploy import oip
+
+    assert [oip.whole_number(text) for text in ("12", " 7 ", "²", " ²", "١", "-3", "")] == [
+        12,
+        7,
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
+    for header in ("²", " ²", "x"):
+        with pytest.raises(HTTPException) as refused:
+            oip.split_binary(b'{"inputs": []}', header)
+        assert refused.value.status_code == 400 and repr(header) in refused.value.detail

@@ -3,8 +3,6 @@ the Predict page's recording of its answers (``tl_core/inference/monitoring.py``
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -12,7 +10,6 @@ import streamlit as st
 from tl_core.data.refs import parse_ref
 from tl_core.inference import monitoring
 from tl_core.runs import table
-from tl_core.runs.scope import Scope, scope_for
 from tl_core.runs.store import Run
 
 from . import widgets
@@ -20,10 +17,6 @@ from .results_sections import CHOSEN_RUN, remember_choice
 from .retrain import train_again_panel
 
 RECORDED = "monitor_recorded"  # session state: the uploads this session has recorded, per run and view
-
-
-def scope_of(run: Run) -> Optional[Scope]:
-    return scope_for(run)
 
 
 def record_answers(run: Run, upload_ids: list[str], results: list[dict], tta: str) -> None:

@@ -13,6 +13,7 @@ from tl_core.inference.answer_table import Answer, answer_rows, answers_csv, sor
 from tl_core.inference.pretrained import PretrainedClassifier
 from tl_core.inference.tta import MODES as TTA_MODES
 from tl_core.runs import table
+from tl_core.runs.scope import scope_for
 from tl_core.runs.store import Run
 
 from . import charts, explanations, monitor_sections, widgets
@@ -80,7 +81,7 @@ def answer_settings(run: Optional[Run], num_classes: int) -> tuple[int, str, flo
 def unknown_setting(run: Optional[Run]) -> Optional[float]:
     """The share of validation images the "unknown" threshold keeps (None: the run has no scope, or a pretrained
     classifier): an image farther from the training images than that answers "unknown"."""
-    scope = monitor_sections.scope_of(run) if run else None
+    scope = scope_for(run) if run else None
     if scope is None:
         if run:
             st.caption("This run was trained before 'unknown' answers existed: train it again to get them.")
@@ -286,9 +287,11 @@ def batch_job(run: Optional[Run], top_k: int, tta: str) -> None:
             folder = st.text_input("Folder on the server", key="predict_batch_folder", disabled=not roots)
             ready = bool(roots and folder.strip())
         if st.button("Start batch job", key="predict_batch_go", disabled=not ready, type="primary"):
+            staged = None
             try:
                 if source == "Zip upload":
-                    path, name, allowed = batch.stage_upload(upload), upload.name, None
+                    staged = path = batch.stage_upload(upload)
+                    name, allowed = upload.name, None
                 else:
                     path, name, allowed = folder.strip(), None, roots
                 job = widgets.backend().submit_predict(
@@ -296,6 +299,8 @@ def batch_job(run: Optional[Run], top_k: int, tta: str) -> None:
                 )
                 st.toast(f"Queued {job.id}")
             except TLError as exc:
+                if staged is not None:  # no job will read it: not left behind in jobs/uploads/
+                    batch.drop_staged(str(staged))
                 st.error(widgets.md_escape(str(exc)))
         batch_jobs(run)
 

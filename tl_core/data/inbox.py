@@ -97,6 +97,7 @@ def _add(name: str, candidates: Sequence[Candidate], skipped: list[dict], origin
     (root / "images").mkdir(parents=True, exist_ok=True)
     report = Added(skipped=skipped)
     fresh: list[dict] = []
+    written: set[str] = set()  # files this call stored: removed again for images the index turns away
     for cand, data, info, reason in inspected(list(candidates), 0):
         if reason:
             report.skipped.append({"file": cand.source, "reason": reason})
@@ -105,6 +106,7 @@ def _add(name: str, candidates: Sequence[Candidate], skipped: list[dict], origin
         stored = f"images/{digest}{EXTENSIONS[info['format']]}"
         if not (root / stored).exists():
             atomic_write_bytes(root / stored, data, durable=False)
+            written.add(stored)
         filename, source = origin(cand)
         fresh.append(
             {
@@ -143,6 +145,9 @@ def _add(name: str, candidates: Sequence[Candidate], skipped: list[dict], origin
                 pending += 1
         if report.added:
             _write_index(root, rows)
+        # turned away (over the limit, a twin, in the dataset): nothing of it stays on disk
+        for stored in written - {row["stored"] for row in rows}:
+            (root / stored).unlink(missing_ok=True)
     return report
 
 
@@ -241,6 +246,7 @@ def accept(name: str, labels: Mapping[str, str], user: Optional[str] = None, not
     quoted, and nothing changes."""
     if not labels:
         raise TLError("Nothing to accept: choose at least one inbox image and its class.")
+    labels = {str(key).strip().lower(): label for key, label in labels.items()}  # ids as _resolve reads them
     dataset = _dataset(name)
     with dataset_lock(dataset.name):
         current = load_dataset(dataset.name)

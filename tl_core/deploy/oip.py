@@ -49,17 +49,25 @@ def _refuse(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
 
+def whole_number(text: str) -> Optional[int]:
+    """A header's decimal number (ASCII digits, surrounding spaces allowed), else None: ``str.isdigit`` alone
+    accepts characters such as "²" that ``int`` refuses."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def split_binary(raw: bytes, header_length: Optional[str]) -> tuple[bytes, bytes]:
     """The JSON part of an inference body and the binary tensor data after it (``b""`` without the extension)."""
     if header_length is None:
         return raw, b""
-    if not header_length.strip().isdigit() or int(header_length) > len(raw):
+    length = whole_number(header_length)
+    if length is None or length > len(raw):
         raise _refuse(
             400,
             f"{HEADER_LENGTH}: {header_length!r} is not the length of the JSON at the start of this "
             f"{len(raw)}-byte body.",
         )
-    return raw[: int(header_length)], raw[int(header_length) :]
+    return raw[:length], raw[length:]
 
 
 def _shape(given: object, expected: tuple, max_images: int) -> tuple:

@@ -275,7 +275,8 @@ class RequestGate:
             declared = headers.get("content-length")
             if declared is None:
                 return _json_refusal(411, "Send a Content-Length header (chunked bodies are not accepted).")
-            if not declared.isdigit() or int(declared) > self.max_bytes:
+            length = oip.whole_number(declared)
+            if length is None or length > self.max_bytes:
                 return _json_refusal(413, f"Request body of {declared} bytes; at most {self.max_bytes}.")
         return None
 
@@ -530,7 +531,8 @@ def create_app(
         }
 
     async def infer(served: ServedModel, raw: bytes, header_length: Optional[str]) -> tuple[np.ndarray, dict, list]:
-        if header_length is not None and header_length.isdigit() and int(header_length) <= INLINE_JSON_BYTES:
+        length = None if header_length is None else oip.whole_number(header_length)
+        if length is not None and length <= INLINE_JSON_BYTES:
             # binary tensor data after a small JSON part: a thread parses it at once, concurrent requests reach
             # the micro-batcher together instead of one parse apart
             parsed = await asyncio.to_thread(_parse_pixels, "infer", raw, served.input_shape, max_images, header_length)

@@ -119,11 +119,8 @@ def check_input(source, allowed_roots: Optional[list] = None) -> Path:
     """The input as an absolute path: an existing folder or zip file (inside ``allowed_roots`` when given, as
     the app's server folders are); TLError quoting it otherwise."""
     path = Path(str(source)).expanduser()
-    if not path.exists():
-        raise TLError(f"Input {str(source)!r} does not exist. Name a folder of images or a .zip file.")
-    if path.is_file() and path.suffix.lower() != ".zip":
-        raise TLError(f"Input {str(source)!r} is a file but not a .zip. Name a folder of images or a .zip file.")
     resolved = path.resolve()
+    # the allowed folders first: what exists outside them is not the app user's to learn
     if allowed_roots is not None and not any(
         resolved.is_relative_to(Path(root).expanduser().resolve()) for root in allowed_roots
     ):
@@ -131,6 +128,10 @@ def check_input(source, allowed_roots: Optional[list] = None) -> Path:
             f"Folder {str(source)!r} is outside the allowed folders {[str(r) for r in allowed_roots]}. "
             "Ask the admin to add it (TL_IMPORT_ROOTS)."
         )
+    if not path.exists():
+        raise TLError(f"Input {str(source)!r} does not exist. Name a folder of images or a .zip file.")
+    if path.is_file() and path.suffix.lower() != ".zip":
+        raise TLError(f"Input {str(source)!r} is a file but not a .zip. Name a folder of images or a .zip file.")
     return resolved
 
 
@@ -329,7 +330,8 @@ def stage_upload(stream) -> Path:
     return target
 
 
-def _drop_staged(source: str) -> None:
+def drop_staged(source: str) -> None:
+    """Remove a zip ``stage_upload`` staged (its folder under the uploads folder); any other path is left alone."""
     path = Path(source)
     if path.parent.parent == uploads_dir():
         shutil.rmtree(path.parent, ignore_errors=True)
@@ -380,7 +382,7 @@ def execute_job(job) -> dict:
         job.log(f"failed: {type(exc).__name__}: {exc}")
         raise
     finally:
-        _drop_staged(spec.get("input", ""))
+        drop_staged(spec.get("input", ""))
     message = f"{summary['predicted']} predicted, {summary['skipped']} skipped"
     job.set_status("finished", message=message, **{k: v for k, v in summary.items()})
     job.log(f"finished: {message}; {summary['images_per_s']} images/s; CSV {summary['out']}")

@@ -117,6 +117,10 @@ class Run:
     def config(self) -> TrainConfig:
         return TrainConfig.load(self.path(CONFIG))
 
+    def write_config(self, cfg: TrainConfig) -> None:
+        """Replace the run's settings (``config.json``) at once: "train again" and a resume read what is here."""
+        atomic_write_text(self.path(CONFIG), cfg.to_json() + "\n")
+
     @property
     def dataset_name(self) -> str:
         """The name of the dataset the run trained on, without the ``@vN`` its config may pin."""
@@ -349,7 +353,7 @@ def new_run(cfg: TrainConfig, run_dir: Optional[Path] = None, user: Optional[str
             f"Run folder {str(run_dir)!r} cannot be made ({exc.strerror or exc}). Pick a --run-dir you can write to."
         ) from None
     run = Run(run_dir)
-    atomic_write_text(run.path(CONFIG), cfg.to_json() + "\n")
+    run.write_config(cfg)
     # queued_at orders the queue: two submissions within one second still train first-come first-served
     write_json(run.path(STATUS), {"state": "queued", "created": now_iso(), "queued_at": time.time(), "user": user})
     return run

@@ -41,10 +41,8 @@ import numpy as np
 from tl_core.models import engine as engines
 from tl_core.models import freeze
 from tl_core.models.modeling import Built, compile_classifier, suffix_model
-from tl_core.runs.store import CONFIG
 from tl_core.training import lr_find, paths
 from tl_core.training.context import TrainingContext
-from tl_core.workspace import atomic_write_text
 
 GOOD_ENOUGH = 0.9  # the head's validation accuracy from which a fine-tune phase is not tried
 UNDERFIT_BELOW = 0.9  # the head's training accuracy under which the frozen base underfits
@@ -373,10 +371,6 @@ def _phase_scores(ctx: TrainingContext, early_stopping: bool) -> Optional[tuple[
     return float(row["val_accuracy"]), float(row["val_loss"])
 
 
-def _write_config(ctx: TrainingContext, cfg) -> None:
-    atomic_write_text(ctx.run.path(CONFIG), cfg.to_json() + "\n")
-
-
 def run(ctx: TrainingContext, built: Built, outcome: paths.Outcome) -> Pilot:
     """Decide, and run the fine-tune phase if chosen; leaves ``built.model`` holding the better model and
     ``ctx.cfg`` the settings that made it."""
@@ -448,7 +442,7 @@ def run(ctx: TrainingContext, built: Built, outcome: paths.Outcome) -> Pilot:
     ctx.cfg = dataclasses.replace(
         cfg, fine_tune_depth=choice.depth, fine_tune_epochs=choice.epochs, fine_tune_lr=lr, fine_tune_augment=False
     )
-    _write_config(ctx, ctx.cfg)  # a resumed run continues this phase; "train again" repeats it
+    ctx.run.write_config(ctx.cfg)  # a resumed run continues this phase; "train again" repeats it
     head_weights = built.model.get_weights()
     chosen = next(c for c in candidates if c.depth == choice.depth)
     ctx.reporter.add_phase(paths.fine_tune_phase(ctx), chosen.step_s, chosen.start_s)
@@ -472,7 +466,7 @@ def run(ctx: TrainingContext, built: Built, outcome: paths.Outcome) -> Pilot:
     built.model.set_weights(head_weights)
     freeze.apply(built.base, as_built)
     ctx.cfg = before
-    _write_config(ctx, before)  # the fine-tuned model was not kept: train again decides anew
+    ctx.run.write_config(before)  # the fine-tuned model was not kept: train again decides anew
     record["kept"] = "head"
     shown = "no epoch" if scores is None else f"{scores[0]:.3f} validation accuracy"
     ctx.note(f"autopilot: kept the head ({val_acc:.3f} validation accuracy; the fine-tuned model reached {shown})")

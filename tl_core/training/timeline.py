@@ -122,7 +122,7 @@ class Timeline:
         if len(ends) >= 2 and ends[-1][1] > ends[0][1]:
             return (ends[-1][0] - ends[0][0]) / (ends[-1][1] - ends[0][1])
         first_epoch = [b for b in self.batches.get(name, []) if 0 < b[1] <= steps]
-        if len(first_epoch) >= 2:  # the first step (tracing) left out
+        if len(first_epoch) >= 2 and first_epoch[-1][1] > first_epoch[0][1]:  # the first step (tracing) left out
             per_step = (first_epoch[-1][0] - first_epoch[0][0]) / (first_epoch[-1][1] - first_epoch[0][1])
             if ends:  # and an epoch's end (validation, a checkpoint), spread over its steps: the first one
                 # traced the evaluation, so later ends are taken as a share of it
