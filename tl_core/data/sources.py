@@ -67,13 +67,10 @@ def is_ignorable(name: str) -> bool:
     return lowered in SYSTEM_NAMES or lowered.startswith("._") or lowered.startswith(".")
 
 
-def candidates_from_zip(
-    path: Path, skipped: list[dict], limits: ZipLimits = ZipLimits(), labelled: bool = True
-) -> list[Candidate]:
-    """The zip's entries as candidates; ``labelled=False`` (unlabelled images, for an inbox): any entry may be
-    a candidate, its class left empty, instead of only entries inside a class folder."""
-    archive, infos = archives.open_archive(path, limits)
-    entries, total = [], 0
+def zip_entries(infos, limits: ZipLimits):
+    """Each file entry of a zip as ``(info, path parts, problem)``, ``problem`` None for one that may be read
+    (``archives.entry_problem``); folders, ``__MACOSX`` and system files (``is_ignorable``) are left out unless
+    their path is unsafe, which is always reported."""
     for info in infos:
         name = info.filename
         parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", "/")]
@@ -81,9 +78,19 @@ def candidates_from_zip(
             continue
         if not archives.unsafe_path(name, parts) and (parts[0] == "__MACOSX" or any(is_ignorable(p) for p in parts)):
             continue
-        problem = archives.entry_problem(info, parts, limits)
+        yield info, parts, archives.entry_problem(info, parts, limits)
+
+
+def candidates_from_zip(
+    path: Path, skipped: list[dict], limits: ZipLimits = ZipLimits(), labelled: bool = True
+) -> list[Candidate]:
+    """The zip's entries as candidates; ``labelled=False`` (unlabelled images, for an inbox): any entry may be
+    a candidate, its class left empty, instead of only entries inside a class folder."""
+    archive, infos = archives.open_archive(path, limits)
+    entries, total = [], 0
+    for info, parts, problem in zip_entries(infos, limits):
         if problem:
-            skipped.append({"file": name, "reason": problem})
+            skipped.append({"file": info.filename, "reason": problem})
             continue
         total += info.file_size
         archives.check_total(total, limits)

@@ -24,14 +24,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from tl_core.data import archives
 from tl_core.data.images import ImageRejected, ImageSource, decode_threads, load_array, serve_pixel_cap
-from tl_core.data.sources import is_ignorable
+from tl_core.data.sources import is_ignorable, zip_entries
 from tl_core.errors import Cancelled, TLError
 from tl_core.inference.answer_table import batch_columns, batch_row
 from tl_core.inference.topk import top_k as top_labels
@@ -71,14 +71,8 @@ def _folder_items(root: Path) -> Iterator[Item]:
 
 
 def _zip_items(archive, infos, limits: archives.ZipLimits) -> Iterator[Item]:
-    for info in infos:
+    for info, _, problem in zip_entries(infos, limits):
         name = info.filename
-        parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", "/")]
-        if info.is_dir() or not parts:
-            continue
-        if not archives.unsafe_path(name, parts) and (parts[0] == "__MACOSX" or any(is_ignorable(p) for p in parts)):
-            continue
-        problem = archives.entry_problem(info, parts, limits)
         if problem:
             yield Item(name, problem=problem)
         else:
