@@ -9,11 +9,10 @@ import streamlit as st
 
 from tl_core.data.refs import parse_ref
 from tl_core.inference import monitoring
-from tl_core.runs import table
 from tl_core.runs.store import Run
 
 from . import widgets
-from .results_sections import CHOSEN_RUN, remember_choice
+from .results_sections import pick_finished_run
 from .retrain import train_again_panel
 
 RECORDED = "monitor_recorded"  # session state: the uploads this session has recorded, per run and view
@@ -43,27 +42,11 @@ def record_answers(run: Run, upload_ids: list[str], results: list[dict], tta: st
 
 def pick_run() -> Run:
     """A finished run (the URL's ?run=, else the last chosen, else the dataset's best); with none, the page stops."""
-    finished = [r for r in widgets.backend().refresh() if r.listed_state == "finished" and r.artifacts.has_model()]
-    if not finished:
-        widgets.stop_with(
-            "No trained model yet, so nothing to watch. Train one, then its predictions on the Predict page and "
-            "through the REST server (`python -m tl_core serve`) are recorded here.",
-            "pages/train.py",
-            "Go to Train",
-        )
-    by_id = {r.id: r for r in finished}
-    default = table.default_run_id(finished, st.query_params.get("run"), st.session_state.get(CHOSEN_RUN))
-    run_id = st.selectbox(
-        "Model (finished run)",
-        list(by_id),
-        index=list(by_id).index(default),
-        key="monitor_run",
-        format_func=lambda rid: table.run_label(by_id[rid]),
-        on_change=remember_choice,
-        args=("monitor_run",),
+    return pick_finished_run(
+        "monitor_run",
+        "No trained model yet, so nothing to watch. Train one, then its predictions on the Predict page and "
+        "through the REST server (`python -m tl_core serve`) are recorded here.",
     )
-    st.query_params["run"] = run_id
-    return by_id[run_id]
 
 
 def window_days() -> float:

@@ -18,7 +18,7 @@ from tl_core.runs.store import Run
 
 from . import charts, explanations, monitor_sections, widgets
 from .models import pick_pretrained, predictor_for
-from .results_sections import CHOSEN_RUN, remember_choice
+from .results_sections import pick_finished_run
 
 MAX_CARDS = 12  # more images than this: the table instead of thumbnails
 IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"]
@@ -31,30 +31,13 @@ def pick_model() -> tuple[Optional[Run], Optional[PretrainedClassifier], list[st
     if source == "Pretrained, no training":
         pretrained = pick_pretrained()
         return None, pretrained, pretrained.labels
-    finished = [r for r in widgets.backend().refresh() if r.listed_state == "finished" and r.artifacts.has_model()]
-    if not finished:
-        widgets.stop_with(
-            "No trained model yet. Train one on the Train page, then come back to try it on new "
-            "images (or try a pretrained classifier as it is, above).",
-            "pages/train.py",
-            "Go to Train",
-        )
-    by_id = {r.id: r for r in finished}
-    # the URL's ?run=, else the run this session picked last (here or on Results), else the best finished one
-    default = table.default_run_id(finished, st.query_params.get("run"), st.session_state.get(CHOSEN_RUN))
-    run_id = st.selectbox(
-        "Model (finished run)",
-        list(by_id),
-        index=list(by_id).index(default),
-        key="predict_run",
-        format_func=lambda rid: (
-            f"{table.run_label(by_id[rid])}, balanced {by_id[rid].summary()['balanced_val_accuracy'] or 0:.3f}"
-        ),
-        on_change=remember_choice,
-        args=("predict_run",),
+    run = pick_finished_run(
+        "predict_run",
+        "No trained model yet. Train one on the Train page, then come back to try it on new "
+        "images (or try a pretrained classifier as it is, above).",
+        lambda r: f"{table.run_label(r)}, balanced {r.summary()['balanced_val_accuracy'] or 0:.3f}",
     )
-    st.query_params["run"] = run_id
-    return by_id[run_id], None, by_id[run_id].artifacts.class_names()
+    return run, None, run.artifacts.class_names()
 
 
 def answer_settings(run: Optional[Run], num_classes: int) -> tuple[int, str, float]:

@@ -66,6 +66,28 @@ def remember_choice(key: str) -> None:
     st.session_state[CHOSEN_RUN] = st.session_state[key]
 
 
+def pick_finished_run(key: str, when_none: str, describe=None) -> Run:
+    """A finished run with a model, for Predict and Monitoring: the URL's ``?run=``, else the run this session
+    picked last (here or on Results), else the best; kept in the URL. With none, the page stops saying
+    ``when_none``. ``describe(run)`` labels the choices (default: ``table.run_label``)."""
+    finished = [r for r in widgets.backend().refresh() if r.listed_state == "finished" and r.artifacts.has_model()]
+    if not finished:
+        widgets.stop_with(when_none, "pages/train.py", "Go to Train")
+    by_id = {r.id: r for r in finished}
+    default = table.default_run_id(finished, st.query_params.get("run"), st.session_state.get(CHOSEN_RUN))
+    run_id = st.selectbox(
+        "Model (finished run)",
+        list(by_id),
+        index=list(by_id).index(default),
+        key=key,
+        format_func=lambda rid: (describe or table.run_label)(by_id[rid]),
+        on_change=remember_choice,
+        args=(key,),
+    )
+    st.query_params["run"] = run_id
+    return by_id[run_id]
+
+
 def pick_run(runs: list[Run]) -> Run:
     """The run chosen in the selectbox: the URL's ``?run=``, else the run this session picked last, else the best
     finished run of the dataset last trained on (kept in the URL for a reload or a link)."""
